@@ -1,0 +1,1 @@
+"""ccrec.evaluation."""

@@ -1,0 +1,28 @@
+"""ccrec: efficient on-device session-based recommendation in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="ccrec",
+    version="0.1.0",
+    description=(
+        "Compositional-code compression with bidirectional self-supervised "
+        "knowledge distillation for on-device session-based recommendation."
+    ),
+    packages=setuptools.find_packages(include=["ccrec", "ccrec.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.9",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+        "ml-collections>=0.1.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29", "matplotlib>=3.8"],
+        "notebooks": ["matplotlib>=3.8", "jupyter"],
+    },
+)
