@@ -1,0 +1,133 @@
+"""The experiment config schema: every hyperparameter, with defaults.
+
+Config files under configs/ start from `base_config()` and override fields;
+the result is locked, so `--config.modle.d=64` (a misspelt key) is an error.
+`validate` checks values and names the offending field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+STAGES = ("teacher", "codes", "student_pretrain", "distill")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 2020  # root of every random stream (init, dropout, gumbel, data order)
+  c.stages = ("teacher",)  # pipeline stages to run, in order, a subset of STAGES
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "ml-100k"  # known name, a prepared-dataset directory, or 'synthetic'
+  c.data.protocol = "loo"  # 'loo' (leave-one-out per user) or 'session' (time split)
+  c.data.max_len = 50  # sessions/histories keep their last max_len items
+  c.data.data_dir = ""  # cache of prepared datasets ('' = $CCREC_DATA_DIR or ~/.cache/ccrec)
+  c.data.hot_fraction = 0.2  # top fraction of items by training frequency that are 'hot'
+  c.data.synthetic_items = 500  # dataset='synthetic': catalog size
+  c.data.synthetic_sessions = 2000  # dataset='synthetic': number of sessions
+
+  c.model = ml_collections.ConfigDict()
+  c.model.d = 64  # embedding and hidden size
+  c.model.num_blocks = 2  # transformer blocks
+  c.model.num_heads = 2  # attention heads
+  c.model.inner = 256  # feed-forward inner size
+  c.model.dropout = 0.5  # hidden dropout
+  c.model.attn_dropout = 0.5  # dropout on attention weights
+  c.model.readout = "soft_attention"  # 'soft_attention' (the paper's) or 'last' (plain SASRec)
+  c.model.init = "truncated_normal"  # 'truncated_normal' | 'normal' | 'uniform' (paper: U(-0.1, 0.1))
+  c.model.init_scale = 0.02  # stddev, or the bound for 'uniform'
+  c.model.layer_norm_eps = 1e-12  # as RecBole's SASRec
+
+  c.train = ml_collections.ConfigDict()
+  c.train.objective = "window"  # 'window' (all positions of a window) or 'prefix' (one per prefix)
+  c.train.batch_size = 256  # windows (objective=window) or prefixes (objective=prefix) per step
+  c.train.optimizer = "adam"  # 'adam' | 'adamw'
+  c.train.learning_rate = 1e-3
+  c.train.weight_decay = 0.0  # decoupled decay (adamw only)
+  c.train.l2 = 0.0  # coupled L2 on all parameters (the paper: 1e-5)
+  c.train.clip_norm = 0.0  # global-norm clipping, 0 disables
+  c.train.epochs = 200  # upper bound; early stopping usually ends sooner
+  c.train.patience = 5  # epochs without validation improvement before stopping
+  c.train.select_metric = "NDCG@10"  # validation metric for model selection
+  c.train.log_every = 50  # steps between log lines
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256  # prefixes per evaluation batch
+  c.eval.item_chunk = 0  # score the catalog in chunks of this many items (0 = all at once)
+
+  c.codes = ml_collections.ConfigDict()
+  c.codes.num_codebooks = 4  # M
+  c.codes.codebook_size = 32  # K
+  c.codes.temperature = 0.3  # Gumbel-softmax temperature
+  c.codes.learning_rate = 1e-3
+  c.codes.batch_size = 256  # items per code-learning step
+  c.codes.max_steps = 20000  # upper bound on code-learning steps
+  c.codes.eval_every = 200  # steps between full-table reconstruction checks
+  c.codes.patience = 10  # checks without relative improvement > tolerance before stopping
+  c.codes.tolerance = 1e-3  # relative improvement that counts
+
+  c.student = ml_collections.ConfigDict()
+  c.student.embedding = "codes"  # 'codes' (compositional, the method) or 'tt' (OD-Rec baseline)
+  c.student.tt_rank = 8  # TT rank when embedding='tt'
+  c.student.mixup = True  # embedding mixup during student training
+  c.student.eta = 0.8  # weight of the TEACHER table in the mixup table
+  c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
+  c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)
+
+  c.distill = ml_collections.ConfigDict()
+  c.distill.enabled = True  # False = 'base' ablation (student trained alone after pretraining)
+  c.distill.bidirectional = True  # False freezes the teacher ('w/o-b')
+  c.distill.contrastive = True  # False = 'w/o-c'
+  c.distill.soft_targets = True  # False = 'w/o-s'
+  c.distill.beta = 0.01  # weight of the contrastive loss
+  c.distill.gamma = 0.3  # weight of the soft-target KL
+  c.distill.kd_temperature = 1.0  # temperature of the soft targets
+  c.distill.con_temperature = 0.2  # InfoNCE temperature
+  c.distill.epochs = 200  # upper bound (early stopping on the student's validation metric)
+  return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for any invalid value."""
+  def need(ok: bool, field: str, what: str):
+    if not ok:
+      raise ValueError(f"config.{field}: {what} (got {_get(c, field)!r})")
+
+  need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
+       f"must be a non-empty sequence of {STAGES}")
+  need(list(c.stages) == [s for s in STAGES if s in c.stages], "stages",
+       f"stages must keep the order {STAGES}")
+  need(c.data.protocol in ("loo", "session"), "data.protocol", "must be 'loo' or 'session'")
+  need(c.data.max_len >= 1, "data.max_len", "must be >= 1")
+  need(0 < c.data.hot_fraction < 1, "data.hot_fraction", "must be in (0, 1)")
+  for f in ("d", "num_blocks", "num_heads", "inner"):
+    need(c.model[f] >= 1, f"model.{f}", "must be >= 1")
+  need(c.model.d % c.model.num_heads == 0, "model.d", "must be divisible by model.num_heads")
+  for f in ("dropout", "attn_dropout"):
+    need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
+  need(c.model.readout in ("soft_attention", "last"), "model.readout",
+       "must be 'soft_attention' or 'last'")
+  need(c.train.objective in ("window", "prefix"), "train.objective", "must be 'window' or 'prefix'")
+  need(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+  need(c.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+  need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
+  need(c.train.epochs >= 1, "train.epochs", "must be >= 1")
+  need(c.train.patience >= 1, "train.patience", "must be >= 1")
+  need(c.codes.num_codebooks >= 1, "codes.num_codebooks", "must be >= 1")
+  need(2 <= c.codes.codebook_size <= 65536, "codes.codebook_size", "must be in [2, 65536]")
+  need(c.codes.temperature > 0, "codes.temperature", "must be > 0")
+  need(c.student.embedding in ("codes", "tt"), "student.embedding", "must be 'codes' or 'tt'")
+  need(0 <= c.student.eta <= 1, "student.eta", "must be in [0, 1]")
+  need(c.distill.kd_temperature > 0, "distill.kd_temperature", "must be > 0")
+  need(c.distill.con_temperature > 0, "distill.con_temperature", "must be > 0")
+
+
+def _get(c, dotted: str):
+  for part in dotted.split("."):
+    c = c[part]
+  return c
+
+
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c.lock()
+  return c

@@ -1,0 +1,80 @@
+"""Session readouts: the soft-attention readout (METHOD.md §2.3) and the last position.
+
+Both have two forms: `__call__` reads the whole (left-aligned) session into one
+vector; `causal` gives, for every position t, the readout of positions <= t, so
+one transformer pass trains on every prefix of a window (SASRec's objective).
+With a causal encoder, `causal(h, mask)[:, t]` equals `__call__` on the prefix
+ending at t.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ccrec.models.encoder import Initializer
+
+
+def masked_mean(h: jax.Array, mask: jax.Array) -> jax.Array:
+  """h: [B, L, d], mask: [B, L] -> [B, d] mean over valid positions (0 if none)."""
+  m = mask.astype(h.dtype)[..., None]
+  return (h * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+
+
+class SoftAttentionReadout(nn.Module):
+  """s = sum_t a_t h_t with a_t = q^T sigmoid(W1 tanh(h_t) + b + W2 m), m = mean of valid h_t.
+
+  The weights a_t are not softmax-normalised (as in the paper and its code).
+  """
+
+  features: int
+  kernel_init: Initializer
+
+  def setup(self):
+    self.w1 = nn.Dense(self.features, use_bias=True, kernel_init=self.kernel_init, name="w1")
+    self.w2 = nn.Dense(self.features, use_bias=False, kernel_init=self.kernel_init, name="w2")
+    self.q = nn.Dense(1, use_bias=False, kernel_init=self.kernel_init, name="q")
+
+  def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+    """h: [B, L, d], mask: [B, L] -> s: [B, d]."""
+    m = masked_mean(h, mask)
+    a = self.q(jax.nn.sigmoid(self.w1(jnp.tanh(h)) + self.w2(m)[:, None, :]))[..., 0]
+    a = a * mask.astype(h.dtype)
+    return jnp.einsum("bl,bld->bd", a, h)
+
+  def causal(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+    """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t reads positions <= t only.
+
+    Costs O(L^2 d) per session (one sigmoid per (query, key) pair).
+    """
+    m = mask.astype(h.dtype)
+    counts = jnp.maximum(jnp.cumsum(m, axis=1), 1.0)[..., None]
+    running_mean = jnp.cumsum(h * m[..., None], axis=1) / counts  # [B, L, d]
+    keys = self.w1(jnp.tanh(h))  # [B, L(j), d]
+    queries = self.w2(running_mean)  # [B, L(t), d]
+    z = jax.nn.sigmoid(queries[:, :, None, :] + keys[:, None, :, :])  # [B, t, j, d]
+    a = self.q(z)[..., 0]  # [B, t, j]
+    length = h.shape[1]
+    allowed = jnp.tril(jnp.ones((length, length), h.dtype))[None] * m[:, None, :]
+    return jnp.einsum("btj,bjd->btd", a * allowed, h)
+
+
+class LastReadout(nn.Module):
+  """Plain SASRec: the state at the last valid position."""
+
+  def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+    last = jnp.maximum(mask.astype(jnp.int32).sum(1) - 1, 0)
+    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+
+  def causal(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+    del mask
+    return h
+
+
+def make_readout(kind: str, features: int, kernel_init: Initializer, name: str) -> nn.Module:
+  if kind == "soft_attention":
+    return SoftAttentionReadout(features, kernel_init, name=name)
+  if kind == "last":
+    return LastReadout(name=name)
+  raise ValueError(f"model.readout must be 'soft_attention' or 'last', got {kind!r}")

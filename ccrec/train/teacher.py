@@ -1,0 +1,71 @@
+"""The teacher's (single-model) training step: full-softmax next-item cross-entropy.
+
+Two objectives over the same training targets (config.train.objective):
+  'window': SASRec's — one causal pass over a window of max_len clicks predicts
+            the next item at every position (per-position causal readout);
+  'prefix': the paper's — one pass per prefix example, readout of the prefix.
+Both see every training target once per epoch; 'window' shares the encoder
+pass between the up-to-max_len prefixes of a window.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ccrec.models.recommender import SessionRecommender
+from ccrec.ops import losses
+from ccrec.train.state import TrainState
+
+OBJECTIVES = ("window", "prefix")
+
+
+def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, objective: str,
+                    key: jax.Array | None, table: jax.Array | None = None,
+                    hot: jax.Array | None = None) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+  """Forward pass of a training batch.
+
+  Returns (model outputs, session vectors [N, d], targets [N], weights [N]) where
+  N = B * L for 'window' batches and B for 'prefix' batches. `key` None means
+  deterministic (no dropout).
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"train.objective must be one of {OBJECTIVES}, got {objective!r}")
+  rngs = {} if key is None else {"dropout": key}
+  out = model.apply(variables, batch["items"], deterministic=key is None, table=table,
+                    all_positions=objective == "window", hot=hot, rngs=rngs)
+  if objective == "window":
+    d = out["positions"].shape[-1]
+    return (out, out["positions"].reshape(-1, d), batch["targets"].reshape(-1),
+            batch["weights"].reshape(-1))
+  return out, out["session"], batch["target"], batch["weight"]
+
+
+def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
+                    donate: bool = True) -> Callable[[TrainState, dict, jax.Array],
+                                                     tuple[TrainState, dict]]:
+  """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
+
+  The metrics are sums over the batch's targets plus 'count' (the number of
+  weighted targets); the loop divides on the host.
+  """
+
+  def loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
+    _, s, targets, weights = session_targets(model, state.variables(params), batch,
+                                             objective=objective, key=key)
+    logits = model.apply(state.variables(params), s, method="score")
+    ce_sum = losses.softmax_cross_entropy(logits, targets, weights).sum()
+    count = weights.sum()
+    return ce_sum / jnp.maximum(count, 1.0), (ce_sum, count)
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    dropout_key = jax.random.fold_in(key, 0)
+    grads, (ce_sum, count) = jax.grad(loss_fn, has_aux=True)(state.params, state, batch,
+                                                             dropout_key)
+    return state.apply_gradients(grads), {f"{name}/ce": ce_sum, "count": count}
+
+  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+

@@ -1,0 +1,45 @@
+"""Metric writer: appends one JSON object per event to WORKDIR/metrics.jsonl.
+
+Only process 0 writes (multi-host runs log once). Values are converted to
+plain Python floats on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+from absl import logging
+
+
+def to_python(value: Any) -> Any:
+  if hasattr(value, "item") and getattr(value, "size", 2) == 1:
+    return value.item()
+  if isinstance(value, Mapping):
+    return {k: to_python(v) for k, v in value.items()}
+  return value
+
+
+class MetricWriter:
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = jax.process_index() == 0
+
+  def write(self, stage: str, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
+    if not self.enabled:
+      return
+    record = {"stage": stage, "step": int(step), "time": time.time(), **extra}
+    record.update({k: to_python(v) for k, v in metrics.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, allow_nan=True) + "\n")
+
+  def log(self, stage: str, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
+    self.write(stage, step, metrics, **extra)
+    shown = " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
+        for k, v in {**extra, **{k: to_python(v) for k, v in metrics.items()}}.items())
+    logging.info("[%s] step %d %s", stage, step, shown)

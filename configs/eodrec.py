@@ -1,0 +1,20 @@
+"""EODRec on MovieLens-100k: teacher -> codes -> student pre-training -> distillation.
+
+The default ml-100k method config (the README's main job). Compression M=4
+codebooks of K=32 codewords (the paper's Tmall setting) with d=64.
+
+  python launch/train.py --config=configs/eodrec.py --workdir=runs/eodrec
+"""
+
+from ccrec import config as config_lib
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.stages = ("teacher", "codes", "student_pretrain", "distill")
+  c.codes.num_codebooks = 4
+  c.codes.codebook_size = 32
+  c.student.eta = 0.8
+  c.distill.beta = 0.01
+  c.distill.gamma = 0.3
+  return config_lib.lock(c)
