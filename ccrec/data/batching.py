@@ -1,0 +1,164 @@
+"""Static-shape batches for jit, and the hot/cold item split.
+
+Every batch has the same shapes: [batch_size, max_len], **left-aligned** (the
+first kept click at position 0, padding (0) at the end, mask = items > 0). A
+prefix longer than `max_len` keeps its last `max_len` items. The last batch is
+filled with zero-weight rows, so every example (or target) counts exactly once.
+Shuffling is a permutation drawn from numpy's default_rng([seed, epoch]), so
+the order depends only on (seed, epoch).
+
+Batches are built a chunk of rows at a time with vectorised gathers; a batch
+dict's arrays are views into the chunk, so copy them if you keep them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ccrec.data.dataset import Examples, Sequences
+from ccrec.data.errors import DataError
+
+_CHUNK_CELLS = 1 << 21  # rows x max_len built per chunk (~8 MB of int32)
+
+
+def _check(batch_size: int, max_len: int) -> None:
+  if batch_size < 1:
+    raise DataError(f"batch_size must be >= 1, got {batch_size}")
+  if max_len < 1:
+    raise DataError(f"max_len must be >= 1, got {max_len}")
+
+
+def _order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
+  if not shuffle:
+    return np.arange(n, dtype=np.int64)
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _gather(items: np.ndarray, starts: np.ndarray, lens: np.ndarray, max_len: int) -> np.ndarray:
+  """int32 [R, max_len]: row r is items[starts[r]:starts[r] + lens[r]], zero-padded right."""
+  cols = np.arange(max_len, dtype=np.int64)
+  mask = cols[None, :] < lens[:, None]
+  if len(items) == 0:
+    return np.zeros(mask.shape, dtype=np.int32)
+  index = np.minimum(starts[:, None] + cols[None, :], len(items) - 1)
+  return np.where(mask, items[index], 0).astype(np.int32, copy=False)
+
+
+def _rows_per_chunk(batch_size: int, max_len: int) -> int:
+  return batch_size * max(1, _CHUNK_CELLS // (batch_size * max_len))
+
+
+def num_batches(num_rows: int, batch_size: int) -> int:
+  """Batches for `num_rows` rows (examples or windows): ceil(num_rows / batch_size)."""
+  _check(batch_size, 1)
+  return -(-int(num_rows) // batch_size)
+
+
+def prefix_batches(examples: Examples, batch_size: int, max_len: int, *, shuffle: bool = False,
+                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Batches of (prefix -> target) examples.
+
+  Yields dicts: items int32 [B, L], target int32 [B], weight float32 [B]
+  (1 for real rows, 0 for the filler rows of the last batch, whose items and
+  target are 0). ceil(N / B) batches; each example appears exactly once.
+  """
+  _check(batch_size, max_len)
+  lens_all = examples.prefixes.lengths()
+  n = len(examples)
+  order = _order(n, shuffle, seed, epoch)
+  chunk = _rows_per_chunk(batch_size, max_len)
+  for lo in range(0, n, chunk):
+    idx = order[lo:lo + chunk]
+    rows = len(idx)
+    padded = -(-rows // batch_size) * batch_size
+    lens = np.minimum(lens_all[idx], max_len)
+    starts = examples.prefixes.offsets[idx + 1] - lens
+    items = np.zeros((padded, max_len), dtype=np.int32)
+    items[:rows] = _gather(examples.prefixes.items, starts, lens, max_len)
+    target = np.zeros(padded, dtype=np.int32)
+    target[:rows] = examples.targets[idx]
+    weight = np.zeros(padded, dtype=np.float32)
+    weight[:rows] = 1.0
+    for b in range(0, padded, batch_size):
+      yield {"items": items[b:b + batch_size], "target": target[b:b + batch_size],
+             "weight": weight[b:b + batch_size]}
+
+
+def windows(sequences: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """The training windows of `sequences`: (start, length), int64 [W] each.
+
+  A sequence s of length n has inputs s[:-1] and targets s[1:] (m = n - 1
+  positions), cut into windows of `max_len` from the end: [m - L, m),
+  [m - 2L, m - L), ..., the first one possibly shorter. `start` indexes
+  sequences.items (the first input of the window); its targets start at start + 1.
+  Windows are listed sequence by sequence, last window first.
+  """
+  _check(1, max_len)
+  m = np.maximum(sequences.lengths() - 1, 0)
+  count = -(-m // max_len)
+  seq = np.repeat(np.arange(len(m)), count)
+  first = np.zeros(len(m) + 1, dtype=np.int64)
+  np.cumsum(count, out=first[1:])
+  j = np.arange(len(seq), dtype=np.int64) - first[seq]  # 0 = last window
+  end = m[seq] - j * max_len
+  begin = np.maximum(end - max_len, 0)
+  return sequences.offsets[seq] + begin, end - begin
+
+
+def num_windows(sequences: Sequences, max_len: int) -> int:
+  """Rows one epoch of window_batches yields (before filling the last batch)."""
+  _check(1, max_len)
+  m = np.maximum(sequences.lengths() - 1, 0)
+  return int((-(-m // max_len)).sum())
+
+
+def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuffle: bool = True,
+                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """All-positions training batches (SASRec style), one epoch.
+
+  Yields dicts: items int32 [B, L], targets int32 [B, L] (targets[b, t] is the
+  click after items[b, :t+1]; 0 = none), weights float32 [B, L] (1 where a
+  target exists). Every training target appears exactly once per epoch.
+  """
+  _check(batch_size, max_len)
+  starts_all, lens_all = windows(sequences, max_len)
+  n = len(starts_all)
+  order = _order(n, shuffle, seed, epoch)
+  chunk = _rows_per_chunk(batch_size, max_len)
+  for lo in range(0, n, chunk):
+    idx = order[lo:lo + chunk]
+    rows = len(idx)
+    padded = -(-rows // batch_size) * batch_size
+    starts, lens = starts_all[idx], lens_all[idx]
+    items = np.zeros((padded, max_len), dtype=np.int32)
+    targets = np.zeros((padded, max_len), dtype=np.int32)
+    items[:rows] = _gather(sequences.items, starts, lens, max_len)
+    targets[:rows] = _gather(sequences.items, starts + 1, lens, max_len)
+    weights = (targets > 0).astype(np.float32)
+    for b in range(0, padded, batch_size):
+      yield {"items": items[b:b + batch_size], "targets": targets[b:b + batch_size],
+             "weights": weights[b:b + batch_size]}
+
+
+def hot_mask(item_counts: np.ndarray, fraction: float = 0.2) -> np.ndarray:
+  """bool [num_items + 1]: the top `fraction` of items by training frequency.
+
+  round(fraction * num_items) items are hot; ties in count go to the smaller
+  id; padding (0) is never hot.
+  """
+  if not 0.0 <= fraction <= 1.0:
+    raise DataError(f"hot fraction must be in [0, 1], got {fraction}")
+  counts = np.asarray(item_counts)
+  num_items = len(counts) - 1
+  ranking = popularity_ranking(counts)
+  mask = np.zeros(num_items + 1, dtype=bool)
+  mask[ranking[: int(round(fraction * num_items))]] = True
+  return mask
+
+
+def popularity_ranking(item_counts: np.ndarray) -> np.ndarray:
+  """int64 [num_items]: item ids 1..V by decreasing training count, ties by id."""
+  counts = np.asarray(item_counts)[1:]
+  return np.lexsort((np.arange(len(counts)), -counts.astype(np.int64))).astype(np.int64) + 1

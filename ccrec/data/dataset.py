@@ -1,0 +1,252 @@
+"""The processed-dataset format: CSR sequences, prefix examples, save and load.
+
+A prepared dataset is a directory with two files:
+
+  data.npz       integer arrays, uncompressed (loading ml-100k takes milliseconds):
+                 train_offsets int64, train_items int32, {valid,test}_offsets int64,
+                 {valid,test}_items int32, {valid,test}_targets int32, item_counts int64
+  manifest.json  name, num_items, recipe, sources (path + sha256), id map
+                 (raw item id string -> dense id), statistics
+
+Item ids are 1..num_items; 0 is padding (docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence as TypingSequence
+
+import numpy as np
+
+from ccrec.data.errors import DataError
+
+FORMAT_VERSION = 1
+ARRAYS_FILE = "data.npz"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences:
+  """Ragged int sequences in CSR form: sequence i is items[offsets[i]:offsets[i+1]]."""
+
+  offsets: np.ndarray  # int64 [N + 1], offsets[0] == 0
+  items: np.ndarray  # int32 [offsets[-1]]
+
+  def __post_init__(self):
+    offsets = np.asarray(self.offsets, dtype=np.int64)
+    items = np.asarray(self.items, dtype=np.int32)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(items):
+      raise DataError(f"Sequences: offsets must run from 0 to len(items)={len(items)}")
+    object.__setattr__(self, "offsets", offsets)
+    object.__setattr__(self, "items", items)
+
+  def __len__(self) -> int:
+    return len(self.offsets) - 1
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    """int32 [n_i]: sequence i (a view)."""
+    n = len(self)
+    if not -n <= i < n:
+      raise IndexError(f"sequence {i} out of range for {n} sequences")
+    i %= n
+    return self.items[self.offsets[i]:self.offsets[i + 1]]
+
+  def lengths(self) -> np.ndarray:
+    """int64 [N]."""
+    return np.diff(self.offsets)
+
+  def take(self, indices: np.ndarray) -> "Sequences":
+    """The sequences at `indices` (int [M]), in that order."""
+    indices = np.asarray(indices, dtype=np.int64)
+    starts, lens = self.offsets[indices], self.lengths()[indices]
+    return Sequences(_offsets(lens), self.items[_ranges(starts, lens)])
+
+  @classmethod
+  def from_lists(cls, lists: TypingSequence[TypingSequence[int]]) -> "Sequences":
+    lens = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
+    flat = [x for s in lists for x in s]
+    return cls(_offsets(lens), np.asarray(flat, dtype=np.int32))
+
+  def to_lists(self) -> list[list[int]]:
+    return [self[i].tolist() for i in range(len(self))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """Prefix -> next item examples: prefixes[i] is followed by targets[i]."""
+
+  prefixes: Sequences
+  targets: np.ndarray  # int32 [N]
+
+  def __post_init__(self):
+    targets = np.asarray(self.targets, dtype=np.int32)
+    if targets.shape != (len(self.prefixes),):
+      raise DataError(f"Examples: {len(self.prefixes)} prefixes but targets of shape {targets.shape}")
+    object.__setattr__(self, "targets", targets)
+
+  def __len__(self) -> int:
+    return len(self.targets)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionDataset:
+  """A processed dataset: train sequences, valid/test examples, item statistics."""
+
+  name: str
+  num_items: int
+  train: Sequences  # one of length n gives n - 1 targets
+  valid: Examples
+  test: Examples
+  item_counts: np.ndarray  # int64 [num_items + 1], training frequency, [0] == 0
+  manifest: dict
+
+  def train_examples(self, max_len: int | None = None) -> Examples:
+    """Prefix augmentation of `train`; prefixes keep their last `max_len` items if given."""
+    return prefix_augment(self.train, max_len)
+
+  def statistics(self) -> dict:
+    return statistics(self)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+  out = np.zeros(len(lengths) + 1, dtype=np.int64)
+  np.cumsum(lengths, out=out[1:])
+  return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """Concatenation of arange(s, s + n) for each (s, n), vectorised: int64 [sum(n)]."""
+  lengths = np.asarray(lengths, dtype=np.int64)
+  total = int(lengths.sum())
+  if total == 0:
+    return np.zeros(0, dtype=np.int64)
+  keep = lengths > 0
+  starts, lengths = np.asarray(starts, dtype=np.int64)[keep], lengths[keep]
+  # Step +1 inside a range; at each range start jump to its start.
+  steps = np.ones(total, dtype=np.int64)
+  heads = _offsets(lengths)[:-1]
+  steps[0] = starts[0]
+  steps[heads[1:]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+  return np.cumsum(steps)
+
+
+def prefix_augment(sequences: Sequences, max_len: int | None = None) -> Examples:
+  """([v1] -> v2), ([v1, v2] -> v3), ... for every sequence, in order.
+
+  Prefixes keep their last `max_len` items when it is given.
+  """
+  if max_len is not None and max_len < 1:
+    raise DataError(f"max_len must be >= 1, got {max_len}")
+  lens = sequences.lengths()
+  num_targets = np.maximum(lens - 1, 0)
+  seq = np.repeat(np.arange(len(lens)), num_targets)
+  # Position p (1..n-1) of each target inside its sequence.
+  pos = _ranges(np.ones_like(num_targets), num_targets)
+  target_index = sequences.offsets[seq] + pos
+  prefix_len = pos if max_len is None else np.minimum(pos, max_len)
+  items = sequences.items[_ranges(target_index - prefix_len, prefix_len)]
+  return Examples(Sequences(_offsets(prefix_len), items), sequences.items[target_index])
+
+
+def truncate(sequences: Sequences, max_len: int | None) -> Sequences:
+  """Each sequence keeps its last `max_len` items."""
+  if max_len is None:
+    return sequences
+  lens = np.minimum(sequences.lengths(), max_len)
+  return Sequences(_offsets(lens), sequences.items[_ranges(sequences.offsets[1:] - lens, lens)])
+
+
+def statistics(ds: SessionDataset) -> dict:
+  """The numbers papers report: examples per split, items, average session length."""
+  train_lens = ds.train.lengths()
+  num_train = int(np.maximum(train_lens - 1, 0).sum())
+  return {
+      "items": int(ds.num_items),
+      "train_sequences": len(ds.train),
+      "train_examples": num_train,
+      "valid_examples": len(ds.valid),
+      "test_examples": len(ds.test),
+      "train_clicks": int(train_lens.sum()),
+      "avg_train_length": float(train_lens.mean()) if len(train_lens) else 0.0,
+  }
+
+
+def _check(ds: SessionDataset) -> None:
+  for split, items in (("train", ds.train.items), ("valid", ds.valid.prefixes.items),
+                       ("test", ds.test.prefixes.items), ("valid targets", ds.valid.targets),
+                       ("test targets", ds.test.targets)):
+    if len(items) and (items.min() < 1 or items.max() > ds.num_items):
+      raise DataError(f"{ds.name}: {split} ids outside 1..{ds.num_items}")
+  if ds.item_counts.shape != (ds.num_items + 1,) or ds.item_counts[0] != 0:
+    raise DataError(f"{ds.name}: item_counts must have shape [{ds.num_items + 1}] with [0] == 0")
+
+
+def make_dataset(name: str, num_items: int, train: Sequences, valid: Examples, test: Examples,
+                 manifest: dict | None = None) -> SessionDataset:
+  """A checked SessionDataset; item_counts and manifest statistics computed here."""
+  counts = np.bincount(train.items, minlength=num_items + 1).astype(np.int64)
+  counts[0] = 0
+  ds = SessionDataset(name, int(num_items), train, valid, test, counts[: num_items + 1], {})
+  _check(ds)
+  manifest = dict(manifest or {})
+  manifest.update(name=name, num_items=int(num_items), format_version=FORMAT_VERSION,
+                  statistics={**manifest.get("statistics", {}), **statistics(ds)})
+  return dataclasses.replace(ds, manifest=manifest)
+
+
+def save(ds: SessionDataset, directory: str | os.PathLike) -> None:
+  """Writes data.npz + manifest.json into `directory` (atomically per file)."""
+  os.makedirs(directory, exist_ok=True)
+  arrays = {"train_offsets": ds.train.offsets, "train_items": ds.train.items,
+            "item_counts": ds.item_counts}
+  for split in ("valid", "test"):
+    ex = getattr(ds, split)
+    arrays[f"{split}_offsets"] = ex.prefixes.offsets
+    arrays[f"{split}_items"] = ex.prefixes.items
+    arrays[f"{split}_targets"] = ex.targets
+  path = os.path.join(directory, ARRAYS_FILE)
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(path + ".tmp", path)
+  path = os.path.join(directory, MANIFEST_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(ds.manifest, f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+  path = os.path.join(directory, MANIFEST_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise DataError(f"{path}: no prepared dataset here (missing {MANIFEST_FILE})") from None
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def is_prepared(directory: str | os.PathLike) -> bool:
+  return all(os.path.isfile(os.path.join(directory, f)) for f in (ARRAYS_FILE, MANIFEST_FILE))
+
+
+def load(directory: str | os.PathLike) -> SessionDataset:
+  """Loads a directory written by `save` (no pickles: allow_pickle=False)."""
+  manifest = read_manifest(directory)
+  path = os.path.join(directory, ARRAYS_FILE)
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      a = {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise DataError(f"{path}: missing (a prepared dataset needs {ARRAYS_FILE})") from None
+  try:
+    examples = {s: Examples(Sequences(a[f"{s}_offsets"], a[f"{s}_items"]), a[f"{s}_targets"])
+                for s in ("valid", "test")}
+    ds = SessionDataset(manifest["name"], int(manifest["num_items"]),
+                        Sequences(a["train_offsets"], a["train_items"]), examples["valid"],
+                        examples["test"], a["item_counts"].astype(np.int64), manifest)
+  except KeyError as e:
+    raise DataError(f"{directory}: prepared dataset lacks {e}") from None
+  _check(ds)
+  return ds

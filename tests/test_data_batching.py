@@ -1,0 +1,107 @@
+"""Tests for ccrec/data/batching.py: static shapes, exactly-once coverage, determinism."""
+
+import collections
+import time
+
+import numpy as np
+import pytest
+
+from ccrec.data import batching
+from ccrec.data.dataset import Examples, Sequences, prefix_augment
+from ccrec.data.errors import DataError
+from ccrec.data.synthetic import synthetic_sessions
+
+
+def _examples(n=37, seed=0):
+  rng = np.random.default_rng(seed)
+  lists = [rng.integers(1, 50, rng.integers(1, 12)).tolist() for _ in range(n)]
+  return Examples(Sequences.from_lists(lists), rng.integers(1, 50, n)), lists
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_prefix_batches_cover_each_example_once(shuffle):
+  ex, lists = _examples()
+  batches = list(batching.prefix_batches(ex, 8, 5, shuffle=shuffle, seed=3))
+  assert len(batches) == batching.num_batches(len(ex), 8) == 5
+  seen = collections.Counter()
+  for b in batches:
+    assert b["items"].shape == (8, 5) and b["items"].dtype == np.int32
+    assert b["target"].dtype == np.int32 and b["weight"].dtype == np.float32
+    for row, t, w in zip(b["items"], b["target"], b["weight"]):
+      if w > 0:
+        seen[(tuple(row[row > 0]), int(t))] += 1
+      else:
+        assert t == 0 and not row.any()
+  want = collections.Counter((tuple(p[-5:]), int(t)) for p, t in zip(lists, ex.targets))
+  assert seen == want
+  assert sum(float(b["weight"].sum()) for b in batches) == len(ex)
+
+
+def test_prefix_batches_left_aligned_truncated():
+  ex = Examples(Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7]]), np.array([8, 9]))
+  (b,) = batching.prefix_batches(ex, 4, 3)
+  np.testing.assert_array_equal(b["items"], [[4, 5, 6], [7, 0, 0], [0, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(b["weight"], [1, 1, 0, 0])
+
+
+def test_shuffle_is_deterministic_in_seed_and_epoch():
+  ex, _ = _examples(100)
+  run = lambda **kw: np.concatenate([b["target"] for b in batching.prefix_batches(ex, 16, 4, **kw)])
+  np.testing.assert_array_equal(run(shuffle=True, seed=1, epoch=2), run(shuffle=True, seed=1, epoch=2))
+  assert not np.array_equal(run(shuffle=True, seed=1, epoch=2), run(shuffle=True, seed=1, epoch=3))
+  np.testing.assert_array_equal(run()[:100], ex.targets)
+  assert not run()[100:].any()
+
+
+def test_window_batches_hand_computed():
+  seqs = Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7, 8], [9]])
+  starts, lens = batching.windows(seqs, 3)
+  # [1..6]: inputs 1..5, targets 2..6 -> windows [2, 5) and [0, 2); [7, 8]: one; [9]: none.
+  assert lens.tolist() == [3, 2, 1] and batching.num_windows(seqs, 3) == 3
+  (b,) = batching.window_batches(seqs, 4, 3, shuffle=False)
+  np.testing.assert_array_equal(b["items"], [[3, 4, 5], [1, 2, 0], [7, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(b["targets"], [[4, 5, 6], [2, 3, 0], [8, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(b["weights"], b["targets"] > 0)
+  assert b["weights"].dtype == np.float32
+
+
+def test_window_targets_cover_every_training_target_once():
+  seqs = synthetic_sessions(200, 300, seed=1, mean_length=9, max_length=40)
+  batches = list(batching.window_batches(seqs, 32, 7, seed=5, epoch=1))
+  assert len(batches) == batching.num_batches(batching.num_windows(seqs, 7), 32)
+  got = collections.Counter()
+  for b in batches:
+    m = b["weights"] > 0
+    assert (b["items"][m] > 0).all()
+    got.update(zip(b["items"][m].tolist(), b["targets"][m].tolist()))
+  # Every (click, next click) pair of the training sequences exactly once.
+  want = collections.Counter()
+  for s in seqs.to_lists():
+    want.update(zip(s[:-1], s[1:]))
+  assert got == want
+  assert sum(float(b["weights"].sum()) for b in batches) == len(prefix_augment(seqs))
+
+
+def test_window_batches_fast_on_ml100k_scale():
+  seqs = synthetic_sessions(1682, 943, seed=0, mean_length=104, max_length=700)
+  start = time.perf_counter()
+  n = sum(1 for _ in batching.window_batches(seqs, 128, 50, seed=0))
+  assert n > 0 and time.perf_counter() - start < 0.5
+
+
+def test_bad_settings():
+  ex, _ = _examples()
+  with pytest.raises(DataError, match="max_len"):
+    next(batching.prefix_batches(ex, 8, 0))
+  with pytest.raises(DataError, match="batch_size"):
+    next(batching.window_batches(ex.prefixes, 0, 4))
+
+
+def test_hot_mask_top_fraction_ties_by_id():
+  counts = np.array([0, 5, 9, 5, 1, 0, 9, 2, 2, 3, 5])
+  mask = batching.hot_mask(counts, 0.2)  # 10 items -> 2 hot
+  assert mask.dtype == bool and mask.shape == (11,)
+  assert np.flatnonzero(mask).tolist() == [2, 6]
+  assert np.flatnonzero(batching.hot_mask(counts, 0.3)).tolist() == [1, 2, 6]
+  assert batching.popularity_ranking(counts)[:4].tolist() == [2, 6, 1, 3]
+  assert not batching.hot_mask(counts, 1.0)[0]

@@ -1,0 +1,66 @@
+"""MovieLens-100k through load_dataset: RecBole's leave-one-out counts, exactly.
+
+Reads ../shared/data/ml-100k/ml-100k.inter (via $CCREC_ML100K_INTER); skips
+cleanly when that file is absent. Never touches the network.
+"""
+
+import collections
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+from ccrec.data import load_dataset, sources
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/ml-100k/ml-100k.inter"
+pytestmark = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} absent")
+
+
+@pytest.fixture(scope="module")
+def ml100k(tmp_path_factory):
+  cache = tmp_path_factory.mktemp("cache")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv(sources.ENV_INTER, str(SHARED))
+    mp.setattr(sources, "_from_grouplens", None)  # must not be reached
+    mp.setattr(sources, "_from_recbole_wheel", None)
+    ds = load_dataset("ml-100k", data_dir=cache)
+    start = time.perf_counter()
+    again = load_dataset("ml-100k", data_dir=cache)
+    load_s = time.perf_counter() - start
+  return ds, again, load_s
+
+
+def test_recbole_loo_counts(ml100k):
+  ds, _, _ = ml100k
+  assert ds.num_items == 1682
+  assert len(ds.train) == 943
+  assert len(ds.valid) == 943 and len(ds.test) == 943
+  assert len(ds.train_examples()) == 97_171
+  st = ds.manifest["statistics"]
+  assert (st["users"], st["train_examples"], st["valid_examples"], st["test_examples"]) == (
+      943, 97_171, 943, 943)
+  assert ds.manifest["sources"][0]["sha256"] == sources.ML100K_SHA256
+
+
+def test_cached_copy_loads_fast_and_identical(ml100k):
+  ds, again, load_s = ml100k
+  assert load_s < 0.5
+  np.testing.assert_array_equal(ds.train.items, again.train.items)
+  np.testing.assert_array_equal(ds.test.targets, again.test.targets)
+
+
+def test_matches_a_plain_python_leave_one_out(ml100k):
+  ds, _, _ = ml100k
+  rows = [line.split("\t") for line in SHARED.read_text().splitlines()[1:]]
+  hist = collections.defaultdict(list)
+  for i, (u, item, _, ts) in enumerate(rows):
+    hist[u].append((float(ts), i, item))
+  id_map = ds.manifest["id_map"]
+  assert sorted(id_map.values()) == list(range(1, 1683))
+  for k, user in enumerate(sorted(hist, key=int)):
+    h = [id_map[item] for _, _, item in sorted(hist[user])]  # stable by (time, file row)
+    assert ds.train[k].tolist() == h[:-2]
+    assert ds.valid.targets[k] == h[-2] and ds.test.targets[k] == h[-1]
+    assert ds.valid.prefixes[k].tolist() == h[:-2][-50:]
+    assert ds.test.prefixes[k].tolist() == h[:-1][-50:]
