@@ -127,8 +127,8 @@ def init_variables(model: SessionRecommender, key: jax.Array) -> dict:
   spec = model.spec
   items = jnp.zeros((1, spec.max_len), jnp.int32).at[0, 0].set(1)
   params_key, dropout_key = jax.random.split(key)
-  variables = model.init({"params": params_key, "dropout": dropout_key}, items)
-  return jax.tree.map(jnp.asarray, dict(variables))
+  init = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, items))
+  return dict(init(params_key, dropout_key))
 
 
 def count_params(params) -> int:

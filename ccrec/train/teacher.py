@@ -56,7 +56,7 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
     _, s, targets, weights = session_targets(model, state.variables(params), batch,
                                              objective=objective, key=key)
     logits = model.apply(state.variables(params), s, method="score")
-    ce_sum = losses.softmax_cross_entropy(logits, targets, weights).sum()
+    ce_sum, _ = losses.softmax_cross_entropy_sums(logits, targets, weights)
     count = weights.sum()
     return ce_sum / jnp.maximum(count, 1.0), (ce_sum, count)
 

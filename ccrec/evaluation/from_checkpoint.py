@@ -1,0 +1,63 @@
+"""Evaluate a workdir from its best checkpoints (launch/evaluate.py).
+
+Uses the same evaluators as training. The teacher and the student are taken
+from the last stage that trained them (distill, else teacher / student_pretrain),
+each at its best validation epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+
+from ccrec.checkpoint import Checkpointer, CheckpointError
+from ccrec.models.views import DistillHeads, init_heads
+from ccrec.train import distill as distill_lib
+from ccrec.train import pipeline
+from ccrec.train import workdir as workdir_lib
+from ccrec.train.state import TrainState, make_optimizer
+
+
+def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
+  """Rebuilds the trained models of a workdir from their best checkpoints."""
+  c = ctx.config
+  tx = make_optimizer(c.train)
+  teacher0 = TrainState.create(pipeline.init_variables(ctx.teacher, jax.random.key(0)), tx)
+  student0 = TrainState.create(pipeline.init_student(ctx, None), tx)
+  out = pipeline.Trained()
+  distill_dir = ctx.stage_dir("distill")
+  if os.path.isdir(distill_dir) and Checkpointer(distill_dir).latest_step("best") is not None:
+    heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
+    abstract = distill_lib.DistillState(
+        teacher=teacher0, student=student0,
+        heads=TrainState.create(init_heads(heads, jax.random.key(0), c.data.max_len), tx))
+    state, _ = Checkpointer(distill_dir).restore(abstract, "best")
+    out.teacher, out.student = state.teacher, state.student
+    return out
+  for stage, attr, abstract in (("teacher", "teacher", teacher0),
+                                ("student_pretrain", "student", student0)):
+    path = ctx.stage_dir(stage)
+    if os.path.isdir(path):
+      restored = Checkpointer(path).restore(abstract, "best")
+      if restored is not None:
+        setattr(out, attr, restored[0])
+  if out.teacher is None and out.student is None:
+    raise CheckpointError(f"no checkpoint found under {ctx.workdir} (looked in teacher/, "
+                          "student_pretrain/, distill/): train into this workdir first")
+  return out
+
+
+def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
+  """Evaluates the best checkpoints of `workdir`; writes and returns WORKDIR/eval.json's dict."""
+  config = workdir_lib.load_config(workdir)
+  ctx = pipeline.make_context(config, workdir, check_workdir=False)
+  metrics = pipeline.report(ctx, restore_trained(ctx), splits)
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "eval.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(metrics, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+  return metrics

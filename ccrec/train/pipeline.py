@@ -1,0 +1,289 @@
+"""The EODRec pipeline: teacher -> codes -> student pre-training -> distillation.
+
+Each stage checkpoints under WORKDIR/<stage>/ and a finished stage is restored,
+not retrained, so rerunning a killed command resumes at the stage and epoch
+where it stopped. `run` trains what config.stages asks for and returns the
+final validation/test metrics of every trained model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ccrec import config as config_lib
+from ccrec.checkpoint import Checkpointer
+from ccrec.data import SessionDataset, hot_mask, prefix_batches, window_batches
+from ccrec.evaluation.evaluator import Evaluator
+from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
+from ccrec.models.views import DistillHeads, init_heads
+from ccrec.train import distill as distill_lib
+from ccrec.train import teacher as teacher_lib
+from ccrec.train import workdir as workdir_lib
+from ccrec.train.loop import fit
+from ccrec.train.state import TrainState, make_optimizer
+from ccrec.train.writer import MetricWriter
+
+
+@dataclasses.dataclass
+class Context:
+  """What every stage needs: config, data, models, key, writer."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  dataset: SessionDataset
+  hot: np.ndarray  # bool [V + 1]
+  teacher: SessionRecommender
+  student: SessionRecommender
+  key: jax.Array
+  writer: MetricWriter
+
+  def stage_dir(self, stage: str) -> str:
+    return os.path.join(self.workdir, stage)
+
+  def batches(self, epoch: int, seed_offset: int = 0):
+    c = self.config
+    seed = c.seed + seed_offset
+    if c.train.objective == "window":
+      return window_batches(self.dataset.train, c.train.batch_size, c.data.max_len,
+                            shuffle=True, seed=seed, epoch=epoch)
+    return prefix_batches(self.dataset.train_examples(), c.train.batch_size, c.data.max_len,
+                          shuffle=True, seed=seed, epoch=epoch)
+
+  def evaluator(self, name: str, encode, score, model: SessionRecommender) -> Evaluator:
+    c = self.config
+    return Evaluator(name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
+                     batch_size=c.eval.batch_size, max_len=c.data.max_len,
+                     item_chunk=c.eval.item_chunk)
+
+
+def build_models(config: ml_collections.ConfigDict, num_items: int
+                 ) -> tuple[SessionRecommender, SessionRecommender]:
+  common = dict(max_len=config.data.max_len)
+  teacher = SessionRecommender(ModelSpec.from_config(config.model, num_items, embedding="table",
+                                                     **common))
+  student = SessionRecommender(ModelSpec.from_config(
+      config.model, num_items, embedding=config.student.embedding,
+      num_codebooks=config.codes.num_codebooks, codebook_size=config.codes.codebook_size,
+      tt_rank=config.student.tt_rank, **common))
+  return teacher, student
+
+
+def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True
+                 ) -> Context:
+  config_lib.validate(config)
+  if check_workdir:
+    workdir_lib.prepare(workdir, config)
+  dataset = workdir_lib.load_data(config)
+  workdir_lib.check_dataset(workdir, dataset)
+  teacher, student = build_models(config, dataset.num_items)
+  return Context(config=config, workdir=workdir, dataset=dataset,
+                 hot=hot_mask(dataset.item_counts, config.data.hot_fraction),
+                 teacher=teacher, student=student, key=jax.random.key(config.seed),
+                 writer=MetricWriter(workdir))
+
+
+# ---------------------------------------------------------------------------- encode/score fns
+
+
+def model_fns(model: SessionRecommender):
+  encode = lambda v, items: model.apply(v, items)["session"]
+  score = lambda v, s, ids: model.apply(v, s, ids, method="score")
+  return encode, score
+
+
+def mixed_fns(teacher: SessionRecommender, student: SessionRecommender, eta: float):
+  """The student on its mixup table (NOT compressed: it needs the teacher's table)."""
+  def table(v):
+    t_vars, s_vars = v
+    return distill_lib.mixup_table(teacher.apply(t_vars, method="table"),
+                                   student.apply(s_vars, method="table"), eta)
+  encode = lambda v, items: student.apply(v[1], items, table=table(v))["session"]
+  score = lambda v, s, ids: student.apply(v[1], s, ids, table=table(v), method="score")
+  return encode, score
+
+
+def _select(config) -> str:
+  return config.train.select_metric
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def train_teacher(ctx: Context) -> TrainState:
+  c = ctx.config
+  key = jax.random.fold_in(ctx.key, 0)
+  state = TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
+                            make_optimizer(c.train))
+  step = teacher_lib.make_train_step(ctx.teacher, c.train.objective)
+  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher), ctx.teacher)
+  result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
+               evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
+               select=f"teacher/valid/{_select(c)}", checkpointer=Checkpointer(
+                   ctx.stage_dir("teacher")), writer=ctx.writer, key=jax.random.fold_in(key, 1),
+               epochs=c.train.epochs, patience=c.train.patience, log_every=c.train.log_every)
+  return result.state
+
+
+def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
+  """Stage 'codes': Gumbel-softmax code learning on the teacher's table (cached as npz)."""
+  from ccrec.train import code_learning
+  path = os.path.join(ctx.stage_dir("codes"), "codes.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return {"codes": f["codes"], "codebooks": f["codebooks"]}
+  c = ctx.config.codes
+  table = np.asarray(ctx.teacher.apply(teacher_state.variables(), method="table"))
+  result = code_learning.learn_codes(
+      table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
+      temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
+      max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
+      tolerance=c.tolerance, seed=ctx.config.seed)
+  os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, codes=result.codes, codebooks=result.codebooks)
+  os.replace(tmp, path)
+  report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
+  report["final_mse"] = float(result.history[-1]) if len(result.history) else float("nan")
+  report["steps"] = len(result.history)
+  with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
+    json.dump(jax.tree.map(lambda x: x.item() if hasattr(x, "item") else x, report), f, indent=1)
+  ctx.writer.log("codes", report["steps"], {f"codes/{k}": v for k, v in report.items()
+                                            if isinstance(v, (int, float))})
+  return {"codes": result.codes, "codebooks": result.codebooks}
+
+
+def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
+  """Fresh student variables with the learned codes and codebooks put in."""
+  variables = init_variables(ctx.student, jax.random.fold_in(ctx.key, 2))
+  if codes is None:
+    return variables
+  params = jax.tree.map(lambda x: x, variables["params"])
+  params["items"] = dict(params["items"], codebooks=jnp.asarray(codes["codebooks"]))
+  consts = dict(variables["codes"])
+  want = consts["items"]["codes"]
+  if want.shape != codes["codes"].shape:
+    raise ValueError(f"learned codes have shape {codes['codes'].shape}, the student expects "
+                     f"{want.shape}: config.codes changed since the codes stage ran")
+  consts["items"] = {"codes": jnp.asarray(codes["codes"], want.dtype)}
+  return {"params": params, "codes": consts}
+
+
+def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainState:
+  c = ctx.config
+  state = TrainState.create(init_student(ctx, codes), make_optimizer(c.train))
+  teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
+  step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
+                                        eta=c.student.eta, mse_weight=c.student.mse_weight)
+  evaluator = ctx.evaluator("student", *model_fns(ctx.student), ctx.student)
+  result = fit(stage="student_pretrain", state=state,
+               train_step=lambda s, b, k: step(s, teacher_table, b, k),
+               batches=lambda e: ctx.batches(e, seed_offset=1),
+               evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
+               select=f"student/valid/{_select(c)}",
+               checkpointer=Checkpointer(ctx.stage_dir("student_pretrain")), writer=ctx.writer,
+               key=jax.random.fold_in(ctx.key, 3), epochs=c.student.pretrain_epochs,
+               patience=c.train.patience, log_every=c.train.log_every)
+  return result.state
+
+
+def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
+            ) -> distill_lib.DistillState:
+  c = ctx.config
+  heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
+  fresh = lambda st: TrainState.create(st.variables(), make_optimizer(c.train))
+  state = distill_lib.DistillState(
+      teacher=fresh(teacher_state), student=fresh(student_state),
+      heads=TrainState.create(init_heads(heads, jax.random.fold_in(ctx.key, 4), c.data.max_len),
+                              make_optimizer(c.train)))
+  step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
+                                       c.student, c.train.objective)
+  evaluator = ctx.evaluator("student", *model_fns(ctx.student), ctx.student)
+  result = fit(stage="distill", state=state, train_step=step,
+               batches=lambda e: ctx.batches(e, seed_offset=2),
+               evaluate=lambda s: evaluator.evaluate(s.student.variables(), "valid",
+                                                     ctx.dataset.valid),
+               select=f"student/valid/{_select(c)}",
+               checkpointer=Checkpointer(ctx.stage_dir("distill")), writer=ctx.writer,
+               key=jax.random.fold_in(ctx.key, 5), epochs=c.distill.epochs,
+               patience=c.train.patience, log_every=c.train.log_every)
+  return result.state
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+@dataclasses.dataclass
+class Trained:
+  teacher: TrainState | None = None
+  student: TrainState | None = None  # the final student (after distillation if it ran)
+
+
+def train(ctx: Context) -> Trained:
+  stages = ctx.config.stages
+  out = Trained()
+  if "teacher" in stages:
+    out.teacher = train_teacher(ctx)
+  codes = None
+  if "codes" in stages and ctx.config.student.embedding == "codes":
+    codes = learn_codes(ctx, out.teacher)
+  if "student_pretrain" in stages:
+    out.student = pretrain_student(ctx, out.teacher, codes)
+  if "distill" in stages and ctx.config.distill.enabled:
+    final = distill(ctx, out.teacher, out.student)
+    out.teacher, out.student = final.teacher, final.student
+  return out
+
+
+def report(ctx: Context, trained: Trained, splits=("valid", "test")) -> dict[str, Any]:
+  """Metrics of every trained model on `splits`, plus the student's compression figures."""
+  data = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}
+  metrics: dict[str, Any] = {}
+  jobs = []
+  if trained.teacher is not None:
+    jobs.append((ctx.evaluator("teacher", *model_fns(ctx.teacher), ctx.teacher),
+                 trained.teacher.variables()))
+  if trained.student is not None:
+    jobs.append((ctx.evaluator("student", *model_fns(ctx.student), ctx.student),
+                 trained.student.variables()))
+    if trained.teacher is not None and ctx.config.student.mixup:
+      jobs.append((ctx.evaluator("student_mixed", *mixed_fns(ctx.teacher, ctx.student,
+                                                             ctx.config.student.eta),
+                                 ctx.student),
+                   (trained.teacher.variables(), trained.student.variables())))
+  for evaluator, variables in jobs:
+    for split in splits:
+      metrics.update(evaluator.evaluate(variables, split, data[split]))
+  if trained.student is not None:
+    metrics.update(compression_figures(ctx))
+  if "student_mixed/test/NDCG@10" in metrics:
+    metrics["student_mixed/note"] = ("mixup table eta*teacher + (1-eta)*composite: NOT "
+                                     "compressed, for comparison with the reference code")
+  return metrics
+
+
+def compression_figures(ctx: Context) -> dict[str, float]:
+  c, v, d = ctx.config, ctx.dataset.num_items, ctx.config.model.d
+  if c.student.embedding != "codes":
+    from ccrec.models.tt import tt_bytes
+    return {f"student/compression/{k}": x for k, x in tt_bytes(v, d, c.student.tt_rank).items()}
+  from ccrec.models.codes import compression_stats
+  stats = compression_stats(v, c.codes.num_codebooks, c.codes.codebook_size, d)
+  return {f"student/compression/{k}": x for k, x in stats.items()}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains config.stages in `workdir` and returns the final metrics (also logged)."""
+  ctx = make_context(config, workdir)
+  logging.info("dataset %s: %s", ctx.dataset.name, ctx.dataset.statistics())
+  metrics = report(ctx, train(ctx))
+  ctx.writer.write("final", 0, metrics)
+  return metrics

@@ -1,0 +1,32 @@
+r"""Trains the stages of a config in a workdir and prints the final metrics as JSON.
+
+  python launch/train.py --config=configs/eodrec.py --workdir=runs/eodrec \
+      [--config.train.batch_size=128 ...]
+
+Rerunning the same command resumes where a killed run stopped.
+"""
+
+import json
+
+import _paths  # noqa: F401  (puts the repo root on sys.path)
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ccrec.train import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  metrics = pipeline.run(_CONFIG.value, _WORKDIR.value)
+  print(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+  app.run(main)

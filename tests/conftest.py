@@ -1,0 +1,12 @@
+"""Shared test setup: small sizes, fast CPU, ml-100k from ../shared when present."""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+SHARED_ML100K = os.path.join(ROOT, "..", "shared", "data", "ml-100k", "ml-100k.inter")
+if os.path.exists(SHARED_ML100K):
+  os.environ.setdefault("CCREC_ML100K_INTER", os.path.abspath(SHARED_ML100K))
