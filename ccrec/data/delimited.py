@@ -116,7 +116,11 @@ class Block:
     width = int((e - s).max())
     cols = np.arange(width)
     index = np.minimum(s[:, None] + cols[None, :], len(self.buf) - 1)
-    mat = np.where(cols[None, :] < (e - s)[:, None], self.buf[index], 0).astype(np.uint8)
+    inside = cols[None, :] < (e - s)[:, None]
+    mat = np.where(inside, self.buf[index], 0).astype(np.uint8)
+    nul = (inside & (mat == 0)).any(axis=1)
+    if nul.any():
+      self._fail(nul, field, "an id without NUL bytes")
     raw = np.ascontiguousarray(mat).view(f"S{width}").ravel()
     vocab, codes = np.unique(raw, return_inverse=True)
     return codes.astype(np.int64), np.char.decode(vocab, "utf-8", errors="replace").astype(str)

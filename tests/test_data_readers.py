@@ -1,0 +1,243 @@
+"""Tests for ccrec/data/readers.py and delimited.py on fixtures in the public layouts."""
+
+import csv
+import datetime
+import pathlib
+import re
+
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+
+from ccrec.data import delimited, readers
+from ccrec.data.errors import DataError
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+
+
+def _rows(log):
+  """[(session code, raw item str, time)] in row order."""
+  return [(int(s), str(log.item_vocab[i]), float(t)) for s, i, t in zip(log.session, log.item, log.time)]
+
+
+def _csv(name, delimiter, header=True):
+  with open(FIX / name, newline="") as f:
+    rows = list(csv.reader(f, delimiter=delimiter))
+  return rows[1:] if header else rows
+
+
+def _utc(text, fmt):
+  return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _same_grouping(codes, keys):
+  """codes and raw keys define the same partition of rows."""
+  pairs = set(zip(codes, keys))
+  assert len(pairs) == len(set(codes)) == len(set(keys))
+
+
+def test_inter_and_udata_agree_with_csv():
+  ref = _csv("u.data", "\t", header=False)
+  for log in (readers.read_inter(FIX / "sample.inter"), readers.read_udata(FIX / "u.data")):
+    got = _rows(log)
+    assert [(i, t) for _, i, t in got] == [(r[1], float(r[3])) for r in ref]
+    _same_grouping(log.session.tolist(), [r[0] for r in ref])
+  assert log.sources[0]["sha256"] == readers.sha256_file(FIX / "u.data")
+
+
+def test_diginetica():
+  ref = _csv("train-item-views.csv", ";")
+  log = readers.read_diginetica(FIX / "train-item-views.csv")
+  assert log.session.tolist() == [int(r[0]) for r in ref]
+  assert [str(v) for v in log.item_vocab[log.item]] == [r[2] for r in ref]
+  assert log.order.tolist() == [int(r[3]) for r in ref]
+  assert log.time.tolist() == [_utc(r[4], "%Y-%m-%d") for r in ref]
+
+
+def test_yoochoose():
+  ref = _csv("yoochoose-clicks.dat", ",", header=False)
+  log = readers.read_yoochoose(FIX / "yoochoose-clicks.dat")
+  assert log.session.tolist() == [int(r[0]) for r in ref]
+  assert [str(v) for v in log.item_vocab[log.item]] == [r[2] for r in ref]
+  np.testing.assert_allclose(log.time, [_utc(r[1], "%Y-%m-%dT%H:%M:%S.%fZ") for r in ref], atol=1e-6)
+
+
+def test_retailrocket_sessions_split_at_inactivity():
+  ref = sorted(((int(r[1]), int(r[0]), r[3], r[2]) for r in _csv("events.csv", ",")))
+  want, last = [], None
+  for visitor, ms, item, _ in ref:
+    if last is None or visitor != last[0] or ms - last[1] > 30 * 60_000:
+      want.append([])
+    want[-1].append(item)
+    last = (visitor, ms)
+  log = readers.read_retailrocket(FIX / "events.csv")
+  got = [[] for _ in range(log.session.max() + 1)]
+  for s, i in zip(log.session, log.item):
+    got[s].append(str(log.item_vocab[i]))
+  assert got == want
+  views = readers.read_retailrocket(FIX / "events.csv", events=("view",))
+  assert len(views) == sum(r[3] == "view" for r in ref)
+  assert len(np.unique(readers.read_retailrocket(FIX / "events.csv", gap_minutes=1e9).session)) == len(
+      {r[0] for r in ref})
+  with pytest.raises(DataError, match="no events of type"):
+    readers.read_retailrocket(FIX / "events.csv", events=("click",))
+
+
+def test_tmall_sessions_are_user_days():
+  ref = _csv("user_log_format1.csv", ",")
+  log = readers.read_tmall(FIX / "user_log_format1.csv")
+  _same_grouping(log.session.tolist(), [(r[0], r[5]) for r in ref])
+  assert log.time[0] == _utc("2015-" + ref[0][5].zfill(4), "%Y-%m%d")
+  clicks = readers.read_tmall(FIX / "user_log_format1.csv", actions=(0,))
+  assert len(clicks) == sum(r[6] == "0" for r in ref)
+
+
+def test_generic_with_string_ids():
+  log = readers.read_generic(FIX / "generic.tsv", session_field="session", item_field="product",
+                             time_field="ts")
+  assert [(str(log.item_vocab[i]), t) for i, t in zip(log.item, log.time)] == [
+      ("A", 10.5), ("B", 11.0), ("A", 9.0), ("C", 12.0), ("C", 12.25), ("B", 20.0)]
+  _same_grouping(log.session.tolist(), ["s1", "s1", "s2", "s2", "s1", "s3"])
+  no_time = readers.read_generic(FIX / "generic.tsv", session_field="session", item_field="product")
+  assert no_time.time.tolist() == list(range(6))
+
+
+# Bad input: each error names the file and the line and field (or the setting).
+
+def _write(tmp_path, name, text):
+  path = tmp_path / name
+  path.write_text(text)
+  return path
+
+
+def test_missing_file():
+  with pytest.raises(DataError, match="nope.inter: file not found"):
+    readers.read_inter("nope.inter")
+
+
+def test_wrong_delimiter(tmp_path):
+  path = _write(tmp_path, "u.data", "1,2,3,4\n")
+  with pytest.raises(DataError, match=r"u.data, line 1: expected 4 fields separated by tab.*comma"):
+    readers.read_udata(path)
+
+
+def test_malformed_row_names_line(tmp_path):
+  path = _write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n\n1\t2\n")
+  with pytest.raises(DataError, match=r"x.inter, line 4: expected 3 fields"):
+    readers.read_inter(path)
+
+
+def test_non_integer_id_names_line_and_field(tmp_path):
+  path = _write(tmp_path, "yoochoose-clicks.dat",
+                "1,2014-04-07T10:51:09.277Z,214536502,0\nabc,2014-04-07T10:51:09.277Z,2,0\n")
+  with pytest.raises(DataError, match=r"line 2, field 'SessionID': expected an integer, got 'abc'"):
+    readers.read_yoochoose(path)
+
+
+def test_bad_timestamp_names_line_and_field(tmp_path):
+  path = _write(tmp_path, "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277Z,2,0\n1,2014-13-07T10:51,2,0\n")
+  with pytest.raises(DataError, match=r"line 2, field 'Timestamp'"):
+    readers.read_yoochoose(path)
+  path = _write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tsoon\n")
+  with pytest.raises(DataError, match=r"line 2, field 'timestamp': expected a number, got 'soon'"):
+    readers.read_inter(path)
+
+
+def test_wrong_header(tmp_path):
+  path = _write(tmp_path, "train-item-views.csv", "session;user;item;timeframe;eventdate\n1;NA;2;3;2016-01-01\n")
+  with pytest.raises(DataError, match=r"train-item-views.csv, line 1: expected the header"):
+    readers.read_diginetica(path)
+  path = _write(tmp_path, "y.inter", "user_id\titem_id\n1\t2\n")
+  with pytest.raises(DataError, match=r"line 1, field 'user_id'"):
+    readers.read_inter(path)
+  path = _write(tmp_path, "g.csv", "a,b\n1,2\n")
+  with pytest.raises(DataError, match=r"g.csv, line 1, field 'sess'"):
+    readers.read_generic(path, session_field="sess", item_field="b")
+
+
+def test_empty_file(tmp_path):
+  path = _write(tmp_path, "u.data", "")
+  with pytest.raises(DataError, match="no data rows"):
+    readers.read_udata(path)
+
+
+def test_blocks_across_block_boundaries(tmp_path):
+  """Tiny blocks (lines split across reads) parse exactly like one block; CRLF and gzip too."""
+  text = (FIX / "train-item-views.csv").read_bytes()
+  whole = list(delimited.blocks(FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER,
+                                skip_lines=1))
+  small = list(delimited.blocks(FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER,
+                                skip_lines=1, block_bytes=50))
+  assert len(small) > 10
+  for field in ("sessionId", "timeframe"):
+    np.testing.assert_array_equal(np.concatenate([b.ints(field) for b in small]),
+                                  np.concatenate([b.ints(field) for b in whole]))
+  assert np.concatenate([b.lines for b in small]).tolist() == list(range(2, 2 + 127))
+  crlf = _write(tmp_path, "train-item-views.csv", text.decode().replace("\n", "\r\n").rstrip("\n"))
+  np.testing.assert_array_equal(readers.read_diginetica(crlf).order,
+                                readers.read_diginetica(FIX / "train-item-views.csv").order)
+  import gzip
+  gz = tmp_path / "train-item-views.csv.gz"
+  gz.write_bytes(gzip.compress(text))
+  np.testing.assert_array_equal(readers.read_diginetica(gz).item,
+                                readers.read_diginetica(FIX / "train-item-views.csv").item)
+
+
+def _block(values):
+  text = "\n".join(values) + "\n"
+  path = "mem.csv"
+  buf = np.frombuffer(text.encode(), np.uint8)
+  return delimited._split_block(path, buf, 1, b",", ("x",))  # pylint: disable=protected-access
+
+
+@hypothesis.settings(database=None, deadline=None)
+@hypothesis.given(st.lists(st.integers(-10**17, 10**17), min_size=1, max_size=50))
+def test_ints_roundtrip(values):
+  np.testing.assert_array_equal(_block([str(v) for v in values]).ints("x"), values)
+
+
+@hypothesis.settings(database=None, deadline=None)
+@hypothesis.given(st.lists(st.decimals(-10**6, 10**6, places=3, allow_nan=False), min_size=1,
+                           max_size=50))
+def test_decimals_roundtrip(values):
+  got = _block([str(v) for v in values]).floats("x")
+  np.testing.assert_allclose(got, [float(v) for v in values], rtol=1e-12, atol=1e-9)
+
+
+_token = st.text(st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1, max_size=12)
+
+
+@hypothesis.settings(database=None, deadline=None)
+@hypothesis.given(st.lists(_token, min_size=1, max_size=50))
+def test_tokens_roundtrip(values):
+  codes, vocab = _block(values).tokens("x")
+  assert [str(vocab[c]) for c in codes] == values
+
+
+def test_nul_in_id_is_an_error():
+  with pytest.raises(DataError, match="line 2, field 'x': expected an id without NUL"):
+    _block(["a", "b\x00"]).tokens("x")
+
+
+@hypothesis.settings(database=None, deadline=None)
+@hypothesis.given(st.lists(st.datetimes(datetime.datetime(1971, 1, 1), datetime.datetime(2099, 1, 1)),
+                           min_size=1, max_size=30))
+def test_iso_roundtrip(values):
+  text = [v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z" for v in values]
+  want = [v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=datetime.timezone.utc).timestamp()
+          for v in values]
+  np.testing.assert_allclose(_block(text).datetimes("x"), want, atol=1e-6)
+
+
+@hypothesis.settings(database=None, deadline=None)
+@hypothesis.given(st.text(st.characters(codec="ascii", exclude_characters=",\n\r"), min_size=1,
+                          max_size=12))
+def test_ints_never_silently_misparse(text):
+  """An int field is either a plain decimal integer or an error naming line and field."""
+  unquoted = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+  if re.fullmatch(r"-?[0-9]{1,18}", unquoted) and unquoted != "-":
+    assert _block([text]).ints("x").tolist() == [int(unquoted)]
+  else:
+    with pytest.raises(DataError, match="line 1, field 'x'"):
+      _block([text]).ints("x")
