@@ -250,3 +250,15 @@ def load(directory: str | os.PathLike) -> SessionDataset:
     raise DataError(f"{directory}: prepared dataset lacks {e}") from None
   _check(ds)
   return ds
+
+
+def statistics_table(datasets: TypingSequence[SessionDataset]) -> str:
+  """The statistics table papers print, as markdown: one row per dataset."""
+  lines = ["| dataset | train examples | valid | test | items | avg length |",
+           "|---|---|---|---|---|---|"]
+  for ds in datasets:
+    st = {**ds.manifest.get("statistics", {}), **statistics(ds)}
+    avg = st.get("avg_length", st["avg_train_length"])
+    lines.append(f"| {ds.name} | {st['train_examples']:,} | {st['valid_examples']:,} | "
+                 f"{st['test_examples']:,} | {st['items']:,} | {avg:.2f} |")
+  return "\n".join(lines)

@@ -5,8 +5,8 @@ order='TO'): each user's clicks stable-sorted by time (ties keep file order);
 a history h of length n gives the train sequence h[:n-2] (n - 3 targets),
 valid (h[:n-2] -> h[n-2]) and test (h[:n-1] -> h[n-1]); valid/test prefixes
 keep their last `max_len` items. Users are ordered by raw user id, so train[i],
-valid[i] and test[i] are the same user. Item ids: first appearance in the whole
-log stable-sorted by time.
+valid[i] and test[i] are the same user. Item ids: order of first appearance
+when all clicks are sorted by time (ties: by user id, then file order).
 
 `session` (SR-GNN / GCE-GNN lineage): sessions sorted by click order, filtered
 (items < min_item_count, sessions < min_session_length, until stable), split
@@ -44,7 +44,7 @@ def loo(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
     raise DataError(f"protocols.loo called with recipe protocol {recipe.protocol!r}")
   log = recipes.filter_log(recipes.sort_sessions(log), recipe)
   recipes.check_nonempty(len(log), "the set of users", recipe, log.sources)
-  time_order = np.lexsort((np.arange(len(log)), log.time))  # stable: ties keep row order
+  time_order = np.argsort(log.time, kind="stable")  # ties keep row order
   mapping = recipes.dense_ids(log.item[time_order], len(log.item_vocab))
   items = mapping[log.item]
   offsets = recipes.group(log.session)
@@ -58,7 +58,7 @@ def loo(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
                           histories.items[_head(offsets, lens - 1)])
   test = Examples(truncate(test_prefix, recipe.max_len), items[offsets[1:] - 1])
   stats = {"users": len(lens), "clicks": int(len(log)), "avg_length": float(lens.mean()),
-           "id_order": "first appearance in the log stable-sorted by time"}
+           "id_order": "first appearance in time order (ties: user id, then file order)"}
   return make_dataset(name, int(mapping.max()), train, valid, test,
                       _manifest(name, log, recipe, mapping, stats))
 

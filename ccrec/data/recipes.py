@@ -107,9 +107,19 @@ def group(session: np.ndarray) -> np.ndarray:
 
 
 def sort_sessions(log: ClickLog) -> ClickLog:
-  """Stable sort by (session, order key): ties keep file order."""
+  """Stable sort by (session, order key): ties keep file order.
+
+  Logs already in that order (Yoochoose, Diginetica by session) are returned
+  as they are; otherwise two stable argsorts (key, then session).
+  """
   key = log.time if log.order is None else log.order
-  rows = np.lexsort((np.arange(len(log)), key, log.session))
+  if len(log) < 2:
+    return log
+  step = np.diff(log.session)
+  if ((step > 0) | ((step == 0) & (np.diff(key) >= 0))).all():
+    return log
+  rows = np.argsort(key, kind="stable")
+  rows = rows[np.argsort(log.session[rows], kind="stable")]
   return log.take(rows)
 
 
@@ -166,9 +176,12 @@ def filter_log(log: ClickLog, recipe: Recipe) -> ClickLog:
 
 def dense_ids(item_codes_in_order: np.ndarray, num_codes: int) -> np.ndarray:
   """int64 [num_codes]: code -> dense id 1..V by first appearance, 0 for absent codes."""
-  uniq, first = np.unique(item_codes_in_order, return_index=True)
+  n = len(item_codes_in_order)
+  first = np.full(num_codes, n, dtype=np.int64)
+  np.minimum.at(first, item_codes_in_order, np.arange(n, dtype=np.int64))  # O(n), no sort
+  present = np.flatnonzero(first < n)
   mapping = np.zeros(num_codes, dtype=np.int64)
-  mapping[uniq[np.argsort(first, kind="stable")]] = np.arange(1, len(uniq) + 1)
+  mapping[present[np.argsort(first[present], kind="stable")]] = np.arange(1, len(present) + 1)
   return mapping
 
 

@@ -54,23 +54,24 @@ def _hash_uniform(keys: np.ndarray, seed: int) -> np.ndarray:
 
 def synthetic_sessions(num_items: int, num_sessions: int, *, seed: int = 0,
                        mean_length: float = 6.0, max_length: int = 50, zipf: float = 1.0,
-                       successors: int = 4, follow: float = 0.7) -> Sequences:
-  """num_sessions sessions of length >= 2 (2 + Poisson(mean_length - 2), capped)."""
+                       successors: int = 4, follow: float = 0.7, min_length: int = 2) -> Sequences:
+  """num_sessions sessions: length min_length + Poisson(mean_length - min_length), capped."""
   if num_items < 2:
     raise DataError(f"setting num_items must be >= 2, got {num_items}")
   if num_sessions < 1:
     raise DataError(f"setting num_sessions must be >= 1, got {num_sessions}")
   if not 0.0 <= follow <= 1.0:
     raise DataError(f"setting follow must be in [0, 1], got {follow}")
-  if mean_length < 2 or max_length < 2:
-    raise DataError(f"settings mean_length and max_length must be >= 2, got {mean_length}, "
-                    f"{max_length}")
+  if not 1 <= min_length <= mean_length or max_length < min_length:
+    raise DataError(f"settings need 1 <= min_length <= mean_length and max_length >= min_length, "
+                    f"got {min_length}, {mean_length}, {max_length}")
   rng = np.random.default_rng(seed)
   cdf = _popularity(num_items, zipf, rng)
   # Successor j of item i is a popularity draw keyed on (i, j): a fixed sparse
   # transition table, computed only for the transitions taken.
   table_seed = int(rng.integers(1 << 62))
-  lengths = np.minimum(2 + rng.poisson(mean_length - 2, num_sessions), max_length)
+  lengths = np.minimum(min_length + rng.poisson(mean_length - min_length, num_sessions),
+                       max_length)
   offsets = np.zeros(num_sessions + 1, dtype=np.int64)
   np.cumsum(lengths, out=offsets[1:])
   items = np.zeros(offsets[-1], dtype=np.int32)

@@ -1,0 +1,111 @@
+"""Tests for ccrec/data/safe_pickle.py: only lists, tuples and ints; nothing ever runs."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from ccrec.data import safe_pickle
+from ccrec.data.dataset import prefix_augment, Sequences
+from ccrec.data.errors import DataError
+
+SESSIONS = [[1, 2, 3, 4], [5, 1], [2, 6, 2]]
+
+
+def _srgnn_examples(sessions):
+  """SR-GNN's process_seqs: longest prefix first within each session."""
+  prefixes, targets = [], []
+  for seq in sessions:
+    for i in range(1, len(seq)):
+      targets.append(seq[-i])
+      prefixes.append(seq[:-i])
+  return prefixes, targets
+
+
+def _dump(path, obj, protocol=pickle.HIGHEST_PROTOCOL):
+  with open(path, "wb") as f:
+    pickle.dump(obj, f, protocol=protocol)
+  return path
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_loads_srgnn_pairs_and_rebuilds_sessions(tmp_path, protocol):
+  train = _dump(tmp_path / "train.txt", _srgnn_examples(SESSIONS), protocol)
+  test = _dump(tmp_path / "test.txt", _srgnn_examples([[3, 4, 1]]), protocol)
+  ds = safe_pickle.from_pickles(train, test, valid_fraction=0.0)
+  assert ds.train.to_lists() == SESSIONS
+  assert ds.num_items == 6
+  assert ds.test.prefixes.to_lists() == [[3, 4], [3]] and ds.test.targets.tolist() == [1, 4]
+  # No double counting: augmenting the rebuilt sessions gives back exactly the examples.
+  ex = ds.train_examples()
+  want = sorted(zip(map(tuple, _srgnn_examples(SESSIONS)[0]), _srgnn_examples(SESSIONS)[1]))
+  assert sorted(zip(map(tuple, ex.prefixes.to_lists()), ex.targets.tolist())) == want
+  assert ds.manifest["statistics"]["examples_added_by_rebuilding"] == 0
+
+
+def test_tuple_pair_and_validation_split(tmp_path):
+  prefixes, targets = _srgnn_examples(SESSIONS * 4)
+  train = _dump(tmp_path / "train.txt", (prefixes, targets))
+  test = _dump(tmp_path / "test.txt", ([[1]], [2]))
+  ds = safe_pickle.from_pickles(train, test, valid_fraction=0.25, seed=1)
+  assert len(ds.train) == 9
+  assert len(ds.train_examples()) + len(ds.valid) == len(targets)
+
+
+def test_incomplete_runs_are_refused_unless_not_strict(tmp_path):
+  prefixes, targets = _srgnn_examples(SESSIONS)
+  # The first session lacks its shortest example ([1] -> 2): rebuilding would add it.
+  train = _dump(tmp_path / "train.txt", (prefixes[:2] + prefixes[3:], targets[:2] + targets[3:]))
+  test = _dump(tmp_path / "test.txt", ([[1]], [2]))
+  with pytest.raises(DataError, match="not complete longest-first prefix runs"):
+    safe_pickle.from_pickles(train, test)
+  ds = safe_pickle.from_pickles(train, test, strict=False, valid_fraction=0.0)
+  assert ds.train.to_lists() == SESSIONS
+  assert ds.manifest["statistics"]["examples_added_by_rebuilding"] == 1
+
+
+class _Exploit:
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("payload", ["reduce", "numpy", "nested"])
+def test_malicious_pickle_runs_nothing(tmp_path, payload):
+  marker = tmp_path / "pwned"
+  exploit = _Exploit()
+  exploit.marker = marker
+  obj = {"reduce": exploit, "numpy": np.arange(3),
+         "nested": ([[1, 2], [exploit]], [3, 4])}[payload]
+  path = tmp_path / "train.txt"
+  path.write_bytes(pickle.dumps(obj))
+  with pytest.raises(DataError, match=r"train.txt, byte \d+: pickle opcode .* not allowed.*nothing was run"):
+    safe_pickle.load_examples(path)
+  assert not marker.exists()
+  # The second wall on its own also refuses to name any global.
+  with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    safe_pickle._NoGlobals(open(path, "rb")).load()  # pylint: disable=protected-access
+  assert not marker.exists()
+
+
+@pytest.mark.parametrize("obj,message", [
+    ({"a": 1}, "opcode"),
+    (([[1, 2]], [3, 4]), "1 prefixes but 2 targets"),
+    (([[1, 0]], [3]), "example 0: the prefix"),
+    (([[1, 2]], [-1]), "example 0: the target"),
+    (([[1.5]], [1]), "opcode BINFLOAT"),
+    ([1, 2, 3], "expected a pair"),
+])
+def test_wrong_structure(tmp_path, obj, message):
+  path = _dump(tmp_path / "x.pkl", obj)
+  with pytest.raises(DataError, match=message):
+    safe_pickle.load_examples(path)
+
+
+def test_garbage_and_missing(tmp_path):
+  path = tmp_path / "x.pkl"
+  path.write_bytes(b"\x80\x04not a pickle")
+  with pytest.raises(DataError, match="x.pkl"):
+    safe_pickle.load_examples(path)
+  with pytest.raises(DataError, match="file not found"):
+    safe_pickle.load_examples(tmp_path / "none.pkl")

@@ -1,0 +1,104 @@
+"""Tests for ccrec/data/sources.py, offline: every source path, checksum, error messages."""
+
+import io
+import pathlib
+import zipfile
+
+import pytest
+
+from ccrec.data import sources
+from ccrec.data.errors import DataError
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/ml-100k/ml-100k.inter"
+needs_shared = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} absent")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+  """No env var, no shared copy, network sources that fail loudly if not replaced."""
+  monkeypatch.delenv(sources.ENV_INTER, raising=False)
+  monkeypatch.setattr(sources, "shared_copy", lambda: tmp_path / "no-shared" / "ml-100k.inter")
+
+  def unreachable(*args, **kwargs):
+    raise OSError("network unreachable (test)")
+  monkeypatch.setattr(sources.urllib.request, "urlopen", unreachable)
+  monkeypatch.setattr(sources.subprocess, "run", unreachable)
+  return tmp_path / "cache"
+
+
+def test_every_source_failing_names_each_one(offline):
+  with pytest.raises(DataError) as e:
+    sources.ml100k_inter(cache=offline)
+  message = str(e.value)
+  for part in ("cache:", "shared copy:", sources.GROUPLENS_URL, "recbole==1.2.1", "unreachable"):
+    assert part in message
+
+
+def test_checksum_mismatch_is_an_error(offline, monkeypatch):
+  with pytest.raises(DataError, match=r"sample.inter: sha256 [0-9a-f]{64} does not match"):
+    sources.ml100k_inter(FIX / "sample.inter", cache=offline)
+  monkeypatch.setenv(sources.ENV_INTER, str(FIX / "sample.inter"))
+  with pytest.raises(DataError, match=r"\$CCREC_ML100K_INTER: .*sample.inter: sha256"):
+    sources.ml100k_inter(cache=offline)
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+  monkeypatch.setenv(sources.ENV_DATA_DIR, str(tmp_path))
+  assert sources.data_dir() == tmp_path
+  assert sources.data_dir("/x") == pathlib.Path("/x")
+  monkeypatch.delenv(sources.ENV_DATA_DIR)
+  assert sources.data_dir() == pathlib.Path("~/.cache/ccrec").expanduser()
+
+
+@needs_shared
+def test_local_inter_and_udata(offline, monkeypatch, tmp_path):
+  assert sources.ml100k_inter(SHARED, cache=offline) == SHARED
+  udata = tmp_path / "u.data"
+  udata.write_bytes(SHARED.read_bytes()[len(sources.ML100K_HEADER):])
+  cached = sources.ml100k_inter(udata, cache=offline)
+  assert cached == offline / "raw/ml-100k/ml-100k.inter"
+  assert cached.read_bytes() == SHARED.read_bytes()
+  assert sources.ml100k_inter(cache=offline) == cached  # now found in the cache
+  monkeypatch.setenv(sources.ENV_INTER, str(SHARED))
+  assert sources.ml100k_inter(cache=tmp_path / "other") == SHARED
+
+
+@needs_shared
+def test_grouplens_archive(offline, monkeypatch):
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w") as z:
+    z.writestr("ml-100k/u.data", SHARED.read_bytes()[len(sources.ML100K_HEADER):])
+
+  class Response(io.BytesIO):
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *args):
+      return False
+  seen = {}
+
+  def urlopen(url, timeout):
+    seen.update(url=url, timeout=timeout)
+    return Response(buf.getvalue())
+  monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
+  path = sources.ml100k_inter(cache=offline)
+  assert path.read_bytes() == SHARED.read_bytes()
+  assert seen == {"url": sources.GROUPLENS_URL, "timeout": 10}
+
+
+@needs_shared
+def test_recbole_wheel(offline, monkeypatch):
+  commands = []
+
+  def run(cmd, **kwargs):
+    commands.append(cmd)
+    out = pathlib.Path(cmd[cmd.index("-d") + 1])
+    with zipfile.ZipFile(out / "recbole-1.2.1-py3-none-any.whl", "w") as z:
+      z.writestr(sources.RECBOLE_MEMBER, SHARED.read_bytes())
+    return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+  monkeypatch.setattr(sources.subprocess, "run", run)
+  path = sources.ml100k_inter(cache=offline)
+  assert path.read_bytes() == SHARED.read_bytes()
+  (cmd,) = commands
+  assert cmd[-1] == "recbole==1.2.1" and "--no-deps" in cmd and "download" in cmd
