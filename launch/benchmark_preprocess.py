@@ -88,7 +88,8 @@ def main(argv: Sequence[str]) -> None:
     print(f"  {stage:36s} {seconds:7.1f} s")
   print(f"  {'total (parse -> saved dataset)':36s} {total:7.1f} s")
   print(f"peak memory (ru_maxrss): {_peak_gib():.2f} GiB")
-  print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+  print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def test_make_dataset_counts_and_statistics():
   ds = _tiny()
   np.testing.assert_array_equal(ds.item_counts, [0, 1, 2, 2, 0])
   st = ds.manifest["statistics"]
-  assert (st["train_examples"], st["valid_examples"], st["test_examples"], st["items"]) == (3, 1, 2, 4)
+  counts = (st["train_examples"], st["valid_examples"], st["test_examples"], st["items"])
+  assert counts == (3, 1, 2, 4)
   ex = ds.train_examples()
   assert ex.targets.tolist() == [2, 3, 3]
   with pytest.raises(DataError, match="outside"):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from ccrec.data import safe_pickle
-from ccrec.data.dataset import prefix_augment, Sequences
 from ccrec.data.errors import DataError
 
 SESSIONS = [[1, 2, 3, 4], [5, 1], [2, 6, 2]]
@@ -79,7 +78,8 @@ def test_malicious_pickle_runs_nothing(tmp_path, payload):
          "nested": ([[1, 2], [exploit]], [3, 4])}[payload]
   path = tmp_path / "train.txt"
   path.write_bytes(pickle.dumps(obj))
-  with pytest.raises(DataError, match=r"train.txt, byte \d+: pickle opcode .* not allowed.*nothing was run"):
+  message = r"train.txt, byte \d+: pickle opcode .* not allowed.*nothing was run"
+  with pytest.raises(DataError, match=message):
     safe_pickle.load_examples(path)
   assert not marker.exists()
   # The second wall on its own also refuses to name any global.

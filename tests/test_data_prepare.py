@@ -31,7 +31,8 @@ def test_prepare_diginetica_fixture(tmp_path):
   assert "| dataset | train examples | valid | test | items | avg length |" in out
   (prepared,) = (tmp_path / "processed").iterdir()
   ds = dataset.load(prepared)
-  assert f"| diginetica | {len(ds.train_examples()):,} | {len(ds.valid):,} | {len(ds.test):,} |" in out
+  row = f"| diginetica | {len(ds.train_examples()):,} | {len(ds.valid):,} | {len(ds.test):,} |"
+  assert row in out
   assert ds.manifest["recipe"]["min_item_count"] == 1
   assert ds.manifest["recipe"]["test_days"] == 7  # the dataset's default kept
 
@@ -67,3 +68,8 @@ def test_synthetic_yoochoose_log_roundtrip(tmp_path):
   np.testing.assert_array_equal(back.session, log.session)
   np.testing.assert_array_equal(back.item_vocab[back.item], log.item)
   np.testing.assert_allclose(back.time * 1000, log.time_ms, atol=1e-3)
+
+
+def test_import_is_numpy_only():
+  code = "import sys, ccrec.data; assert 'jax' not in sys.modules and 'flax' not in sys.modules"
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from ccrec.data import load_dataset, protocols, readers, recipes
+from ccrec.data import load_dataset, protocols, recipes
 from ccrec.data.errors import DataError
 from ccrec.data.recipes import ClickLog, Recipe
 
@@ -44,8 +44,8 @@ def test_filter_until_stable_vs_once():
   log = _log({1: [5, 6], 2: [5, 7], 3: [6, 8], 4: [1, 1, 1]})
   # min_item_count=2: 7 and 8 go; sessions 2, 3 become length 1 and go; then 5, 6 occur once.
   assert _sessions(recipes.filter_log(log, Recipe(min_item_count=2))) == [[1, 1, 1]]
-  assert _sessions(recipes.filter_log(log, Recipe(min_item_count=2, filter_until_stable=False))) == [
-      [5, 6], [1, 1, 1]]
+  once = Recipe(min_item_count=2, filter_until_stable=False)
+  assert _sessions(recipes.filter_log(log, once)) == [[5, 6], [1, 1, 1]]
 
 
 def test_length_cap_truncate_and_drop():
@@ -108,7 +108,10 @@ def _srgnn(path, dataset):
   sess_clicks, sess_date = {}, {}
   with open(path) as f:
     lines = f.read().splitlines()
-  rows = [l.split(";") for l in lines[1:]] if dataset == "diginetica" else [l.split(",") for l in lines]
+  if dataset == "diginetica":
+    rows = [line.split(";") for line in lines[1:]]
+  else:
+    rows = [line.split(",") for line in lines]
   curid, curdate = None, None
   for r in rows:
     if dataset == "diginetica":
@@ -193,7 +196,8 @@ def test_session_protocol_valid_and_fractions(tmp_path):
 
 
 def test_empty_after_filtering_names_file_and_setting(tmp_path):
-  with pytest.raises(DataError, match=r"train-item-views.csv: .* empty after preprocessing.*min_item_count"):
+  message = r"train-item-views.csv: .* empty after preprocessing.*min_item_count"
+  with pytest.raises(DataError, match=message):
     load_dataset("diginetica", raw=FIX / "train-item-views.csv", data_dir=tmp_path,
                  min_item_count=1000)
 
@@ -211,8 +215,8 @@ def test_other_readers_through_the_session_protocol(tmp_path):
   rr = load_dataset("retailrocket", raw=FIX / "events.csv", data_dir=tmp_path, min_item_count=1,
                     test_days=1)
   tm = load_dataset("tmall", raw=FIX / "user_log_format1.csv", data_dir=tmp_path, min_item_count=1)
-  gen = load_dataset(FIX / "generic.tsv", data_dir=tmp_path, min_item_count=1, test_days=0.1 / 86400,
-                     valid_fraction=0.0,
+  gen = load_dataset(FIX / "generic.tsv", data_dir=tmp_path, min_item_count=1,
+                     test_days=0.1 / 86400, valid_fraction=0.0,
                      reader_options={"session_field": "session", "item_field": "product",
                                      "time_field": "ts"})
   for ds in (rr, tm, gen):

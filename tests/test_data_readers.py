@@ -18,7 +18,8 @@ FIX = pathlib.Path(__file__).parent / "fixtures"
 
 def _rows(log):
   """[(session code, raw item str, time)] in row order."""
-  return [(int(s), str(log.item_vocab[i]), float(t)) for s, i, t in zip(log.session, log.item, log.time)]
+  rows = zip(log.session, log.item, log.time)
+  return [(int(s), str(log.item_vocab[i]), float(t)) for s, i, t in rows]
 
 
 def _csv(name, delimiter, header=True):
@@ -60,7 +61,8 @@ def test_yoochoose():
   log = readers.read_yoochoose(FIX / "yoochoose-clicks.dat")
   assert log.session.tolist() == [int(r[0]) for r in ref]
   assert [str(v) for v in log.item_vocab[log.item]] == [r[2] for r in ref]
-  np.testing.assert_allclose(log.time, [_utc(r[1], "%Y-%m-%dT%H:%M:%S.%fZ") for r in ref], atol=1e-6)
+  want = [_utc(r[1], "%Y-%m-%dT%H:%M:%S.%fZ") for r in ref]
+  np.testing.assert_allclose(log.time, want, atol=1e-6)
 
 
 def test_retailrocket_sessions_split_at_inactivity():
@@ -78,8 +80,8 @@ def test_retailrocket_sessions_split_at_inactivity():
   assert got == want
   views = readers.read_retailrocket(FIX / "events.csv", events=("view",))
   assert len(views) == sum(r[3] == "view" for r in ref)
-  assert len(np.unique(readers.read_retailrocket(FIX / "events.csv", gap_minutes=1e9).session)) == len(
-      {r[0] for r in ref})
+  one_per_visitor = readers.read_retailrocket(FIX / "events.csv", gap_minutes=1e9)
+  assert len(np.unique(one_per_visitor.session)) == len({r[0] for r in ref})
   with pytest.raises(DataError, match="no events of type"):
     readers.read_retailrocket(FIX / "events.csv", events=("click",))
 
@@ -123,7 +125,8 @@ def test_wrong_delimiter(tmp_path):
 
 
 def test_malformed_row_names_line(tmp_path):
-  path = _write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n\n1\t2\n")
+  header = "user_id:token\titem_id:token\ttimestamp:float\n"
+  path = _write(tmp_path, "x.inter", header + "1\t2\t3\n\n1\t2\n")
   with pytest.raises(DataError, match=r"x.inter, line 4: expected 3 fields"):
     readers.read_inter(path)
 
@@ -136,7 +139,8 @@ def test_non_integer_id_names_line_and_field(tmp_path):
 
 
 def test_bad_timestamp_names_line_and_field(tmp_path):
-  path = _write(tmp_path, "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277Z,2,0\n1,2014-13-07T10:51,2,0\n")
+  path = _write(tmp_path, "yoochoose-clicks.dat",
+                "1,2014-04-07T10:51:09.277Z,2,0\n1,2014-13-07T10:51,2,0\n")
   with pytest.raises(DataError, match=r"line 2, field 'Timestamp'"):
     readers.read_yoochoose(path)
   path = _write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tsoon\n")
@@ -145,7 +149,8 @@ def test_bad_timestamp_names_line_and_field(tmp_path):
 
 
 def test_wrong_header(tmp_path):
-  path = _write(tmp_path, "train-item-views.csv", "session;user;item;timeframe;eventdate\n1;NA;2;3;2016-01-01\n")
+  path = _write(tmp_path, "train-item-views.csv",
+                "session;user;item;timeframe;eventdate\n1;NA;2;3;2016-01-01\n")
   with pytest.raises(DataError, match=r"train-item-views.csv, line 1: expected the header"):
     readers.read_diginetica(path)
   path = _write(tmp_path, "y.inter", "user_id\titem_id\n1\t2\n")
@@ -205,7 +210,8 @@ def test_decimals_roundtrip(values):
   np.testing.assert_allclose(got, [float(v) for v in values], rtol=1e-12, atol=1e-9)
 
 
-_token = st.text(st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1, max_size=12)
+_token = st.text(st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1,
+                 max_size=12)
 
 
 @hypothesis.settings(database=None, deadline=None)
@@ -221,11 +227,12 @@ def test_nul_in_id_is_an_error():
 
 
 @hypothesis.settings(database=None, deadline=None)
-@hypothesis.given(st.lists(st.datetimes(datetime.datetime(1971, 1, 1), datetime.datetime(2099, 1, 1)),
-                           min_size=1, max_size=30))
+@hypothesis.given(st.lists(st.datetimes(datetime.datetime(1971, 1, 1),
+                                        datetime.datetime(2099, 1, 1)), min_size=1, max_size=30))
 def test_iso_roundtrip(values):
   text = [v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z" for v in values]
-  want = [v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=datetime.timezone.utc).timestamp()
+  utc = datetime.timezone.utc
+  want = [v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=utc).timestamp()
           for v in values]
   np.testing.assert_allclose(_block(text).datetimes("x"), want, atol=1e-6)
 

@@ -83,7 +83,8 @@ class Examples:
   def __post_init__(self):
     targets = np.asarray(self.targets, dtype=np.int32)
     if targets.shape != (len(self.prefixes),):
-      raise DataError(f"Examples: {len(self.prefixes)} prefixes but targets of shape {targets.shape}")
+      raise DataError(f"Examples: {len(self.prefixes)} prefixes but targets of shape "
+                      f"{targets.shape}")
     object.__setattr__(self, "targets", targets)
 
   def __len__(self) -> int:

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ccrec.data import delimited
+from ccrec.data import delimited, numeric
 from ccrec.data.errors import DataError, at
 from ccrec.data.recipes import ClickLog
 
@@ -193,7 +193,7 @@ def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015
     row = int(np.flatnonzero(bad)[0])
     raise DataError(f"{path}: data row {row + 1} (line {row + 2}), field 'time_stamp': "
                     f"expected MMDD, got {int(mmdd[row])}")
-  days = delimited.days_from_civil(np.full_like(month, year), month, day)
+  days = numeric.days_from_civil(np.full_like(month, year), month, day)
   codes, vocab = cols["item_id"]
   user = cols["user_id"]
   keep = np.ones(len(user), dtype=bool)

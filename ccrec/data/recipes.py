@@ -87,7 +87,7 @@ class ClickLog:
   time: np.ndarray  # float64 [N] unix seconds: a session's time is its last click's
   item_vocab: np.ndarray  # [U] raw item ids (int64 or str)
   sources: list  # [{"path", "sha256", "format"}]
-  order: np.ndarray | None = None  # [N] within-session order key (Diginetica timeframe); None = time
+  order: np.ndarray | None = None  # [N] within-session order (Diginetica timeframe); None: time
 
   def __len__(self) -> int:
     return len(self.item)

@@ -41,7 +41,8 @@ DATASETS: dict[str, Spec] = {
                        "train-item-views.csv",
                        "CIKM Cup 2016 Track 2, https://competitions.codalab.org/competitions/11161"),
     "yoochoose": Spec(readers.read_yoochoose, _SRGNN.replace(test_days=1), "yoochoose-clicks.dat",
-                      "RecSys Challenge 2015, https://recsys.acm.org/recsys15/challenge/"),
+                      "RecSys Challenge 2015, http://2015.recsyschallenge.com/challenge.html "
+                      "(yoochoose-data.7z)"),
     "yoochoose1_4": Spec(readers.read_yoochoose, _SRGNN.replace(test_days=1, train_fraction=0.25),
                          "yoochoose-clicks.dat", "as yoochoose"),
     "yoochoose1_64": Spec(readers.read_yoochoose,

@@ -81,8 +81,9 @@ def load_examples(path: str | os.PathLike) -> tuple[list, list]:
   except Exception as e:
     raise DataError(f"{path}: unpickling failed ({e})") from None
   if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+    size = len(obj) if hasattr(obj, "__len__") else "?"
     raise DataError(f"{path}: expected a pair (list_of_prefix_lists, list_of_targets), "
-                    f"got {type(obj).__name__} of length {len(obj) if hasattr(obj, '__len__') else '?'}")
+                    f"got {type(obj).__name__} of length {size}")
   prefixes, targets = obj
   if not isinstance(prefixes, list) or not isinstance(targets, list):
     raise DataError(f"{path}: both halves of the pair must be lists")

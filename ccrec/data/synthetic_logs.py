@@ -97,7 +97,8 @@ def format_yoochoose(log: RawLog, lo: int, hi: int) -> bytes:
   return buf.tobytes()
 
 
-def write_yoochoose(log: RawLog, path: str | os.PathLike, *, lines_per_block: int = 2_000_000) -> None:
+def write_yoochoose(log: RawLog, path: str | os.PathLike, *,
+                    lines_per_block: int = 2_000_000) -> None:
   """Writes the log as a yoochoose-clicks.dat file."""
   tmp = f"{os.fspath(path)}.tmp"
   with open(tmp, "wb") as f:
