@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.objective = "window"  # 'window' (all positions of a window) or 'prefix' (one per prefix)
+  c.train.window_stride = 0  # objective=window: stride between windows (0 = max_len, no overlap)
   c.train.batch_size = 256  # windows (objective=window) or prefixes (objective=prefix) per step
   c.train.optimizer = "adam"  # 'adam' | 'adamw'
   c.train.learning_rate = 1e-3
@@ -109,6 +110,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
        "must be 'soft_attention' or 'last'")
   need(c.train.objective in ("window", "prefix"), "train.objective", "must be 'window' or 'prefix'")
   need(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+  need(0 <= c.train.window_stride <= c.data.max_len, "train.window_stride",
+       "must be in [0, data.max_len] (0 = max_len)")
   need(c.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
   need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
   need(c.train.epochs >= 1, "train.epochs", "must be >= 1")

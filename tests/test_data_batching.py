@@ -56,14 +56,43 @@ def test_shuffle_is_deterministic_in_seed_and_epoch():
 
 def test_window_batches_hand_computed():
   seqs = Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7, 8], [9]])
-  starts, lens = batching.windows(seqs, 3)
+  starts, lens, first = batching.windows(seqs, 3)
   # [1..6]: inputs 1..5, targets 2..6 -> windows [2, 5) and [0, 2); [7, 8]: one; [9]: none.
   assert lens.tolist() == [3, 2, 1] and batching.num_windows(seqs, 3) == 3
+  assert first.tolist() == [0, 0, 0]
   (b,) = batching.window_batches(seqs, 4, 3, shuffle=False)
   np.testing.assert_array_equal(b["items"], [[3, 4, 5], [1, 2, 0], [7, 0, 0], [0, 0, 0]])
   np.testing.assert_array_equal(b["targets"], [[4, 5, 6], [2, 3, 0], [8, 0, 0], [0, 0, 0]])
   np.testing.assert_array_equal(b["weights"], b["targets"] > 0)
   assert b["weights"].dtype == np.float32
+
+
+def test_strided_windows_hand_computed():
+  seqs = Sequences.from_lists([list(range(1, 13)), [20, 21, 22]])
+  # m = 11 targets, L = 4, stride 2: windows end at 11, 9, 7, 5, 3 (the last starts at 0).
+  (b,) = batching.window_batches(seqs, 8, 4, shuffle=False, stride=2)
+  np.testing.assert_array_equal(b["items"][:6], [[8, 9, 10, 11], [6, 7, 8, 9], [4, 5, 6, 7],
+                                                 [2, 3, 4, 5], [1, 2, 3, 0], [20, 21, 0, 0]])
+  # Only the last `stride` targets of a window count, except in the earliest window.
+  np.testing.assert_array_equal(b["targets"][:6], [[0, 0, 11, 12], [0, 0, 9, 10], [0, 0, 7, 8],
+                                                   [0, 0, 5, 6], [2, 3, 4, 0], [21, 22, 0, 0]])
+  assert batching.num_windows(seqs, 4, 2) == 6
+  with pytest.raises(ValueError, match="stride"):
+    batching.num_windows(seqs, 4, 5)
+
+
+@pytest.mark.parametrize("stride", [None, 1, 3, 7])
+def test_strided_windows_cover_every_target_once(stride):
+  seqs = synthetic_sessions(200, 300, seed=1, mean_length=9, max_length=40)
+  got = collections.Counter()
+  for b in batching.window_batches(seqs, 32, 7, seed=5, epoch=1, stride=stride):
+    m = b["weights"] > 0
+    assert np.array_equal(m, b["targets"] > 0)
+    got.update(b["targets"][m].tolist())
+  want = collections.Counter()
+  for s in seqs.to_lists():
+    want.update(s[1:])
+  assert got == want
 
 
 def test_window_targets_cover_every_training_target_once():

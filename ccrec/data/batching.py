@@ -86,47 +86,68 @@ def prefix_batches(examples: Examples, batch_size: int, max_len: int, *, shuffle
              "weight": weight[b:b + batch_size]}
 
 
-def windows(sequences: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """The training windows of `sequences`: (start, length), int64 [W] each.
+def _check_stride(stride: int | None, max_len: int) -> int:
+  stride = max_len if stride is None else int(stride)
+  if not 1 <= stride <= max_len:
+    raise ValueError(f"window stride must be in [1, max_len={max_len}], got {stride}")
+  return stride
+
+
+def windows(sequences: Sequences, max_len: int, stride: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The training windows of `sequences`: (start, length, first_target), int64 [W] each.
 
   A sequence s of length n has inputs s[:-1] and targets s[1:] (m = n - 1
-  positions), cut into windows of `max_len` from the end: [m - L, m),
-  [m - 2L, m - L), ..., the first one possibly shorter. `start` indexes
-  sequences.items (the first input of the window); its targets start at start + 1.
-  Windows are listed sequence by sequence, last window first.
+  positions). Windows of up to `max_len` inputs end at m, m - stride,
+  m - 2 stride, ... until one starts at the sequence's beginning. A window
+  predicts only its last `stride` targets (positions >= first_target inside
+  the window), except the earliest, which predicts all of its targets, so
+  every target is predicted exactly once per epoch. stride = max_len (the
+  default) gives non-overlapping windows; a smaller stride gives every
+  predicted target at least max_len - stride clicks of context (as in
+  per-prefix training with histories cut to max_len) for max_len / stride
+  times the compute. `start` indexes sequences.items (the window's first
+  input); its targets start at start + 1. Windows are listed sequence by
+  sequence, last window first.
   """
   _check(1, max_len)
+  stride = _check_stride(stride, max_len)
   m = np.maximum(sequences.lengths() - 1, 0)
-  count = -(-m // max_len)
+  count = np.where(m > 0, 1 + -(-np.maximum(m - max_len, 0) // stride), 0)
   seq = np.repeat(np.arange(len(m)), count)
   first = np.zeros(len(m) + 1, dtype=np.int64)
   np.cumsum(count, out=first[1:])
   j = np.arange(len(seq), dtype=np.int64) - first[seq]  # 0 = last window
-  end = m[seq] - j * max_len
+  end = m[seq] - j * stride
   begin = np.maximum(end - max_len, 0)
-  return sequences.offsets[seq] + begin, end - begin
+  first_target = np.where(begin == 0, 0, end - stride - begin)
+  return sequences.offsets[seq] + begin, end - begin, first_target
 
 
-def num_windows(sequences: Sequences, max_len: int) -> int:
+def num_windows(sequences: Sequences, max_len: int, stride: int | None = None) -> int:
   """Rows one epoch of window_batches yields (before filling the last batch)."""
   _check(1, max_len)
+  stride = _check_stride(stride, max_len)
   m = np.maximum(sequences.lengths() - 1, 0)
-  return int((-(-m // max_len)).sum())
+  return int(np.where(m > 0, 1 + -(-np.maximum(m - max_len, 0) // stride), 0).sum())
 
 
 def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuffle: bool = True,
-                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                   seed: int = 0, epoch: int = 0, stride: int | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
   """All-positions training batches (SASRec style), one epoch.
 
   Yields dicts: items int32 [B, L], targets int32 [B, L] (targets[b, t] is the
-  click after items[b, :t+1]; 0 = none), weights float32 [B, L] (1 where a
-  target exists). Every training target appears exactly once per epoch.
+  click after items[b, :t+1]; 0 = none or predicted by another window),
+  weights float32 [B, L] (1 where a target counts). Every training target
+  appears exactly once per epoch. See `windows` for `stride`.
   """
   _check(batch_size, max_len)
-  starts_all, lens_all = windows(sequences, max_len)
+  starts_all, lens_all, first_all = windows(sequences, max_len, stride)
   n = len(starts_all)
   order = _order(n, shuffle, seed, epoch)
   chunk = _rows_per_chunk(batch_size, max_len)
+  positions = np.arange(max_len)[None, :]
   for lo in range(0, n, chunk):
     idx = order[lo:lo + chunk]
     rows = len(idx)
@@ -136,6 +157,7 @@ def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuff
     targets = np.zeros((padded, max_len), dtype=np.int32)
     items[:rows] = _gather(sequences.items, starts, lens, max_len)
     targets[:rows] = _gather(sequences.items, starts + 1, lens, max_len)
+    targets[:rows] *= positions >= first_all[idx][:, None]
     weights = (targets > 0).astype(np.float32)
     for b in range(0, padded, batch_size):
       yield {"items": items[b:b + batch_size], "targets": targets[b:b + batch_size],

@@ -27,11 +27,11 @@ class DistillHeads(nn.Module):
 
   features: int
   readout: str = "soft_attention"
-  init: str = "truncated_normal"
+  init_name: str = "truncated_normal"  # not `init`: that would shadow Module.init
   init_scale: float = 0.02
 
   def setup(self):
-    init: Initializer = make_initializer(self.init, self.init_scale)
+    init: Initializer = make_initializer(self.init_name, self.init_scale)
     self.readouts = {
         name: make_readout(self.readout, self.features, init, name=f"{name}_readout")
         for name in ("teacher_hot", "teacher_cold", "student_hot", "student_cold")

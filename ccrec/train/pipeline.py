@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -45,6 +44,22 @@ class Context:
   student: SessionRecommender
   key: jax.Array
   writer: MetricWriter
+  _train_examples: Any = None  # prefix-augmented training set, built on first use
+  mesh: Any = None  # jax.sharding.Mesh for data/item parallelism (None: single device)
+
+  def to_device(self, batch: dict) -> Any:
+    """Puts a host batch on the device(s): sharded along the mesh's data axis if any."""
+    if self.mesh is None:
+      return batch
+    from ccrec import parallel
+    return parallel.shard_batch(batch, self.mesh)
+
+  def place(self, state: Any) -> Any:
+    """Places a train state on the device(s): replicated (items sharded when configured)."""
+    if self.mesh is None:
+      return state
+    from ccrec import parallel
+    return parallel.place_state(state, self.mesh, self.config)
 
   def stage_dir(self, stage: str) -> str:
     return os.path.join(self.workdir, stage)
@@ -54,15 +69,18 @@ class Context:
     seed = c.seed + seed_offset
     if c.train.objective == "window":
       return window_batches(self.dataset.train, c.train.batch_size, c.data.max_len,
-                            shuffle=True, seed=seed, epoch=epoch)
-    return prefix_batches(self.dataset.train_examples(), c.train.batch_size, c.data.max_len,
+                            shuffle=True, seed=seed, epoch=epoch,
+                            stride=c.train.window_stride or None)
+    if self._train_examples is None:
+      self._train_examples = self.dataset.train_examples(c.data.max_len)
+    return prefix_batches(self._train_examples, c.train.batch_size, c.data.max_len,
                           shuffle=True, seed=seed, epoch=epoch)
 
-  def evaluator(self, name: str, encode, score, model: SessionRecommender) -> Evaluator:
+  def evaluator(self, name: str, encode, score) -> Evaluator:
     c = self.config
     return Evaluator(name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
                      batch_size=c.eval.batch_size, max_len=c.data.max_len,
-                     item_chunk=c.eval.item_chunk)
+                     item_chunk=c.eval.item_chunk, to_device=self.to_device)
 
 
 def build_models(config: ml_collections.ConfigDict, num_items: int
@@ -121,15 +139,16 @@ def _select(config) -> str:
 def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
-  state = TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
-                            make_optimizer(c.train))
+  state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
+                                      make_optimizer(c.train)))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective)
-  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher), ctx.teacher)
+  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
                select=f"teacher/valid/{_select(c)}", checkpointer=Checkpointer(
                    ctx.stage_dir("teacher")), writer=ctx.writer, key=jax.random.fold_in(key, 1),
-               epochs=c.train.epochs, patience=c.train.patience, log_every=c.train.log_every)
+               epochs=c.train.epochs, patience=c.train.patience, log_every=c.train.log_every,
+               to_device=ctx.to_device)
   return result.state
 
 
@@ -166,24 +185,21 @@ def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
   variables = init_variables(ctx.student, jax.random.fold_in(ctx.key, 2))
   if codes is None:
     return variables
-  params = jax.tree.map(lambda x: x, variables["params"])
-  params["items"] = dict(params["items"], codebooks=jnp.asarray(codes["codebooks"]))
-  consts = dict(variables["codes"])
-  want = consts["items"]["codes"]
-  if want.shape != codes["codes"].shape:
-    raise ValueError(f"learned codes have shape {codes['codes'].shape}, the student expects "
-                     f"{want.shape}: config.codes changed since the codes stage ran")
-  consts["items"] = {"codes": jnp.asarray(codes["codes"], want.dtype)}
-  return {"params": params, "codes": consts}
+  from ccrec.models.codes import set_codes
+  try:
+    return set_codes(variables, codes["codes"], codes["codebooks"])
+  except ValueError as e:
+    raise ValueError(f"the learned codes in {ctx.stage_dir('codes')} do not fit the student "
+                     f"(did config.codes change since the codes stage ran?): {e}") from e
 
 
 def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainState:
   c = ctx.config
-  state = TrainState.create(init_student(ctx, codes), make_optimizer(c.train))
+  state = ctx.place(TrainState.create(init_student(ctx, codes), make_optimizer(c.train)))
   teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight)
-  evaluator = ctx.evaluator("student", *model_fns(ctx.student), ctx.student)
+  evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
                batches=lambda e: ctx.batches(e, seed_offset=1),
@@ -191,7 +207,7 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
                select=f"student/valid/{_select(c)}",
                checkpointer=Checkpointer(ctx.stage_dir("student_pretrain")), writer=ctx.writer,
                key=jax.random.fold_in(ctx.key, 3), epochs=c.student.pretrain_epochs,
-               patience=c.train.patience, log_every=c.train.log_every)
+               patience=c.train.patience, log_every=c.train.log_every, to_device=ctx.to_device)
   return result.state
 
 
@@ -200,13 +216,13 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
   c = ctx.config
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
   fresh = lambda st: TrainState.create(st.variables(), make_optimizer(c.train))
-  state = distill_lib.DistillState(
+  state = ctx.place(distill_lib.DistillState(
       teacher=fresh(teacher_state), student=fresh(student_state),
       heads=TrainState.create(init_heads(heads, jax.random.fold_in(ctx.key, 4), c.data.max_len),
-                              make_optimizer(c.train)))
+                              make_optimizer(c.train))))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective)
-  evaluator = ctx.evaluator("student", *model_fns(ctx.student), ctx.student)
+  evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2),
                evaluate=lambda s: evaluator.evaluate(s.student.variables(), "valid",
@@ -214,7 +230,7 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
                select=f"student/valid/{_select(c)}",
                checkpointer=Checkpointer(ctx.stage_dir("distill")), writer=ctx.writer,
                key=jax.random.fold_in(ctx.key, 5), epochs=c.distill.epochs,
-               patience=c.train.patience, log_every=c.train.log_every)
+               patience=c.train.patience, log_every=c.train.log_every, to_device=ctx.to_device)
   return result.state
 
 
@@ -249,15 +265,14 @@ def report(ctx: Context, trained: Trained, splits=("valid", "test")) -> dict[str
   metrics: dict[str, Any] = {}
   jobs = []
   if trained.teacher is not None:
-    jobs.append((ctx.evaluator("teacher", *model_fns(ctx.teacher), ctx.teacher),
+    jobs.append((ctx.evaluator("teacher", *model_fns(ctx.teacher)),
                  trained.teacher.variables()))
   if trained.student is not None:
-    jobs.append((ctx.evaluator("student", *model_fns(ctx.student), ctx.student),
+    jobs.append((ctx.evaluator("student", *model_fns(ctx.student)),
                  trained.student.variables()))
     if trained.teacher is not None and ctx.config.student.mixup:
       jobs.append((ctx.evaluator("student_mixed", *mixed_fns(ctx.teacher, ctx.student,
-                                                             ctx.config.student.eta),
-                                 ctx.student),
+                                                             ctx.config.student.eta)),
                    (trained.teacher.variables(), trained.student.variables())))
   for evaluator, variables in jobs:
     for split in splits:

@@ -23,8 +23,7 @@ OBJECTIVES = ("window", "prefix")
 
 
 def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, objective: str,
-                    key: jax.Array | None, table: jax.Array | None = None,
-                    hot: jax.Array | None = None) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+                    key: jax.Array | None, table: jax.Array | None = None) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
   """Forward pass of a training batch.
 
   Returns (model outputs, session vectors [N, d], targets [N], weights [N]) where
@@ -35,7 +34,7 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
     raise ValueError(f"train.objective must be one of {OBJECTIVES}, got {objective!r}")
   rngs = {} if key is None else {"dropout": key}
   out = model.apply(variables, batch["items"], deterministic=key is None, table=table,
-                    all_positions=objective == "window", hot=hot, rngs=rngs)
+                    all_positions=objective == "window", rngs=rngs)
   if objective == "window":
     d = out["positions"].shape[-1]
     return (out, out["positions"].reshape(-1, d), batch["targets"].reshape(-1),

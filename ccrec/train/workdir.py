@@ -85,7 +85,7 @@ def load_data(config: ml_collections.ConfigDict) -> SessionDataset:
   d = config.data
   if d.dataset == "synthetic":
     return synthetic_dataset(d.synthetic_items, d.synthetic_sessions, seed=config.seed,
-                             protocol=d.protocol)
+                             max_len=d.max_len)
   return load_dataset(d.dataset, protocol=d.protocol, max_len=d.max_len,
                       data_dir=d.data_dir or None)
 

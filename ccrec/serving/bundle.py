@@ -1,0 +1,329 @@
+"""The on-device bundle format: a directory of .npy arrays and a JSON manifest.
+
+Numpy only (the runtime imports this module). Layout:
+
+  BUNDLE/manifest.json     format_version, kind, config, arrays (file, shape,
+                           dtype, sha256, bytes of each), item ids, metrics,
+                           sizes, created
+  BUNDLE/<name>.npy        one array per file ('/' in the name -> '.'), saved
+                           and loaded with allow_pickle=False
+
+Kinds (manifest["kind"]) and their item arrays (config = manifest["config"]):
+
+  codes   items/codes      uint8|uint16 [M, V+1]  codebook-major (each codebook's
+                                                  codes contiguous); column 0 = padding
+          items/codebooks  float32 [M, K, d], or int8 [M, K, d] with
+          items/codebook_scale float32 [M, K]     (codeword = scale * int8 row)
+  table   items/embedding  float32 [V+1, d]       (row 0 padding, zero)
+  tt      items/core_k     float32 [r_{k-1}, n_k, d_k, r_k], k = 0..K-1
+
+Every kind also holds the encoder and readout weights under their Flax names
+(encoder/position/embedding, encoder/block_0/query/kernel, readout/w1/bias, ...)
+and optionally meta/popular_items int32 [P] (training popularity order, for the
+empty-session fallback) and meta/raw_item_ids unicode [V+1] (raw id of each
+dense id; entry 0 is '' for padding).
+
+`write_bundle` writes the arrays first and the manifest last (through a
+temporary name), so a directory without manifest.json is an unfinished export.
+`read_bundle` validates: format version, kind, the arrays the config requires
+(present, shapes, dtypes), every file (present, not truncated, sha256) and
+raises BundleError naming the bundle and the file or array at fault.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+KINDS = ("codes", "table", "tt")
+READOUTS = ("soft_attention", "last")
+
+
+class BundleError(ValueError):
+  """A bundle is missing, of another format version, inconsistent or corrupted."""
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def array_file(name: str) -> str:
+  """'encoder/block_0/query/kernel' -> 'encoder.block_0.query.kernel.npy'."""
+  return name.replace("/", ".") + ".npy"
+
+
+def code_dtype(codebook_size: int) -> np.dtype:
+  """uint8 when K <= 256, uint16 when K <= 65536 (as ccrec.models.codes)."""
+  if not 1 <= codebook_size <= 65536:
+    raise BundleError(f"codebook_size must be in [1, 65536], got {codebook_size}")
+  return np.dtype(np.uint8 if codebook_size <= 256 else np.uint16)
+
+
+def encoder_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+  """Shapes of the encoder and readout weights (all float32) for `config`."""
+  d, inner, blocks = config["d"], config["inner"], config["num_blocks"]
+  shapes: dict[str, tuple[int, ...]] = {
+      "encoder/position/embedding": (config["max_len"], d),
+      "encoder/ln_in/scale": (d,), "encoder/ln_in/bias": (d,),
+  }
+  for i in range(blocks):
+    p = f"encoder/block_{i}/"
+    for name in ("query", "key", "value", "out"):
+      shapes[p + name + "/kernel"] = (d, d)
+      shapes[p + name + "/bias"] = (d,)
+    shapes[p + "ff_in/kernel"] = (d, inner)
+    shapes[p + "ff_in/bias"] = (inner,)
+    shapes[p + "ff_out/kernel"] = (inner, d)
+    shapes[p + "ff_out/bias"] = (d,)
+    for ln in ("ln_attn", "ln_ff"):
+      shapes[p + ln + "/scale"] = (d,)
+      shapes[p + ln + "/bias"] = (d,)
+  if config["readout"] == "soft_attention":
+    shapes.update({"readout/w1/kernel": (d, d), "readout/w1/bias": (d,),
+                   "readout/w2/kernel": (d, d), "readout/q/kernel": (d, 1)})
+  return shapes
+
+
+def tt_core_shapes(config: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+  """[r_{k-1}, n_k, d_k, r_k] of the TT cores from config['tt'] (item_factors, d_factors, ranks)."""
+  tt = config["tt"]
+  items, dims, ranks = tt["item_factors"], tt["d_factors"], tt["ranks"]
+  ranks = [1] + list(ranks) + [1]
+  return [(ranks[k], items[k], dims[k], ranks[k + 1]) for k in range(len(items))]
+
+
+def expected_arrays(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """name -> (shape, dtype) of every array a bundle with `config` must hold."""
+  f32 = np.dtype(np.float32)
+  out = {name: (shape, f32) for name, shape in encoder_shapes(config).items()}
+  v1, d = config["num_items"] + 1, config["d"]
+  kind = config["embedding"]
+  if kind == "codes":
+    m, k = config["num_codebooks"], config["codebook_size"]
+    out["items/codes"] = ((m, v1), code_dtype(k))
+    if config["codebook_dtype"] == "int8":
+      out["items/codebooks"] = ((m, k, d), np.dtype(np.int8))
+      out["items/codebook_scale"] = ((m, k), f32)
+    else:
+      out["items/codebooks"] = ((m, k, d), f32)
+  elif kind == "table":
+    out["items/embedding"] = ((v1, d), f32)
+  elif kind == "tt":
+    for i, shape in enumerate(tt_core_shapes(config)):
+      out[f"items/core_{i}"] = (shape, f32)
+  return out
+
+
+def check_config(config: dict[str, Any], where: str) -> None:
+  """Raises BundleError naming the field if `config` is not a valid bundle config."""
+  need = ["num_items", "d", "num_blocks", "num_heads", "inner", "max_len", "readout",
+          "layer_norm_eps", "embedding"]
+  kind = config.get("embedding")
+  if kind == "codes":
+    need += ["num_codebooks", "codebook_size", "codebook_dtype"]
+  elif kind == "tt":
+    need += ["tt"]
+  missing = [k for k in need if k not in config]
+  if missing:
+    raise BundleError(f"{where}: config lacks {missing}")
+  if kind not in KINDS:
+    raise BundleError(f"{where}: config.embedding must be one of {KINDS}, got {kind!r}")
+  if config["readout"] not in READOUTS:
+    raise BundleError(f"{where}: config.readout must be one of {READOUTS}, "
+                      f"got {config['readout']!r}")
+  for key in ("num_items", "d", "num_blocks", "num_heads", "inner", "max_len"):
+    if not isinstance(config[key], int) or config[key] < 1:
+      raise BundleError(f"{where}: config.{key} must be a positive integer, got {config[key]!r}")
+  if config["d"] % config["num_heads"]:
+    raise BundleError(f"{where}: config.d={config['d']} is not divisible by "
+                      f"num_heads={config['num_heads']}")
+  if kind == "codes" and config["codebook_dtype"] not in ("float32", "int8"):
+    raise BundleError(f"{where}: config.codebook_dtype must be 'float32' or 'int8', "
+                      f"got {config['codebook_dtype']!r}")
+  if kind == "tt":
+    tt = config["tt"]
+    if not all(k in tt for k in ("item_factors", "d_factors", "ranks")):
+      raise BundleError(f"{where}: config.tt needs item_factors, d_factors and ranks, got {tt}")
+    if math.prod(tt["item_factors"]) < config["num_items"] + 1:
+      raise BundleError(f"{where}: config.tt.item_factors {tt['item_factors']} cover fewer "
+                        f"than num_items + 1 = {config['num_items'] + 1} rows")
+    if math.prod(tt["d_factors"]) != config["d"]:
+      raise BundleError(f"{where}: config.tt.d_factors {tt['d_factors']} do not multiply to "
+                        f"d={config['d']}")
+    if not (len(tt["item_factors"]) == len(tt["d_factors"]) == len(tt["ranks"]) + 1):
+      raise BundleError(f"{where}: config.tt needs K item factors, K d factors, K-1 ranks")
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
+                 config: dict[str, Any], metrics: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None, overwrite: bool = False) -> dict:
+  """Writes a bundle and returns its manifest.
+
+  Args:
+    directory: created if missing; if it already holds a manifest, `overwrite`
+      must be True (stale .npy files of a previous bundle are removed).
+    arrays: name -> array; must contain exactly `expected_arrays(config)`
+      (checked) plus optional meta/* arrays.
+    kind: 'codes' | 'table' | 'tt' (must equal config['embedding']).
+    config: the model config subset (see `check_config`).
+    metrics: recorded as manifest['metrics'] (e.g. test metrics at export).
+    extra: further JSON-able manifest fields (source workdir, dataset, sizes, ...).
+  """
+  config = dict(config)
+  if config.get("embedding") != kind:
+    raise BundleError(f"kind {kind!r} differs from config.embedding {config.get('embedding')!r}")
+  check_config(config, directory)
+  arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+  want = expected_arrays(config)
+  for name, (shape, dtype) in want.items():
+    if name not in arrays:
+      raise BundleError(f"cannot export {directory}: array {name} is missing")
+    if arrays[name].shape != tuple(shape) or arrays[name].dtype != dtype:
+      raise BundleError(f"cannot export {directory}: array {name} is {arrays[name].dtype} "
+                        f"{arrays[name].shape}, the config needs {dtype} {tuple(shape)}")
+  unknown = [n for n in arrays if n not in want and not n.startswith("meta/")]
+  if unknown:
+    raise BundleError(f"cannot export {directory}: unexpected arrays {unknown}")
+  manifest_path = os.path.join(directory, MANIFEST_FILE)
+  if os.path.exists(manifest_path):
+    if not overwrite:
+      raise BundleError(f"{directory} already holds a bundle; pass overwrite=True to replace it")
+    os.remove(manifest_path)
+    for name in os.listdir(directory):
+      if name.endswith(".npy"):
+        os.remove(os.path.join(directory, name))
+  os.makedirs(directory, exist_ok=True)
+  entries = {}
+  for name, a in sorted(arrays.items()):
+    if a.dtype.hasobject:
+      raise BundleError(f"array {name} has dtype object; bundles hold plain arrays only")
+    path = os.path.join(directory, array_file(name))
+    np.save(path, a, allow_pickle=False)
+    entries[name] = {"file": array_file(name), "shape": list(a.shape), "dtype": a.dtype.str,
+                     "bytes": os.path.getsize(path), "sha256": _sha256(path)}
+  manifest = {
+      "format_version": FORMAT_VERSION,
+      "kind": kind,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "config": config,
+      "arrays": entries,
+      "metrics": dict(metrics or {}),
+  }
+  manifest.update(extra or {})
+  tmp = manifest_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  os.replace(tmp, manifest_path)
+  return manifest
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_manifest(directory: str) -> dict:
+  """Reads and checks manifest.json (version, kind, config, array entries)."""
+  path = os.path.join(directory, MANIFEST_FILE)
+  if not os.path.isdir(directory):
+    raise BundleError(f"bundle {directory} does not exist (or is not a directory)")
+  if not os.path.exists(path):
+    raise BundleError(f"{path} not found: {directory} is not a bundle, or its export did "
+                      "not finish")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise BundleError(f"{path} is not valid JSON: {e}") from e
+  if not isinstance(manifest, dict):
+    raise BundleError(f"{path}: expected a JSON object")
+  version = manifest.get("format_version")
+  if version != FORMAT_VERSION:
+    raise BundleError(f"{path}: format_version {version!r} is not supported; this runtime "
+                      f"reads format_version {FORMAT_VERSION} (re-export the bundle with this "
+                      "version of ccrec)")
+  for key in ("kind", "config", "arrays"):
+    if key not in manifest:
+      raise BundleError(f"{path}: field {key!r} is missing")
+  if manifest["kind"] not in KINDS:
+    raise BundleError(f"{path}: kind must be one of {KINDS}, got {manifest['kind']!r}")
+  config = manifest["config"]
+  if not isinstance(config, dict) or config.get("embedding") != manifest["kind"]:
+    raise BundleError(f"{path}: config.embedding does not match kind {manifest['kind']!r}")
+  check_config(config, path)
+  entries = manifest["arrays"]
+  for name, (shape, dtype) in expected_arrays(config).items():
+    if name not in entries:
+      raise BundleError(f"{path}: array {name} is missing from the manifest")
+    entry = entries[name]
+    if list(entry.get("shape", [])) != list(shape) or np.dtype(entry.get("dtype")) != dtype:
+      raise BundleError(f"{path}: array {name} is listed as {entry.get('dtype')} "
+                        f"{entry.get('shape')}, the config needs {dtype.str} {list(shape)}")
+  for name, entry in entries.items():
+    for key in ("file", "shape", "dtype", "sha256", "bytes"):
+      if key not in entry:
+        raise BundleError(f"{path}: array {name} lacks field {key!r}")
+    if os.path.basename(entry["file"]) != entry["file"] or not entry["file"].endswith(".npy"):
+      raise BundleError(f"{path}: array {name} has a bad file name {entry['file']!r}")
+  return manifest
+
+
+def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool) -> np.ndarray:
+  path = os.path.join(directory, entry["file"])
+  if not os.path.exists(path):
+    raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} is missing")
+  size = os.path.getsize(path)
+  if size != entry["bytes"]:
+    what = "truncated" if size < entry["bytes"] else "larger than recorded"
+    raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} is {what} "
+                      f"({size} bytes, the manifest says {entry['bytes']})")
+  if verify and _sha256(path) != entry["sha256"]:
+    raise BundleError(f"bundle {directory}: checksum mismatch for file {entry['file']} "
+                      f"(array {name}): the file is corrupted or was modified after export")
+  try:
+    a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} cannot be "
+                      f"read as .npy: {e}") from e
+  if list(a.shape) != list(entry["shape"]) or a.dtype != np.dtype(entry["dtype"]):
+    raise BundleError(f"bundle {directory}: file {entry['file']} holds {a.dtype.str} "
+                      f"{list(a.shape)}, the manifest says array {name} is {entry['dtype']} "
+                      f"{entry['shape']}")
+  return a
+
+
+def read_bundle(directory: str, *, verify: bool = True, mmap: bool = False
+                ) -> tuple[dict, dict[str, np.ndarray]]:
+  """Validates and loads a bundle: (manifest, name -> array).
+
+  Args:
+    verify: check every file's sha256 (reads each file twice; turn off only for
+      bundles verified before, e.g. at install time).
+    mmap: memory-map the arrays read-only instead of reading them into memory.
+  """
+  manifest = read_manifest(directory)
+  arrays = {name: _load_array(directory, name, entry, verify, mmap)
+            for name, entry in manifest["arrays"].items()}
+  return manifest, arrays
+
+
+def bundle_bytes(directory: str) -> int:
+  """Bytes on disk of a bundle's files (manifest + arrays)."""
+  return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
+             if os.path.isfile(os.path.join(directory, f)))

@@ -1,0 +1,134 @@
+"""End to end on the tiny config: every stage, resume, workdir and checkpoint faults."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from ccrec import config as config_lib
+from ccrec.checkpoint import CheckpointError, Checkpointer
+from ccrec.evaluation.from_checkpoint import evaluate_workdir
+from ccrec.train import pipeline
+from ccrec.train.workdir import WorkdirError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**overrides):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  with c.unlocked():
+    for key, value in overrides.items():
+      node = c
+      *parents, leaf = key.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full"))
+  return workdir, pipeline.run(tiny(), workdir)
+
+
+def test_full_pipeline_reports_every_model_and_compression(full_run):
+  workdir, metrics = full_run
+  for model in ("teacher", "student", "student_mixed"):
+    for split in ("valid", "test", "test_hot", "test_cold"):
+      for k in (5, 10, 20):
+        value = metrics[f"{model}/{split}/NDCG@{k}"]
+        assert 0.0 <= value <= 1.0
+  # Compressed-student figures: M=2, K=8, d=16, 60 items.
+  assert metrics["student/compression/paper_ratio"] == pytest.approx(60 * 16 / (2 * 8 * 16 + 2 * 60))
+  assert metrics["student/compression/bytes_ratio"] > 1.0
+  for stage in ("teacher", "codes", "student_pretrain", "distill"):
+    assert os.path.isdir(os.path.join(workdir, stage)), stage
+  with open(os.path.join(workdir, "codes", "report.json")) as f:
+    assert "final_mse" in json.load(f)
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  distill_terms = set().union(*(l.keys() for l in lines if l["stage"] == "distill"))
+  assert {"teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce"} <= distill_terms
+
+
+def test_evaluate_from_checkpoint_matches_training_report(full_run):
+  workdir, metrics = full_run
+  evaluated = evaluate_workdir(workdir)
+  assert os.path.exists(os.path.join(workdir, "eval.json"))
+  for key in ("teacher/test/NDCG@10", "student/test/HR@20", "student_mixed/test/MRR@10"):
+    assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+def test_rerunning_a_finished_workdir_trains_nothing_more(full_run):
+  workdir, metrics = full_run
+  again = pipeline.run(tiny(), workdir)
+  assert again["student/test/NDCG@10"] == pytest.approx(metrics["student/test/NDCG@10"])
+
+
+def test_other_config_in_same_workdir_is_refused(full_run):
+  workdir, _ = full_run
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(WorkdirError, match="model.d"):
+    pipeline.run(tiny(**{"model.d": 32}), workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_killed_teacher_resumes_to_the_same_result(tmp_path, monkeypatch):
+  c = tiny(**{"stages": ("teacher",), "train.epochs": 3, "train.patience": 3})
+  straight = pipeline.run(c, str(tmp_path / "straight"))
+  killed = str(tmp_path / "killed")
+  real_save = Checkpointer.save
+  calls = []
+
+  def save_then_die(self, *args, **kwargs):
+    real_save(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 2:  # killed right after the second epoch's checkpoint
+      raise _Killed()
+
+  monkeypatch.setattr(Checkpointer, "save", save_then_die)
+  with pytest.raises(_Killed):
+    pipeline.run(c, killed)
+  monkeypatch.setattr(Checkpointer, "save", real_save)
+  resumed = pipeline.run(c, killed)
+  for key in ("teacher/test/NDCG@10", "teacher/valid/HR@20", "teacher/test_cold/MRR@5"):
+    assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  c = tiny(**{"stages": ("teacher",), "train.epochs": 1})
+  workdir = str(tmp_path / "w")
+  pipeline.run(c, workdir)
+  best = os.path.join(workdir, "teacher", "best")
+  step_dir = os.path.join(best, os.listdir(best)[0])
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      if name not in ("_CHECKPOINT_METADATA",):
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  with pytest.raises(CheckpointError, match="teacher"):
+    evaluate_workdir(workdir)
+
+
+def test_missing_workdir_is_a_clear_error(tmp_path):
+  with pytest.raises(WorkdirError, match="not a ccrec workdir"):
+    evaluate_workdir(str(tmp_path / "nothing"))
+
+
+def test_invalid_config_names_the_field(tmp_path):
+  with pytest.raises(ValueError, match="data.max_len"):
+    pipeline.run(tiny(**{"data.max_len": 0}), str(tmp_path / "w"))
+  c = tiny()
+  with pytest.raises(AttributeError):
+    c.modle = 3  # locked: a misspelt field is an error
