@@ -21,12 +21,17 @@ M, K, D = 2, 4, 6
 LEARNER = CodeLearner(M, K, D, temperature=0.5)
 
 
-@functools.cache
-def _apply(method, train=False):
-  def run(variables, x, key):
-    kwargs = {"train": train, "rngs": {"gumbel": key}} if method == "__call__" else {}
+@jax.jit
+def _outputs(variables, x, key):
+  """Everything the module computes for x [N, d], in one compiled program."""
+  def call(method, **kwargs):
     return LEARNER.apply(variables, x, method=method, **kwargs)
-  return jax.jit(run)
+  return {
+      "log_alpha": call("log_alpha"),
+      "codes": call("codes"),
+      "train": call("__call__", train=True, rngs={"gumbel": key}),
+      "eval": call("__call__", train=False),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +56,11 @@ def test_parameters_and_code_distribution(setup):
   assert params["codebooks"].shape == (M, K, D)
   assert params["hidden"]["kernel"].shape == (D, M * K // 2)
   assert params["logits"]["kernel"].shape == (M * K // 2, M * K)
-  log_alpha = _apply("log_alpha")(variables, x, _key(1))
+  out = _outputs(variables, x, _key(1))
+  log_alpha = out["log_alpha"]
   assert log_alpha.shape == (32, M, K)
   np.testing.assert_allclose(np.asarray(jax.nn.logsumexp(log_alpha, -1)), 0.0, atol=1e-5)
-  codes = _apply("codes")(variables, x, _key(1))
+  codes = out["codes"]
   assert codes.dtype == jnp.uint8 and codes.shape == (32, M)
   np.testing.assert_array_equal(np.asarray(codes), np.asarray(log_alpha.argmax(-1)))
   wide = jax.eval_shape(lambda v: CodeLearner(1, 300, D).apply(v, x, method="codes"),
@@ -66,32 +72,33 @@ def test_reconstructions_are_sums_of_one_codeword_per_codebook(setup):
   variables, x = setup
   books = np.asarray(variables["params"]["codebooks"])
   sums = _all_sums(books)
-  train = np.asarray(_apply("__call__", True)(variables, x, _key(2)))
+  out, other = _outputs(variables, x, _key(2)), _outputs(variables, x, _key(9))
+  train = np.asarray(out["train"])
   distance = np.abs(train[:, None, :] - sums[None]).max(-1).min(-1)
   assert distance.max() < 1e-5
   # Eval mode: exactly the argmax codes, no noise.
-  evaluated = np.asarray(_apply("__call__")(variables, x, _key(2)))
-  codes = np.asarray(_apply("codes")(variables, x, _key(2))).astype(int)
+  evaluated = np.asarray(out["eval"])
+  codes = np.asarray(out["codes"]).astype(int)
   np.testing.assert_allclose(evaluated, books[np.arange(M), codes].sum(1), rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(evaluated, np.asarray(_apply("__call__")(variables, x, _key(9))))
+  np.testing.assert_array_equal(evaluated, np.asarray(other["eval"]))
 
 
 def test_gumbel_stream_determinism_and_straight_through_gradients(setup):
   variables, x = setup
-  a = _apply("__call__", True)(variables, x, _key(3))
-  b = _apply("__call__", True)(variables, x, _key(3))
-  c = _apply("__call__", True)(variables, x, _key(4))
+  a = _outputs(variables, x, _key(3))["train"]
+  b = _outputs(variables, x, _key(3))["train"]
+  c = _outputs(variables, x, _key(4))["train"]
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(np.asarray(a), np.asarray(c))
 
-  @functools.partial(jax.jit, static_argnums=1)
-  def grads(params, train):
-    def loss(p):
+  @jax.jit
+  def grads(params):
+    def loss(p, train):
       recon = LEARNER.apply({"params": p}, x, train=train, rngs={"gumbel": _key(5)})
       return jnp.mean(jnp.sum((recon - x) ** 2, -1))
-    return jax.grad(loss)(params)
+    return jax.grad(loss)(params, True), jax.grad(loss)(params, False)
 
-  g_train, g_eval = grads(variables["params"], True), grads(variables["params"], False)
+  g_train, g_eval = grads(variables["params"])
   for layer in ("hidden", "logits"):
     assert float(jnp.abs(g_train[layer]["kernel"]).max()) > 0       # straight-through
     assert float(jnp.abs(g_eval[layer]["kernel"]).max()) == 0       # argmax: no gradient
