@@ -130,9 +130,9 @@ def test_code_report_hand_made():
 # learner with tau = 0.3 often stalls in a local minimum (20-40% of the
 # variance) within a test's step budget; with this setting it reaches < 7%
 # for every seed tried.
-PLANTED = dict(num_items=128, M=2, K=4, d=16)
-SETTINGS = dict(num_codebooks=2, codebook_size=16, temperature=1.0, learning_rate=1e-2,
-                batch_size=64, eval_every=100)
+PLANTED = {"num_items": 128, "M": 2, "K": 4, "d": 16}
+SETTINGS = {"num_codebooks": 2, "codebook_size": 16, "temperature": 1.0, "learning_rate": 1e-2,
+            "batch_size": 64, "eval_every": 100}
 
 
 @functools.cache

@@ -13,7 +13,7 @@ reconstruction is exactly what the frozen codes and these codebooks give.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax

@@ -13,7 +13,8 @@ products), then score[b, v] = sum_m T[b, m, c_v^m] (M look-ups per item).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

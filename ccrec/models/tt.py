@@ -15,7 +15,7 @@ Same interface as `ItemTable`: lookup / table / score.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

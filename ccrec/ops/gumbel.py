@@ -7,7 +7,7 @@ of the soft sample o in the backward pass (straight-through estimator).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -79,7 +79,7 @@ def code_report(codes: np.ndarray, codebook_size: int, *,
       "perplexity": perplexity,
       "dead_codewords": dead,
       "collisions": int(counts[counts > 1].sum()),
-      "unique_codes": int(len(counts)),
+      "unique_codes": len(counts),
       "mean_perplexity": float(perplexity.mean()) if m else 0.0,
       "min_perplexity": float(perplexity.min()) if m else 0.0,
       "total_dead_codewords": int(dead.sum()),
@@ -179,8 +179,8 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
     raise ValueError("the table has no item rows (row 0 is padding)")
   if min(max_steps, eval_every, patience) < 1:
     raise ValueError("max_steps, eval_every and patience must be >= 1")
-  static = dict(num_codebooks=num_codebooks, codebook_size=codebook_size,
-                temperature=float(temperature))
+  static = {"num_codebooks": num_codebooks, "codebook_size": codebook_size,
+            "temperature": float(temperature)}
   key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
   init_key, train_key = jax.random.split(key)
   params = _init_params(init_key, features=features, **static)
