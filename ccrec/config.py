@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.codes.eval_every = 200  # steps between full-table reconstruction checks
   c.codes.patience = 10  # checks without relative improvement > tolerance before stopping
   c.codes.tolerance = 1e-3  # relative improvement that counts
+  c.codes.refit = True  # least-squares codebooks for the frozen codes (never worse; exact)
 
   c.student = ml_collections.ConfigDict()
   c.student.embedding = "codes"  # 'codes' (compositional, the method) or 'tt' (OD-Rec baseline)
@@ -85,6 +86,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.kd_temperature = 1.0  # temperature of the soft targets
   c.distill.con_temperature = 0.2  # InfoNCE temperature
   c.distill.epochs = 200  # upper bound (early stopping on the student's validation metric)
+
+  # Device mesh (ccrec/parallel.py, docs/scale_out.md). Multi-host settings are launch flags.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.data = -1  # data-axis size (batch split); -1 = all devices // parallel.model
+  c.parallel.model = 1  # item-axis size: item table / codes / logits split; needs (V+1) % model == 0
   return c
 
 
@@ -123,6 +129,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(0 <= c.student.eta <= 1, "student.eta", "must be in [0, 1]")
   need(c.distill.kd_temperature > 0, "distill.kd_temperature", "must be > 0")
   need(c.distill.con_temperature > 0, "distill.con_temperature", "must be > 0")
+  need(c.parallel.data == -1 or c.parallel.data >= 1, "parallel.data", "must be -1 (all) or >= 1")
+  need(c.parallel.model >= 1, "parallel.model", "must be >= 1")
 
 
 def _get(c, dotted: str):

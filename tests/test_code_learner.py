@@ -196,3 +196,19 @@ def test_non_finite_table_fails_loudly():
   table[5, 3] = np.nan
   with pytest.raises(FloatingPointError, match="step 100"):
     code_learning.learn_codes(table, max_steps=100, patience=1, seed=_key(3), **SETTINGS)
+
+
+def test_refit_codebooks_is_exact_for_planted_codes():
+  from ccrec.train.code_learning import refit_codebooks
+  rng = np.random.default_rng(0)
+  m, k, d, v = 3, 5, 4, 200
+  books = rng.normal(size=(m, k, d))
+  codes = rng.integers(0, k, (v + 1, m))
+  codes[0] = 0
+  table = sum(books[j][codes[:, j]] for j in range(m))
+  table[0] = 0
+  fitted, mse = refit_codebooks(table, codes, k)
+  assert fitted.shape == (m, k, d) and fitted.dtype == np.float32
+  assert mse < 1e-10
+  recon = sum(fitted[j][codes[1:, j]] for j in range(m))
+  np.testing.assert_allclose(recon, table[1:], atol=1e-4)

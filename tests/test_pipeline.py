@@ -52,7 +52,9 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   for stage in ("teacher", "codes", "student_pretrain", "distill"):
     assert os.path.isdir(os.path.join(workdir, stage)), stage
   with open(os.path.join(workdir, "codes", "report.json")) as f:
-    assert "final_mse" in json.load(f)
+    codes_report = json.load(f)
+  assert {"mse", "refit_mse", "mean_perplexity", "collisions"} <= set(codes_report)
+  assert codes_report["refit_mse"] <= codes_report["mse"] * (1 + 1e-5)
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   distill_terms = set().union(*(l.keys() for l in lines if l["stage"] == "distill"))
   assert {"teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce"} <= distill_terms

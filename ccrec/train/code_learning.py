@@ -218,3 +218,36 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
                 relative_mse=loss / variance if variance > 0 else math.inf,
                 steps=step, best_step=best_step, stopped_early=bad >= patience)
   return CodeResult(out, np.asarray(codebooks, np.float32), history, report)
+
+
+def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
+                    ridge: float = 1e-6) -> tuple[np.ndarray, float]:
+  """Least-squares codebooks for frozen codes: argmin_C sum_v ||sum_m C_m[c_v^m] - X_v||^2.
+
+  With the codes fixed the reconstruction is linear in the codebooks, so the
+  optimum is one ridge-regularised normal-equation solve of size M*K (exact,
+  unlike the Gumbel autoencoder's codebooks, which it never makes worse).
+
+  Args:
+    table: [V+1, d] item table (row 0, padding, is left out).
+    codes: [V+1, M] integer codes.
+    codebook_size: K.
+    ridge: Tikhonov weight (keeps unused codewords at zero).
+
+  Returns:
+    (codebooks float32 [M, K, d], reconstruction mse (1/V) sum_v ||e_v - X_v||^2).
+  """
+  x = np.asarray(table, np.float64)[1:]
+  c = np.asarray(codes, np.int64)[1:]
+  v, m = c.shape
+  k = codebook_size
+  flat = c + np.arange(m)[None, :] * k  # [V, M] column index into the M*K unknowns
+  gram = np.zeros((m * k, m * k))
+  np.add.at(gram, (np.repeat(flat, m, axis=1).ravel(), np.tile(flat, (1, m)).ravel()), 1.0)
+  rhs = np.zeros((m * k, x.shape[1]))
+  for j in range(m):
+    np.add.at(rhs, flat[:, j], x)
+  solution = np.linalg.solve(gram + ridge * np.eye(m * k), rhs)
+  recon = solution[flat].sum(axis=1)
+  mse = float(np.mean(np.sum(np.square(recon - x), axis=1)))
+  return solution.reshape(m, k, -1).astype(np.float32), mse

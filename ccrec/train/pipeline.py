@@ -45,6 +45,7 @@ class Context:
   key: jax.Array
   writer: MetricWriter
   _train_examples: Any = None  # prefix-augmented training set, built on first use
+  _evaluators: dict = dataclasses.field(default_factory=dict)
   mesh: Any = None  # jax.sharding.Mesh for data/item parallelism (None: single device)
 
   def to_device(self, batch: dict) -> Any:
@@ -77,10 +78,14 @@ class Context:
                           shuffle=True, seed=seed, epoch=epoch)
 
   def evaluator(self, name: str, encode, score) -> Evaluator:
+    """One Evaluator (one compiled eval step) per model name and context."""
+    if name in self._evaluators:
+      return self._evaluators[name]
     c = self.config
-    return Evaluator(name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
+    self._evaluators[name] = Evaluator(name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
                      batch_size=c.eval.batch_size, max_len=c.data.max_len,
                      item_chunk=c.eval.item_chunk, to_device=self.to_device)
+    return self._evaluators[name]
 
 
 def build_models(config: ml_collections.ConfigDict, num_items: int
@@ -103,10 +108,16 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   dataset = workdir_lib.load_data(config)
   workdir_lib.check_dataset(workdir, dataset)
   teacher, student = build_models(config, dataset.num_items)
+  # A mesh whenever there are several devices (or an item axis is asked for); every process
+  # feeds its rows of each global batch through Context.to_device -> parallel.shard_batch.
+  from ccrec import parallel
+  mesh = parallel.mesh_from_config(config.parallel)
+  parallel.check_config(config, mesh, dataset.num_items)
+  logging.info("devices: %s", parallel.describe(mesh))
   return Context(config=config, workdir=workdir, dataset=dataset,
                  hot=hot_mask(dataset.item_counts, config.data.hot_fraction),
                  teacher=teacher, student=student, key=jax.random.key(config.seed),
-                 writer=MetricWriter(workdir))
+                 writer=MetricWriter(workdir), mesh=mesh)
 
 
 # ---------------------------------------------------------------------------- encode/score fns
@@ -166,18 +177,21 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
       temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
       max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
       tolerance=c.tolerance, seed=ctx.config.seed)
+  codebooks = result.codebooks
+  report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
+  if c.refit:
+    codebooks, report["refit_mse"] = code_learning.refit_codebooks(table, result.codes,
+                                                                   c.codebook_size)
   os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
   tmp = path + ".tmp.npz"
-  np.savez(tmp, codes=result.codes, codebooks=result.codebooks)
+  np.savez(tmp, codes=result.codes, codebooks=codebooks,
+           usage=np.asarray(result.report["usage"]))
   os.replace(tmp, path)
-  report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
-  report["final_mse"] = float(result.history[-1]) if len(result.history) else float("nan")
-  report["steps"] = len(result.history)
   with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
-    json.dump(jax.tree.map(lambda x: x.item() if hasattr(x, "item") else x, report), f, indent=1)
-  ctx.writer.log("codes", report["steps"], {f"codes/{k}": v for k, v in report.items()
-                                            if isinstance(v, (int, float))})
-  return {"codes": result.codes, "codebooks": result.codebooks}
+    json.dump(report, f, indent=1)
+  ctx.writer.log("codes", int(report["steps"]), {
+      f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+  return {"codes": result.codes, "codebooks": codebooks}
 
 
 def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
