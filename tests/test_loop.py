@@ -1,0 +1,60 @@
+"""The epoch loop: early stopping, best/latest checkpoints, NaN stop, resume."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+from ccrec.checkpoint import Checkpointer
+from ccrec.train.loop import NonFiniteLossError, fit
+from ccrec.train.state import TrainState
+from ccrec.train.writer import MetricWriter
+
+
+def _state():
+  return TrainState.create({"params": {"w": jnp.zeros(())}}, optax.sgd(1.0))
+
+
+def _step(loss_at):
+  def step(state, batch, key):
+    del key
+    new = state.replace(step=state.step + 1, params={"w": state.params["w"] + batch})
+    return new, {"ce": jnp.asarray(loss_at(int(state.step)), jnp.float32),
+                 "count": jnp.asarray(1.0)}
+  return step
+
+
+def _fit(tmp_path, step, valid, epochs=10, patience=2):
+  return fit(stage="t", state=_state(), train_step=step, batches=lambda e: [1.0, 1.0],
+             evaluate=lambda s: {"v": valid(float(s.params["w"]))}, select="v",
+             checkpointer=Checkpointer(str(tmp_path / "ck")), writer=MetricWriter(str(tmp_path)),
+             key=jax.random.key(0), epochs=epochs, patience=patience, log_every=100)
+
+
+def test_early_stopping_returns_the_best_epoch(tmp_path):
+  # w grows by 2 per epoch; validation peaks at w = 4 (after epoch 2, index 1).
+  result = _fit(tmp_path, _step(lambda s: 1.0), lambda w: -abs(w - 4.0))
+  assert result.meta["best_epoch"] == 1 and result.meta["epoch"] == 4  # 2 bad epochs, stop
+  assert float(result.state.params["w"]) == 4.0
+  assert result.meta["done"]
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_good(tmp_path):
+  step = _step(lambda s: math.nan if s == 3 else 1.0)
+  with pytest.raises(NonFiniteLossError, match=r"'ce'.*step 2\.\.3"):
+    _fit(tmp_path, step, lambda w: w)
+  restored, meta = Checkpointer(str(tmp_path / "ck")).restore(_state())
+  assert meta["epoch"] == 1 and float(restored.params["w"]) == 2.0
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+  calls = []
+  def step(state, batch, key):
+    calls.append(1)
+    return _step(lambda s: 1.0)(state, batch, key)
+  _fit(tmp_path, step, lambda w: w, epochs=2)
+  n = len(calls)
+  again = _fit(tmp_path, step, lambda w: w, epochs=2)
+  assert len(calls) == n and float(again.state.params["w"]) == 4.0
