@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.student.tt_rank = 8  # TT rank when embedding='tt'
   c.student.mixup = True  # embedding mixup during student training
   c.student.eta = 0.8  # weight of the TEACHER table in the mixup table
+  c.student.init_from_teacher = True  # start the student's encoder/readout from the teacher's
   c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
   c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)
 

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -207,9 +208,25 @@ def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
                      f"(did config.codes change since the codes stage ran?): {e}") from e
 
 
+def warm_start(student_vars: dict, teacher_state: TrainState) -> dict:
+  """The student's variables with every non-embedding parameter copied from the teacher.
+
+  The encoder and readout have the same shapes in both models; only the item
+  embeddings differ (the student keeps its codes and codebooks).
+  """
+  params = dict(student_vars["params"])
+  for name, value in teacher_state.params.items():
+    if name != "items":  # copies: the student's train step donates (frees) its buffers
+      params[name] = jax.tree.map(jnp.copy, value)
+  return dict(student_vars, params=params)
+
+
 def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainState:
   c = ctx.config
-  state = ctx.place(TrainState.create(init_student(ctx, codes), make_optimizer(c.train)))
+  variables = init_student(ctx, codes)
+  if c.student.init_from_teacher:
+    variables = warm_start(variables, teacher_state)
+  state = ctx.place(TrainState.create(variables, make_optimizer(c.train)))
   teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight)
