@@ -1,1 +1,17 @@
-"""ccrec.serving: on-device bundle and its numpy-only runtime (imports no jax)."""
+"""ccrec.serving: on-device bundle and its numpy-only runtime (imports no jax).
+
+  bundle     the bundle format: manifest + .npy arrays, validation (numpy)
+  runtime    Recommender: load a bundle, encode sessions, recommend (numpy)
+  scoring    code-table scoring, table and tensor-train scoring, exact top-k (numpy)
+  nn         the session encoder and readouts in numpy
+  evaluate   HR/MRR/NDCG of a loaded bundle (numpy)
+  export     Flax variables / a trained workdir -> bundle (imports jax; not imported here)
+  benchmark  the on-device speed/size benchmark (imports jax lazily; not imported here)
+"""
+
+from ccrec.serving.bundle import FORMAT_VERSION, BundleError, read_bundle, write_bundle
+from ccrec.serving.runtime import (EmptySessionError, Recommendation, Recommender,
+                                   UnknownItemError)
+
+__all__ = ["FORMAT_VERSION", "BundleError", "EmptySessionError", "Recommendation", "Recommender",
+           "UnknownItemError", "read_bundle", "write_bundle"]

@@ -161,6 +161,31 @@ def check_config(config: dict[str, Any], where: str) -> None:
       raise BundleError(f"{where}: config.tt needs K item factors, K d factors, K-1 ranks")
 
 
+def random_arrays(config: dict[str, Any], rng: np.random.Generator,
+                  scale: float = 0.05) -> dict[str, np.ndarray]:
+  """Random arrays of every shape a bundle of `config` needs (benchmarks and tests).
+
+  Normal(0, scale) weights (TT cores 0.3, so rows have a useful scale), LayerNorm
+  scales 1, uniform codes, int8 codebooks in [-127, 127] with scale/127 per codeword.
+  """
+  out = {}
+  for name, (shape, dtype) in expected_arrays(config).items():
+    if dtype.kind == "u":
+      out[name] = rng.integers(0, config["codebook_size"], shape, dtype=dtype)
+    elif dtype.kind == "i":
+      out[name] = rng.integers(-127, 128, shape).astype(dtype)
+    elif "/ln" in name and name.endswith("/scale"):
+      out[name] = np.ones(shape, np.float32)
+    elif name == "items/codebook_scale":
+      out[name] = np.full(shape, scale / 127, np.float32)
+    else:
+      std = 0.3 if name.startswith("items/core") else scale
+      out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+  if "items/embedding" in out:
+    out["items/embedding"][0] = 0.0
+  return out
+
+
 # ---------------------------------------------------------------------------- writing
 
 
@@ -232,6 +257,21 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
   with open(tmp, "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
   os.replace(tmp, manifest_path)
+  return manifest
+
+
+def update_manifest(directory: str, fields: dict[str, Any]) -> dict:
+  """Adds or replaces top-level manifest fields other than the validated ones."""
+  protected = {"format_version", "kind", "config", "arrays"} & set(fields)
+  if protected:
+    raise BundleError(f"update_manifest cannot change {sorted(protected)}")
+  path = os.path.join(directory, MANIFEST_FILE)
+  manifest = read_manifest(directory)
+  manifest.update(fields)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
   return manifest
 
 

@@ -1,0 +1,48 @@
+"""Accuracy of a loaded bundle, computed by the numpy runtime (no jax).
+
+Same definitions as ccrec.evaluation (docs/DESIGN.md): rank = number of
+non-padding items scoring strictly higher than the target; HR@k, MRR@k and
+NDCG@k = 1/log2(rank + 2) for rank < k; every example counted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ccrec.serving.runtime import Recommender
+
+
+def ranks(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
+          batch_size: int = 256) -> np.ndarray:
+  """int64 [N]: rank of each target given its prefix (dense ids, non-empty prefixes)."""
+  targets = np.asarray(targets, np.int64)
+  out = np.empty(len(targets), np.int64)
+  for lo in range(0, len(targets), batch_size):
+    hi = min(lo + batch_size, len(targets))
+    batch = [np.asarray(p, np.int64)[-rec.max_len:] for p in prefixes[lo:hi]]
+    if any(len(p) == 0 for p in batch):
+      raise ValueError("evaluation prefixes must be non-empty")
+    scores = rec.scores(rec.encode_dense(batch))
+    target_scores = scores[np.arange(hi - lo), targets[lo:hi]]
+    out[lo:hi] = (scores[:, 1:] > target_scores[:, None]).sum(1)
+  return out
+
+
+def metrics_from_ranks(r: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+  r = np.asarray(r)
+  out: dict[str, float] = {"count": float(len(r))}
+  for k in ks:
+    hit = r < k
+    out[f"HR@{k}"] = float(hit.mean()) if len(r) else float("nan")
+    out[f"MRR@{k}"] = float(np.where(hit, 1.0 / (r + 1), 0.0).mean()) if len(r) else float("nan")
+    out[f"NDCG@{k}"] = (float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean())
+                        if len(r) else float("nan"))
+  return out
+
+
+def evaluate(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
+             ks: Sequence[int] = (5, 10, 20), batch_size: int = 256) -> dict[str, float]:
+  """HR/MRR/NDCG@k and count of (prefix -> target) examples (dense ids)."""
+  return metrics_from_ranks(ranks(rec, prefixes, targets, batch_size), ks)

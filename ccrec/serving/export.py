@@ -1,0 +1,284 @@
+"""Export a trained model (Flax variables or a workdir's best checkpoint) as a bundle.
+
+This module imports jax (through ccrec.models / ccrec.train); the runtime does
+not. `export_workdir` is what launch/export.py calls:
+
+  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec
+  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec_int8 --codebooks=int8
+  python launch/export.py --workdir=runs/eodrec --output=bundles/teacher --model=teacher
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from flax import traverse_util
+
+from ccrec.models.recommender import ModelSpec
+from ccrec.serving import bundle as bundle_lib
+from ccrec.serving import evaluate as evaluate_lib
+from ccrec.serving.runtime import Recommender
+
+POPULAR_SIZE = 1000  # items kept for the empty-session fallback
+
+
+def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """float [M, K, d] -> (int8 [M, K, d], float32 scale [M, K]) with codeword ~= scale * int8.
+
+  Symmetric per-codeword scale max|C_m[k]| / 127 (an all-zero codeword gets scale 1).
+  """
+  c = np.asarray(codebooks, np.float32)
+  peak = np.abs(c).max(axis=-1)
+  scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+  q = np.clip(np.rint(c / scale[..., None]), -127, 127).astype(np.int8)
+  return q, scale
+
+
+def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
+  """The manifest's config for a model (spec) and its variables."""
+  config = {
+      "num_items": spec.num_items, "d": spec.d, "num_blocks": spec.num_blocks,
+      "num_heads": spec.num_heads, "inner": spec.inner, "max_len": spec.max_len,
+      "readout": spec.readout, "layer_norm_eps": float(spec.layer_norm_eps),
+      "embedding": spec.embedding,
+  }
+  if spec.embedding == "codes":
+    config.update(num_codebooks=spec.num_codebooks, codebook_size=spec.codebook_size,
+                  codebook_dtype=codebook_dtype)
+  elif spec.embedding == "tt":
+    from ccrec.models.tt import TTEmbedding
+    module = TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank)
+    items, dims = module.factors()
+    cores = variables["params"]["items"]
+    ranks = [int(np.shape(cores[f"core_{k}"])[-1]) for k in range(len(items) - 1)]
+    config["tt"] = {"item_factors": list(items), "d_factors": list(dims), "ranks": ranks}
+  elif spec.embedding != "table":
+    raise ValueError(f"cannot export embedding {spec.embedding!r}")
+  return config
+
+
+def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32"
+                  ) -> dict[str, np.ndarray]:
+  """Flax variables -> the bundle's named numpy arrays (encoder, readout, items)."""
+  if codebook_dtype not in ("float32", "int8"):
+    raise ValueError(f"codebook_dtype must be 'float32' or 'int8', got {codebook_dtype!r}")
+  params = traverse_util.flatten_dict(dict(variables["params"]), sep="/")
+  arrays = {name: np.asarray(a, np.float32) for name, a in params.items()
+            if name.startswith(("encoder/", "readout/"))}
+  if spec.embedding == "codes":
+    codes = np.asarray(variables["codes"]["items"]["codes"])                      # [V+1, M]
+    arrays["items/codes"] = np.ascontiguousarray(
+        codes.T.astype(bundle_lib.code_dtype(spec.codebook_size)))                 # [M, V+1]
+    books = np.asarray(params["items/codebooks"], np.float32)
+    if codebook_dtype == "int8":
+      arrays["items/codebooks"], arrays["items/codebook_scale"] = quantize_codebooks(books)
+    else:
+      arrays["items/codebooks"] = books
+  elif spec.embedding == "table":
+    table = np.array(params["items/embedding"], np.float32)
+    table[0] = 0.0  # padding, as ItemTable.table()
+    arrays["items/embedding"] = table
+  else:
+    for name, a in params.items():
+      if name.startswith("items/core_"):
+        arrays[name] = np.asarray(a, np.float32)
+  return arrays
+
+
+def spec_from_config(config: dict) -> ModelSpec:
+  """The ModelSpec of a bundle config (inference only: dropout 0)."""
+  return ModelSpec(num_items=config["num_items"], d=config["d"], num_blocks=config["num_blocks"],
+                   num_heads=config["num_heads"], inner=config["inner"], dropout=0.0,
+                   attn_dropout=0.0, max_len=config["max_len"], readout=config["readout"],
+                   layer_norm_eps=config["layer_norm_eps"], embedding=config["embedding"],
+                   num_codebooks=config.get("num_codebooks", 4),
+                   codebook_size=config.get("codebook_size", 32),
+                   tt_rank=(config["tt"]["ranks"][0] if config["embedding"] == "tt" else 8))
+
+
+def flax_variables(config: dict, arrays: dict[str, np.ndarray]) -> dict:
+  """A bundle's arrays -> variables of SessionRecommender(spec_from_config(config)).
+
+  The inverse of `bundle_arrays` (int8 codebooks are dequantised), so a bundle
+  can be checked against the JAX model it came from.
+  """
+  from ccrec.serving.runtime import dequantize_codebooks
+  flat = {name: np.asarray(a) for name, a in arrays.items()
+          if name.startswith(("encoder/", "readout/")) or name.startswith("items/core_")}
+  out: dict = {}
+  if config["embedding"] == "codes":
+    books = arrays["items/codebooks"]
+    if config["codebook_dtype"] == "int8":
+      books = dequantize_codebooks(books, arrays["items/codebook_scale"])
+    flat["items/codebooks"] = np.asarray(books, np.float32)
+    out["codes"] = {"items": {"codes": np.ascontiguousarray(np.asarray(arrays["items/codes"]).T)}}
+  elif config["embedding"] == "table":
+    flat["items/embedding"] = np.asarray(arrays["items/embedding"])
+  out["params"] = traverse_util.unflatten_dict(flat, sep="/")
+  return out
+
+
+def item_sizes(config: dict, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+  """Bytes of the item representation vs the fp32 [V+1, d] table."""
+  item_bytes = sum(a.nbytes for n, a in arrays.items() if n.startswith("items/"))
+  table = (config["num_items"] + 1) * config["d"] * 4
+  encoder = sum(a.nbytes for n, a in arrays.items() if n.startswith(("encoder/", "readout/")))
+  return {"item_bytes": float(item_bytes), "fp32_table_bytes": float(table),
+          "item_ratio": table / item_bytes, "encoder_bytes": float(encoder)}
+
+
+def raw_id_array(id_map: dict[str, int], num_items: int) -> np.ndarray | None:
+  """Unicode [V+1] raw id of each dense id ('' at 0), or None unless id_map covers 1..V."""
+  if not id_map or len(id_map) != num_items:
+    return None
+  raw = [""] * (num_items + 1)
+  for key, dense in id_map.items():
+    dense = int(dense)
+    if not 1 <= dense <= num_items or raw[dense]:
+      return None
+    raw[dense] = str(key)
+  return np.array(raw, dtype=str)
+
+
+def export_model(output: str, spec: ModelSpec, variables: dict, *,
+                 codebook_dtype: str = "float32", item_counts: np.ndarray | None = None,
+                 id_map: dict[str, int] | None = None, metrics: dict[str, Any] | None = None,
+                 test: tuple[list, np.ndarray] | None = None, extra: dict | None = None,
+                 overwrite: bool = False) -> dict:
+  """Writes `variables` of a SessionRecommender(spec) as a bundle; returns the manifest.
+
+  Args:
+    item_counts: int [V+1] training counts -> meta/popular_items (fallback order).
+    id_map: raw id -> dense id (the dataset manifest's) -> meta/raw_item_ids.
+    metrics: recorded under manifest['metrics'] (e.g. the workdir's).
+    test: (dense prefixes, targets): the runtime's own metrics on them are
+      recorded as metrics['runtime/test/...'].
+  """
+  config = bundle_config(spec, variables, codebook_dtype)
+  arrays = bundle_arrays(spec, variables, codebook_dtype)
+  if item_counts is not None:
+    from ccrec.data import popularity_ranking
+    arrays["meta/popular_items"] = popularity_ranking(item_counts)[:POPULAR_SIZE].astype(np.int32)
+  raw = raw_id_array(id_map or {}, spec.num_items)
+  if raw is not None:
+    arrays["meta/raw_item_ids"] = raw
+  metrics = dict(metrics or {})
+  if test is not None:
+    manifest = {"config": config}
+    rec = Recommender(manifest, arrays, id_space="dense")
+    metrics.update({f"runtime/test/{k}": v for k, v in
+                    evaluate_lib.evaluate(rec, test[0], test[1]).items()})
+  info = {"sizes": item_sizes(config, arrays), "item_ids": "raw" if raw is not None else "dense"}
+  info.update(extra or {})
+  return bundle_lib.write_bundle(output, arrays, kind=spec.embedding, config=config,
+                                 metrics=metrics, extra=info, overwrite=overwrite)
+
+
+def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 20,
+                  batch_size: int = 256, rtol: float = 1e-5) -> dict[str, Any]:
+  """The runtime's top-k lists vs the JAX model's on the same (dense, non-empty) prefixes.
+
+  A list counts as `identical` if the ids are equal in order; `tie_only` if it
+  differs only where the JAX model's own scores tie to within rtol * max|score|
+  (rounding: numpy and XLA sum in different orders); anything else is
+  `different`. The JAX lists are ordered by score, ties by the smaller id
+  (scoring.top_k's order). Returns counts and the worst relative score gap.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  max_len = rec.max_len
+
+  @jax.jit
+  def scores_fn(variables, items):
+    s = model.apply(variables, items)["session"]
+    return model.apply(variables, s, None, method="score")
+
+  out = {"examples": 0, "identical": 0, "tie_only": 0, "different": 0, "k": k,
+         "max_rel_score_gap": 0.0}
+  for lo in range(0, len(prefixes), batch_size):
+    batch = [np.asarray(p, np.int64)[-max_len:] for p in prefixes[lo:lo + batch_size]]
+    items = np.zeros((batch_size, max_len), np.int32)  # fixed shape: one compilation
+    for i, p in enumerate(batch):
+      items[i, :len(p)] = p
+    want_scores = np.asarray(scores_fn(variables, jnp.asarray(items)))[:len(batch)]
+    got = rec.recommend_batch(batch, k)
+    for row, rec_k in zip(want_scores, got, strict=True):
+      want = np.lexsort((np.arange(len(row)), -row))[:k]
+      scale = np.abs(row[1:]).max()
+      gap = float(np.abs(row[want] - row[rec_k.ids]).max() / scale) if scale > 0 else 0.0
+      out["examples"] += 1
+      out["max_rel_score_gap"] = max(out["max_rel_score_gap"], gap)
+      if np.array_equal(want, rec_k.ids):
+        out["identical"] += 1
+      elif gap <= rtol:
+        out["tie_only"] += 1
+      else:
+        out["different"] += 1
+  return out
+
+
+def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
+  """The model's valid/test metrics from WORKDIR/eval.json, else the last 'final' log line."""
+  found: dict[str, Any] = {}
+  path = os.path.join(workdir, "eval.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      found = json.load(f)
+  else:
+    log = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(log):
+      with open(log) as f:
+        for line in f:
+          record = json.loads(line)
+          if record.get("stage") == "final":
+            found = record
+  return {k: v for k, v in found.items()
+          if k.startswith(f"{model}/") and isinstance(v, (int, float))}
+
+
+def export_workdir(workdir: str, output: str, *, model: str = "student",
+                   codebook_dtype: str = "float32", evaluate: bool = True, verify: bool = True,
+                   overwrite: bool = False) -> dict:
+  """Exports the best checkpoint of `model` ('student' or 'teacher') of a trained workdir.
+
+  evaluate: record the runtime's test metrics (metrics['runtime/test/...']).
+  verify: compare the written bundle's top-20 lists with the JAX model's on the
+    test prefixes and record the counts as manifest['verification'] (with
+    int8 codebooks the reference is the JAX model on the dequantised codebooks).
+  """
+  from ccrec.evaluation.from_checkpoint import restore_trained
+  from ccrec.train import pipeline
+  from ccrec.train import workdir as workdir_lib
+
+  if model not in ("student", "teacher"):
+    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
+  config = workdir_lib.load_config(workdir)
+  ctx = pipeline.make_context(config, workdir, check_workdir=False)
+  state = getattr(restore_trained(ctx), model)
+  if state is None:
+    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
+  net = ctx.teacher if model == "teacher" else ctx.student
+  data = ctx.dataset
+  test = None
+  if evaluate:
+    test = ([np.asarray(p) for p in data.test.prefixes], np.asarray(data.test.targets))
+  id_map = data.manifest.get("id_map") or {}
+  extra = {"source": {"workdir": os.path.abspath(workdir), "model": model,
+                      "dataset": data.name, "num_items": int(data.num_items)}}
+  manifest = export_model(output, net.spec, state.variables(), codebook_dtype=codebook_dtype,
+                          item_counts=data.item_counts, id_map=id_map,
+                          metrics=_workdir_metrics(workdir, model), test=test, extra=extra,
+                          overwrite=overwrite)
+  if verify:
+    written, arrays = bundle_lib.read_bundle(output)
+    rec = Recommender(written, arrays, id_space="dense")
+    prefixes = [np.asarray(p) for p in data.test.prefixes]
+    reference = flax_variables(written["config"], arrays)
+    manifest["verification"] = {"split": "test", **compare_top_k(
+        net, reference, rec, prefixes, batch_size=ctx.config.eval.batch_size)}
+    bundle_lib.update_manifest(output, {"verification": manifest["verification"]})
+  return manifest

@@ -1,0 +1,46 @@
+r"""Exports a trained workdir's student (or teacher) as an on-device bundle.
+
+  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec
+  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec_int8 --codebooks=int8
+  python launch/export.py --workdir=runs/eodrec --output=bundles/teacher --model=teacher
+
+Then, with numpy alone:
+
+  from ccrec.serving.runtime import Recommender
+  rec = Recommender.load("bundles/eodrec")
+  rec.recommend(["50", "172", "133"], k=20).items      # raw item ids, best first
+
+Prints the manifest's metrics, sizes and verification (the runtime's top-20
+vs the JAX model's on the test split).
+"""
+
+import json
+
+import _paths  # noqa: F401  (puts the repo root on sys.path)
+from absl import app, flags
+
+from ccrec.serving.export import export_workdir
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
+_OUTPUT = flags.DEFINE_string("output", None, "Bundle directory to write.")
+_MODEL = flags.DEFINE_enum("model", "student", ["student", "teacher"], "Which model to export.")
+_CODEBOOKS = flags.DEFINE_enum("codebooks", "float32", ["float32", "int8"],
+                               "Codebook storage (int8: per-codeword scale).")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "Record the runtime's test metrics.")
+_VERIFY = flags.DEFINE_bool("verify", True, "Compare the runtime's top-20 with the JAX model's.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing bundle at --output.")
+flags.mark_flags_as_required(["workdir", "output"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  manifest = export_workdir(_WORKDIR.value, _OUTPUT.value, model=_MODEL.value,
+                            codebook_dtype=_CODEBOOKS.value, evaluate=_EVALUATE.value,
+                            verify=_VERIFY.value, overwrite=_OVERWRITE.value)
+  print(json.dumps({k: manifest.get(k) for k in ("kind", "config", "sizes", "metrics",
+                                                  "verification")}, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+  app.run(main)
