@@ -1,0 +1,416 @@
+"""Experiment grids: config overrides of one pipeline, cached runs, shared stages, tables, plots.
+
+A variant (dotted config overrides, `{"distill.beta": 0.1}`) of a base config trains in
+ROOT/<slug>/seed<seed>/ through `pipeline.run`; its final metrics are cached as
+WORKDIR/result.json, so rerunning a grid trains only what is missing. Before a variant
+trains, finished stages of a run under ROOT with equal inputs are copied into its workdir,
+where the pipeline restores them: teacher (same seed, data, model, train, eval, parallel),
+codes (also codes.*), student_pretrain (also student.*; distill.* does not touch it). So one
+teacher and code assignment per seed serve every variant. Notebooks and launch/ablations.py
+are thin loops over `run_grid` and `report`; nothing here defines a model or a step.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ccrec import config as config_lib
+from ccrec.train import pipeline
+from ccrec.train import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ("smoke", "full")
+RESULT = "result.json"
+# Stage -> config sections its checkpoint depends on (cumulative, in pipeline order).
+STAGE_INPUTS = (("teacher", ("seed", "data", "model", "train", "eval", "parallel")),
+                ("codes", ("codes",)), ("student_pretrain", ("student",)))
+
+# The paper's ablation (Table 4 / METHOD.md section 6): each a switch of the full method.
+COMPONENTS = {"full": {}, "base": {"distill.enabled": False},
+              "w/o-c": {"distill.contrastive": False}, "w/o-b": {"distill.bidirectional": False},
+              "w/o-s": {"distill.soft_targets": False}, "w/o-m": {"student.mixup": False}}
+TEACHER = {"stages": ("teacher",)}  # the stage-1 teacher alone (restored, evaluated)
+TT = {"student.embedding": "tt"}  # configs/tt.py = configs/eodrec.py + this override
+SWEEPS = {  # the paper's grids (beta, gamma, eta; mixup off is the 'w/o-m' component)
+    "distill.beta": (0.001, 0.01, 0.1, 0.5, 1.0),
+    "distill.gamma": (0.1, 0.3, 0.5, 0.7, 1.0),
+    "student.eta": (0.5, 0.6, 0.7, 0.8, 0.9),
+}
+MK_FULL = (1, 2, 3, 4, 5), (32, 128, 256)  # K=512 > catalog/4: bigger than the table (CR < 1)
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file (absolute, or relative to the repository root)."""
+  path = path if os.path.isabs(path) else os.path.join(ROOT, path)
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
+                ) -> ml_collections.ConfigDict:
+  """smoke: configs/tiny.py; full: configs/eodrec.py (ml-100k); caps > 0 bound every stage's
+  epochs and the code-learning steps (reduced runs, kept apart by `runs_root`)."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  c = load_config_file("configs/tiny.py" if mode == "smoke" else "configs/eodrec.py")
+  caps = {f: epochs_cap for f in ("train.epochs", "student.pretrain_epochs", "distill.epochs")}
+  caps["codes.max_steps"] = codes_steps_cap
+  return apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
+
+
+def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0) -> str:
+  """Runs of different base configs never share a directory (config.json would clash)."""
+  return os.path.join(runs, mode + (f"-cap{epochs_cap}" if epochs_cap > 0 else "")
+                      + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else ""))
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Persistent XLA cache: every variant and rerun compiles the same steps, so reuse them."""
+  jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _get(c, dotted: str):
+  for part in dotted.split("."):
+    c = c[part]
+  return c
+
+
+def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+          ) -> ml_collections.ConfigDict:
+  """A validated, locked copy of `config` with dotted `overrides` set (unknown: KeyError)."""
+  c = config_lib.lock(ml_collections.ConfigDict(config.to_dict()))
+  c.update_from_flattened_dict(dict(overrides))
+  config_lib.validate(c)
+  return c
+
+
+def slug(overrides: Mapping[str, Any], base: ml_collections.ConfigDict) -> str:
+  """Directory name of a variant; overrides equal to the base's values are dropped, so the
+  same configuration reached from different grids shares one workdir."""
+  def norm(v):
+    return "-".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+  parts = [f"{k}={norm(v)}" for k, v in sorted(overrides.items())
+           if norm(_get(base, k)) != norm(v)]
+  return "+".join(parts) or "default"
+
+
+# ---------------------------------------------------------------------------- runs and reuse
+
+
+def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: str
+                 ) -> list[str]:
+  """Copies the stages with equal inputs from the finished run (one with result.json) under
+  `share_root` sharing the longest stage prefix; existing stages are kept. Returns those copied."""
+  mine = workdir_lib.config_dict(config)
+  wanted = [s for s, _ in STAGE_INPUTS if s in config.stages
+            and (s != "codes" or config.student.embedding == "codes")]
+  best, best_depth = None, 0
+  for result in sorted(glob.glob(os.path.join(share_root, "*", "*", RESULT))):
+    donor = os.path.dirname(result)
+    if os.path.abspath(donor) == os.path.abspath(workdir):
+      continue
+    theirs = workdir_lib.read_config_json(donor)
+    depth, sections = 0, []
+    for stage, extra in STAGE_INPUTS:
+      sections += extra
+      done = os.path.join(donor, stage, "codes.npz" if stage == "codes" else "")
+      if (stage not in wanted or not os.path.exists(done)
+          or any(mine.get(s) != theirs.get(s) for s in sections)):
+        break
+      depth += 1
+    if depth > best_depth:
+      best, best_depth = donor, depth
+  copied = []
+  for stage in wanted[:best_depth]:
+    target = os.path.join(workdir, stage)
+    if not os.path.exists(target):
+      shutil.copytree(os.path.join(best, stage), target)
+      copied.append(stage)
+  if copied:
+    logging.info("%s: reusing %s from %s", workdir, ", ".join(copied), best)
+  return copied
+
+
+def read_result(workdir: str) -> dict | None:
+  path = os.path.join(workdir, RESULT)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return None
+
+
+def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str | None = None
+                ) -> dict[str, Any]:
+  """pipeline.run, cached: WORKDIR/result.json is returned when present. Another config in the
+  workdir is a WorkdirError, cached or not; stages of runs under `share_root` are reused."""
+  workdir_lib.prepare(workdir, config)
+  cached = read_result(workdir)
+  if cached is not None:
+    return cached
+  if share_root:
+    reuse_stages(config, workdir, share_root)
+  metrics = {k: v if isinstance(v, str) else float(v)
+             for k, v in pipeline.run(config, workdir).items()}
+  tmp = os.path.join(workdir, RESULT + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(metrics, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, RESULT))
+  return metrics
+
+
+def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str, Any]],
+             seeds: Sequence[int], root: str, only_cached: bool = False) -> list[dict]:
+  """Runs every (variant, seed) under `root`, seed-major; rows {"variant", "seed", "workdir",
+  "overrides", **metrics}. `only_cached` skips (does not train) runs without result.json."""
+  rows = []
+  for seed in seeds:
+    for name, overrides in variants.items():
+      config = apply(base, {**overrides, "seed": seed})
+      workdir = os.path.join(root, slug(overrides, base), f"seed{seed}")
+      if only_cached and read_result(workdir) is None:
+        continue
+      logging.info("variant %s seed %d -> %s", name, seed, workdir)
+      metrics = run_variant(config, workdir, share_root=root)
+      rows.append({"variant": name, "seed": seed, "workdir": workdir,
+                   "overrides": dict(overrides), **metrics})
+  return rows
+
+
+def seeds_for(base: ml_collections.ConfigDict, n: int) -> list[int]:
+  return [int(base.seed) + i for i in range(n)]
+
+
+# ---------------------------------------------------------------------------- grids
+
+
+def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
+  """Variant name -> overrides. Smoke grids are tiny. Full M x K: a cross through the paper's
+  M=4, K=32 (M in 1..5 at K=32, K in {32, 128, 256} at M=4): 7 cells of the issue's 20."""
+  smoke = mode == "smoke"
+  if name == "components":
+    return {k: COMPONENTS[k] for k in (("full", "base") if smoke else COMPONENTS)}
+  if name == "compression":
+    cells = ([(1, 8), (2, 8)] if smoke  # tiny: 60 items, M=2 K=8 is the base
+             else [(m, 32) for m in MK_FULL[0]] + [(4, k) for k in MK_FULL[1] if k != 32])
+    return {**{f"M={m},K={k}": {"codes.num_codebooks": m, "codes.codebook_size": k}
+               for m, k in cells}, "teacher": TEACHER, "TT": TT}
+  if name == "sensitivity":
+    values = ({"distill.beta": (0.01, 1.0), "distill.gamma": (0.3,), "student.eta": (0.8,)}
+              if smoke else SWEEPS)
+    out = {f"{field.split('.')[-1]}={v}": {field: v} for field, vs in values.items() for v in vs}
+    return out if smoke else {**out, "no mixup": COMPONENTS["w/o-m"]}
+  raise ValueError(f"unknown grid {name!r} (components, compression, sensitivity)")
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def summarize(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
+  """Per variant (first-appearance order): n, and mean and sd (ddof=1; NaN if n=1) of keys."""
+  out = []
+  for name in dict.fromkeys(r["variant"] for r in rows):
+    group = [r for r in rows if r["variant"] == name]
+    entry = {"variant": name, "n": len(group), "overrides": group[0]["overrides"],
+             "workdir": group[0]["workdir"]}
+    for k in keys:
+      values = np.array([r[k] for r in group if k in r], dtype=np.float64)
+      entry[f"{k}/mean"] = float(values.mean()) if values.size else math.nan
+      entry[f"{k}/sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    out.append(entry)
+  return out
+
+
+def markdown_table(summary: Sequence[dict], columns: Mapping[str, str],
+                   percent: Sequence[str] = ()) -> str:
+  """`columns`: metric key -> header; "mean ± sd" (sd left out when n = 1), `percent` x100."""
+  def cell(e, k):
+    mean, sd, scale = e[f"{k}/mean"], e[f"{k}/sd"], 100.0 if k in percent else 1.0
+    return "-" if math.isnan(mean) else f"{mean * scale:.2f}" + (
+        "" if math.isnan(sd) else f" ± {sd * scale:.2f}")
+  lines = ["| variant | n | " + " | ".join(columns.values()) + " |",
+           "|" + "---|" * (len(columns) + 2)]
+  lines += [f"| {e['variant']} | {e['n']} | " + " | ".join(cell(e, k) for k in columns) + " |"
+            for e in summary]
+  return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _plt():
+  import matplotlib
+  if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, legend: bool = True):
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  if legend:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def _sd(e: dict, key: str) -> float:
+  return 0.0 if math.isnan(e[f"{key}/sd"]) else 100 * e[f"{key}/sd"]
+
+
+def bar_chart(summary: Sequence[dict], keys: Sequence[str], title: str = ""):
+  """Grouped bars (one group per variant, one bar per key) with ± sd error bars, in %."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(summary), 3.4))
+  width = 0.8 / len(keys)
+  x = np.arange(len(summary))
+  for i, k in enumerate(keys):
+    ax.bar(x + (i - (len(keys) - 1) / 2) * width, [100 * e[f"{k}/mean"] for e in summary],
+           width, yerr=[_sd(e, k) for e in summary], capsize=3, label=k.split("/")[-1])
+  ax.set_xticks(x, [e["variant"] for e in summary])
+  return _finish(fig, ax, "", "%", title)
+
+
+def size_curve(summary: Sequence[dict], key: str, references: Mapping[str, dict] | None = None,
+               title: str = ""):
+  """Accuracy vs compressed size (bytes, log x), one line per K. `references`: name ->
+  summary entry, drawn as a point if it has a compressed size (TT), else a line (teacher)."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  size = "student/compression/compressed_bytes/mean"
+  by_k: dict[int, list] = {}
+  for e in summary:
+    by_k.setdefault(e["overrides"]["codes.codebook_size"], []).append(e)
+  for k, entries in sorted(by_k.items()):
+    entries = sorted(entries, key=lambda e: e[size])
+    ax.plot([e[size] for e in entries], [100 * e[f"{key}/mean"] for e in entries], "o-",
+            label=f"codes K={k}")
+    for e in entries:
+      ax.annotate(f"M={e['overrides']['codes.num_codebooks']}", (e[size], 100 * e[f"{key}/mean"]))
+  for name, e in (references or {}).items():
+    if size in e and not math.isnan(e[size]):
+      ax.plot([e[size]], [100 * e[f"{key}/mean"]], "s", label=name)
+    else:
+      ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label=name)
+  ax.set_xscale("log")
+  return _finish(fig, ax, "compressed item representation (bytes)",
+                 key.split("/")[-1] + " (%)", title)
+
+
+def usage_heatmap(workdir: str, title: str = ""):
+  """Items per codeword (WORKDIR/codes/codes.npz 'usage' [M, K])."""
+  plt = _plt()
+  with np.load(os.path.join(workdir, "codes", "codes.npz")) as f:
+    usage = f["usage"]
+  fig, ax = plt.subplots(figsize=(min(12, 2 + usage.shape[1] * 0.15), 1 + 0.5 * usage.shape[0]))
+  fig.colorbar(ax.imshow(usage, aspect="auto", cmap="viridis"), ax=ax, label="items")
+  ax.set_yticks(range(usage.shape[0]))
+  return _finish(fig, ax, "codeword k", "codebook m", title, legend=False)
+
+
+def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: str = ""):
+  """One panel per swept field: mean ± sd of `key` against the field's value."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(fields), figsize=(3.3 * len(fields), 3.0), squeeze=False)
+  for ax, field in zip(axes[0], fields):
+    pts = sorted((e["overrides"][field], 100 * e[f"{key}/mean"], _sd(e, key))
+                 for e in summary if field in e["overrides"])
+    if pts:
+      xs, ys, sds = zip(*pts)
+      ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3)
+      if field == "distill.beta":
+        ax.set_xscale("log")
+    for e in summary:
+      if field == "student.eta" and e["overrides"].get("student.mixup") is False:
+        ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label="no mixup")
+    _finish(fig, ax, field.split(".")[-1], key.split("/")[-1] + " (%)", "",
+            legend=field == "student.eta" and len(ax.get_lines()) > 1)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
+# ---------------------------------------------------------------------------- reports
+
+FOUR = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
+
+
+def _test(metric: str, who: str = "student") -> str:
+  return f"{who}/test/{metric}"
+
+
+def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.ConfigDict
+           ) -> dict[str, dict]:
+  """Tables (markdown, saved as OUT_DIR/<table>.md and .json) and figures (OUT_DIR/*.png) of
+  a grid's rows, in the paper's layouts: Table 4 (components); Table 3 and the M x K sweep
+  (compression); the beta/gamma/eta figures (sensitivity). Returns {"tables", "figures"}."""
+  four = [_test(m) for m in FOUR]
+  heads = {k: k.split("/")[-1].replace("NDCG", "N") for k in four}
+  tables, figures = {}, {}
+  if name == "components":
+    summary = summarize(rows, four)
+    tables[name] = summary, markdown_table(summary, heads, percent=four)
+    figures[name] = bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
+                              "components (student, test), mean ± sd over seeds")
+  elif name == "compression":
+    size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
+            "student/compression/compressed_bytes"]
+    cells = [r for r in rows if "codes.num_codebooks" in r["overrides"]]
+    summary = summarize(cells, size + four)
+    tables[name] = summary, markdown_table(
+        summary, {size[0]: "paper CR", size[1]: "bytes CR", size[2]: "bytes",
+                  _test("HR@10"): "HR@10", _test("NDCG@10"): "N@10"}, percent=four)
+    def pick(label, keep, who="student"):  # the paper's Table 3 rows, student metric keys
+      return [{**r, "variant": label, **{_test(m): r[_test(m, who)] for m in FOUR}}
+              for r in rows if keep(r)]
+    main = (pick("teacher", lambda r: r["variant"] == "teacher", "teacher")
+            + pick("OD-Rec (TT)", lambda r: r["variant"] == "TT")
+            + pick("student (EODRec)", lambda r: r in cells and all(
+                _get(base, k) == v for k, v in r["overrides"].items())))
+    table3 = summarize(main, four + size)
+    tables[name + "_main"] = table3, markdown_table(
+        table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR"}, percent=four)
+    refs = {e["variant"]: e for e in table3 if e["variant"] != "student (EODRec)"}
+    figures[name] = size_curve(summary, _test("NDCG@10"), refs,
+                               "student test NDCG@10 vs item-representation size")
+    for e in table3:
+      if e["variant"] == "student (EODRec)":
+        figures[name + "_usage"] = usage_heatmap(
+            e["workdir"], f"codeword usage, M={base.codes.num_codebooks} "
+            f"K={base.codes.codebook_size}")
+  elif name == "sensitivity":
+    keys = [_test("HR@10"), _test("NDCG@10")]
+    summary = summarize(rows, keys)
+    tables[name] = summary, markdown_table(summary, {k: heads[k] for k in keys}, percent=keys)
+    figures[name] = sweep_plot(summary, _test("NDCG@10"), list(SWEEPS),
+                               "sensitivity (student, test NDCG@10)")
+  else:
+    raise ValueError(f"unknown grid {name!r}")
+  os.makedirs(out_dir, exist_ok=True)
+  for key, (summary, md) in tables.items():  # OUT_DIR/<table>.md and .json (the summary)
+    with open(os.path.join(out_dir, key + ".md"), "w") as f:
+      f.write(md + "\n")
+    with open(os.path.join(out_dir, key + ".json"), "w") as f:
+      json.dump(list(summary), f, indent=1, default=str)
+  plt = _plt()
+  for key, fig in figures.items():
+    fig.savefig(os.path.join(out_dir, key + ".png"), dpi=120)
+    plt.close(fig)
+  return {"tables": {k: md for k, (_, md) in tables.items()}, "figures": figures}

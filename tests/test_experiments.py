@@ -1,0 +1,146 @@
+"""ccrec.experiments on the tiny config: result caching, stage reuse across variants, tables."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from ccrec import experiments as ex
+from ccrec.checkpoint import Checkpointer
+from ccrec.train import pipeline
+from ccrec.train.workdir import WorkdirError
+
+
+@pytest.fixture(scope="module")
+def grid_runs(tmp_path_factory):
+  """'full' trains every stage; 'base' (no distillation) must reuse all of them."""
+  root = str(tmp_path_factory.mktemp("grid"))
+  base = ex.base_config("smoke")
+  rows = ex.run_grid(base, {"full": {}, "base": {"distill.enabled": False}}, [base.seed], root)
+  return base, root, {r["variant"]: r for r in rows}
+
+
+def _stages_logged(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {json.loads(line)["stage"] for line in f}
+
+
+def test_grid_rows_hold_metrics_and_result_json(grid_runs):
+  _, root, rows = grid_runs
+  assert rows["full"]["workdir"] == os.path.join(root, "default", "seed0")
+  assert rows["base"]["workdir"] == os.path.join(root, "distill.enabled=False", "seed0")
+  for row in rows.values():
+    assert 0.0 <= row["student/test/NDCG@10"] <= 1.0
+    assert row["student/compression/paper_ratio"] > 1.0
+    with open(os.path.join(row["workdir"], ex.RESULT)) as f:
+      assert json.load(f)["student/test/NDCG@10"] == row["student/test/NDCG@10"]
+
+
+def test_second_call_returns_cached_result_without_training(grid_runs, monkeypatch):
+  base, _, rows = grid_runs
+  workdir = rows["full"]["workdir"]
+  log_size = os.path.getsize(os.path.join(workdir, "metrics.jsonl"))
+  def no_training(*args, **kwargs):
+    raise AssertionError("pipeline.run called for a cached variant")
+  monkeypatch.setattr(pipeline, "run", no_training)
+  again = ex.run_variant(ex.apply(base, {"seed": base.seed}), workdir)
+  assert again == {k: v for k, v in rows["full"].items()
+                   if k not in ("variant", "seed", "workdir", "overrides")}
+  assert os.path.getsize(os.path.join(workdir, "metrics.jsonl")) == log_size
+
+
+def test_cached_workdir_still_refuses_another_config(grid_runs):
+  base, _, rows = grid_runs
+  with pytest.raises(WorkdirError, match="distill.beta"):
+    ex.run_variant(ex.apply(base, {"distill.beta": 0.5}), rows["full"]["workdir"])
+
+
+def test_variant_reuses_the_base_teacher_codes_and_pretrained_student(grid_runs):
+  _, _, rows = grid_runs
+  full, variant = rows["full"]["workdir"], rows["base"]["workdir"]
+  for stage in ("teacher", "student_pretrain"):
+    step = Checkpointer(os.path.join(variant, stage)).latest_step()
+    assert step is not None and step == Checkpointer(os.path.join(full, stage)).latest_step()
+  with np.load(os.path.join(full, "codes", "codes.npz")) as a, \
+       np.load(os.path.join(variant, "codes", "codes.npz")) as b:
+    np.testing.assert_array_equal(a["codes"], b["codes"])
+  # The variant trained nothing itself: its log holds no training stage, only the report.
+  assert _stages_logged(variant) == {"final"}
+  assert {"teacher", "codes", "student_pretrain", "distill"} <= _stages_logged(full)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"distill.beta": 0.5, "distill.contrastive": False},
+     ["teacher", "codes", "student_pretrain"]),
+    ({"student.eta": 0.5}, ["teacher", "codes"]),
+    ({"codes.codebook_size": 4}, ["teacher"]),
+    ({"model.d": 8}, []),
+    ({"seed": 1}, []),
+])
+def test_reuse_only_copies_stages_with_equal_inputs(grid_runs, tmp_path, overrides, expected):
+  base, root, _ = grid_runs
+  workdir = str(tmp_path / "variant")
+  copied = ex.reuse_stages(ex.apply(base, overrides), workdir, root)
+  assert copied == expected
+  if expected:
+    assert sorted(os.listdir(workdir)) == sorted(expected)
+  else:
+    assert not os.path.exists(workdir)
+
+
+def test_stage_not_run_by_the_variant_is_not_copied(grid_runs, tmp_path):
+  base, root, _ = grid_runs
+  tt = ex.apply(base, {"student.embedding": "tt", "distill.beta": 0.5})
+  assert ex.reuse_stages(tt, str(tmp_path / "tt"), root) == ["teacher"]
+  teacher_only = ex.apply(base, ex.TEACHER)
+  assert ex.reuse_stages(teacher_only, str(tmp_path / "t"), root) == ["teacher"]
+
+
+def test_apply_slug_and_caps():
+  base = ex.base_config("smoke")
+  assert ex.slug({"codes.num_codebooks": base.codes.num_codebooks}, base) == "default"
+  assert ex.slug({"distill.beta": 1.0, "codes.codebook_size": 4}, base) == \
+      "codes.codebook_size=4+distill.beta=1.0"
+  assert ex.slug(ex.TEACHER, base) == "stages=teacher"
+  with pytest.raises(KeyError, match="betta"):
+    ex.apply(base, {"distill.betta": 1.0})
+  with pytest.raises(ValueError, match="student.eta"):
+    ex.apply(base, {"student.eta": 2.0})
+  capped = ex.base_config("full", epochs_cap=3, codes_steps_cap=100)
+  assert (capped.train.epochs, capped.student.pretrain_epochs, capped.distill.epochs,
+          capped.codes.max_steps) == (3, 3, 3, 100)
+  assert capped.data.dataset == "ml-100k"
+  assert ex.runs_root("r", "full", 3, 100) == os.path.join("r", "full-cap3-codes100")
+  assert ex.runs_root("r", "full") == os.path.join("r", "full")
+
+
+def test_grids():
+  assert list(ex.grid("components", "full")) == ["full", "base", "w/o-c", "w/o-b", "w/o-s",
+                                                 "w/o-m"]
+  assert len(ex.grid("components", "smoke")) == 2
+  full = ex.grid("compression", "full")
+  assert {"M=1,K=32", "M=5,K=32", "M=4,K=256", "teacher", "TT"} <= set(full)
+  assert len(full) == 7 + 2
+  sens = ex.grid("sensitivity", "full")
+  assert len(sens) == 15 + 1 and sens["beta=0.001"] == {"distill.beta": 0.001}
+  for name in ("components", "compression", "sensitivity"):
+    for mode in ex.MODES:
+      for overrides in ex.grid(name, mode).values():
+        ex.apply(ex.base_config(mode), overrides)  # every variant is a valid config
+
+
+def test_summarize_mean_sd_and_markdown():
+  rows = [{"variant": "a", "seed": s, "workdir": "w", "overrides": {}, "m": v}
+          for s, v in enumerate((0.1, 0.2, 0.3))] + [
+          {"variant": "b", "seed": 0, "workdir": "w", "overrides": {}, "m": 0.5}]
+  summary = ex.summarize(rows, ["m"])
+  assert [e["variant"] for e in summary] == ["a", "b"]
+  assert summary[0]["n"] == 3
+  assert summary[0]["m/mean"] == pytest.approx(0.2)
+  assert summary[0]["m/sd"] == pytest.approx(0.1)
+  assert math.isnan(summary[1]["m/sd"])
+  table = ex.markdown_table(summary, {"m": "M"}, percent=["m"])
+  assert "| a | 3 | 20.00 ± 10.00 |" in table
+  assert "| b | 1 | 50.00 |" in table
