@@ -35,7 +35,7 @@ def _brute_force(model, variables, examples, max_len=5):
     s = model.apply(variables, items)["session"]
     scores = np.asarray(model.apply(variables, s, method="score"))[0]
     t = examples.targets[i]
-    ranks.append(int((scores[1:] > scores[t]).sum()))
+    ranks.append(int((np.delete(scores[1:], t - 1) >= scores[t]).sum()))
   return np.array(ranks)
 
 

@@ -17,9 +17,9 @@ def test_target_rank_hand_computed_ties_and_padding():
   # Column 0 (padding) scores highest and must be ignored.
   scores = jnp.array([[9.0, 1.0, 3.0, 3.0, 2.0]] * 4)
   target = jnp.array([2, 3, 4, 1])
-  # target 2 and 3 tie at 3.0: nobody strictly higher -> 0; target 4 (2.0):
+  # target 2 and 3 tie at 3.0: the tie counts against each -> 1; target 4 (2.0):
   # items 2, 3 higher -> 2; target 1 (1.0): 3.
-  np.testing.assert_array_equal(np.asarray(target_rank(scores, target)), [0, 0, 2, 3])
+  np.testing.assert_array_equal(np.asarray(target_rank(scores, target)), [1, 1, 2, 3])
   assert target_rank(scores, target).dtype == jnp.int32
 
 
@@ -94,18 +94,18 @@ def test_chunked_equals_unchunked(chunk_size):
   assert len(set(expected.tolist())) > 1                 # a non-trivial problem
 
 
-def test_chunked_counts_ties_in_targets_favour_and_excludes_own_column():
+def test_chunked_counts_ties_against_the_target_and_excludes_own_column():
   # Items 1..5 share one embedding; the target (item 3) ties with 4 of them.
   table = np.array([[0.0, 0.0]] + [[1.0, 0.0]] * 5 + [[2.0, 0.0], [0.5, 0.0]], np.float32)
   s, target = np.array([[1.0, 1.0]], np.float32), np.array([3], np.int32)
-  np.testing.assert_array_equal(np.asarray(_chunked(table, s, target, 7, 3)), [1])
+  np.testing.assert_array_equal(np.asarray(_chunked(table, s, target, 7, 3)), [5])
 
   # A target score computed slightly lower (rounding of another code path)
   # does not rank the target below itself.
   low = lambda s, t: jnp.sum(s * jnp.take(table, t, axis=0), -1) - 1e-4
   rank = jax.jit(lambda s, t: metrics.chunked_target_rank(_score_fn(table), s, t, 7, 3,
                                                           target_score_fn=low))(s, target)
-  np.testing.assert_array_equal(np.asarray(rank), [5])  # ties now count: 4 copies + item 6
+  np.testing.assert_array_equal(np.asarray(rank), [5])  # 4 copies + item 6, never itself
 
 
 def test_chunked_ignores_ids_beyond_the_catalog():

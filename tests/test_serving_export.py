@@ -105,11 +105,12 @@ def test_runtime_metrics_at_export(tmp_path):
   targets = rng.integers(1, NUM_ITEMS + 1, 40)
   manifest = export.export_model(str(tmp_path), spec, variables, test=(prefixes, targets))
   rec = Recommender.load(str(tmp_path), id_space="dense")
-  # Ranks by brute force: items scoring strictly higher than the target, padding excluded.
+  # Ranks by brute force: other items scoring >= the target (ties against it), no padding.
   want = []
   for p, t in zip(prefixes, targets, strict=True):
     scores = rec.scores(rec.encode_dense([p[-5:]]))[0]
-    want.append(int((scores[1:] > scores[t]).sum()))
+    others = np.delete(scores[1:], t - 1)
+    want.append(int((others >= scores[t]).sum()))
   assert np.array_equal(evaluate_lib.ranks(rec, prefixes, targets, batch_size=16), want)
   expected = evaluate_lib.metrics_from_ranks(np.array(want))
   for key, value in expected.items():

@@ -3,7 +3,7 @@
 Every example of a split is counted exactly once (the last batch is filled
 with zero-weight rows). Metrics are accumulated on device as sums and counts
 and divided on the host. The rank of a target is the number of non-padding
-items scoring strictly higher (ties favour the target). Targets are also
+items scoring strictly higher (ties count against the target). Targets are also
 broken down into hot (top 20% by training popularity) and cold.
 """
 

@@ -1,7 +1,11 @@
 """Full-ranking metrics as sums and counts (METHOD.md §5, DESIGN.md "Metric keys").
 
-Rank rule: rank = number of items in 1..V (padding id 0 excluded) whose score
-is strictly higher than the target's; ties count in the target's favour.
+Rank rule: rank = number of items in 1..V (padding id 0 excluded), other than
+the target, whose score is strictly higher than the target's, plus those that
+tie with it: ties count AGAINST the target. With continuous scores ties do not
+occur; with compositional codes two items that share a full code score exactly
+alike, and counting ties in the target's favour would reward code collisions
+(all items on one code would give HR = 1).
 Rank 0 is a hit at every k. With rank r < k:
   HR@k = 1, MRR@k = 1 / (r + 1), NDCG@k = 1 / log2(r + 2)   (0 otherwise).
 Device code returns weighted sums plus "count" (sum of weights); `finalize`
@@ -32,10 +36,13 @@ def target_rank(scores: jax.Array, target: jax.Array) -> jax.Array:
       them with a zero weight in `metric_sums`).
 
   Returns:
-    int32 [B]: number of items in 1..V scoring strictly higher than the target.
+    int32 [B]: number of other items in 1..V scoring higher than or equal to the
+    target (ties count against the target).
   """
-  own = jnp.take_along_axis(scores, target[:, None].astype(jnp.int32), axis=1)   # [B, 1]
-  return jnp.sum(scores[:, 1:] > own, axis=1, dtype=jnp.int32)
+  target = target.astype(jnp.int32)
+  own = jnp.take_along_axis(scores, target[:, None], axis=1)                     # [B, 1]
+  ids = jnp.arange(1, scores.shape[1], dtype=jnp.int32)[None, :]
+  return jnp.sum((scores[:, 1:] >= own) & (ids != target[:, None]), axis=1, dtype=jnp.int32)
 
 
 def _diagonal_target_score(score_fn: ScoreFn) -> TargetScoreFn:
@@ -84,7 +91,7 @@ def chunked_target_rank(score_fn: ScoreFn, s: jax.Array, target: jax.Array, num_
     ids = 1 + c * chunk_size + offsets                                     # [chunk]
     valid = ids <= num_items
     scores = score_fn(s, jnp.minimum(ids, num_items))                      # [B, chunk]
-    higher = (scores > own) & valid[None, :] & (ids[None, :] != target[:, None])
+    higher = (scores >= own) & valid[None, :] & (ids[None, :] != target[:, None])
     return count + jnp.sum(higher, axis=1, dtype=jnp.int32)
 
   return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros(target.shape, jnp.int32))

@@ -1,7 +1,8 @@
 """Accuracy of a loaded bundle, computed by the numpy runtime (no jax).
 
 Same definitions as ccrec.evaluation (docs/DESIGN.md): rank = number of
-non-padding items scoring strictly higher than the target; HR@k, MRR@k and
+other non-padding items scoring higher than or equal to the target (ties
+count against it); HR@k, MRR@k and
 NDCG@k = 1/log2(rank + 2) for rank < k; every example counted once.
 """
 
@@ -26,7 +27,8 @@ def ranks(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
       raise ValueError("evaluation prefixes must be non-empty")
     scores = rec.scores(rec.encode_dense(batch))
     target_scores = scores[np.arange(hi - lo), targets[lo:hi]]
-    out[lo:hi] = (scores[:, 1:] > target_scores[:, None]).sum(1)
+    # >= counts the target itself once (its own score equals itself): subtract it.
+    out[lo:hi] = (scores[:, 1:] >= target_scores[:, None]).sum(1) - 1
   return out
 
 
