@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.codes.patience = 10  # checks without relative improvement > tolerance before stopping
   c.codes.tolerance = 1e-3  # relative improvement that counts
   c.codes.refit = True  # least-squares codebooks for the frozen codes (never worse; exact)
+  c.codes.refine_iterations = 20  # alternating code/codebook refinement after learning (0 = off)
 
   c.student = ml_collections.ConfigDict()
   c.student.embedding = "codes"  # 'codes' (compositional, the method) or 'tt' (OD-Rec baseline)

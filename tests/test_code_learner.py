@@ -212,3 +212,22 @@ def test_refit_codebooks_is_exact_for_planted_codes():
   assert mse < 1e-10
   recon = sum(fitted[j][codes[1:, j]] for j in range(m))
   np.testing.assert_allclose(recon, table[1:], atol=1e-4)
+
+
+def test_refine_codes_never_worsens_and_breaks_collisions():
+  from ccrec.train.code_learning import code_report, refine_codes, refit_codebooks
+  rng = np.random.default_rng(1)
+  m, k, d, v = 2, 8, 6, 300
+  books = rng.normal(size=(m, k, d))
+  planted = rng.integers(0, k, (v + 1, m))
+  planted[0] = 0
+  table = (sum(books[j][planted[:, j]] for j in range(m)) + 0.01 * rng.normal(size=(v + 1, d)))
+  table[0] = 0
+  # A collapsed start: every item on the same code (the low-temperature failure mode).
+  start = np.zeros((v + 1, m), np.uint8)
+  _, start_mse = refit_codebooks(table, start, k)
+  codes, fitted, history = refine_codes(table, start, k, iterations=30)
+  assert codes.dtype == np.uint8 and codes.shape == (v + 1, m) and not codes[0].any()
+  assert all(b <= a + 1e-9 for a, b in zip([start_mse] + history, history))
+  assert history[-1] < 0.2 * start_mse
+  assert code_report(codes, k)["collisions"] < code_report(start, k)["collisions"]

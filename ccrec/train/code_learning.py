@@ -251,3 +251,44 @@ def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
   recon = solution[flat].sum(axis=1)
   mse = float(np.mean(np.sum(np.square(recon - x), axis=1)))
   return solution.reshape(m, k, -1).astype(np.float32), mse
+
+
+def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
+                 iterations: int = 10, ridge: float = 1e-6
+                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+  """Alternating refinement of learned codes (additive quantisation), never worse.
+
+  Each iteration (1) refits the codebooks by least squares for the current
+  codes (`refit_codebooks`), then (2) re-assigns each codebook's codeword of
+  every item to the one that best reconstructs the item given its other
+  codewords (exact coordinate descent). Both steps can only lower
+  (1/V) sum_v ||e_v - X_v||^2. The Gumbel-softmax autoencoder's codes are the
+  starting point; this removes the local minima (collapsed codewords, items
+  sharing a full code) it stalls in at low temperature.
+
+  Returns:
+    (codes [V+1, M] of the input dtype with row 0 = 0, codebooks float32 [M, K, d],
+    mse after each iteration).
+  """
+  x = np.asarray(table, np.float32)[1:]
+  current = np.asarray(codes)[1:].astype(np.int64)
+  m = current.shape[1]
+  history = []
+  books, _ = refit_codebooks(table, codes, codebook_size, ridge)
+  for _ in range(iterations):
+    recon = sum(books[j][current[:, j]] for j in range(m))
+    for j in range(m):
+      residual = x - (recon - books[j][current[:, j]])  # what codebook j must explain [V, d]
+      # argmin_k ||residual - C_j[k]||^2 = argmax_k 2 <residual, C_j[k]> - ||C_j[k]||^2
+      best = np.argmax(2.0 * residual @ books[j].T - np.sum(books[j] ** 2, axis=1), axis=1)
+      recon = recon - books[j][current[:, j]] + books[j][best]
+      current[:, j] = best
+    full = np.zeros((len(current) + 1, m), np.asarray(codes).dtype)
+    full[1:] = current
+    books, mse = refit_codebooks(table, full, codebook_size, ridge)
+    history.append(mse)
+    if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
+      break
+  full = np.zeros((len(current) + 1, m), np.asarray(codes).dtype)
+  full[1:] = current
+  return full, books, history

@@ -178,21 +178,28 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
       temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
       max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
       tolerance=c.tolerance, seed=ctx.config.seed)
-  codebooks = result.codebooks
+  codes, codebooks = result.codes, result.codebooks
   report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
+  usage = np.asarray(result.report["usage"])
   if c.refit:
-    codebooks, report["refit_mse"] = code_learning.refit_codebooks(table, result.codes,
+    codebooks, report["refit_mse"] = code_learning.refit_codebooks(table, codes,
                                                                    c.codebook_size)
+  if c.refine_iterations > 0:
+    codes, codebooks, history = code_learning.refine_codes(
+        table, codes, c.codebook_size, iterations=c.refine_iterations)
+    refined = code_learning.code_report(codes, c.codebook_size)
+    usage = np.asarray(refined["usage"])
+    report.update({f"refined_{k}": v for k, v in refined.items() if np.ndim(v) == 0})
+    report["refined_mse"] = history[-1] if history else report.get("refit_mse")
   os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
   tmp = path + ".tmp.npz"
-  np.savez(tmp, codes=result.codes, codebooks=codebooks,
-           usage=np.asarray(result.report["usage"]))
+  np.savez(tmp, codes=codes, codebooks=codebooks, usage=usage)
   os.replace(tmp, path)
   with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
     json.dump(report, f, indent=1)
   ctx.writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
-  return {"codes": result.codes, "codebooks": codebooks}
+  return {"codes": codes, "codebooks": codebooks}
 
 
 def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
