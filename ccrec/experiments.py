@@ -190,8 +190,17 @@ def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str
       logging.info("variant %s seed %d -> %s", name, seed, workdir)
       metrics = run_variant(config, workdir, share_root=root)
       rows.append({"variant": name, "seed": seed, "workdir": workdir,
-                   "overrides": dict(overrides), **metrics})
+                   "overrides": dict(overrides), **codes_report(workdir), **metrics})
   return rows
+
+
+def codes_report(workdir: str) -> dict[str, float]:
+  """WORKDIR/codes/report.json's numbers as 'codes/<name>' (unique_codes, collisions, ...)."""
+  path = os.path.join(workdir, "codes", "report.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {f"codes/{k}": float(v) for k, v in json.load(f).items() if isinstance(v, (int, float))}
 
 
 def seeds_for(base: ml_collections.ConfigDict, n: int) -> list[int]:
@@ -350,6 +359,7 @@ def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: 
 # ---------------------------------------------------------------------------- reports
 
 FOUR = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
+UNIQUE = "codes/unique_codes"  # distinct items' codes: colliding items tie in every ranking
 
 
 def _test(metric: str, who: str = "student") -> str:
@@ -365,18 +375,22 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
   heads = {k: k.split("/")[-1].replace("NDCG", "N") for k in four}
   tables, figures = {}, {}
   if name == "components":
-    summary = summarize(rows, four)
-    tables[name] = summary, markdown_table(summary, heads, percent=four)
+    extra = [_test("NDCG@10", "student_mixed"), _test("NDCG@10", "teacher")]
+    summary = summarize(rows, four + extra + [UNIQUE])
+    tables[name] = summary, markdown_table(summary, {
+        **heads, extra[0]: "N@10 mixup table (not compressed)", extra[1]: "teacher N@10",
+        UNIQUE: "unique codes"}, percent=four + extra)
     figures[name] = bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
                               "components (student, test), mean ± sd over seeds")
   elif name == "compression":
     size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
             "student/compression/compressed_bytes"]
     cells = [r for r in rows if "codes.num_codebooks" in r["overrides"]]
-    summary = summarize(cells, size + four)
+    summary = summarize(cells, size + four + [UNIQUE])
     tables[name] = summary, markdown_table(
         summary, {size[0]: "paper CR", size[1]: "bytes CR", size[2]: "bytes",
-                  _test("HR@10"): "HR@10", _test("NDCG@10"): "N@10"}, percent=four)
+                  UNIQUE: "unique codes", _test("HR@10"): "HR@10", _test("NDCG@10"): "N@10"},
+        percent=four)
     def pick(label, keep, who="student"):  # the paper's Table 3 rows, student metric keys
       return [{**r, "variant": label, **{_test(m): r[_test(m, who)] for m in FOUR}}
               for r in rows if keep(r)]
@@ -384,9 +398,10 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
             + pick("OD-Rec (TT)", lambda r: r["variant"] == "TT")
             + pick("student (EODRec)", lambda r: r in cells and all(
                 _get(base, k) == v for k, v in r["overrides"].items())))
-    table3 = summarize(main, four + size)
+    table3 = summarize(main, four + size + [UNIQUE])
     tables[name + "_main"] = table3, markdown_table(
-        table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR"}, percent=four)
+        table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR", UNIQUE: "unique codes"},
+        percent=four)
     refs = {e["variant"]: e for e in table3 if e["variant"] != "student (EODRec)"}
     figures[name] = size_curve(summary, _test("NDCG@10"), refs,
                                "student test NDCG@10 vs item-representation size")
