@@ -4,7 +4,8 @@ Each process runs this file as a script: it goes through launch/train.py's own
 `main` (flags --coordinator_address/--num_processes/--process_id, so
 jax.distributed.initialize() runs before anything touches devices) on the tiny
 config, teacher stage, one epoch, over a 4x1 mesh spanning both processes;
-then, still inside the distributed runtime, it checks that each process fed
+then, still inside the distributed runtime, it evaluates the workdir from its
+checkpoints (ccrec.evaluation.from_checkpoint), checks that each process fed
 exactly its rows of a global batch and that an orbax checkpoint of a state
 whose item axis is split ACROSS the two processes round-trips. The test
 asserts on both processes' reports and on the shared workdir: one set of
@@ -93,6 +94,14 @@ def test_one_set_of_metrics(run):
   assert "NDCG" not in run["reports"][1]["stdout"]
 
 
+def test_evaluate_from_checkpoint_matches_training(run):
+  with open(os.path.join(run["workdir"], "eval.json")) as f:  # written by process 0 only
+    evaluated = json.load(f)
+  final = next(r for r in run["records"] if r["stage"] == "final")
+  for k in ("HR@10", "NDCG@10", "MRR@20"):
+    assert abs(evaluated[f"teacher/test/{k}"] - final[f"teacher/test/{k}"]) <= 1e-6, k
+
+
 def test_checkpoints_across_processes(run):
   for which in ("latest", "best"):  # written by both processes through orbax
     assert os.listdir(os.path.join(run["workdir"], "teacher", which))
@@ -126,7 +135,11 @@ def _worker(process_id: int, port: int, workdir: str) -> dict:
   from ccrec import config as config_lib
   from ccrec import parallel
   from ccrec.checkpoint import Checkpointer
+  from ccrec.evaluation.from_checkpoint import evaluate_workdir
   from ccrec.train.state import TrainState
+
+  # Evaluate-from-checkpoint in the same runtime: every process restores its shards.
+  evaluate_workdir(workdir, splits=("test",))
 
   rep = {"process_index": jax.process_index(), "process_count": jax.process_count(),
          "device_count": jax.device_count(),

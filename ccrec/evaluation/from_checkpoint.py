@@ -34,14 +34,14 @@ def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
     abstract = distill_lib.DistillState(
         teacher=teacher0, student=student0,
         heads=TrainState.create(init_heads(heads, jax.random.key(0), c.data.max_len), tx))
-    state, _ = Checkpointer(distill_dir).restore(abstract, "best")
+    state, _ = Checkpointer(distill_dir).restore(ctx.place(abstract), "best")  # mesh layout
     out.teacher, out.student = state.teacher, state.student
     return out
   for stage, attr, abstract in (("teacher", "teacher", teacher0),
                                 ("student_pretrain", "student", student0)):
     path = ctx.stage_dir(stage)
     if os.path.isdir(path):
-      restored = Checkpointer(path).restore(abstract, "best")
+      restored = Checkpointer(path).restore(ctx.place(abstract), "best")
       if restored is not None:
         setattr(out, attr, restored[0])
   if out.teacher is None and out.student is None:
