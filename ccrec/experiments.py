@@ -176,6 +176,27 @@ def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str
   return metrics
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
+  return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def read_cached(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """WORKDIR/result.json for reporting, None if absent. Unlike run_variant it tolerates config
+  fields added to the schema after the run (logged); any other difference is an error."""
+  result = read_result(workdir)
+  if result is None:
+    return None
+  saved, mine = _flat(workdir_lib.read_config_json(workdir)), _flat(workdir_lib.config_dict(config))
+  differ = sorted(k for k in saved.keys() & mine.keys() if saved[k] != mine[k])
+  if differ:
+    raise workdir_lib.WorkdirError(f"{workdir} ran another config: differing {differ[:8]}")
+  if mine.keys() - saved.keys():
+    logging.warning("%s predates config fields %s", workdir, sorted(mine.keys() - saved.keys()))
+  return result
+
+
 def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str, Any]],
              seeds: Sequence[int], root: str, only_cached: bool = False) -> list[dict]:
   """Runs every (variant, seed) under `root`, seed-major; rows {"variant", "seed", "workdir",
@@ -185,10 +206,13 @@ def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str
     for name, overrides in variants.items():
       config = apply(base, {**overrides, "seed": seed})
       workdir = os.path.join(root, slug(overrides, base), f"seed{seed}")
-      if only_cached and read_result(workdir) is None:
-        continue
-      logging.info("variant %s seed %d -> %s", name, seed, workdir)
-      metrics = run_variant(config, workdir, share_root=root)
+      if only_cached:
+        metrics = read_cached(config, workdir)
+        if metrics is None:
+          continue
+      else:
+        logging.info("variant %s seed %d -> %s", name, seed, workdir)
+        metrics = run_variant(config, workdir, share_root=root)
       rows.append({"variant": name, "seed": seed, "workdir": workdir,
                    "overrides": dict(overrides), **codes_report(workdir), **metrics})
   return rows
