@@ -134,3 +134,17 @@ def test_invalid_config_names_the_field(tmp_path):
   c = tiny()
   with pytest.raises(AttributeError):
     c.modle = 3  # locked: a misspelt field is an error
+
+
+def test_field_added_to_the_schema_later_is_not_a_difference(tmp_path):
+  from ccrec.train import workdir as workdir_lib
+  c = tiny()
+  wd = str(tmp_path / "w")
+  workdir_lib.prepare(wd, c)
+  path = os.path.join(wd, "config.json")
+  saved = json.load(open(path))
+  del saved["codes"]["refine_iterations"]  # as written before the field existed
+  json.dump(saved, open(path, "w"))
+  workdir_lib.prepare(wd, c)  # default value: accepted
+  with pytest.raises(WorkdirError, match="codes.refine_iterations"):
+    workdir_lib.prepare(wd, tiny(**{"codes.refine_iterations": 3}))

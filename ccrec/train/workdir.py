@@ -42,7 +42,12 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
   if os.path.exists(path):
     saved = read_config_json(workdir)
     a, b = _flatten(saved), _flatten(mine)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    # A field added to the schema after the workdir was made is no difference
+    # while it keeps its default (the old run behaved as that default).
+    from ccrec import config as config_lib
+    defaults = _flatten(config_dict(config_lib.base_config()))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not (k not in a and k in defaults and b.get(k) == defaults[k]))
     if diff:
       shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
       raise WorkdirError(
