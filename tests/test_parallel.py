@@ -27,10 +27,13 @@ MESHES = ((8, 1), (4, 2))
 # Fake devices are threads: on a busy machine one can reach a collective long after the
 # others, and XLA:CPU aborts after 40 s by default (jax-ml/jax#31818). Wait longer.
 XLA_FLAGS = (f"--xla_force_host_platform_device_count={NUM_DEVICES} "
-             "--xla_cpu_collective_call_terminate_timeout_seconds=600 "
+             "--xla_cpu_collective_call_terminate_timeout_seconds=300 "
              "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
              # Tiny programs: LLVM's expensive passes cost more compile time than they save.
-             " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+             " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+             # Single-threaded ops: one run hung (> 600 s) on the loaded 2-core machine, the
+             # known remedy for a wedged Eigen pool; cause not confirmed (docs/scale_out.md).
+             " --xla_cpu_multi_thread_eigen=false")
 
 
 # ---------------------------------------------------------------------------- pytest side
@@ -40,7 +43,7 @@ XLA_FLAGS = (f"--xla_force_host_platform_device_count={NUM_DEVICES} "
 def report():
   env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
+                        check=False, capture_output=True, text=True, timeout=480)
   if proc.returncode != 0:
     pytest.fail(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-6000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -78,10 +81,10 @@ def test_item_leaves_split_along_model_axis(report):
   # 4x2: the teacher table, the student's codes and their Adam moments are split over 'model'.
   specs = report["specs/4x2"]
   assert specs["teacher.params.items.embedding"] == "P('model',)"
-  assert specs["teacher.opt_state.items.embedding"] == "P('model',)"  # optimizer state too
+  assert specs["teacher.opt_state.items.embedding"] == ["P('model',)"]  # optimizer state too
   assert specs["student.consts.codes.items.codes"] == "P('model',)"
   assert specs["student.params.items.codebooks"] == "P()"
-  assert specs["teacher.params.encoder"] == "P()"
+  assert specs["teacher.params.encoder"] == ["P()"]
   assert report["shard_rows/4x2"] == (V + 1) // 2
   # 8x1: everything replicated.
   assert set(report["specs/8x1"].values()) == {"P()"}
@@ -117,6 +120,7 @@ def test_context_builds_the_mesh(report):
 def test_single_process_defaults():
   # In this (pytest) process: the config section exists and validates, no mesh on one device.
   import jax
+
   from ccrec import config as config_lib
   from ccrec import parallel
   c = config_lib.base_config()
@@ -134,6 +138,7 @@ def test_single_process_defaults():
 
 def test_item_leaf_rule():
   from jax.tree_util import DictKey, GetAttrKey
+
   from ccrec import parallel
   assert parallel.is_item_leaf((GetAttrKey("params"), DictKey("items"), DictKey("embedding")))
   assert parallel.is_item_leaf((GetAttrKey("opt_state"), DictKey("items"), DictKey("embedding")))
@@ -178,8 +183,8 @@ def _worker() -> dict:
   seqs = Sequences.from_lists([list(rng.integers(1, V + 1, rng.integers(2, 10)))
                                for _ in range(4 * B)])
   batches = list(window_batches(seqs, B, L, shuffle=False))[:3]
-  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.1,
-              attn_dropout=0.1, max_len=L)
+  spec = {"num_items": V, "d": D, "num_blocks": 1, "num_heads": 2, "inner": 32, "dropout": 0.1,
+          "attn_dropout": 0.1, "max_len": L}
   teacher = SessionRecommender(ModelSpec(**spec))
   student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
                                          codebook_size=4))
@@ -209,10 +214,10 @@ def _worker() -> dict:
                                     student=TrainState.create(s_vars, tx),
                                     heads=TrainState.create(h_vars, tx))
 
-  dc = ml_collections.ConfigDict(dict(bidirectional=True, contrastive=True, soft_targets=True,
-                                      beta=0.5, gamma=0.3, kd_temperature=1.0,
-                                      con_temperature=0.2))
-  sc = ml_collections.ConfigDict(dict(mixup=True, eta=0.8, mse_weight=1.0))
+  dc = ml_collections.ConfigDict({"bidirectional": True, "contrastive": True, "soft_targets": True,
+                                  "beta": 0.5, "gamma": 0.3, "kd_temperature": 1.0,
+                                  "con_temperature": 0.2})
+  sc = ml_collections.ConfigDict({"mixup": True, "eta": 0.8, "mse_weight": 1.0})
   makers = {
       "teacher": (lambda: teacher_lib.make_train_step(teacher, "window"), teacher_state),
       "distill": (lambda: distill_lib.make_distill_step(teacher, student, heads, hot, dc, sc,
@@ -270,13 +275,13 @@ def _worker() -> dict:
         leaf_specs = spec_names(state)
         out["specs/4x2"] = {
             "teacher.params.items.embedding": leaf_specs["teacher.params.items.embedding"],
-            "teacher.opt_state.items.embedding": sorted(
-                {v for k, v in leaf_specs.items() if k.startswith("teacher.opt_state")
-                 and k.endswith("items.embedding")})[0],
+            "teacher.opt_state.items.embedding": sorted({
+                v for k, v in leaf_specs.items()
+                if k.startswith("teacher.opt_state") and k.endswith("items.embedding")}),
             "student.consts.codes.items.codes": leaf_specs["student.consts.codes.items.codes"],
             "student.params.items.codebooks": leaf_specs["student.params.items.codebooks"],
             "teacher.params.encoder": sorted({v for k, v in leaf_specs.items()
-                                              if k.startswith("teacher.params.encoder")})[0],
+                                              if k.startswith("teacher.params.encoder")}),
         }
         emb = state.teacher.params["items"]["embedding"]
         out["shard_rows/4x2"] = int(emb.addressable_shards[0].data.shape[0])
@@ -366,7 +371,7 @@ def _worker() -> dict:
   errors["items"] = error(lambda: context(data=4, model=2))
   out["errors"] = errors
   parallel.check_items(63, parallel.make_mesh(4, 2))  # 64 rows: fine
-  ctx_mesh = parallel.mesh_from_config(ml_collections.ConfigDict(dict(data=4, model=2)))
+  ctx_mesh = parallel.mesh_from_config(ml_collections.ConfigDict({"data": 4, "model": 2}))
   out["context/mesh"] = dict(ctx_mesh.shape)
 
   return out
