@@ -172,7 +172,10 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
     with np.load(path) as f:
       return {"codes": f["codes"], "codebooks": f["codebooks"]}
   c = ctx.config.codes
-  table = np.asarray(ctx.teacher.apply(teacher_state.variables(), method="table"))
+  from ccrec import parallel
+  # Gathered from every process when the table is split across hosts; each
+  # process then learns the same codes (same table, same seed), process 0 writes.
+  table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
   result = code_learning.learn_codes(
       table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
       temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
@@ -191,12 +194,13 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
     usage = np.asarray(refined["usage"])
     report.update({f"refined_{k}": v for k, v in refined.items() if np.ndim(v) == 0})
     report["refined_mse"] = history[-1] if history else report.get("refit_mse")
-  os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, codes=codes, codebooks=codebooks, usage=usage)
-  os.replace(tmp, path)
-  with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
-    json.dump(report, f, indent=1)
+  if jax.process_index() == 0:
+    os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, codes=codes, codebooks=codebooks, usage=usage)
+    os.replace(tmp, path)
+    with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
+      json.dump(report, f, indent=1)
   ctx.writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
   return {"codes": codes, "codebooks": codebooks}
