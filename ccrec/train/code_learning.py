@@ -273,6 +273,13 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
   x = np.asarray(table, np.float32)[1:]
   current = np.asarray(codes)[1:].astype(np.int64)
   m = current.shape[1]
+  dtype = np.asarray(codes).dtype
+
+  def with_padding(rows: np.ndarray) -> np.ndarray:  # [V, M] -> [V+1, M], row 0 = 0
+    full = np.zeros((len(rows) + 1, m), dtype)
+    full[1:] = rows
+    return full
+
   history = []
   books, _ = refit_codebooks(table, codes, codebook_size, ridge)
   for _ in range(iterations):
@@ -283,12 +290,8 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
       best = np.argmax(2.0 * residual @ books[j].T - np.sum(books[j] ** 2, axis=1), axis=1)
       recon = recon - books[j][current[:, j]] + books[j][best]
       current[:, j] = best
-    full = np.zeros((len(current) + 1, m), np.asarray(codes).dtype)
-    full[1:] = current
-    books, mse = refit_codebooks(table, full, codebook_size, ridge)
+    books, mse = refit_codebooks(table, with_padding(current), codebook_size, ridge)
     history.append(mse)
     if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
       break
-  full = np.zeros((len(current) + 1, m), np.asarray(codes).dtype)
-  full[1:] = current
-  return full, books, history
+  return with_padding(current), books, history
