@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 256  # windows (objective=window) or prefixes (objective=prefix) per step
   c.train.optimizer = "adam"  # 'adam' | 'adamw'
   c.train.learning_rate = 1e-3
+  c.train.lr_decay = 1.0  # learning rate multiplied by this each epoch, smoothly (1.0 = constant)
   c.train.weight_decay = 0.0  # decoupled decay (adamw only)
   c.train.l2 = 0.0  # coupled L2 on all parameters (the paper: 1e-5)
   c.train.clip_norm = 0.0  # global-norm clipping, 0 disables
@@ -68,12 +69,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.codes.tolerance = 1e-3  # relative improvement that counts
   c.codes.refit = True  # least-squares codebooks for the frozen codes (never worse; exact)
   c.codes.refine_iterations = 20  # alternating code/codebook refinement after learning (0 = off)
+  c.codes.unique = True  # move items that share a full code to the nearest free code (then refit)
 
   c.student = ml_collections.ConfigDict()
   c.student.embedding = "codes"  # 'codes' (compositional, the method) or 'tt' (OD-Rec baseline)
   c.student.tt_rank = 8  # TT rank when embedding='tt'
   c.student.mixup = True  # embedding mixup during student training
   c.student.eta = 0.8  # weight of the TEACHER table in the mixup table
+  c.student.eta_decay_epochs = 0  # >0: eta falls linearly to 0 over this many epochs of each
+  # student stage, so the student ends up trained on the composite table it is deployed with
   c.student.init_from_teacher = True  # start the student's encoder/readout from the teacher's
   c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
   c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)
@@ -117,6 +121,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.model.readout in ("soft_attention", "last"), "model.readout",
        "must be 'soft_attention' or 'last'")
   need(c.train.objective in ("window", "prefix"), "train.objective", "must be 'window' or 'prefix'")
+  need(0.0 < c.train.lr_decay <= 1.0, "train.lr_decay", "must be in (0, 1]")
   need(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
   need(0 <= c.train.window_stride <= c.data.max_len, "train.window_stride",
        "must be in [0, data.max_len] (0 = max_len)")
@@ -129,6 +134,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.codes.temperature > 0, "codes.temperature", "must be > 0")
   need(c.student.embedding in ("codes", "tt"), "student.embedding", "must be 'codes' or 'tt'")
   need(0 <= c.student.eta <= 1, "student.eta", "must be in [0, 1]")
+  need(c.student.eta_decay_epochs >= 0, "student.eta_decay_epochs", "must be >= 0")
   need(c.distill.kd_temperature > 0, "distill.kd_temperature", "must be > 0")
   need(c.distill.con_temperature > 0, "distill.con_temperature", "must be > 0")
   need(c.parallel.data == -1 or c.parallel.data >= 1, "parallel.data", "must be -1 (all) or >= 1")

@@ -1,10 +1,13 @@
-r"""Teacher training speed on ml-100k, objectives side by side (BENCHMARKS.md).
+r"""Training speed on ml-100k, side by side (BENCHMARKS.md).
 
   python launch/benchmark_train.py --config=configs/teacher.py --steps=30
+  python launch/benchmark_train.py --mode=distill --config=configs/eodrec.py --steps=30
 
 Prints a markdown table: seconds per epoch (median step time x steps per
 epoch; compile excluded) for the window objective (strides 50 and 10) and the
-per-prefix objective (RecBole's), all at the config's model sizes.
+per-prefix objective (RecBole's), all at the config's model sizes. With
+--mode=distill: the cost of one distillation step (teacher + student forwards
+and every loss term) relative to a teacher-only step on the same batches.
 """
 
 import _paths  # noqa: F401  (puts the repo root on sys.path)
@@ -15,12 +18,22 @@ from ccrec.train import speed, workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/teacher.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per setting.")
+_MODE = flags.DEFINE_enum("mode", "objectives", ["objectives", "distill"],
+                          "objectives: teacher epoch time per objective; distill: "
+                          "distillation step vs teacher step.")
 
 
 def main(argv):
   del argv
   c = _CONFIG.value
   dataset = workdir.load_data(c)
+  if _MODE.value == "distill":
+    r = speed.distill_step_ratio(dataset, c, steps=_STEPS.value)
+    print("| batch | teacher s/step | distillation s/step | ratio |")
+    print("|---|---|---|---|")
+    print(f"| {r['batch_size']} | {r['teacher_seconds_per_step']:.4f} | "
+          f"{r['distill_seconds_per_step']:.4f} | {r['ratio']:.2f} |")
+    return
   settings = [("window", c.train.batch_size, None), ("window", 64, 10), ("prefix", 256, None)]
   print("| objective | stride | batch | steps/epoch | s/step | s/epoch | targets/s |")
   print("|---|---|---|---|---|---|---|")

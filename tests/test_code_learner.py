@@ -231,3 +231,53 @@ def test_refine_codes_never_worsens_and_breaks_collisions():
   assert all(b <= a + 1e-9 for a, b in zip([start_mse] + history, history))
   assert history[-1] < 0.2 * start_mse
   assert code_report(codes, k)["collisions"] < code_report(start, k)["collisions"]
+
+
+def test_deduplicate_codes_gives_every_item_its_own_code_at_least_cost():
+  from ccrec.train.code_learning import code_report, deduplicate_codes
+  rng = np.random.default_rng(2)
+  m, k, d, v = 2, 8, 5, 12
+  books = rng.normal(size=(m, k, d)).astype(np.float32)
+  codes = np.zeros((v + 1, m), np.uint8)
+  codes[1:] = rng.integers(0, k, (v, m))
+  codes[1:5] = (1, 2)  # four items share a code
+  table = np.zeros((v + 1, d), np.float32)
+  table[1:] = sum(books[j][codes[1:, j]] for j in range(m)) + 0.3 * rng.normal(size=(v, d))
+  before = codes.copy()
+  out, left = deduplicate_codes(table, codes, books)
+  assert left == 0 and out.dtype == np.uint8 and not out[0].any()
+  assert code_report(out, k)["collisions"] == 0
+  np.testing.assert_array_equal(codes, before)  # the input is not modified
+  # Items that already had their own code keep it.
+  _, inverse, counts = np.unique(before[1:], axis=0, return_inverse=True, return_counts=True)
+  alone = counts[inverse.ravel()] == 1
+  np.testing.assert_array_equal(out[1:][alone], before[1:][alone])
+  # Of each shared code, the best reconstructed item keeps it; each moved item
+  # takes the cheapest free code by brute force over all K^M codes.
+  err = lambda row, c: float(np.sum((sum(books[j][c[j]] for j in range(m)) - table[row]) ** 2))
+  group = [i for i in range(1, v + 1) if tuple(before[i]) == (1, 2)]
+  keeper = min(group, key=lambda i: err(i, before[i]))
+  assert tuple(out[keeper]) == (1, 2)
+  taken = {tuple(c) for c in out[1:]}
+  for i in group:
+    if i == keeper:
+      continue
+    assert tuple(out[i]) != (1, 2)
+    # One-codeword moves are tried first: the moved item's code is the cheapest
+    # free code among those differing from (1, 2) in one codebook.
+    neighbours = [c for c in ((a, 2) for a in range(k)) if c != (1, 2)] + \
+                 [c for c in ((1, b) for b in range(k)) if c != (1, 2)]
+    free_at_end = [c for c in neighbours if c == tuple(out[i]) or c not in taken]  # free then too
+    assert tuple(out[i]) in neighbours
+    assert err(i, out[i]) <= min(err(i, c) for c in free_at_end) + 1e-5
+
+
+def test_deduplicate_codes_reports_what_cannot_be_resolved():
+  from ccrec.train.code_learning import deduplicate_codes
+  # 5 items but only K^M = 4 codes: one item must keep sharing.
+  books = np.eye(2, dtype=np.float32)[None].repeat(2, 0)  # M=2, K=2, d=2
+  codes = np.zeros((6, 2), np.uint8)
+  table = np.ones((6, 2), np.float32)
+  out, left = deduplicate_codes(table, codes, books)
+  assert left == 1
+  assert len({tuple(c) for c in out[1:]}) == 4

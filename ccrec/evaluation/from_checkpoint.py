@@ -18,13 +18,13 @@ from ccrec.models.views import DistillHeads, init_heads
 from ccrec.train import distill as distill_lib
 from ccrec.train import pipeline
 from ccrec.train import workdir as workdir_lib
-from ccrec.train.state import TrainState, make_optimizer
+from ccrec.train.state import TrainState
 
 
 def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   """Rebuilds the trained models of a workdir from their best checkpoints."""
   c = ctx.config
-  tx = make_optimizer(c.train)
+  tx = ctx.optimizer()
   teacher0 = TrainState.create(pipeline.init_variables(ctx.teacher, jax.random.key(0)), tx)
   student0 = TrainState.create(pipeline.init_student(ctx, None), tx)
   out = pipeline.Trained()

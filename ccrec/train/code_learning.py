@@ -295,3 +295,76 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
     if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
       break
   return with_padding(current), books, history
+
+
+def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray
+                      ) -> tuple[np.ndarray, int]:
+  """Gives every item its own full code, at the least reconstruction cost.
+
+  Items that share a full code get identical composite embeddings, so the
+  compressed student cannot tell them apart (and under ccrec's tie rule the
+  target ranks behind every item it shares a code with). For each group of
+  items sharing a code, the item reconstructed best keeps it; each of the
+  others moves to the free code nearest its teacher row among the codes that
+  differ in one codebook (M * K candidates), then in two (M(M-1)/2 * K^2),
+  taken in order of reconstruction error. Codebooks are left unchanged (refit
+  afterwards if wanted).
+
+  Returns:
+    (codes [V+1, M] of the input dtype, number of items still sharing a code:
+    0 unless V is close to K^M).
+  """
+  x = np.asarray(table, np.float32)[1:]
+  books = np.asarray(codebooks, np.float32)
+  out = np.asarray(codes).copy()
+  current = out[1:].astype(np.int64)
+  m, k = books.shape[0], books.shape[1]
+  recon = sum(books[j][current[:, j]] for j in range(m))
+  error = np.sum(np.square(recon - x), axis=1)
+  used: dict[tuple, int] = {}
+  movers = []
+  for item in np.argsort(error, kind="stable"):  # best reconstructed first keep their code
+    key = tuple(current[item])
+    if key in used:
+      movers.append(item)
+    else:
+      used[key] = item
+  left = 0
+  for item in movers:
+    code = current[item]
+    residual = x[item] - recon[item]  # target minus reconstruction with the current code
+    # delta[j, c] = change of the squared error when codeword j is set to c alone
+    delta = np.stack([
+        np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
+        for j in range(m)])                                        # [M, K]
+    candidates = [(delta[j, c], ((j, c),)) for j in range(m) for c in range(k) if c != code[j]]
+    candidates.sort(key=lambda t: t[0])
+    chosen = _first_free(code, candidates, used)
+    if chosen is None and m > 1:
+      pairs = []
+      for a in range(m):
+        for b in range(a + 1, m):
+          diff = (books[a] - books[a][code[a]])[:, None, :] + (books[b] - books[b][code[b]])[None]
+          cost = np.sum(np.square(residual[None, None] - diff), axis=2)  # [K, K]
+          for ca, cb in zip(*np.unravel_index(np.argsort(cost, axis=None), cost.shape)):
+            if ca != code[a] and cb != code[b]:
+              pairs.append((cost[ca, cb], ((a, int(ca)), (b, int(cb)))))
+      pairs.sort(key=lambda t: t[0])
+      chosen = _first_free(code, pairs, used)
+    if chosen is None:
+      left += 1
+      continue
+    current[item] = chosen
+    used[tuple(chosen)] = item
+  out[1:] = current.astype(out.dtype)
+  return out, left
+
+
+def _first_free(code: np.ndarray, candidates, used: dict) -> np.ndarray | None:
+  for _, changes in candidates:
+    new = code.copy()
+    for j, c in changes:
+      new[j] = c
+    if tuple(new) not in used:
+      return new
+  return None

@@ -53,8 +53,15 @@ def mixup_table(teacher_table: jax.Array, student_table: jax.Array, eta: float) 
   return eta * teacher_table + (1.0 - eta) * student_table
 
 
+def eta_at(eta: float, step: jax.Array, decay_steps: int) -> jax.Array | float:
+  """The mixup weight at `step`: eta, or (decay_steps > 0) eta falling linearly to 0."""
+  if decay_steps <= 0:
+    return eta
+  return eta * jnp.clip(1.0 - step.astype(jnp.float32) / decay_steps, 0.0, 1.0)
+
+
 def student_table_for_training(student: SessionRecommender, student_vars: dict,
-                               teacher_table: jax.Array, *, mixup: bool, eta: float
+                               teacher_table: jax.Array, *, mixup: bool, eta
                                ) -> tuple[jax.Array, jax.Array | None]:
   """Returns (composite table e [V+1, d], training table or None when mixup is off)."""
   composite = student.apply(student_vars, method="table")
@@ -76,16 +83,20 @@ def _ce(model, variables, s, targets, weights, table):
 
 
 def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bool, eta: float,
-                       mse_weight: float) -> Callable:
+                       mse_weight: float, eta_decay_steps: int = 0) -> Callable:
   """Student pre-training: L_rec(student on the mixup table) + w_mse L_mse, teacher fixed.
+
+  With `eta_decay_steps` > 0 the mixup weight falls linearly from eta to 0 over
+  that many steps of this stage (`eta_at`).
 
   Returns jitted `step(student_state, teacher_table, batch, key) -> (state, metric sums)`.
   """
 
   def loss_fn(params, state: TrainState, teacher_table, batch, key):
     variables = state.variables(params)
-    composite, table = student_table_for_training(student, variables, teacher_table,
-                                                  mixup=mixup, eta=eta)
+    composite, table = student_table_for_training(
+        student, variables, teacher_table, mixup=mixup,
+        eta=eta_at(eta, state.step, eta_decay_steps))
     _, s, targets, weights = session_targets(student, variables, batch, objective=objective,
                                              key=key, table=table)
     _, ce_sum = _ce(student, variables, s, targets, weights, table)
@@ -104,16 +115,18 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
 
 def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                       heads: DistillHeads, hot: jax.Array, distill_config: Any,
-                      student_config: Any, objective: str) -> Callable:
+                      student_config: Any, objective: str, steps_per_epoch: int = 1
+                      ) -> Callable:
   """Returns jitted `step(state: DistillState, batch, key) -> (state, metric sums)`.
 
   `hot` is the bool [V + 1] hot-item mask. Config fields used: distill.{bidirectional,
   contrastive, soft_targets, beta, gamma, kd_temperature, con_temperature},
-  student.{mixup, eta, mse_weight}.
+  student.{mixup, eta, eta_decay_epochs (x steps_per_epoch), mse_weight}.
   """
   dc, sc = distill_config, student_config
   bidirectional = bool(dc.bidirectional)
   hot = jnp.asarray(hot, bool)
+  eta_decay_steps = int(sc.get("eta_decay_epochs", 0)) * int(steps_per_epoch)
 
   def loss_fn(params, state: DistillState, batch, keys):
     t_params, s_params, h_params = params
@@ -122,8 +135,9 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
     t_vars = state.teacher.variables(t_params)
     s_vars = state.student.variables(s_params)
     teacher_table = teacher.apply(t_vars, method="table")
-    composite, s_table = student_table_for_training(student, s_vars, teacher_table,
-                                                    mixup=sc.mixup, eta=sc.eta)
+    composite, s_table = student_table_for_training(
+        student, s_vars, teacher_table, mixup=sc.mixup,
+        eta=eta_at(sc.eta, state.student.step, eta_decay_steps))
     t_out, t_s, targets, weights = session_targets(
         teacher, t_vars, batch, objective=objective, key=keys[0] if bidirectional else None)
     s_out, s_s, _, _ = session_targets(student, s_vars, batch, objective=objective,

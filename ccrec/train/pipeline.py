@@ -21,7 +21,8 @@ from absl import logging
 
 from ccrec import config as config_lib
 from ccrec.checkpoint import Checkpointer
-from ccrec.data import SessionDataset, hot_mask, prefix_batches, window_batches
+from ccrec.data import (SessionDataset, hot_mask, num_batches, num_windows, prefix_batches,
+                        window_batches)
 from ccrec.evaluation.evaluator import Evaluator
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads, init_heads
@@ -77,6 +78,20 @@ class Context:
       self._train_examples = self.dataset.train_examples(c.data.max_len)
     return prefix_batches(self._train_examples, c.train.batch_size, c.data.max_len,
                           shuffle=True, seed=seed, epoch=epoch)
+
+  def steps_per_epoch(self) -> int:
+    """Optimizer steps in one epoch of `batches` (sets the per-epoch learning-rate decay)."""
+    c = self.config
+    if c.train.objective == "window":
+      rows = num_windows(self.dataset.train, c.data.max_len, c.train.window_stride or None)
+    else:
+      if self._train_examples is None:
+        self._train_examples = self.dataset.train_examples(c.data.max_len)
+      rows = len(self._train_examples.targets)
+    return num_batches(rows, c.train.batch_size)
+
+  def optimizer(self):
+    return make_optimizer(self.config.train, self.steps_per_epoch())
 
   def evaluator(self, name: str, encode, score) -> Evaluator:
     """One Evaluator (one compiled eval step) per model name and context."""
@@ -152,7 +167,7 @@ def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
   state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
-                                      make_optimizer(c.train)))
+                                      ctx.optimizer()))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective)
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
@@ -194,6 +209,14 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
     usage = np.asarray(refined["usage"])
     report.update({f"refined_{k}": v for k, v in refined.items() if np.ndim(v) == 0})
     report["refined_mse"] = history[-1] if history else report.get("refit_mse")
+  if c.unique:
+    # Items sharing a full code are indistinguishable to the compressed student.
+    codes, report["final_unresolved"] = code_learning.deduplicate_codes(table, codes, codebooks)
+    codebooks, report["final_mse"] = code_learning.refit_codebooks(table, codes,
+                                                                    c.codebook_size)
+    final = code_learning.code_report(codes, c.codebook_size)
+    usage = np.asarray(final["usage"])
+    report.update({f"final_{k}": v for k, v in final.items() if np.ndim(v) == 0})
   if jax.process_index() == 0:
     os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
     tmp = path + ".tmp.npz"
@@ -237,10 +260,12 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   variables = init_student(ctx, codes)
   if c.student.init_from_teacher:
     variables = warm_start(variables, teacher_state)
-  state = ctx.place(TrainState.create(variables, make_optimizer(c.train)))
+  state = ctx.place(TrainState.create(variables, ctx.optimizer()))
   teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
-                                        eta=c.student.eta, mse_weight=c.student.mse_weight)
+                                        eta=c.student.eta, mse_weight=c.student.mse_weight,
+                                        eta_decay_steps=c.student.eta_decay_epochs
+                                        * ctx.steps_per_epoch())
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -257,13 +282,13 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
             ) -> distill_lib.DistillState:
   c = ctx.config
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
-  fresh = lambda st: TrainState.create(st.variables(), make_optimizer(c.train))
+  fresh = lambda st: TrainState.create(st.variables(), ctx.optimizer())
   state = ctx.place(distill_lib.DistillState(
       teacher=fresh(teacher_state), student=fresh(student_state),
       heads=TrainState.create(init_heads(heads, jax.random.fold_in(ctx.key, 4), c.data.max_len),
-                              make_optimizer(c.train))))
+                              ctx.optimizer())))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
-                                       c.student, c.train.objective)
+                                       c.student, c.train.objective, ctx.steps_per_epoch())
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2),

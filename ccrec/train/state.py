@@ -39,22 +39,30 @@ class TrainState:
                         opt_state=opt_state)
 
 
-def make_optimizer(train_config: Any) -> optax.GradientTransformation:
+def make_optimizer(train_config: Any, steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """Adam/AdamW with optional L2 (added to the gradient, as torch's weight_decay) and clipping.
 
   Fields of config.train used: optimizer ('adam' | 'adamw'), learning_rate,
-  weight_decay (decoupled, adamw only), l2 (coupled L2 on every parameter, the
-  paper's 1e-5), clip_norm (0 disables).
+  lr_decay (the rate is multiplied by it every `steps_per_epoch` steps,
+  smoothly; 1.0 keeps it constant), weight_decay (decoupled, adamw only), l2
+  (coupled L2 on every parameter, the paper's 1e-5), clip_norm (0 disables).
+  The schedule's position lives in the optimizer state, so a resumed run
+  continues it where it stopped.
   """
+  lr = train_config.learning_rate
+  decay = train_config.get("lr_decay", 1.0)
+  if decay < 1.0:
+    lr = optax.exponential_decay(lr, transition_steps=max(int(steps_per_epoch), 1),
+                                 decay_rate=decay)
   parts = []
   if train_config.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(train_config.clip_norm))
   if train_config.l2 > 0:
     parts.append(optax.add_decayed_weights(train_config.l2))
   if train_config.optimizer == "adam":
-    parts.append(optax.adam(train_config.learning_rate))
+    parts.append(optax.adam(lr))
   elif train_config.optimizer == "adamw":
-    parts.append(optax.adamw(train_config.learning_rate, weight_decay=train_config.weight_decay))
+    parts.append(optax.adamw(lr, weight_decay=train_config.weight_decay))
   else:
     raise ValueError(f"train.optimizer must be 'adam' or 'adamw', got {train_config.optimizer!r}")
   return optax.chain(*parts)

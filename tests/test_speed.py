@@ -1,0 +1,28 @@
+"""The training-speed measurements behind BENCHMARKS.md run and report sane figures."""
+
+import importlib.util
+import math
+import os
+
+from ccrec.train import speed, workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny():
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_epoch_time_and_distill_ratio_on_tiny_config():
+  c = _tiny()
+  dataset = workdir.load_data(c)
+  r = speed.epoch_time(dataset, c, objective="window", batch_size=8, steps=3, warmup=1)
+  assert r["steps_per_epoch"] >= 1 and r["seconds_per_step"] > 0
+  assert math.isclose(r["seconds_per_epoch"], r["seconds_per_step"] * r["steps_per_epoch"])
+  d = speed.distill_step_ratio(dataset, c, steps=3, warmup=1)
+  assert d["steps"] == 3 and d["batch_size"] == c.train.batch_size
+  assert d["teacher_seconds_per_step"] > 0 and d["distill_seconds_per_step"] > 0
+  assert math.isclose(d["ratio"], d["distill_seconds_per_step"] / d["teacher_seconds_per_step"])
