@@ -76,8 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.student.tt_rank = 8  # TT rank when embedding='tt'
   c.student.mixup = True  # embedding mixup during student training
   c.student.eta = 0.8  # weight of the TEACHER table in the mixup table
-  c.student.eta_decay_epochs = 0  # >0: eta falls linearly to 0 over this many epochs of each
-  # student stage, so the student ends up trained on the composite table it is deployed with
+  c.student.eta_decay_epochs = 0  # >0: eta falls linearly to 0 over this many epochs of student
+  # pre-training and distillation trains the composite alone (the table it is deployed with)
   c.student.init_from_teacher = True  # start the student's encoder/readout from the teacher's
   c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
   c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)

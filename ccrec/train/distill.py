@@ -115,18 +115,19 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
 
 def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                       heads: DistillHeads, hot: jax.Array, distill_config: Any,
-                      student_config: Any, objective: str, steps_per_epoch: int = 1
-                      ) -> Callable:
+                      student_config: Any, objective: str) -> Callable:
   """Returns jitted `step(state: DistillState, batch, key) -> (state, metric sums)`.
 
   `hot` is the bool [V + 1] hot-item mask. Config fields used: distill.{bidirectional,
   contrastive, soft_targets, beta, gamma, kd_temperature, con_temperature},
-  student.{mixup, eta, eta_decay_epochs (x steps_per_epoch), mse_weight}.
+  student.{mixup, eta, eta_decay_epochs (> 0: eta = 0 here), mse_weight}.
   """
   dc, sc = distill_config, student_config
   bidirectional = bool(dc.bidirectional)
   hot = jnp.asarray(hot, bool)
-  eta_decay_steps = int(sc.get("eta_decay_epochs", 0)) * int(steps_per_epoch)
+  # A falling mixup weight reaches 0 during pre-training: distillation then trains the
+  # composite table alone, the one the student is evaluated and deployed with.
+  eta = 0.0 if sc.get("eta_decay_epochs", 0) > 0 else sc.eta
 
   def loss_fn(params, state: DistillState, batch, keys):
     t_params, s_params, h_params = params
@@ -137,7 +138,7 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
     teacher_table = teacher.apply(t_vars, method="table")
     composite, s_table = student_table_for_training(
         student, s_vars, teacher_table, mixup=sc.mixup,
-        eta=eta_at(sc.eta, state.student.step, eta_decay_steps))
+        eta=eta)
     t_out, t_s, targets, weights = session_targets(
         teacher, t_vars, batch, objective=objective, key=keys[0] if bidirectional else None)
     s_out, s_s, _, _ = session_targets(student, s_vars, batch, objective=objective,

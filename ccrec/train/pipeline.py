@@ -288,7 +288,7 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
       heads=TrainState.create(init_heads(heads, jax.random.fold_in(ctx.key, 4), c.data.max_len),
                               ctx.optimizer())))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
-                                       c.student, c.train.objective, ctx.steps_per_epoch())
+                                       c.student, c.train.objective)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2),
@@ -337,7 +337,9 @@ def report(ctx: Context, trained: Trained, splits=("valid", "test")) -> dict[str
   if trained.student is not None:
     jobs.append((ctx.evaluator("student", *model_fns(ctx.student)),
                  trained.student.variables()))
-    if trained.teacher is not None and ctx.config.student.mixup:
+    # The mixup table is only meaningful at a constant eta (a falling eta ends at the composite).
+    if (trained.teacher is not None and ctx.config.student.mixup
+        and not ctx.config.student.eta_decay_epochs):
       jobs.append((ctx.evaluator("student_mixed", *mixed_fns(ctx.teacher, ctx.student,
                                                              ctx.config.student.eta)),
                    (trained.teacher.variables(), trained.student.variables())))
