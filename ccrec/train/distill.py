@@ -62,11 +62,17 @@ def eta_at(eta: float, step: jax.Array, decay_steps: int) -> jax.Array | float:
 
 def student_table_for_training(student: SessionRecommender, student_vars: dict,
                                teacher_table: jax.Array, *, mixup: bool, eta
-                               ) -> tuple[jax.Array, jax.Array | None]:
-  """Returns (composite table e [V+1, d], training table or None when mixup is off)."""
+                               ) -> tuple[jax.Array, jax.Array]:
+  """Returns (composite table e [V+1, d], the table the student trains on).
+
+  Training materialises the [V+1, d] table once per step (one gather-sum over
+  the codes) and scores with one matmul; the code-table scoring path, which
+  never builds it, is for evaluation and the device. Without mixup, or at a
+  static eta of 0, the training table is the composite itself.
+  """
   composite = student.apply(student_vars, method="table")
-  if not mixup:
-    return composite, None
+  if not mixup or (isinstance(eta, (int, float)) and eta == 0):
+    return composite, composite
   return composite, mixup_table(teacher_table, composite, eta)
 
 
