@@ -55,6 +55,13 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
     codes_report = json.load(f)
   assert {"mse", "refit_mse", "mean_perplexity", "collisions"} <= set(codes_report)
   assert codes_report["refit_mse"] <= codes_report["mse"] * (1 + 1e-5)
+  # codes.unique (default): every item gets its own full code (60 items, 64 codes;
+  # with M=2, one- and two-codeword moves reach every other code).
+  with np.load(os.path.join(workdir, "codes", "codes.npz")) as f:
+    stored = f["codes"]
+  assert len({tuple(c) for c in stored[1:]}) == 60
+  assert codes_report["final_unresolved"] == 0 and codes_report["final_collisions"] == 0
+  assert codes_report["final_unique_codes"] == 60
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   distill_terms = set().union(*(l.keys() for l in lines if l["stage"] == "distill"))
   assert {"teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce"} <= distill_terms
