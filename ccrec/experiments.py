@@ -219,12 +219,19 @@ def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str
 
 
 def codes_report(workdir: str) -> dict[str, float]:
-  """WORKDIR/codes/report.json's numbers as 'codes/<name>' (unique_codes, collisions, ...)."""
+  """WORKDIR/codes/report.json's numbers as 'codes/<name>' (unique_codes, collisions, ...), plus
+  'codes/distinct_codes': distinct full codes of what the student got (after refinement and
+  de-duplication when they ran)."""
   path = os.path.join(workdir, "codes", "report.json")
   if not os.path.exists(path):
     return {}
   with open(path) as f:
-    return {f"codes/{k}": float(v) for k, v in json.load(f).items() if isinstance(v, (int, float))}
+    out = {f"codes/{k}": float(v) for k, v in json.load(f).items() if isinstance(v, (int, float))}
+  for stage in ("final_", "refined_", ""):  # the codes the student got: the last step that ran
+    if f"codes/{stage}unique_codes" in out:
+      out["codes/distinct_codes"] = out[f"codes/{stage}unique_codes"]
+      break
+  return out
 
 
 def seeds_for(base: ml_collections.ConfigDict, n: int) -> list[int]:
@@ -383,7 +390,7 @@ def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: 
 # ---------------------------------------------------------------------------- reports
 
 FOUR = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
-UNIQUE = "codes/unique_codes"  # distinct items' codes: colliding items tie in every ranking
+UNIQUE = "codes/distinct_codes"  # of the student's codes: items sharing one tie in every ranking
 
 
 def _test(metric: str, who: str = "student") -> str:
