@@ -32,6 +32,8 @@ XLA_FLAGS = (f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
              # Single-threaded ops: one run hung (> 600 s) on the loaded 2-core machine, the
              # known remedy for a wedged Eigen pool; cause not confirmed (docs/scale_out.md).
              " --xla_cpu_multi_thread_eigen=false")
+# Room on XLA:CPU's shared thunk pool for collectives that block (see test_parallel.py).
+POOL_THREADS = str(4 * LOCAL_DEVICES)
 
 
 def _free_port() -> int:
@@ -49,7 +51,8 @@ def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("mp") / "wd")
   logs = tmp_path_factory.mktemp("mp_logs")
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             NPROC=POOL_THREADS)
   procs = []
   with contextlib.ExitStack() as files:
     for i in range(2):  # output to files: no pipe can fill up and block a process

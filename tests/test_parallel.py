@@ -34,6 +34,12 @@ XLA_FLAGS = (f"--xla_force_host_platform_device_count={NUM_DEVICES} "
              # Single-threaded ops: one run hung (> 600 s) on the loaded 2-core machine, the
              # known remedy for a wedged Eigen pool; cause not confirmed (docs/scale_out.md).
              " --xla_cpu_multi_thread_eigen=false")
+# XLA:CPU runs a device's independent ready thunks on one shared pool sized
+# max(devices, NPROC). Collectives block their pool thread until every peer arrives:
+# CI once had all 8 threads blocked (7 in a collective-permute, 1 in an all-reduce
+# whose peer's thunk was still queued) and aborted after 300 s. A pool 4x the
+# device count leaves room for the queued thunks (docs/scale_out.md).
+POOL_THREADS = str(4 * NUM_DEVICES)
 
 
 # ---------------------------------------------------------------------------- pytest side
@@ -41,7 +47,8 @@ XLA_FLAGS = (f"--xla_force_host_platform_device_count={NUM_DEVICES} "
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             NPROC=POOL_THREADS)
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT,
                         check=False, capture_output=True, text=True, timeout=480)
   if proc.returncode != 0:
