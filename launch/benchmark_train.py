@@ -29,10 +29,12 @@ def main(argv):
   dataset = workdir.load_data(c)
   if _MODE.value == "distill":
     r = speed.distill_step_ratio(dataset, c, steps=_STEPS.value)
-    print("| batch | teacher s/step | distillation s/step | ratio |")
-    print("|---|---|---|---|")
+    print("| batch | teacher s/step | student s/step | distillation s/step | ratio | "
+          "(teacher + student) / teacher |")
+    print("|---|---|---|---|---|---|")
     print(f"| {r['batch_size']} | {r['teacher_seconds_per_step']:.4f} | "
-          f"{r['distill_seconds_per_step']:.4f} | {r['ratio']:.2f} |")
+          f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
+          f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |")
     return
   settings = [("window", c.train.batch_size, None), ("window", 64, 10), ("prefix", 256, None)]
   print("| objective | stride | batch | steps/epoch | s/step | s/epoch | targets/s |")

@@ -135,3 +135,15 @@ def test_hot_mask_top_fraction_ties_by_id():
   assert np.flatnonzero(batching.hot_mask(counts, 0.3)).tolist() == [1, 2, 6]
   assert batching.popularity_ranking(counts)[:4].tolist() == [2, 6, 1, 3]
   assert not batching.hot_mask(counts, 1.0)[0]
+
+
+@pytest.mark.parametrize("stride", [None, 3])
+def test_steps_per_epoch_counts_the_batches_an_epoch_yields(stride):
+  seqs = synthetic_sessions(150, 300, seed=2, mean_length=9, max_length=40)
+  windows = list(batching.window_batches(seqs, 16, 7, seed=0, stride=stride))
+  assert batching.steps_per_epoch(seqs, "window", 16, 7, stride) == len(windows)
+  examples = prefix_augment(seqs, 7)
+  prefixes = list(batching.prefix_batches(examples, 16, 7, shuffle=True, seed=0))
+  assert batching.steps_per_epoch(seqs, "prefix", 16, 7) == len(prefixes)
+  with pytest.raises(ValueError, match="objective"):
+    batching.steps_per_epoch(seqs, "windows", 16, 7)

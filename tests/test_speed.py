@@ -26,3 +26,6 @@ def test_epoch_time_and_distill_ratio_on_tiny_config():
   assert d["steps"] == 3 and d["batch_size"] == c.train.batch_size
   assert d["teacher_seconds_per_step"] > 0 and d["distill_seconds_per_step"] > 0
   assert math.isclose(d["ratio"], d["distill_seconds_per_step"] / d["teacher_seconds_per_step"])
+  assert d["student_seconds_per_step"] > 0
+  assert math.isclose(d["two_models_ratio"],
+                      1 + d["student_seconds_per_step"] / d["teacher_seconds_per_step"])

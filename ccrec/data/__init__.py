@@ -5,7 +5,7 @@ runtime stay light. Contracts: docs/DESIGN.md; sources of every dataset: docs/da
 """
 
 from ccrec.data.batching import (hot_mask, num_batches, num_windows, popularity_ranking,
-                                 prefix_batches, window_batches, windows)
+                                 prefix_batches, steps_per_epoch, window_batches, windows)
 from ccrec.data.dataset import (Examples, Sequences, SessionDataset, load, make_dataset,
                                 prefix_augment, save, statistics, statistics_table, truncate)
 from ccrec.data.errors import DataError
@@ -19,6 +19,7 @@ __all__ = [
     "ClickLog", "DATASETS", "DataError", "Examples", "Recipe", "Sequences", "SessionDataset",
     "from_pickles", "hot_mask", "load", "load_dataset", "make_dataset", "markov_hit_rate",
     "num_batches", "num_windows", "popularity_hit_rate", "popularity_ranking", "prefix_augment",
-    "prefix_batches", "prepare", "save", "statistics", "statistics_table", "synthetic_dataset",
+    "prefix_batches", "prepare", "save", "statistics", "statistics_table", "steps_per_epoch",
+    "synthetic_dataset",
     "synthetic_sessions", "truncate", "window_batches", "windows",
 ]

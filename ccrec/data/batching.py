@@ -132,6 +132,19 @@ def num_windows(sequences: Sequences, max_len: int, stride: int | None = None) -
   return int(np.where(m > 0, 1 + -(-np.maximum(m - max_len, 0) // stride), 0).sum())
 
 
+def steps_per_epoch(sequences: Sequences, objective: str, batch_size: int, max_len: int,
+                    stride: int | None = None) -> int:
+  """Optimizer steps in one training epoch: batches of windows ('window', see
+  `window_batches`) or of prefixes, one per target ('prefix', `prefix_batches`)."""
+  if objective == "window":
+    rows = num_windows(sequences, max_len, stride)
+  elif objective == "prefix":
+    rows = int(np.maximum(sequences.lengths() - 1, 0).sum())  # = len(prefix_augment(...))
+  else:
+    raise ValueError(f"objective must be 'window' or 'prefix', got {objective!r}")
+  return num_batches(rows, batch_size)
+
+
 def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuffle: bool = True,
                    seed: int = 0, epoch: int = 0, stride: int | None = None
                    ) -> Iterator[dict[str, np.ndarray]]:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ccrec.models.recommender import SessionRecommender
-from ccrec.models.views import DistillHeads
+from ccrec.models.views import DistillHeads, init_heads
 from ccrec.ops import losses
 from ccrec.train.state import TrainState
 from ccrec.train.teacher import session_targets
@@ -46,6 +46,14 @@ class DistillState:
   @property
   def step(self) -> jax.Array:
     return self.student.step
+
+
+def create_state(teacher_variables: dict, student_variables: dict, heads: DistillHeads,
+                 heads_key: jax.Array, max_len: int, tx) -> DistillState:
+  """Teacher, student and freshly initialised heads, each with its own state of optimizer `tx`."""
+  return DistillState(teacher=TrainState.create(teacher_variables, tx),
+                      student=TrainState.create(student_variables, tx),
+                      heads=TrainState.create(init_heads(heads, heads_key, max_len), tx))
 
 
 def mixup_table(teacher_table: jax.Array, student_table: jax.Array, eta: float) -> jax.Array:

@@ -9,6 +9,7 @@ final validation/test metrics of every trained model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -21,11 +22,11 @@ from absl import logging
 
 from ccrec import config as config_lib
 from ccrec.checkpoint import Checkpointer
-from ccrec.data import (SessionDataset, hot_mask, num_batches, num_windows, prefix_batches,
-                        window_batches)
+from ccrec import data as data_lib
+from ccrec.data import SessionDataset, hot_mask, prefix_batches, window_batches
 from ccrec.evaluation.evaluator import Evaluator
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
-from ccrec.models.views import DistillHeads, init_heads
+from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
 from ccrec.train import teacher as teacher_lib
 from ccrec.train import workdir as workdir_lib
@@ -79,19 +80,15 @@ class Context:
     return prefix_batches(self._train_examples, c.train.batch_size, c.data.max_len,
                           shuffle=True, seed=seed, epoch=epoch)
 
+  @functools.cached_property
   def steps_per_epoch(self) -> int:
     """Optimizer steps in one epoch of `batches` (sets the per-epoch learning-rate decay)."""
     c = self.config
-    if c.train.objective == "window":
-      rows = num_windows(self.dataset.train, c.data.max_len, c.train.window_stride or None)
-    else:
-      if self._train_examples is None:
-        self._train_examples = self.dataset.train_examples(c.data.max_len)
-      rows = len(self._train_examples.targets)
-    return num_batches(rows, c.train.batch_size)
+    return data_lib.steps_per_epoch(self.dataset.train, c.train.objective, c.train.batch_size,
+                           c.data.max_len, c.train.window_stride or None)
 
   def optimizer(self):
-    return make_optimizer(self.config.train, self.steps_per_epoch())
+    return make_optimizer(self.config.train, self.steps_per_epoch)
 
   def evaluator(self, name: str, encode, score) -> Evaluator:
     """One Evaluator (one compiled eval step) per model name and context."""
@@ -265,7 +262,7 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight,
                                         eta_decay_steps=c.student.eta_decay_epochs
-                                        * ctx.steps_per_epoch())
+                                        * ctx.steps_per_epoch)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -282,11 +279,9 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
             ) -> distill_lib.DistillState:
   c = ctx.config
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
-  fresh = lambda st: TrainState.create(st.variables(), ctx.optimizer())
-  state = ctx.place(distill_lib.DistillState(
-      teacher=fresh(teacher_state), student=fresh(student_state),
-      heads=TrainState.create(init_heads(heads, jax.random.fold_in(ctx.key, 4), c.data.max_len),
-                              ctx.optimizer())))
+  state = ctx.place(distill_lib.create_state(
+      teacher_state.variables(), student_state.variables(), heads, jax.random.fold_in(ctx.key, 4),
+      c.data.max_len, ctx.optimizer()))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))

@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ccrec.data import SessionDataset, num_batches, num_windows, prefix_batches, window_batches
+from ccrec.data import SessionDataset, prefix_batches, steps_per_epoch, window_batches
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState, make_optimizer
@@ -27,13 +28,12 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
   step = teacher_lib.make_train_step(model, objective)
+  per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
-    per_epoch = num_batches(num_windows(dataset.train, max_len, stride), batch_size)
   else:
-    examples = dataset.train_examples(max_len)
-    batches = prefix_batches(examples, batch_size, max_len, shuffle=True, seed=0)
-    per_epoch = num_batches(len(examples.targets), batch_size)
+    batches = prefix_batches(dataset.train_examples(max_len), batch_size, max_len, shuffle=True,
+                             seed=0)
   times, targets = [], []
   for i, batch in enumerate(batches):
     if i >= warmup + steps:
@@ -55,35 +55,42 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
                        warmup: int = 2) -> dict:
   """Seconds per step of the distillation step vs the teacher-only step, same batches.
 
-  Both steps run on the same real window batches of `config` (its batch size,
+  Also times the student's own step (L_rec + L_mse on its composite table, as in
+  pre-training without mixup): `two_models_ratio` = (teacher + student) / teacher
+  is what the two models cost when run as separate programs. All three run on
+  the same real window batches of `config` (its batch size,
   objective, model sizes, codes and distillation switches), interleaved step
   by step so machine load affects both alike; compile excluded; medians.
   """
   from ccrec.data import hot_mask
-  from ccrec.models.views import DistillHeads, init_heads
+  from ccrec.models.views import DistillHeads
   from ccrec.train import distill as distill_lib
   from ccrec.train import pipeline
 
   teacher, student = pipeline.build_models(config, dataset.num_items)
   tx = make_optimizer(config.train)
   key = jax.random.key(0)
-  teacher_state = TrainState.create(init_variables(teacher, key), tx)
-  student_state = TrainState.create(init_variables(student, jax.random.fold_in(key, 1)), tx)
+  teacher_vars = init_variables(teacher, key)
+  teacher_state = TrainState.create(teacher_vars, tx)
   heads = DistillHeads(config.model.d, config.model.readout, config.model.init,
                        config.model.init_scale)
-  copy = lambda st: jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, st)
-  d_state = distill_lib.DistillState(
-      teacher=copy(teacher_state), student=student_state,
-      heads=TrainState.create(init_heads(heads, jax.random.fold_in(key, 2), config.data.max_len),
-                              tx))
+  # Own copies of the teacher's arrays: both steps donate their state.
+  d_state = distill_lib.create_state(
+      jax.tree.map(jnp.copy, teacher_vars), init_variables(student, jax.random.fold_in(key, 1)),
+      heads, jax.random.fold_in(key, 2), config.data.max_len, tx)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
   t_step = teacher_lib.make_train_step(teacher, config.train.objective)
+  # The two-model floor: the student's own step (its L_rec + L_mse on the composite table).
+  s_state = TrainState.create(init_variables(student, jax.random.fold_in(key, 3)), tx)
+  teacher_table = teacher.apply(teacher_vars, method="table")
+  s_step = distill_lib.make_pretrain_step(student, config.train.objective, mixup=False, eta=0.0,
+                                          mse_weight=config.student.mse_weight)
   d_step = distill_lib.make_distill_step(teacher, student, heads, hot, config.distill,
                                          config.student, config.train.objective)
   stride = config.train.window_stride or None
   batches = window_batches(dataset.train, config.train.batch_size, config.data.max_len,
                            seed=0, stride=stride)
-  t_times, d_times = [], []
+  t_times, s_times, d_times = [], [], []
   for i, batch in enumerate(batches):
     if i >= warmup + steps:
       break
@@ -92,13 +99,18 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
     teacher_state, m = t_step(teacher_state, batch, k)
     jax.block_until_ready(m)
     t1 = time.perf_counter()
-    d_state, m = d_step(d_state, batch, k)
+    s_state, m = s_step(s_state, teacher_table, batch, k)
     jax.block_until_ready(m)
     t2 = time.perf_counter()
+    d_state, m = d_step(d_state, batch, k)
+    jax.block_until_ready(m)
+    t3 = time.perf_counter()
     if i >= warmup:
       t_times.append(t1 - t0)
-      d_times.append(t2 - t1)
-  teacher_s, distill_s = float(np.median(t_times)), float(np.median(d_times))
-  return {"teacher_seconds_per_step": teacher_s, "distill_seconds_per_step": distill_s,
-          "ratio": distill_s / teacher_s, "batch_size": config.train.batch_size,
-          "steps": len(t_times)}
+      s_times.append(t2 - t1)
+      d_times.append(t3 - t2)
+  teacher_s, student_s, distill_s = (float(np.median(x)) for x in (t_times, s_times, d_times))
+  return {"teacher_seconds_per_step": teacher_s, "student_seconds_per_step": student_s,
+          "distill_seconds_per_step": distill_s, "ratio": distill_s / teacher_s,
+          "two_models_ratio": (teacher_s + student_s) / teacher_s,
+          "batch_size": config.train.batch_size, "steps": len(t_times)}
