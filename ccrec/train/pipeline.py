@@ -85,7 +85,7 @@ class Context:
     """Optimizer steps in one epoch of `batches` (sets the per-epoch learning-rate decay)."""
     c = self.config
     return data_lib.steps_per_epoch(self.dataset.train, c.train.objective, c.train.batch_size,
-                           c.data.max_len, c.train.window_stride or None)
+                                    c.data.max_len, c.train.window_stride or None)
 
   def optimizer(self):
     return make_optimizer(self.config.train, self.steps_per_epoch)
