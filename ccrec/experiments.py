@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from ccrec import config as config_lib
+from ccrec import plots
 from ccrec.train import pipeline
 from ccrec.train import workdir as workdir_lib
 
@@ -292,101 +293,6 @@ def markdown_table(summary: Sequence[dict], columns: Mapping[str, str],
   return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- plots
-
-
-def _plt():
-  import matplotlib
-  if not os.environ.get("MPLBACKEND"):
-    matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def _finish(fig, ax, xlabel: str, ylabel: str, title: str, legend: bool = True):
-  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-  if legend:
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  return fig
-
-
-def _sd(e: dict, key: str) -> float:
-  return 0.0 if math.isnan(e[f"{key}/sd"]) else 100 * e[f"{key}/sd"]
-
-
-def bar_chart(summary: Sequence[dict], keys: Sequence[str], title: str = ""):
-  """Grouped bars (one group per variant, one bar per key) with ± sd error bars, in %."""
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(summary), 3.4))
-  width = 0.8 / len(keys)
-  x = np.arange(len(summary))
-  for i, k in enumerate(keys):
-    ax.bar(x + (i - (len(keys) - 1) / 2) * width, [100 * e[f"{k}/mean"] for e in summary],
-           width, yerr=[_sd(e, k) for e in summary], capsize=3, label=k.split("/")[-1])
-  ax.set_xticks(x, [e["variant"] for e in summary])
-  return _finish(fig, ax, "", "%", title)
-
-
-def size_curve(summary: Sequence[dict], key: str, references: Mapping[str, dict] | None = None,
-               title: str = ""):
-  """Accuracy vs compressed size (bytes, log x), one line per K. `references`: name ->
-  summary entry, drawn as a point if it has a compressed size (TT), else a line (teacher)."""
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  size = "student/compression/compressed_bytes/mean"
-  by_k: dict[int, list] = {}
-  for e in summary:
-    by_k.setdefault(e["overrides"]["codes.codebook_size"], []).append(e)
-  for k, entries in sorted(by_k.items()):
-    entries = sorted(entries, key=lambda e: e[size])
-    ax.plot([e[size] for e in entries], [100 * e[f"{key}/mean"] for e in entries], "o-",
-            label=f"codes K={k}")
-    for e in entries:
-      ax.annotate(f"M={e['overrides']['codes.num_codebooks']}", (e[size], 100 * e[f"{key}/mean"]))
-  for name, e in (references or {}).items():
-    if size in e and not math.isnan(e[size]):
-      ax.plot([e[size]], [100 * e[f"{key}/mean"]], "s", label=name)
-    else:
-      ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label=name)
-  ax.set_xscale("log")
-  return _finish(fig, ax, "compressed item representation (bytes)",
-                 key.split("/")[-1] + " (%)", title)
-
-
-def usage_heatmap(workdir: str, title: str = ""):
-  """Items per codeword (WORKDIR/codes/codes.npz 'usage' [M, K])."""
-  plt = _plt()
-  with np.load(os.path.join(workdir, "codes", "codes.npz")) as f:
-    usage = f["usage"]
-  fig, ax = plt.subplots(figsize=(min(12, 2 + usage.shape[1] * 0.15), 1 + 0.5 * usage.shape[0]))
-  fig.colorbar(ax.imshow(usage, aspect="auto", cmap="viridis"), ax=ax, label="items")
-  ax.set_yticks(range(usage.shape[0]))
-  return _finish(fig, ax, "codeword k", "codebook m", title, legend=False)
-
-
-def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: str = ""):
-  """One panel per swept field: mean ± sd of `key` against the field's value."""
-  plt = _plt()
-  fig, axes = plt.subplots(1, len(fields), figsize=(3.3 * len(fields), 3.0), squeeze=False)
-  for ax, field in zip(axes[0], fields):
-    pts = sorted((e["overrides"][field], 100 * e[f"{key}/mean"], _sd(e, key))
-                 for e in summary if field in e["overrides"])
-    if pts:
-      xs, ys, sds = zip(*pts)
-      ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3)
-      if field == "distill.beta":
-        ax.set_xscale("log")
-    for e in summary:
-      if field == "student.eta" and e["overrides"].get("student.mixup") is False:
-        ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label="no mixup")
-    _finish(fig, ax, field.split(".")[-1], key.split("/")[-1] + " (%)", "",
-            legend=field == "student.eta" and len(ax.get_lines()) > 1)
-  fig.suptitle(title)
-  fig.tight_layout()
-  return fig
-
-
 # ---------------------------------------------------------------------------- reports
 
 FOUR = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
@@ -411,7 +317,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
     tables[name] = summary, markdown_table(summary, {
         **heads, extra[0]: "N@10 mixup table (not compressed)", extra[1]: "teacher N@10",
         UNIQUE: "unique codes"}, percent=four + extra)
-    figures[name] = bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
+    figures[name] = plots.bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
                               "components (student, test), mean ± sd over seeds")
   elif name == "compression":
     size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
@@ -434,18 +340,18 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
         table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR", UNIQUE: "unique codes"},
         percent=four)
     refs = {e["variant"]: e for e in table3 if e["variant"] != "student (EODRec)"}
-    figures[name] = size_curve(summary, _test("NDCG@10"), refs,
+    figures[name] = plots.size_curve(summary, _test("NDCG@10"), refs,
                                "student test NDCG@10 vs item-representation size")
     for e in table3:
       if e["variant"] == "student (EODRec)":
-        figures[name + "_usage"] = usage_heatmap(
+        figures[name + "_usage"] = plots.usage_heatmap(
             e["workdir"], f"codeword usage, M={base.codes.num_codebooks} "
             f"K={base.codes.codebook_size}")
   elif name == "sensitivity":
     keys = [_test("HR@10"), _test("NDCG@10")]
     summary = summarize(rows, keys)
     tables[name] = summary, markdown_table(summary, {k: heads[k] for k in keys}, percent=keys)
-    figures[name] = sweep_plot(summary, _test("NDCG@10"), list(SWEEPS),
+    figures[name] = plots.sweep_plot(summary, _test("NDCG@10"), list(SWEEPS),
                                "sensitivity (student, test NDCG@10)")
   else:
     raise ValueError(f"unknown grid {name!r}")
@@ -455,7 +361,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
       f.write(md + "\n")
     with open(os.path.join(out_dir, key + ".json"), "w") as f:
       json.dump(list(summary), f, indent=1, default=str)
-  plt = _plt()
+  plt = plots.pyplot()
   for key, fig in figures.items():
     fig.savefig(os.path.join(out_dir, key + ".png"), dpi=120)
     plt.close(fig)
