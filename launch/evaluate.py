@@ -1,11 +1,17 @@
 r"""Evaluates a workdir's best checkpoints on validation and test; prints and writes eval.json.
 
   python launch/evaluate.py --workdir=runs/eodrec
+
+On several hosts, run it on every process with the multi-host flags of launch/train.py
+(--distributed, or --coordinator_address/--num_processes/--process_id); every process
+restores its shards of the checkpoint, process 0 prints and writes eval.json.
 """
 
 import json
 
+import _distributed
 import _paths  # noqa: F401  (puts the repo root on sys.path)
+import jax
 from absl import app, flags
 
 from ccrec.evaluation.from_checkpoint import evaluate_workdir
@@ -17,7 +23,10 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  print(json.dumps(evaluate_workdir(_WORKDIR.value), indent=1, sort_keys=True))
+  _distributed.maybe_initialize()
+  metrics = evaluate_workdir(_WORKDIR.value)
+  if jax.process_index() == 0:
+    print(json.dumps(metrics, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ Each process runs this file as a script: it goes through launch/train.py's own
 `main` (flags --coordinator_address/--num_processes/--process_id, so
 jax.distributed.initialize() runs before anything touches devices) on the tiny
 config, teacher stage, one epoch, over a 4x1 mesh spanning both processes;
-then, still inside the distributed runtime, it evaluates the workdir from its
-checkpoints (ccrec.evaluation.from_checkpoint), checks that each process fed
+then, still inside the distributed runtime, it checks that each process fed
 exactly its rows of a global batch and that an orbax checkpoint of a state
-whose item axis is split ACROSS the two processes round-trips. The test
-asserts on both processes' reports and on the shared workdir: one set of
-metrics (process 0 writes), checkpoints, the final metrics printed once.
+whose item axis is split ACROSS the two processes round-trips. A second pair
+of processes then runs launch/evaluate.py with the same multi-host flags on
+the workdir. The test asserts on both processes' reports and on the shared
+workdir: one set of metrics (process 0 writes), checkpoints, the final
+metrics printed once, eval.json equal to the training run's final metrics.
 """
 
 import contextlib
@@ -46,21 +47,15 @@ def _read(path: pathlib.Path) -> str:
   return path.read_text() if path.exists() else ""
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("mp") / "wd")
-  logs = tmp_path_factory.mktemp("mp_logs")
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             NPROC=POOL_THREADS)
+def _launch(commands: list[list[str]], env: dict, logs: pathlib.Path, tag: str
+            ) -> list[tuple[str, str]]:
+  """Runs one process per command (one distributed runtime); returns their (stdout, stderr)."""
   procs = []
   with contextlib.ExitStack() as files:
-    for i in range(2):  # output to files: no pipe can fill up and block a process
-      out = files.enter_context(open(logs / f"out{i}.txt", "w"))
-      err = files.enter_context(open(logs / f"err{i}.txt", "w"))
-      procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), str(i),
-                                     str(port), workdir], env=env, cwd=ROOT, stdout=out,
-                                    stderr=err))
+    for i, command in enumerate(commands):  # output to files: no pipe can fill up and block
+      out = files.enter_context(open(logs / f"{tag}_out{i}.txt", "w"))
+      err = files.enter_context(open(logs / f"{tag}_err{i}.txt", "w"))
+      procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=err))
     # A process that fails leaves the other waiting in the distributed runtime: stop it.
     deadline = time.monotonic() + 480
     try:
@@ -72,17 +67,37 @@ def run(tmp_path_factory):
         if p.poll() is None:
           p.kill()
           p.wait()
-  outs = [(_read(logs / f"out{i}.txt"), _read(logs / f"err{i}.txt")) for i in range(2)]
+  outs = [(_read(logs / f"{tag}_out{i}.txt"), _read(logs / f"{tag}_err{i}.txt"))
+          for i in range(len(commands))]
   for i, (p, (_, err)) in enumerate(zip(procs, outs)):
     if p.returncode != 0:
-      pytest.fail(f"process {i} failed (rc {p.returncode}):\n{err[-5000:]}")
+      pytest.fail(f"{tag} process {i} failed (rc {p.returncode}):\n{err[-5000:]}")
+  return outs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("mp") / "wd")
+  logs = tmp_path_factory.mktemp("mp_logs")
+  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             NPROC=POOL_THREADS)
+  port = _free_port()
+  outs = _launch([[sys.executable, os.path.abspath(__file__), str(i), str(port), workdir]
+                  for i in range(2)], env, logs, "train")
   reports = []
   for stdout, _ in outs:
     lines = stdout.strip().splitlines()
     reports.append({"report": json.loads(lines[-1]), "stdout": "\n".join(lines[:-1])})
+  # launch/evaluate.py with the same multi-host flags, as a second two-process runtime.
+  port = _free_port()
+  evaluated = _launch([[sys.executable, os.path.join(ROOT, "launch", "evaluate.py"),
+                        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
+                        "--num_processes=2", f"--process_id={i}"] for i in range(2)],
+                      env, logs, "evaluate")
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  return {"workdir": workdir, "reports": reports, "records": records}
+  return {"workdir": workdir, "reports": reports, "records": records,
+          "evaluate_stdout": [out for out, _ in evaluated]}
 
 
 def test_both_processes_see_one_runtime(run):
@@ -118,11 +133,17 @@ def test_one_set_of_metrics(run):
 
 
 def test_evaluate_from_checkpoint_matches_training(run):
-  with open(os.path.join(run["workdir"], "eval.json")) as f:  # written by process 0 only
+  # launch/evaluate.py on both processes: process 0 prints and writes eval.json, 1 is silent.
+  with open(os.path.join(run["workdir"], "eval.json")) as f:
     evaluated = json.load(f)
+  printed = run["evaluate_stdout"][0]  # gloo's connection lines come first
+  assert json.loads(printed[printed.index("\n{") + 1:]) == evaluated
+  assert "NDCG" not in run["evaluate_stdout"][1]
   final = next(r for r in run["records"] if r["stage"] == "final")
   for k in ("HR@10", "NDCG@10", "MRR@20"):
-    assert abs(evaluated[f"teacher/test/{k}"] - final[f"teacher/test/{k}"]) <= 1e-6, k
+    for split in ("valid", "test"):
+      key = f"teacher/{split}/{k}"
+      assert abs(evaluated[key] - final[key]) <= 1e-6, key
 
 
 def test_checkpoints_across_processes(run):
@@ -158,11 +179,7 @@ def _worker(process_id: int, port: int, workdir: str) -> dict:
   from ccrec import config as config_lib
   from ccrec import parallel
   from ccrec.checkpoint import Checkpointer
-  from ccrec.evaluation.from_checkpoint import evaluate_workdir
   from ccrec.train.state import TrainState
-
-  # Evaluate-from-checkpoint in the same runtime: every process restores its shards.
-  evaluate_workdir(workdir, splits=("test",))
 
   rep = {"process_index": jax.process_index(), "process_count": jax.process_count(),
          "device_count": jax.device_count(),
