@@ -261,6 +261,22 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
   raise ValueError(f"unknown grid {name!r} (components, compression, sensitivity)")
 
 
+def select_variants(variants: Mapping[str, Any], requested: Sequence[str]) -> dict[str, Any]:
+  """The variants named in `requested`, a comma-split list (absl's list flags split on commas)
+  in which names that contain commas ('M=2,K=32') arrive in pieces and are joined back.
+  Unknown names raise ValueError listing the grid's names."""
+  out, piece = {}, None
+  for part in requested:
+    piece = part if piece is None else f"{piece},{part}"
+    if piece in variants:
+      out[piece], piece = variants[piece], None
+    elif not any(name.startswith(piece + ",") for name in variants):
+      raise ValueError(f"unknown variant {piece!r}; the grid has {list(variants)}")
+  if piece is not None:
+    raise ValueError(f"unknown variant {piece!r}; the grid has {list(variants)}")
+  return out
+
+
 # ---------------------------------------------------------------------------- tables
 
 

@@ -7,6 +7,7 @@ so either one reuses what the other finished.
   nohup python launch/ablations.py --mode=full --grid=components --seeds=3 \
       > /tmp/ablations_full.log 2>&1 &
   python launch/ablations.py --mode=full --grid=compression     # 1 seed, reduced M x K cross
+  python launch/ablations.py --mode=full --grid=compression --variants=M=2,K=32,TT   # some cells
   python launch/ablations.py --mode=full --grid=sensitivity
   # tables/figures from whatever has finished, training nothing:
   python launch/ablations.py --mode=full --grid=components --seeds=3 --only_cached
@@ -26,7 +27,8 @@ _MODE = flags.DEFINE_enum("mode", "full", ex.MODES, "smoke: tiny synthetic; full
 _GRID = flags.DEFINE_enum("grid", "components", ["components", "compression", "sensitivity"],
                           "Which notebook's grid.")
 _SEEDS = flags.DEFINE_integer("seeds", 0, "Seeds per variant (0: 3 for full components, else 1).")
-_VARIANTS = flags.DEFINE_list("variants", [], "Subset of the grid's variant names (default all).")
+_VARIANTS = flags.DEFINE_list("variants", [], "Subset of the grid's variant names (default all); "
+                              "names with commas are fine: --variants=M=2,K=32,TT.")
 _EPOCHS_CAP = flags.DEFINE_integer("epochs_cap", 0, "Bound on every stage's epochs (0: none).")
 _CODES_CAP = flags.DEFINE_integer("codes_steps_cap", 0, "Bound on code-learning steps (0: none).")
 _RUNS = flags.DEFINE_string("runs", os.environ.get("CCREC_RUNS", "runs/notebooks"),
@@ -46,10 +48,10 @@ def main(argv):
   base = ex.base_config(mode, _EPOCHS_CAP.value, _CODES_CAP.value)
   variants = ex.grid(name, mode)
   if _VARIANTS.value:
-    unknown = set(_VARIANTS.value) - set(variants)
-    if unknown:
-      raise app.UsageError(f"unknown variants {sorted(unknown)}; {name} has {list(variants)}")
-    variants = {k: v for k, v in variants.items() if k in _VARIANTS.value}
+    try:
+      variants = ex.select_variants(variants, _VARIANTS.value)
+    except ValueError as e:
+      raise app.UsageError(f"--variants: {e}") from e
   seeds = _SEEDS.value or (3 if mode == "full" and name == "components" else 1)
   rows = ex.run_grid(base, variants, ex.seeds_for(base, seeds), root,
                      only_cached=_ONLY_CACHED.value)

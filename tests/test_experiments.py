@@ -131,6 +131,18 @@ def test_grids():
         ex.apply(ex.base_config(mode), overrides)  # every variant is a valid config
 
 
+def test_select_variants_joins_names_split_on_commas():
+  grid = ex.grid("compression", "full")
+  picked = ex.select_variants(grid, "M=2,K=32,TT,M=4,K=256".split(","))
+  assert list(picked) == ["M=2,K=32", "TT", "M=4,K=256"]
+  assert picked["M=4,K=256"] == {"codes.num_codebooks": 4, "codes.codebook_size": 256}
+  assert list(ex.select_variants(ex.grid("components", "full"), ["w/o-c", "base"])) == [
+      "w/o-c", "base"]
+  for bad in (["M=2,K=33"], ["M=2"], ["full"], ["TT", "nope"]):
+    with pytest.raises(ValueError, match="unknown variant"):
+      ex.select_variants(grid, ",".join(bad).split(","))
+
+
 def test_summarize_mean_sd_and_markdown():
   rows = [{"variant": "a", "seed": s, "workdir": "w", "overrides": {}, "m": v}
           for s, v in enumerate((0.1, 0.2, 0.3))] + [
