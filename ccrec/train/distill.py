@@ -14,6 +14,8 @@ Gradient flow (documented choices):
     in standard KD; the student learns from it;
   * L_mse pulls the student's composite codewords toward the teacher table,
     which is held fixed in this term (the teacher is not pulled toward the codes);
+  * the teacher table inside the student's mixup table is held fixed too: the
+    student's own losses (its L_rec and L_soft) never move the teacher;
   * the contrastive loss reaches both models: the student's views shape the
     teacher and vice versa (the "bidirectional" transfer), plus the teacher's
     own L_rec keeps it training;
@@ -151,8 +153,7 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
     s_vars = state.student.variables(s_params)
     teacher_table = teacher.apply(t_vars, method="table")
     composite, s_table = student_table_for_training(
-        student, s_vars, teacher_table, mixup=sc.mixup,
-        eta=eta)
+        student, s_vars, jax.lax.stop_gradient(teacher_table), mixup=sc.mixup, eta=eta)
     t_out, t_s, targets, weights = session_targets(
         teacher, t_vars, batch, objective=objective, key=keys[0] if bidirectional else None)
     s_out, s_s, _, _ = session_targets(student, s_vars, batch, objective=objective,
