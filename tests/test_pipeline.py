@@ -4,11 +4,9 @@ import json
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 
-from ccrec import config as config_lib
 from ccrec.checkpoint import CheckpointError, Checkpointer
 from ccrec.evaluation.from_checkpoint import evaluate_workdir
 from ccrec.train import pipeline
@@ -75,10 +73,51 @@ def test_evaluate_from_checkpoint_matches_training_report(full_run):
     assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
 
 
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
 def test_rerunning_a_finished_workdir_trains_nothing_more(full_run):
   workdir, metrics = full_run
+  trained = [r for r in _records(workdir) if r["stage"] != "final"]
   again = pipeline.run(tiny(), workdir)
   assert again["student/test/NDCG@10"] == pytest.approx(metrics["student/test/NDCG@10"])
+  after = _records(workdir)
+  assert [r for r in after if r["stage"] != "final"] == trained  # no stage logged a step
+  assert after[-1]["stage"] == "final"
+
+
+def test_export_workdir_bundle_agrees_with_the_trained_models(full_run, tmp_path):
+  from ccrec.serving import bundle as bundle_lib
+  from ccrec.serving.export import export_workdir
+  workdir, metrics = full_run
+  for model in ("student", "teacher"):
+    out = str(tmp_path / model)
+    manifest = export_workdir(workdir, out, model=model)
+    check = manifest["verification"]
+    assert check["examples"] == metrics[f"{model}/test/count"]
+    assert check["different"] == 0 and check["identical"] + check["tie_only"] == check["examples"]
+    written, _ = bundle_lib.read_bundle(out)
+    for k in ("NDCG@10", "HR@20"):  # the numpy runtime's own metrics = the training report's
+      assert written["metrics"][f"runtime/test/{k}"] == pytest.approx(
+          metrics[f"{model}/test/{k}"], abs=1e-6)
+  with pytest.raises(ValueError, match="'student' or 'teacher'"):
+    export_workdir(workdir, str(tmp_path / "x"), model="heads")
+
+
+def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
+  workdir, _ = full_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  if os.path.exists(os.path.join(copy, "eval.json")):
+    os.remove(os.path.join(copy, "eval.json"))
+  path = os.path.join(copy, "dataset.json")
+  saved = json.load(open(path))
+  json.dump({**saved, "num_items": saved["num_items"] + 1}, open(path, "w"))
+  with pytest.raises(WorkdirError, match="differs from the one this workdir was trained on"):
+    evaluate_workdir(copy)
+  assert not os.path.exists(os.path.join(copy, "eval.json"))
 
 
 def test_other_config_in_same_workdir_is_refused(full_run):

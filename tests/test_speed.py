@@ -4,6 +4,7 @@ import importlib.util
 import math
 import os
 
+from ccrec.data import window_batches
 from ccrec.train import speed, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,8 +21,12 @@ def test_epoch_time_and_distill_ratio_on_tiny_config():
   c = _tiny()
   dataset = workdir.load_data(c)
   r = speed.epoch_time(dataset, c, objective="window", batch_size=8, steps=3, warmup=1)
-  assert r["steps_per_epoch"] >= 1 and r["seconds_per_step"] > 0
+  # One epoch = the batches an epoch of training really yields (not a formula of its own).
+  assert r["steps_per_epoch"] == sum(1 for _ in window_batches(dataset.train, 8, c.data.max_len))
+  assert r["seconds_per_step"] > 0
   assert math.isclose(r["seconds_per_epoch"], r["seconds_per_step"] * r["steps_per_epoch"])
+  p = speed.epoch_time(dataset, c, objective="prefix", batch_size=8, steps=3, warmup=1)
+  assert p["steps_per_epoch"] == -(-len(dataset.train_examples(c.data.max_len).targets) // 8)
   d = speed.distill_step_ratio(dataset, c, steps=3, warmup=1)
   assert d["steps"] == 3 and d["batch_size"] == c.train.batch_size
   assert d["teacher_seconds_per_step"] > 0 and d["distill_seconds_per_step"] > 0

@@ -1,7 +1,6 @@
 """The teacher's jitted train step: compiles once, learns, window == prefix objective."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -23,8 +22,6 @@ def test_compiles_once_across_epochs():
   model = _model(0.1)
   traces = []
   step = teacher_lib.make_train_step(model, "window")
-  inner = step.__wrapped__ if hasattr(step, "__wrapped__") else None
-  del inner
   state = TrainState.create(init_variables(model, jax.random.key(0)), optax.adam(1e-2))
   # Count traces through jax's own cache: a retrace adds an entry.
   for epoch in range(3):

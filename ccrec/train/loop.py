@@ -61,7 +61,7 @@ def fit(*, stage: str, state: Any, train_step: StepFn,
     logging.info("[%s] resumed from step %d (epoch %d)", stage, int(state.step), meta["epoch"])
   while not meta["done"] and meta["epoch"] < epochs:
     epoch = meta["epoch"]
-    sums, window_start, examples, t0 = None, int(state.step), 0.0, time.perf_counter()
+    sums, window_start, t0 = None, int(state.step), time.perf_counter()
     for batch in batches(epoch):
       step = int(state.step)
       state, metrics = train_step(state, to_device(batch), jax.random.fold_in(key, step))
