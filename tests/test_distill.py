@@ -150,3 +150,53 @@ def test_pretrain_step_lowers_its_objective_and_keeps_codes():
   assert objective[-1] < objective[0]
   np.testing.assert_array_equal(codes, jax.tree.leaves(state.consts)[0])
   assert not np.allclose(codebooks, state.params["items"]["codebooks"])
+
+
+def _zero_codebook_models():
+  """Models without dropout; the student's composite table is all zeros, so its mixup table is
+  exactly eta * teacher table, and at eta = 0 every item scores the same (CE = log V)."""
+  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.0,
+              attn_dropout=0.0, max_len=L)
+  teacher = SessionRecommender(ModelSpec(**spec))
+  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
+                                         codebook_size=4))
+  t_vars = init_variables(teacher, jax.random.key(0))
+  s_vars = init_variables(student, jax.random.key(1))
+  params = dict(s_vars["params"])
+  params["items"] = {**params["items"],
+                     "codebooks": jnp.zeros_like(params["items"]["codebooks"])}
+  return teacher, student, t_vars, dict(s_vars, params=params)
+
+
+def test_pretrain_mixup_weight_falls_to_zero_after_its_steps():
+  teacher, student, t_vars, s_vars = _zero_codebook_models()
+  t_table = 50.0 * teacher.apply(t_vars, method="table")  # scores far from uniform at eta > 0
+  state = TrainState.create(s_vars, optax.set_to_zero())  # frozen: only eta changes per step
+  step = distill_lib.make_pretrain_step(student, "window", mixup=True, eta=0.8, mse_weight=0.0,
+                                        eta_decay_steps=2)
+  batch = next(window_batches(SEQS, 8, L, shuffle=False))
+  ce = []
+  for i in range(4):
+    state, m = step(state, t_table, batch, jax.random.key(i))
+    ce.append(float(m["student/ce"] / m["count"]))
+  uniform = np.log(V)
+  assert abs(ce[0] - uniform) > 0.01 and abs(ce[1] - uniform) > 0.01  # eta 0.8, then 0.4
+  assert abs(ce[0] - ce[1]) > 0.01
+  np.testing.assert_allclose(ce[2:], uniform, rtol=1e-6)  # eta reached 0: the composite alone
+
+
+@pytest.mark.parametrize("decay_epochs,uniform", [(5, True), (0, False)])
+def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epochs, uniform):
+  teacher, student, t_vars, s_vars = _zero_codebook_models()
+  heads = DistillHeads(D)
+  tx = optax.set_to_zero()
+  state = distill_lib.DistillState(
+      teacher=TrainState.create(t_vars, tx), student=TrainState.create(s_vars, tx),
+      heads=TrainState.create(init_heads(heads, jax.random.key(2), L), tx))
+  dc, sc = _configs(contrastive=False, soft_targets=False)
+  sc.eta_decay_epochs = decay_epochs
+  step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window")
+  batch = next(window_batches(SEQS, 8, L, shuffle=False))
+  _, m = step(state, batch, jax.random.key(0))
+  ce = float(m["student/ce"] / m["count"])
+  assert np.isclose(ce, np.log(V), rtol=1e-6) == uniform

@@ -4,12 +4,16 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
+import optax
 import pytest
 
 from ccrec.checkpoint import CheckpointError, Checkpointer
 from ccrec.evaluation.from_checkpoint import evaluate_workdir
+from ccrec.models.recommender import init_variables
 from ccrec.train import pipeline
+from ccrec.train.state import TrainState
 from ccrec.train.workdir import WorkdirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,3 +198,19 @@ def test_field_added_to_the_schema_later_is_not_a_difference(tmp_path):
   workdir_lib.prepare(wd, c)  # default value: accepted
   with pytest.raises(WorkdirError, match="codes.refine_iterations"):
     workdir_lib.prepare(wd, tiny(**{"codes.refine_iterations": 3}))
+
+
+def test_warm_start_copies_the_teachers_encoder_and_keeps_the_codes():
+  teacher, student = pipeline.build_models(tiny(), 60)
+  t_state = TrainState.create(init_variables(teacher, jax.random.key(0)), optax.adam(1e-3))
+  s_vars = init_variables(student, jax.random.key(1))
+  warm = pipeline.warm_start(s_vars, t_state)
+  leaves = lambda tree: [np.asarray(x) for x in jax.tree.leaves(tree)]
+  assert set(warm["params"]) == set(s_vars["params"])
+  for name, value in t_state.params.items():
+    same_as = value if name != "items" else s_vars["params"]["items"]  # codebooks: the student's
+    for a, b in zip(leaves(same_as), leaves(warm["params"][name]), strict=True):
+      np.testing.assert_array_equal(a, b)
+  consts = lambda v: {k: x for k, x in v.items() if k != "params"}
+  for a, b in zip(leaves(consts(s_vars)), leaves(consts(warm)), strict=True):
+    np.testing.assert_array_equal(a, b)  # the integer codes are untouched
