@@ -334,7 +334,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
         **heads, extra[0]: "N@10 mixup table (not compressed)", extra[1]: "teacher N@10",
         UNIQUE: "unique codes"}, percent=four + extra)
     figures[name] = plots.bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
-                              "components (student, test), mean ± sd over seeds")
+                                    "components (student, test), mean ± sd over seeds")
   elif name == "compression":
     size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
             "student/compression/compressed_bytes"]
@@ -357,7 +357,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
         percent=four)
     refs = {e["variant"]: e for e in table3 if e["variant"] != "student (EODRec)"}
     figures[name] = plots.size_curve(summary, _test("NDCG@10"), refs,
-                               "student test NDCG@10 vs item-representation size")
+                                     "student test NDCG@10 vs item-representation size")
     for e in table3:
       if e["variant"] == "student (EODRec)":
         figures[name + "_usage"] = plots.usage_heatmap(
@@ -368,7 +368,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
     summary = summarize(rows, keys)
     tables[name] = summary, markdown_table(summary, {k: heads[k] for k in keys}, percent=keys)
     figures[name] = plots.sweep_plot(summary, _test("NDCG@10"), list(SWEEPS),
-                               "sensitivity (student, test NDCG@10)")
+                                     "sensitivity (student, test NDCG@10)")
   else:
     raise ValueError(f"unknown grid {name!r}")
   os.makedirs(out_dir, exist_ok=True)
