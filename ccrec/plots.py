@@ -82,8 +82,10 @@ def usage_heatmap(workdir: str, title: str = ""):
   return _finish(fig, ax, "codeword k", "codebook m", title, legend=False)
 
 
-def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: str = ""):
-  """One panel per swept field: mean ± sd of `key` against the field's value."""
+def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: str = "",
+               min_span: float = 1.0):
+  """One panel per swept field: mean ± sd of `key` against the field's value. Every panel's
+  y axis spans at least `min_span` points, so that gaps within seed noise do not look steep."""
   plt = pyplot()
   fig, axes = plt.subplots(1, len(fields), figsize=(3.3 * len(fields), 3.0), squeeze=False)
   for ax, field in zip(axes[0], fields):
@@ -97,6 +99,10 @@ def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: 
     for e in summary:
       if field == "student.eta" and e["overrides"].get("student.mixup") is False:
         ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label="no mixup")
+    lo, hi = ax.get_ylim()
+    if hi - lo < min_span:
+      mid = (lo + hi) / 2
+      ax.set_ylim(mid - min_span / 2, mid + min_span / 2)
     _finish(fig, ax, field.split(".")[-1], key.split("/")[-1] + " (%)", "",
             legend=field == "student.eta" and len(ax.get_lines()) > 1)
   fig.suptitle(title)
