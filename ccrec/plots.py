@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+
 def pyplot():
   import matplotlib
   if not os.environ.get("MPLBACKEND"):

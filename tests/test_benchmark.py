@@ -26,7 +26,8 @@ def test_benchmark_structure():
       "student (fp32 codebooks)"]
   (target,) = benchmark.targets(result)
   assert not target["headline"]
-  assert target["fp32 table / student bytes"] == pytest.approx((301 * 8 * 4) / (2 * 301 + 2 * 16 * 8 * 4))
+  assert target["fp32 table / student bytes"] == pytest.approx(
+      (301 * 8 * 4) / (2 * 301 + 2 * 16 * 8 * 4))
   text = benchmark.markdown(result, command="python launch/benchmark.py --x")
   assert "`python launch/benchmark.py --x`" in text and result["machine"]["cpu"] in text
   assert text.count("| 300 | 8 |") == 2 * len(benchmark.METHODS) + 1  # rows + bundle sizes

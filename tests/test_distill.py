@@ -12,7 +12,7 @@ import pytest
 from ccrec.data import Sequences, window_batches
 from ccrec.models.codes import set_codes
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
-from ccrec.models.views import DistillHeads, init_heads
+from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
 from ccrec.train.state import TrainState
 
@@ -44,10 +44,8 @@ def _setup(tx=None, mse_weight=1.0, **distill):
   codes[0] = 0
   s_vars = set_codes(s_vars, codes)
   tx = tx or optax.adam(1e-2)
-  state = distill_lib.DistillState(
-      teacher=TrainState.create(init_variables(teacher, jax.random.key(0)), tx),
-      student=TrainState.create(s_vars, tx),
-      heads=TrainState.create(init_heads(heads, jax.random.key(2), L), tx))
+  state = distill_lib.create_state(init_variables(teacher, jax.random.key(0)), s_vars, heads,
+                                  jax.random.key(2), L, tx)
   dc, sc = _configs(**distill)
   sc.mse_weight = mse_weight
   step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window")
@@ -189,10 +187,8 @@ def test_pretrain_mixup_weight_falls_to_zero_after_its_steps():
 def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epochs, uniform):
   teacher, student, t_vars, s_vars = _zero_codebook_models()
   heads = DistillHeads(D)
-  tx = optax.set_to_zero()
-  state = distill_lib.DistillState(
-      teacher=TrainState.create(t_vars, tx), student=TrainState.create(s_vars, tx),
-      heads=TrainState.create(init_heads(heads, jax.random.key(2), L), tx))
+  state = distill_lib.create_state(t_vars, s_vars, heads, jax.random.key(2), L,
+                                  optax.set_to_zero())
   dc, sc = _configs(contrastive=False, soft_targets=False)
   sc.eta_decay_epochs = decay_epochs
   step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window")

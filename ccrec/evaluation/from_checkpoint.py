@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from ccrec.checkpoint import Checkpointer, CheckpointError
-from ccrec.models.views import DistillHeads, init_heads
+from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
 from ccrec.train import pipeline
 from ccrec.train import workdir as workdir_lib
@@ -31,9 +31,8 @@ def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   distill_dir = ctx.stage_dir("distill")
   if os.path.isdir(distill_dir) and Checkpointer(distill_dir).latest_step("best") is not None:
     heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
-    abstract = distill_lib.DistillState(
-        teacher=teacher0, student=student0,
-        heads=TrainState.create(init_heads(heads, jax.random.key(0), c.data.max_len), tx))
+    abstract = distill_lib.create_state(teacher0.variables(), student0.variables(), heads,
+                                        jax.random.key(0), c.data.max_len, tx)
     state, _ = Checkpointer(distill_dir).restore(ctx.place(abstract), "best")  # mesh layout
     out.teacher, out.student = state.teacher, state.student
     return out
