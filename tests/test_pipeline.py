@@ -77,6 +77,46 @@ def test_evaluate_from_checkpoint_matches_training_report(full_run):
     assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
 
 
+def test_per_example_ranks_give_the_reported_metrics(full_run):
+  from ccrec.evaluation import significance
+  from ccrec.evaluation.from_checkpoint import workdir_ranks
+  workdir, metrics = full_run
+  for model in ("teacher", "student"):
+    ranks, targets = workdir_ranks(workdir, model, "test")
+    assert ranks.shape == targets.shape and ranks.dtype == np.int64
+    for metric in ("NDCG@10", "HR@20", "MRR@5"):
+      assert significance.per_example(ranks, metric).mean() == pytest.approx(
+          metrics[f"{model}/test/{metric}"], abs=1e-6)
+  with pytest.raises(ValueError, match="model must be one of"):
+    workdir_ranks(workdir, "student_mixed")
+  with pytest.raises(ValueError, match="split must be"):
+    workdir_ranks(workdir, "teacher", "train")
+
+
+def test_compare_launcher_prints_the_paired_comparison(full_run):
+  import subprocess
+  import sys
+  workdir, metrics = full_run
+  cmd = [sys.executable, os.path.join(ROOT, "launch", "compare.py"), f"--a={workdir}:teacher",
+         f"--b={workdir}:student", "--metrics=NDCG@10,HR@5", "--samples=200"]
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout[done.stdout.index("{"):])
+  assert out["split"] == "test" and out["n"] == metrics["teacher/test/count"]
+  for metric in ("NDCG@10", "HR@5"):
+    got = out[metric]
+    assert got["mean_a"] == pytest.approx(metrics[f"teacher/test/{metric}"], abs=1e-6)
+    assert got["mean_b"] == pytest.approx(metrics[f"student/test/{metric}"], abs=1e-6)
+    assert got["diff"] == pytest.approx(got["mean_b"] - got["mean_a"])
+    assert got["ci_low"] <= got["diff"] <= got["ci_high"] and 0 < got["p_value"] <= 1
+  bad = subprocess.run(cmd[:2] + [f"--a={workdir}:student_mixed", f"--b={workdir}:student"],
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "WORKDIR:MODEL" in bad.stderr
+  bad = subprocess.run(cmd[:4] + ["--metrics=NDCG10"], capture_output=True, text=True,
+                       timeout=600)
+  assert bad.returncode != 0 and "unknown metric 'NDCG10'" in bad.stderr
+
+
 def _records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]

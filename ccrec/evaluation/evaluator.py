@@ -25,23 +25,33 @@ ScoreFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]  # (vars, s, i
 KS = (5, 10, 20)
 
 
-def make_eval_step(encode: EncodeFn, score: ScoreFn, *, num_items: int, hot: np.ndarray,
-                   ks=KS, item_chunk: int = 0) -> Callable[[Any, dict], dict]:
-  """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}`.
+def make_rank_fn(encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk: int = 0
+                 ) -> Callable[[Any, dict], jax.Array]:
+  """`rank(variables, batch) -> int32 [B]`: each target's rank among all items (not jitted).
 
   item_chunk > 0 scores the catalog in chunks of that many items (memory
   O(batch * item_chunk)); 0 scores all items at once.
   """
-  hot = jnp.asarray(hot, bool)
-
-  def eval_step(variables, batch):
+  def rank(variables, batch):
     s = encode(variables, batch["items"])
     target = batch["target"]
     if item_chunk and item_chunk < num_items:
-      rank = metrics_lib.chunked_target_rank(lambda ss, ids: score(variables, ss, ids), s,
+      return metrics_lib.chunked_target_rank(lambda ss, ids: score(variables, ss, ids), s,
                                              target, num_items, item_chunk)
-    else:
-      rank = metrics_lib.target_rank(score(variables, s, None), target)
+    return metrics_lib.target_rank(score(variables, s, None), target)
+
+  return rank
+
+
+def make_eval_step(encode: EncodeFn, score: ScoreFn, *, num_items: int, hot: np.ndarray,
+                   ks=KS, item_chunk: int = 0) -> Callable[[Any, dict], dict]:
+  """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}` (see make_rank_fn)."""
+  hot = jnp.asarray(hot, bool)
+  rank_fn = make_rank_fn(encode, score, num_items=num_items, item_chunk=item_chunk)
+
+  def eval_step(variables, batch):
+    rank = rank_fn(variables, batch)
+    target = batch["target"]
     weight = batch["weight"]
     target_hot = jnp.take(hot, target).astype(weight.dtype)
     return {
@@ -65,6 +75,9 @@ class Evaluator:
     self.to_device = to_device
     self._step = make_eval_step(encode, score, num_items=num_items, hot=hot, ks=ks,
                                 item_chunk=item_chunk)
+    rank_fn = make_rank_fn(encode, score, num_items=num_items, item_chunk=item_chunk)
+    self._rank_step = jax.jit(lambda variables, batch: (rank_fn(variables, batch),
+                                                        batch["weight"]))
 
   def evaluate(self, variables: Any, split: str, examples: Examples) -> dict[str, float]:
     if len(examples.targets) == 0:
@@ -82,3 +95,21 @@ class Evaluator:
         out[f"{self.model_name}/{split}{group}/{name}"] = value
       out[f"{self.model_name}/{split}{group}/count"] = host["count"]
     return out
+
+  def ranks(self, variables: Any, examples: Examples) -> np.ndarray:
+    """int64 [N]: the rank of every example's target (0 = best), in the order of `examples`.
+
+    The per-example form of `evaluate` (same batches, same rank rule): the mean of
+    `significance.per_example(ranks, "NDCG@10")` is its NDCG@10.
+    """
+    if len(examples.targets) == 0:
+      raise ValueError(f"cannot rank {self.model_name} on an empty split")
+    from ccrec import parallel
+    out = []
+    for batch in prefix_batches(examples, self.batch_size, self.max_len):
+      rank, weight = parallel.to_host(self._rank_step(variables, self.to_device(batch)))
+      out.append(rank[weight > 0].astype(np.int64))  # filler rows only pad the last batch
+    ranks = np.concatenate(out)
+    if ranks.size != len(examples.targets):
+      raise AssertionError(f"ranked {ranks.size} of {len(examples.targets)} examples")
+    return ranks

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 from ccrec.checkpoint import Checkpointer, CheckpointError
 from ccrec.models.views import DistillHeads
@@ -60,3 +61,29 @@ def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
       json.dump(metrics, f, indent=1, sort_keys=True)
     os.replace(path + ".tmp", path)
   return metrics
+
+
+MODELS = ("teacher", "student")
+
+
+def workdir_ranks(workdir: str, model: str, split: str = "test"):
+  """Per-example target ranks of one model of `workdir` on `split`, from its best checkpoint.
+
+  Returns (ranks int64 [N], targets int32 [N]) in the split's example order (the
+  targets let a caller check that two workdirs were ranked on the same examples).
+  `model` is 'teacher' or 'student' (the compressed model alone).
+  """
+  if model not in MODELS:
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+  if split not in ("valid", "test"):
+    raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+  config = workdir_lib.load_config(workdir)
+  ctx = pipeline.make_context(config, workdir, check_workdir=False)
+  trained = restore_trained(ctx)
+  state = getattr(trained, model)
+  if state is None:
+    raise CheckpointError(f"{workdir} has no trained {model} checkpoint "
+                          f"(its config's stages: {list(config.stages)})")
+  examples = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}[split]
+  evaluator = ctx.evaluator(model, *pipeline.model_fns(getattr(ctx, model)))
+  return evaluator.ranks(state.variables(), examples), np.asarray(examples.targets)

@@ -1,0 +1,58 @@
+r"""Paired comparison of two trained models on the same examples; prints one JSON object.
+
+  python launch/compare.py --a=runs/eodrec:teacher --b=runs/eodrec:student
+  python launch/compare.py --a=runs/base:student --b=runs/full:student --metrics=NDCG@10,HR@10
+
+Each side is WORKDIR:MODEL with MODEL 'teacher' or 'student' (the compressed model
+alone), restored at its best checkpoint as launch/evaluate.py does (in a workdir that
+ran distillation, 'teacher' is the co-trained teacher). Both are ranked on --split and
+compared example by example: for each metric, the means, their standard errors, the
+difference b - a with its paired-bootstrap confidence interval and p-value
+(ccrec/evaluation/significance.py). The two workdirs must hold the same dataset.
+"""
+
+import json
+
+import _paths  # noqa: F401  (puts the repo root on sys.path)
+import numpy as np
+from absl import app, flags
+
+from ccrec.evaluation import significance
+from ccrec.evaluation.from_checkpoint import MODELS, workdir_ranks
+
+_A = flags.DEFINE_string("a", None, "WORKDIR:MODEL of the reference model.")
+_B = flags.DEFINE_string("b", None, "WORKDIR:MODEL of the model compared with it (diff = b - a).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to rank.")
+_METRICS = flags.DEFINE_list("metrics", ["NDCG@10", "HR@10", "MRR@10"], "HR@k, MRR@k, NDCG@k.")
+_SAMPLES = flags.DEFINE_integer("samples", 10_000, "Bootstrap resamples.")
+_CONFIDENCE = flags.DEFINE_float("confidence", 0.95, "Level of the confidence interval.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resamples.")
+flags.mark_flags_as_required(["a", "b"])
+
+
+def _side(spec: str, flag: str) -> tuple[str, str]:
+  workdir, sep, model = spec.rpartition(":")
+  if not sep or not workdir or model not in MODELS:
+    raise app.UsageError(f"--{flag}={spec!r}: expected WORKDIR:MODEL with MODEL one of {MODELS}")
+  return workdir, model
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for metric in _METRICS.value:  # a misspelt metric fails before any model is restored
+    significance.per_example(np.zeros(1, np.int64), metric)
+  (dir_a, model_a), (dir_b, model_b) = _side(_A.value, "a"), _side(_B.value, "b")
+  ranks_a, targets_a = workdir_ranks(dir_a, model_a, _SPLIT.value)
+  ranks_b, targets_b = workdir_ranks(dir_b, model_b, _SPLIT.value)
+  significance.check_same_examples(targets_a, targets_b, dir_a, dir_b)
+  out = {"a": _A.value, "b": _B.value, "split": _SPLIT.value, "n": int(ranks_a.size)}
+  for metric in _METRICS.value:
+    result = significance.compare(ranks_a, ranks_b, metric, num_samples=_SAMPLES.value,
+                                  confidence=_CONFIDENCE.value, seed=_SEED.value)
+    out[metric] = {k: v for k, v in result.to_dict().items() if k not in ("metric", "n")}
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
