@@ -74,6 +74,9 @@ def test_evaluation_metrics_match_single_device(report, mesh):
     assert r["num_metrics"] >= 27, r  # 9 metrics x (all, hot, cold)
     assert r["max_diff"] <= TOL, r
     assert r["count"] == report["eval_examples"]
+    # Per-example ranks (launch/compare.py) gathered from the mesh, in example order.
+    assert r["ranks_equal"], r
+    assert r["ranks_ndcg_diff"] <= TOL, r
 
 
 @pytest.mark.parametrize("mesh", [f"{d}x{m}" for d, m in MESHES])
@@ -171,6 +174,7 @@ def _worker() -> dict:
   from ccrec import config as config_lib
   from ccrec import parallel
   from ccrec.data import Sequences, prefix_augment, prefix_batches, window_batches
+  from ccrec.evaluation import significance
   from ccrec.evaluation.evaluator import Evaluator
   from ccrec.models.codes import set_codes
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
@@ -325,8 +329,10 @@ def _worker() -> dict:
   fns = {"teacher": pipeline.model_fns(teacher), "student": pipeline.model_fns(student)}
   variables = {"teacher": t_vars, "student": s_vars}
   for model_name, (encode, score) in fns.items():
-    ref = Evaluator(model_name, encode, score, num_items=V, hot=hot, batch_size=16,
-                    max_len=L).evaluate(variables[model_name], "valid", examples)
+    ref_evaluator = Evaluator(model_name, encode, score, num_items=V, hot=hot, batch_size=16,
+                              max_len=L)
+    ref = ref_evaluator.evaluate(variables[model_name], "valid", examples)
+    ref_ranks = ref_evaluator.ranks(variables[model_name], examples)
     for data, model in MESHES:
       mesh = parallel.make_mesh(data, model)
       progress(f"eval/{model_name}/{data}x{model}")
@@ -340,10 +346,14 @@ def _worker() -> dict:
         out[f"hlo/eval/{model_name}/item_sized"] = item_sized
       got = ev.evaluate(placed, "valid", examples)
       assert set(got) == set(ref), (sorted(got), sorted(ref))
+      ranks = ev.ranks(placed, examples)
       out[f"eval/{model_name}/{data}x{model}"] = {
           "num_metrics": sum(1 for k in ref if not k.endswith("count")),
           "max_diff": max(abs(got[k] - ref[k]) for k in ref),
           "count": got[f"{model_name}/valid/count"],
+          "ranks_equal": bool(ranks.shape == ref_ranks.shape and np.array_equal(ranks, ref_ranks)),
+          "ranks_ndcg_diff": abs(float(significance.per_example(ranks, "NDCG@10").mean())
+                                 - got[f"{model_name}/valid/NDCG@10"]),
       }
       if model_name == "teacher":
         out[f"eval/teacher/{data}x{model}/cache_size"] = ev._step._cache_size()
