@@ -9,11 +9,16 @@ ran distillation, 'teacher' is the co-trained teacher). Both are ranked on --spl
 compared example by example: for each metric, the means, their standard errors, the
 difference b - a with its paired-bootstrap confidence interval and p-value
 (ccrec/evaluation/significance.py). The two workdirs must hold the same dataset.
+
+On several hosts, run it on every process with the multi-host flags of launch/train.py;
+process 0 prints.
 """
 
 import json
 
+import _distributed
 import _paths  # noqa: F401  (puts the repo root on sys.path)
+import jax
 import numpy as np
 from absl import app, flags
 
@@ -41,7 +46,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   for metric in _METRICS.value:  # a misspelt metric fails before any model is restored
-    significance.per_example(np.zeros(1, np.int64), metric)
+    try:
+      significance.per_example(np.zeros(1, np.int64), metric)
+    except ValueError as e:
+      raise app.UsageError(f"--metrics: {e}") from e
+  _distributed.maybe_initialize()
   (dir_a, model_a), (dir_b, model_b) = _side(_A.value, "a"), _side(_B.value, "b")
   ranks_a, targets_a = workdir_ranks(dir_a, model_a, _SPLIT.value)
   ranks_b, targets_b = workdir_ranks(dir_b, model_b, _SPLIT.value)
@@ -51,7 +60,8 @@ def main(argv):
     result = significance.compare(ranks_a, ranks_b, metric, num_samples=_SAMPLES.value,
                                   confidence=_CONFIDENCE.value, seed=_SEED.value)
     out[metric] = {k: v for k, v in result.to_dict().items() if k not in ("metric", "n")}
-  print(json.dumps(out, indent=1))
+  if jax.process_index() == 0:
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ccrec import parallel
 from ccrec.data import Examples, prefix_batches
 from ccrec.evaluation import metrics as metrics_lib
 
@@ -104,7 +105,6 @@ class Evaluator:
     """
     if len(examples.targets) == 0:
       raise ValueError(f"cannot rank {self.model_name} on an empty split")
-    from ccrec import parallel
     out = []
     for batch in prefix_batches(examples, self.batch_size, self.max_len):
       rank, weight = parallel.to_host(self._rank_step(variables, self.to_device(batch)))

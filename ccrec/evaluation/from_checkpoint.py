@@ -66,7 +66,8 @@ def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
 MODELS = ("teacher", "student")
 
 
-def workdir_ranks(workdir: str, model: str, split: str = "test"):
+def workdir_ranks(workdir: str, model: str, split: str = "test"
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """Per-example target ranks of one model of `workdir` on `split`, from its best checkpoint.
 
   Returns (ranks int64 [N], targets int32 [N]) in the split's example order (the
