@@ -52,9 +52,15 @@ def main(argv):
       raise app.UsageError(f"--metrics: {e}") from e
   _distributed.maybe_initialize()
   (dir_a, model_a), (dir_b, model_b) = _side(_A.value, "a"), _side(_B.value, "b")
-  ranks_a, targets_a = workdir_ranks(dir_a, model_a, _SPLIT.value)
-  ranks_b, targets_b = workdir_ranks(dir_b, model_b, _SPLIT.value)
-  significance.check_same_examples(targets_a, targets_b, dir_a, dir_b)
+  if dir_a == dir_b:  # e.g. teacher against student: load the workdir once
+    ranks, targets_a = workdir_ranks(dir_a, (model_a, model_b), _SPLIT.value)
+    ranks_a, ranks_b = ranks[model_a], ranks[model_b]
+  else:
+    ranks, targets_a = workdir_ranks(dir_a, (model_a,), _SPLIT.value)
+    ranks_a = ranks[model_a]
+    ranks, targets_b = workdir_ranks(dir_b, (model_b,), _SPLIT.value)
+    ranks_b = ranks[model_b]
+    significance.check_same_examples(targets_a, targets_b, dir_a, dir_b)
   out = {"a": _A.value, "b": _B.value, "split": _SPLIT.value, "n": int(ranks_a.size)}
   for metric in _METRICS.value:
     result = significance.compare(ranks_a, ranks_b, metric, num_samples=_SAMPLES.value,

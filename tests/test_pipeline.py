@@ -81,16 +81,17 @@ def test_per_example_ranks_give_the_reported_metrics(full_run):
   from ccrec.evaluation import significance
   from ccrec.evaluation.from_checkpoint import workdir_ranks
   workdir, metrics = full_run
-  for model in ("teacher", "student"):
-    ranks, targets = workdir_ranks(workdir, model, "test")
-    assert ranks.shape == targets.shape and ranks.dtype == np.int64
+  ranks, targets = workdir_ranks(workdir, ("teacher", "student"), "test")
+  assert sorted(ranks) == ["student", "teacher"]
+  for model, model_ranks in ranks.items():
+    assert model_ranks.shape == targets.shape and model_ranks.dtype == np.int64
     for metric in ("NDCG@10", "HR@20", "MRR@5"):
-      assert significance.per_example(ranks, metric).mean() == pytest.approx(
+      assert significance.per_example(model_ranks, metric).mean() == pytest.approx(
           metrics[f"{model}/test/{metric}"], abs=1e-6)
   with pytest.raises(ValueError, match="model must be one of"):
-    workdir_ranks(workdir, "student_mixed")
+    workdir_ranks(workdir, ("student_mixed",))
   with pytest.raises(ValueError, match="split must be"):
-    workdir_ranks(workdir, "teacher", "train")
+    workdir_ranks(workdir, ("teacher",), "train")
 
 
 def test_compare_launcher_prints_the_paired_comparison(full_run):

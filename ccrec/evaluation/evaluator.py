@@ -44,11 +44,11 @@ def make_rank_fn(encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk
   return rank
 
 
-def make_eval_step(encode: EncodeFn, score: ScoreFn, *, num_items: int, hot: np.ndarray,
-                   ks=KS, item_chunk: int = 0) -> Callable[[Any, dict], dict]:
-  """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}` (see make_rank_fn)."""
+def make_eval_step(rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray, ks=KS
+                   ) -> Callable[[Any, dict], dict]:
+  """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}` (ranks from
+  `rank_fn`, see make_rank_fn)."""
   hot = jnp.asarray(hot, bool)
-  rank_fn = make_rank_fn(encode, score, num_items=num_items, item_chunk=item_chunk)
 
   def eval_step(variables, batch):
     rank = rank_fn(variables, batch)
@@ -74,9 +74,8 @@ class Evaluator:
     self.batch_size = batch_size
     self.max_len = max_len
     self.to_device = to_device
-    self._step = make_eval_step(encode, score, num_items=num_items, hot=hot, ks=ks,
-                                item_chunk=item_chunk)
     rank_fn = make_rank_fn(encode, score, num_items=num_items, item_chunk=item_chunk)
+    self._step = make_eval_step(rank_fn, hot=hot, ks=ks)
     self._rank_step = jax.jit(lambda variables, batch: (rank_fn(variables, batch),
                                                         batch["weight"]))
 

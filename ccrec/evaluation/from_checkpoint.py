@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -66,25 +67,30 @@ def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
 MODELS = ("teacher", "student")
 
 
-def workdir_ranks(workdir: str, model: str, split: str = "test"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Per-example target ranks of one model of `workdir` on `split`, from its best checkpoint.
+def workdir_ranks(workdir: str, models: Sequence[str], split: str = "test"
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Per-example target ranks of models of `workdir` on `split`, from their best checkpoints.
 
-  Returns (ranks int64 [N], targets int32 [N]) in the split's example order (the
-  targets let a caller check that two workdirs were ranked on the same examples).
-  `model` is 'teacher' or 'student' (the compressed model alone).
+  The workdir's dataset and checkpoints are loaded once for all `models` ('teacher',
+  'student': the compressed model alone). Returns ({model: ranks int64 [N]}, targets
+  int32 [N]) in the split's example order (the targets let a caller check that two
+  workdirs were ranked on the same examples).
   """
-  if model not in MODELS:
-    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+  for model in models:
+    if model not in MODELS:
+      raise ValueError(f"model must be one of {MODELS}, got {model!r}")
   if split not in ("valid", "test"):
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
   config = workdir_lib.load_config(workdir)
   ctx = pipeline.make_context(config, workdir, check_workdir=False)
   trained = restore_trained(ctx)
-  state = getattr(trained, model)
-  if state is None:
-    raise CheckpointError(f"{workdir} has no trained {model} checkpoint "
-                          f"(its config's stages: {list(config.stages)})")
   examples = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}[split]
-  evaluator = ctx.evaluator(model, *pipeline.model_fns(getattr(ctx, model)))
-  return evaluator.ranks(state.variables(), examples), np.asarray(examples.targets)
+  ranks = {}
+  for model in models:
+    state = getattr(trained, model)
+    if state is None:
+      raise CheckpointError(f"{workdir} has no trained {model} checkpoint "
+                            f"(its config's stages: {list(config.stages)})")
+    evaluator = ctx.evaluator(model, *pipeline.model_fns(getattr(ctx, model)))
+    ranks[model] = evaluator.ranks(state.variables(), examples)
+  return ranks, np.asarray(examples.targets)
