@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.kd_temperature = 1.0  # temperature of the soft targets
   c.distill.con_temperature = 0.2  # InfoNCE temperature
   c.distill.epochs = 200  # upper bound (early stopping on the student's validation metric)
+  c.distill.batch_size = 0  # windows/prefixes per distillation step (0 = train.batch_size)
 
   # Device mesh (ccrec/parallel.py, docs/scale_out.md). Multi-host settings are launch flags.
   c.parallel = ml_collections.ConfigDict()
@@ -135,10 +136,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.student.embedding in ("codes", "tt"), "student.embedding", "must be 'codes' or 'tt'")
   need(0 <= c.student.eta <= 1, "student.eta", "must be in [0, 1]")
   need(c.student.eta_decay_epochs >= 0, "student.eta_decay_epochs", "must be >= 0")
+  need(c.distill.batch_size >= 0, "distill.batch_size", "must be >= 0 (0 = train.batch_size)")
   need(c.distill.kd_temperature > 0, "distill.kd_temperature", "must be > 0")
   need(c.distill.con_temperature > 0, "distill.con_temperature", "must be > 0")
   need(c.parallel.data == -1 or c.parallel.data >= 1, "parallel.data", "must be -1 (all) or >= 1")
   need(c.parallel.model >= 1, "parallel.model", "must be >= 1")
+
+
+def distill_batch_size(c: ml_collections.ConfigDict) -> int:
+  """Windows (or prefixes) per distillation step: distill.batch_size, else train.batch_size."""
+  return c.distill.get("batch_size", 0) or c.train.batch_size
 
 
 def _get(c, dotted: str):

@@ -12,6 +12,7 @@ are thin loops over `run_grid` and `report`; nothing here defines a model or a s
 
 from __future__ import annotations
 
+import ast
 import glob
 import importlib.util
 import json
@@ -64,22 +65,42 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
-                ) -> ml_collections.ConfigDict:
+def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
+                overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
   """smoke: configs/tiny.py; full: configs/eodrec.py (ml-100k); caps > 0 bound every stage's
-  epochs and the code-learning steps (reduced runs, kept apart by `runs_root`)."""
+  epochs and the code-learning steps (reduced runs, kept apart by `runs_root`); `overrides`
+  (dotted field -> value) change the base every variant starts from."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   c = load_config_file("configs/tiny.py" if mode == "smoke" else "configs/eodrec.py")
   caps = {f: epochs_cap for f in ("train.epochs", "student.pretrain_epochs", "distill.epochs")}
   caps["codes.max_steps"] = codes_steps_cap
-  return apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
+  c = apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
+  return apply(c, overrides) if overrides else c
 
 
-def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0) -> str:
+def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
+              overrides: Mapping[str, Any] | None = None) -> str:
   """Runs of different base configs never share a directory (config.json would clash)."""
   return os.path.join(runs, mode + (f"-cap{epochs_cap}" if epochs_cap > 0 else "")
-                      + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else ""))
+                      + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else "")
+                      + (f"-set-{_values(overrides)}" if overrides else ""))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+  """['distill.batch_size=16', 'model.readout=soft_attention'] -> {field: value}; values are
+  Python literals where they parse as one (16, 0.5, True, (1, 2)), else strings."""
+  out = {}
+  for item in items:
+    field, sep, text = item.partition("=")
+    if not sep or not field.strip():
+      raise ValueError(f"{item!r} is not FIELD=VALUE (e.g. distill.batch_size=16)")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    out[field.strip()] = value
+  return out
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -106,11 +127,16 @@ def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
 def slug(overrides: Mapping[str, Any], base: ml_collections.ConfigDict) -> str:
   """Directory name of a variant; overrides equal to the base's values are dropped, so the
   same configuration reached from different grids shares one workdir."""
-  def norm(v):
-    return "-".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
-  parts = [f"{k}={norm(v)}" for k, v in sorted(overrides.items())
-           if norm(_get(base, k)) != norm(v)]
-  return "+".join(parts) or "default"
+  return _values({k: v for k, v in overrides.items()
+                  if _norm(_get(base, k)) != _norm(v)}) or "default"
+
+
+def _norm(v: Any) -> str:
+  return "-".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+
+def _values(overrides: Mapping[str, Any]) -> str:
+  return "+".join(f"{k}={_norm(v)}" for k, v in sorted(overrides.items()))
 
 
 # ---------------------------------------------------------------------------- runs and reuse
@@ -184,17 +210,20 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def read_cached(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-  """WORKDIR/result.json for reporting, None if absent. Unlike run_variant it tolerates config
-  fields added to the schema after the run (logged); any other difference is an error."""
+  """WORKDIR/result.json for reporting, None if absent. As workdir.prepare, a config field
+  added to the schema after the run is no difference while it keeps its default; any other
+  difference is an error."""
   result = read_result(workdir)
   if result is None:
     return None
   saved, mine = _flat(workdir_lib.read_config_json(workdir)), _flat(workdir_lib.config_dict(config))
-  differ = sorted(k for k in saved.keys() & mine.keys() if saved[k] != mine[k])
+  differ = workdir_lib.config_differences(saved, mine)
   if differ:
-    raise workdir_lib.WorkdirError(f"{workdir} ran another config: differing {differ[:8]}")
+    shown = [f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in differ[:8]]
+    raise workdir_lib.WorkdirError(f"{workdir} ran another config: differing {shown}")
   if mine.keys() - saved.keys():
-    logging.warning("%s predates config fields %s", workdir, sorted(mine.keys() - saved.keys()))
+    logging.info("%s predates config fields %s (at their defaults)", workdir,
+                 sorted(mine.keys() - saved.keys()))
   return result
 
 

@@ -154,6 +154,8 @@ def check_config(config: Any, mesh: Mesh | None, num_items: int) -> None:
   """All size checks of a run, before anything is compiled."""
   check_batch_size(config.train.batch_size, mesh, "train.batch_size")
   check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  if config.distill.get("batch_size", 0):
+    check_batch_size(config.distill.batch_size, mesh, "distill.batch_size")
   check_items(num_items, mesh)
 
 
@@ -190,7 +192,7 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     if x.ndim == 0 or x.shape[0] % k:
       raise BatchSizeError(
           f"batch[{name!r}] has {x.shape[0] if x.ndim else 0} rows, not a multiple of the mesh's "
-          f"data axis ({k}): config.train.batch_size and config.eval.batch_size must be "
+          f"data axis ({k}): config.train.batch_size, eval.batch_size and distill.batch_size must be "
           f"multiples of {k} ({jax.device_count()} devices / parallel.model={model_size(mesh)})")
     if jax.process_count() == 1:
       out[name] = jax.device_put(x, sharding)

@@ -35,4 +35,5 @@ def get_config():
   c.codes.patience = 2
   c.student.pretrain_epochs = 2
   c.distill.epochs = 2
+  c.distill.batch_size = 16  # differs from train.batch_size, so tests see the field used
   return config_lib.lock(c)

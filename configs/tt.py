@@ -23,5 +23,6 @@ def get_config():
   c.distill.gamma = 0.3
   c.model.readout = "last"  # as configs/eodrec.py on ml-100k's long histories
   c.train.batch_size = 16
+  c.distill.batch_size = 32
   c.train.patience = 10
   return config_lib.lock(c)

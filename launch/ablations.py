@@ -13,7 +13,11 @@ so either one reuses what the other finished.
   python launch/ablations.py --mode=full --grid=components --seeds=3 --only_cached
 
 --epochs_cap / --codes_steps_cap bound the training of every stage (reduced runs; they go
-to their own run directory, e.g. runs/notebooks/full-cap5-codes1000/).
+to their own run directory, e.g. runs/notebooks/full-cap5-codes1000/). --set changes the base
+config every variant starts from (repeatable; own run directory too), e.g. the tables of
+RESULTS.md made before configs/eodrec.py distilled at batch 32:
+
+  python launch/ablations.py --mode=full --grid=components --seeds=3 --set=distill.batch_size=0
 """
 
 import os
@@ -35,6 +39,8 @@ _RUNS = flags.DEFINE_string("runs", os.environ.get("CCREC_RUNS", "runs/notebooks
                             "Root of the run directories (as the notebooks' CCREC_RUNS).")
 _OUT = flags.DEFINE_string("out", "", "Tables/figures directory (default: results/ for "
                            "unreduced full runs, else <run root>/figures).")
+_SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE override of the base config "
+                                  "(configs/eodrec.py or configs/tiny.py); repeatable.")
 _ONLY_CACHED = flags.DEFINE_bool("only_cached", False, "Report finished runs; train nothing.")
 
 
@@ -43,9 +49,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   mode, name = _MODE.value, _GRID.value
-  root = ex.runs_root(_RUNS.value, mode, _EPOCHS_CAP.value, _CODES_CAP.value)
+  try:
+    overrides = ex.parse_overrides(_SET.value)
+    base = ex.base_config(mode, _EPOCHS_CAP.value, _CODES_CAP.value, overrides)
+  except (ValueError, KeyError, AttributeError, TypeError) as e:
+    raise app.UsageError(f"--set: {e}") from e
+  root = ex.runs_root(_RUNS.value, mode, _EPOCHS_CAP.value, _CODES_CAP.value, overrides)
   ex.enable_compilation_cache(os.path.join(_RUNS.value, "jax_cache"))
-  base = ex.base_config(mode, _EPOCHS_CAP.value, _CODES_CAP.value)
   variants = ex.grid(name, mode)
   if _VARIANTS.value:
     try:
@@ -58,7 +68,7 @@ def main(argv):
   if not rows:
     print("no finished runs under", root)
     return
-  reduced = _EPOCHS_CAP.value or _CODES_CAP.value or mode != "full"
+  reduced = _EPOCHS_CAP.value or _CODES_CAP.value or overrides or mode != "full"
   out = _OUT.value or (os.path.join(root, "figures") if reduced else "results")
   tables = ex.report(name, rows, out, base)["tables"]
   for key, md in tables.items():

@@ -6,7 +6,7 @@
 #   launch/gpu.sh configs/eodrec.py runs/eodrec [--config.train.batch_size=512 ...]
 #   launch/gpu.sh configs/eodrec.py runs/big --config.parallel.model=2   # split the item axis too
 #
-# train.batch_size and eval.batch_size must be multiples of the data-axis size (#GPUs /
+# train.batch_size, eval.batch_size and distill.batch_size must be multiples of the data-axis size (#GPUs /
 # parallel.model); parallel.model > 1 needs (num_items + 1) % parallel.model == 0. Both are
 # checked before anything compiles, with an error naming the field. Rerunning resumes.
 # Several GPU hosts: run launch/train.py on each with --coordinator_address=HOST0:PORT

@@ -116,6 +116,28 @@ def test_apply_slug_and_caps():
   assert ex.runs_root("r", "full") == os.path.join("r", "full")
 
 
+def test_base_config_overrides_and_their_run_root():
+  overrides = ex.parse_overrides(["distill.batch_size=8", "model.readout=soft_attention",
+                                  "stages=('teacher', 'codes')", "distill.beta=0.5"])
+  assert overrides == {"distill.batch_size": 8, "model.readout": "soft_attention",
+                       "stages": ("teacher", "codes"), "distill.beta": 0.5}
+  c = ex.base_config("smoke", overrides={"distill.batch_size": 8, "distill.beta": 0.5})
+  assert (c.distill.batch_size, c.distill.beta) == (8, 0.5)
+  assert c.train.batch_size == ex.base_config("smoke").train.batch_size  # the rest unchanged
+  # Another base config is another run directory; the overrides' order does not matter.
+  assert ex.runs_root("r", "full", 3, 0, {"distill.batch_size": 0, "model.d": 32}) == \
+      os.path.join("r", "full-cap3-set-distill.batch_size=0+model.d=32")
+  assert ex.runs_root("r", "full", overrides={"model.d": 32, "distill.batch_size": 0}) == \
+      os.path.join("r", "full-set-distill.batch_size=0+model.d=32")
+  for bad in (["distill.batch_size"], ["=3"]):
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+      ex.parse_overrides(bad)
+  with pytest.raises(KeyError, match="distil"):
+    ex.base_config("smoke", overrides={"distil.beta": 1.0})
+  with pytest.raises(ValueError, match="distill.batch_size"):
+    ex.base_config("smoke", overrides={"distill.batch_size": -1})
+
+
 def test_grids():
   assert list(ex.grid("components", "full")) == ["full", "base", "w/o-c", "w/o-b", "w/o-s",
                                                  "w/o-m"]
@@ -156,3 +178,24 @@ def test_summarize_mean_sd_and_markdown():
   table = ex.markdown_table(summary, {"m": "M"}, percent=["m"])
   assert "| a | 3 | 20.00 ± 10.00 |" in table
   assert "| b | 1 | 50.00 |" in table
+
+
+def test_cached_result_of_a_run_older_than_a_config_field(tmp_path):
+  """A finished run saved before a field existed reports while the field keeps its default;
+  a non-default value of it is another experiment (the old run behaved as the default)."""
+  base = ex.base_config("smoke")
+  plain = ex.apply(base, {"distill.batch_size": 0})
+  workdir = str(tmp_path / "old")
+  from ccrec.train import workdir as workdir_lib
+  workdir_lib.prepare(workdir, plain)
+  path = os.path.join(workdir, "config.json")
+  saved = json.load(open(path))
+  del saved["distill"]["batch_size"]  # as written before the field existed
+  json.dump(saved, open(path, "w"))
+  assert ex.read_cached(plain, workdir) is None  # no result.json yet
+  json.dump({"student/test/NDCG@10": 0.5}, open(os.path.join(workdir, ex.RESULT), "w"))
+  assert ex.read_cached(plain, workdir) == {"student/test/NDCG@10": 0.5}
+  with pytest.raises(WorkdirError, match=r"distill.batch_size: saved None vs now 16"):
+    ex.read_cached(ex.apply(base, {"distill.batch_size": 16}), workdir)
+  with pytest.raises(WorkdirError, match=r"distill.beta"):
+    ex.read_cached(ex.apply(plain, {"distill.beta": 0.5}), workdir)

@@ -117,6 +117,8 @@ def test_batch_not_divisible_by_data_axis_raises(report):
   assert "set config.train.batch_size to a multiple of 8" in msg
   msg = report["errors"]["context_eval"]
   assert msg.startswith("BatchSizeError") and "config.eval.batch_size=20" in msg
+  msg = report["errors"]["context_distill"]
+  assert msg.startswith("BatchSizeError") and "config.distill.batch_size=36" in msg
   msg = report["errors"]["items"]
   assert msg.startswith("ItemShardingError") and "num_items + 1 = 61" in msg and "[1]" in msg
   msg = report["errors"]["mesh"]
@@ -381,11 +383,13 @@ def _worker() -> dict:
     c.parallel.data, c.parallel.model = overrides.pop("data", -1), overrides.pop("model", 1)
     c.train.batch_size = overrides.pop("train_batch", 32)
     c.eval.batch_size = overrides.pop("eval_batch", 64)
+    c.distill.batch_size = overrides.pop("distill_batch", 0)
     with tempfile.TemporaryDirectory() as workdir:
       return pipeline.make_context(c, workdir)
 
   errors["context_train"] = error(lambda: context(train_batch=12))
   errors["context_eval"] = error(lambda: context(eval_batch=20))
+  errors["context_distill"] = error(lambda: context(distill_batch=36))
   errors["items"] = error(lambda: context(data=4, model=2))
   out["errors"] = errors
   parallel.check_items(63, parallel.make_mesh(4, 2))  # 64 rows: fine

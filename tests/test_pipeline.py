@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from ccrec import data as data_lib
 from ccrec.checkpoint import CheckpointError, Checkpointer
 from ccrec.evaluation.from_checkpoint import evaluate_workdir
 from ccrec.models.recommender import init_variables
@@ -67,6 +68,18 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   distill_terms = set().union(*(l.keys() for l in lines if l["stage"] == "distill"))
   assert {"teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce"} <= distill_terms
+  # Each stage's epoch has the steps of its own batch size: the distillation stage
+  # runs at distill.batch_size (16), the others at train.batch_size (32).
+  c = tiny()
+  dataset = pipeline.workdir_lib.load_data(c)
+  steps = lambda b: data_lib.steps_per_epoch(dataset.train, "window", b, c.data.max_len)
+  assert steps(16) > steps(32)
+  first_eval = {}
+  for l in lines:
+    if l.get("epoch") == 0 and "best" in l:
+      first_eval.setdefault(l["stage"], l["step"])
+  assert first_eval == {"teacher": steps(32), "student_pretrain": steps(32),
+                        "distill": steps(16)}
 
 
 def test_evaluate_from_checkpoint_matches_training_report(full_run):

@@ -28,7 +28,9 @@ def test_epoch_time_and_distill_ratio_on_tiny_config():
   p = speed.epoch_time(dataset, c, objective="prefix", batch_size=8, steps=3, warmup=1)
   assert p["steps_per_epoch"] == -(-len(dataset.train_examples(c.data.max_len).targets) // 8)
   d = speed.distill_step_ratio(dataset, c, steps=3, warmup=1)
-  assert d["steps"] == 3 and d["batch_size"] == c.train.batch_size
+  # At the distillation stage's batch (tiny: distill.batch_size=16, train.batch_size=32).
+  assert c.distill.batch_size != c.train.batch_size
+  assert d["steps"] == 3 and d["batch_size"] == c.distill.batch_size
   assert d["teacher_seconds_per_step"] > 0 and d["distill_seconds_per_step"] > 0
   assert math.isclose(d["ratio"], d["distill_seconds_per_step"] / d["teacher_seconds_per_step"])
   assert d["student_seconds_per_step"] > 0

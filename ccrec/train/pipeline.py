@@ -9,7 +9,6 @@ final validation/test metrics of every trained model.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -68,27 +67,29 @@ class Context:
   def stage_dir(self, stage: str) -> str:
     return os.path.join(self.workdir, stage)
 
-  def batches(self, epoch: int, seed_offset: int = 0):
+  def batches(self, epoch: int, seed_offset: int = 0, batch_size: int | None = None):
+    """The epoch's shuffled training batches (`batch_size` defaults to train.batch_size)."""
     c = self.config
     seed = c.seed + seed_offset
+    batch_size = batch_size or c.train.batch_size
     if c.train.objective == "window":
-      return window_batches(self.dataset.train, c.train.batch_size, c.data.max_len,
+      return window_batches(self.dataset.train, batch_size, c.data.max_len,
                             shuffle=True, seed=seed, epoch=epoch,
                             stride=c.train.window_stride or None)
     if self._train_examples is None:
       self._train_examples = self.dataset.train_examples(c.data.max_len)
-    return prefix_batches(self._train_examples, c.train.batch_size, c.data.max_len,
+    return prefix_batches(self._train_examples, batch_size, c.data.max_len,
                           shuffle=True, seed=seed, epoch=epoch)
 
-  @functools.cached_property
-  def steps_per_epoch(self) -> int:
+  def steps_per_epoch(self, batch_size: int | None = None) -> int:
     """Optimizer steps in one epoch of `batches` (sets the per-epoch learning-rate decay)."""
     c = self.config
-    return data_lib.steps_per_epoch(self.dataset.train, c.train.objective, c.train.batch_size,
-                                    c.data.max_len, c.train.window_stride or None)
+    return data_lib.steps_per_epoch(self.dataset.train, c.train.objective,
+                                    batch_size or c.train.batch_size, c.data.max_len,
+                                    c.train.window_stride or None)
 
-  def optimizer(self):
-    return make_optimizer(self.config.train, self.steps_per_epoch)
+  def optimizer(self, batch_size: int | None = None):
+    return make_optimizer(self.config.train, self.steps_per_epoch(batch_size))
 
   def evaluator(self, name: str, encode, score) -> Evaluator:
     """One Evaluator (one compiled eval step) per model name and context."""
@@ -262,7 +263,7 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight,
                                         eta_decay_steps=c.student.eta_decay_epochs
-                                        * ctx.steps_per_epoch)
+                                        * ctx.steps_per_epoch())
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -278,15 +279,16 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
 def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
             ) -> distill_lib.DistillState:
   c = ctx.config
+  batch_size = config_lib.distill_batch_size(c)
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
   state = ctx.place(distill_lib.create_state(
       teacher_state.variables(), student_state.variables(), heads, jax.random.fold_in(ctx.key, 4),
-      c.data.max_len, ctx.optimizer()))
+      c.data.max_len, ctx.optimizer(batch_size)))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
-               batches=lambda e: ctx.batches(e, seed_offset=2),
+               batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),
                evaluate=lambda s: evaluator.evaluate(s.student.variables(), "valid",
                                                      ctx.dataset.valid),
                select=f"student/valid/{_select(c)}",

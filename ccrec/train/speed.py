@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ccrec import config as config_lib
 from ccrec.data import SessionDataset, prefix_batches, steps_per_epoch, window_batches
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.train import teacher as teacher_lib
@@ -58,8 +59,10 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   Also times the student's own step (L_rec + L_mse on its composite table, as in
   pre-training without mixup): `two_models_ratio` = (teacher + student) / teacher
   is what the two models cost when run as separate programs. All three run on
-  the same real window batches of `config` (its batch size,
-  objective, model sizes, codes and distillation switches), interleaved step
+  the same real window batches of `config` (its distillation batch size,
+  distill.batch_size or else train.batch_size: the ratio is at the batch the
+  distillation stage runs at; objective, model sizes, codes and distillation
+  switches), interleaved step
   by step so machine load affects both alike; compile excluded; medians.
   """
   from ccrec.data import hot_mask
@@ -88,8 +91,8 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   d_step = distill_lib.make_distill_step(teacher, student, heads, hot, config.distill,
                                          config.student, config.train.objective)
   stride = config.train.window_stride or None
-  batches = window_batches(dataset.train, config.train.batch_size, config.data.max_len,
-                           seed=0, stride=stride)
+  batch_size = config_lib.distill_batch_size(config)
+  batches = window_batches(dataset.train, batch_size, config.data.max_len, seed=0, stride=stride)
   t_times, s_times, d_times = [], [], []
   for i, batch in enumerate(batches):
     if i >= warmup + steps:
@@ -113,4 +116,4 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   return {"teacher_seconds_per_step": teacher_s, "student_seconds_per_step": student_s,
           "distill_seconds_per_step": distill_s, "ratio": distill_s / teacher_s,
           "two_models_ratio": (teacher_s + student_s) / teacher_s,
-          "batch_size": config.train.batch_size, "steps": len(t_times)}
+          "batch_size": batch_size, "steps": len(t_times)}

@@ -35,19 +35,26 @@ def config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
 
 
+def config_differences(saved: dict, now: dict) -> list[str]:
+  """Dotted fields where two flattened configs differ, sorted.
+
+  A field added to the schema after `saved` was written is no difference while
+  `now` keeps its default (the old run behaved as that default); any other
+  value of it is a difference.
+  """
+  from ccrec import config as config_lib
+  defaults = _flatten(config_dict(config_lib.base_config()))
+  return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
+
+
 def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates the workdir and saves the config, or checks it against the saved one."""
   path = os.path.join(workdir, "config.json")
   mine = config_dict(config)
   if os.path.exists(path):
-    saved = read_config_json(workdir)
-    a, b = _flatten(saved), _flatten(mine)
-    # A field added to the schema after the workdir was made is no difference
-    # while it keeps its default (the old run behaved as that default).
-    from ccrec import config as config_lib
-    defaults = _flatten(config_dict(config_lib.base_config()))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                  and not (k not in a and k in defaults and b.get(k) == defaults[k]))
+    a, b = _flatten(read_config_json(workdir)), _flatten(mine)
+    diff = config_differences(a, b)
     if diff:
       shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
       raise WorkdirError(
