@@ -32,7 +32,7 @@ def _configs(**distill):
   return d, s
 
 
-def _setup(tx=None, mse_weight=1.0, **distill):
+def _setup(tx=None, mse_weight=1.0, label_smoothing=0.0, **distill):
   spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.1,
               attn_dropout=0.1, max_len=L)
   teacher = SessionRecommender(ModelSpec(**spec))
@@ -48,7 +48,8 @@ def _setup(tx=None, mse_weight=1.0, **distill):
                                   jax.random.key(2), L, tx)
   dc, sc = _configs(**distill)
   sc.mse_weight = mse_weight
-  step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window")
+  step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window",
+                                       label_smoothing=label_smoothing)
   batch = next(window_batches(SEQS, 8, L, shuffle=False))
   return state, step, batch
 
@@ -196,3 +197,18 @@ def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epo
   _, m = step(state, batch, jax.random.key(0))
   ce = float(m["student/ce"] / m["count"])
   assert np.isclose(ce, np.log(V), rtol=1e-6) == uniform
+
+
+def test_label_smoothing_reaches_both_recommendation_losses_only():
+  # The smoothed loss is linear in eps: L(eps) = (1 - eps) L(0) + eps L(1), for the teacher's
+  # and the student's L_rec; the soft targets, InfoNCE and reconstruction do not change.
+  runs = {}
+  for eps in (0.0, 1.0, 0.3):
+    state, step, batch = _setup(label_smoothing=eps)
+    runs[eps] = {k: float(v) for k, v in step(state, batch, jax.random.key(0))[1].items()}
+  for term in ("teacher/ce", "student/ce"):
+    assert abs(runs[1.0][term] - runs[0.0][term]) > 1e-3, term
+    np.testing.assert_allclose(runs[0.3][term], 0.7 * runs[0.0][term] + 0.3 * runs[1.0][term],
+                               rtol=1e-5)
+  for term in ("kd/kl", "kd/infonce", "codes/mse", "count"):
+    np.testing.assert_allclose(runs[0.3][term], runs[0.0][term], rtol=1e-6)

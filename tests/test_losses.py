@@ -16,7 +16,7 @@ class _Jitted:
 
   def __getattr__(self, name):
     fn = getattr(_losses, name)
-    static = [a for a in ("temperature", "symmetric") if a in inspect.signature(fn).parameters]
+    static = [a for a in ("temperature", "symmetric", "label_smoothing") if a in inspect.signature(fn).parameters]
     return jax.jit(fn, static_argnames=static)
 
 
@@ -49,6 +49,27 @@ def test_cross_entropy_hand_computed_with_padding_column():
                              np.mean(expected), rtol=1e-6)
   weighted = losses.softmax_cross_entropy(logits, targets, np.array([3.0, 1.0]))
   np.testing.assert_allclose(float(weighted), (3 * expected[0] + expected[1]) / 4, rtol=1e-6)
+
+
+def test_label_smoothing_hand_computed_with_padding_column():
+  logits = np.array([[NEG_INF, 1.0, 2.0, 3.0], [NEG_INF, 0.5, -1.0, 2.0]])
+  targets = np.array([3, 1])
+  eps = 0.3
+  log_p = logits[:, 1:] - np.log(np.exp(logits[:, 1:]).sum(1, keepdims=True))
+  q = np.full((2, 3), eps / 3) + (1 - eps) * np.eye(3)[targets - 1]  # over items 1..3
+  expected = -(q * log_p).sum(1)
+  total, count = losses.softmax_cross_entropy_sums(logits, targets, np.ones(2),
+                                                   label_smoothing=eps)
+  np.testing.assert_allclose(float(total), expected.sum(), rtol=1e-6)
+  assert float(count) == 2.0
+  np.testing.assert_allclose(float(losses.softmax_cross_entropy(logits, targets,
+                                                                label_smoothing=0.0)),
+                             float(losses.softmax_cross_entropy(logits, targets)), rtol=0)
+  # Gradient: softmax - q on the items, exactly 0 on the padding column, never NaN.
+  smoothed = lambda x, t: _losses.softmax_cross_entropy(x, t, label_smoothing=eps)
+  grad = np.asarray(_grad(smoothed)(logits, targets))
+  assert _finite(grad) and float(np.abs(grad[:, 0]).sum()) == 0.0
+  np.testing.assert_allclose(grad[:, 1:], (np.exp(log_p) - q) / 2, atol=1e-6)
 
 
 def test_cross_entropy_zero_weight_padding_target_is_not_nan():

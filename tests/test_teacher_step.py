@@ -66,3 +66,21 @@ def test_window_and_prefix_objectives_give_the_same_loss():
   pre = total("prefix", prefix_batches(prefix_augment(SEQS), 4, 8))
   assert win[1] == pre[1] == 15
   np.testing.assert_allclose(win[0], pre[0], rtol=1e-5)
+
+
+def test_label_smoothing_is_the_loss_the_step_reports_and_descends():
+  model = _model()
+  variables = init_variables(model, jax.random.key(0))
+  batch = next(window_batches(SEQS, 8, 8, shuffle=False))
+  _, s, t, w = teacher_lib.session_targets(model, variables, batch, objective="window", key=None)
+  logits = model.apply(variables, s, method="score")
+  plain = float(losses.softmax_cross_entropy_sums(logits, t, w)[0])
+  smoothed = float(losses.softmax_cross_entropy_sums(logits, t, w, 0.2)[0])
+  assert abs(smoothed - plain) > 1e-3  # the setting changes the loss
+  step = teacher_lib.make_train_step(model, "window", label_smoothing=0.2)
+  state = TrainState.create(variables, optax.adam(1e-2))
+  state, m = step(state, batch, jax.random.key(0))  # no dropout: the loss at the old params
+  np.testing.assert_allclose(float(m["teacher/ce"]), smoothed, rtol=1e-5)
+  for i in range(20):
+    state, m = step(state, batch, jax.random.key(i))
+  assert float(m["teacher/ce"]) < 0.7 * smoothed

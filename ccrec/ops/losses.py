@@ -31,15 +31,28 @@ def _weights_like(weights: jax.Array | None, shape) -> jax.Array:
 # --- softmax cross-entropy ------------------------------------------------------
 
 
-def per_example_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """[..., V] logits, [...] int targets -> [...] -log softmax(logits)[target]."""
+def per_example_cross_entropy(logits: jax.Array, targets: jax.Array,
+                              label_smoothing: float = 0.0) -> jax.Array:
+  """[..., V] logits, [...] int targets -> [...] -log softmax(logits)[target].
+
+  With `label_smoothing` = eps > 0 the target distribution is (1 - eps) one-hot +
+  eps uniform over the real items, columns 1.. (column 0 is the padding id, which
+  is never a target and may hold -inf): the loss is
+  logsumexp(logits) - (1 - eps) logit[target] - eps mean_{v >= 1} logit[v].
+  """
   log_z = jax.nn.logsumexp(logits, axis=-1)
   picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  return log_z - picked
+  if not label_smoothing:
+    return log_z - picked
+  # A column mask rather than a slice: an item-sharded logits array stays sharded.
+  real = jnp.arange(logits.shape[-1]) > 0
+  uniform = jnp.sum(jnp.where(real, logits, 0.0), axis=-1) / (logits.shape[-1] - 1)
+  return log_z - (1.0 - label_smoothing) * picked - label_smoothing * uniform
 
 
 def softmax_cross_entropy_sums(logits: jax.Array, targets: jax.Array,
-                               weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                               weights: jax.Array | None = None,
+                               label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """Weighted sum of per-example cross-entropies and the sum of weights.
 
   Args:
@@ -47,20 +60,22 @@ def softmax_cross_entropy_sums(logits: jax.Array, targets: jax.Array,
     targets: [...] int item ids.
     weights: [...] float, 0 for examples to ignore (their target may be the
       padding id 0, whose -inf logit would give +inf; it is masked out).
+    label_smoothing: eps of `per_example_cross_entropy` (0 = plain cross-entropy).
 
   Returns:
     (sum, count), two float32 scalars.
   """
   w = _weights_like(weights, targets.shape)
-  ce = per_example_cross_entropy(logits, targets)
+  ce = per_example_cross_entropy(logits, targets, label_smoothing)
   ce = jnp.where(w > 0, ce, 0.0)
   return jnp.sum(w * ce), jnp.sum(w)
 
 
 def softmax_cross_entropy(logits: jax.Array, targets: jax.Array,
-                          weights: jax.Array | None = None) -> jax.Array:
+                          weights: jax.Array | None = None,
+                          label_smoothing: float = 0.0) -> jax.Array:
   """Weighted mean cross-entropy, scalar. Shapes as `softmax_cross_entropy_sums`."""
-  return _safe_mean(*softmax_cross_entropy_sums(logits, targets, weights))
+  return _safe_mean(*softmax_cross_entropy_sums(logits, targets, weights, label_smoothing))
 
 
 # --- KL to soft targets --------------------------------------------------------

@@ -93,17 +93,18 @@ def reconstruction(composite: jax.Array, teacher_table: jax.Array) -> jax.Array:
                                    jnp.ones((v,), composite.dtype))
 
 
-def _ce(model, variables, s, targets, weights, table):
+def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0):
   logits = model.apply(variables, s, table=table, method="score")
-  return logits, losses.softmax_cross_entropy_sums(logits, targets, weights)[0]
+  return logits, losses.softmax_cross_entropy_sums(logits, targets, weights, label_smoothing)[0]
 
 
 def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bool, eta: float,
-                       mse_weight: float, eta_decay_steps: int = 0) -> Callable:
+                       mse_weight: float, eta_decay_steps: int = 0,
+                       label_smoothing: float = 0.0) -> Callable:
   """Student pre-training: L_rec(student on the mixup table) + w_mse L_mse, teacher fixed.
 
   With `eta_decay_steps` > 0 the mixup weight falls linearly from eta to 0 over
-  that many steps of this stage (`eta_at`).
+  that many steps of this stage (`eta_at`). `label_smoothing` smooths L_rec's targets.
 
   Returns jitted `step(student_state, teacher_table, batch, key) -> (state, metric sums)`.
   """
@@ -115,7 +116,7 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
         eta=eta_at(eta, state.step, eta_decay_steps))
     _, s, targets, weights = session_targets(student, variables, batch, objective=objective,
                                              key=key, table=table)
-    _, ce_sum = _ce(student, variables, s, targets, weights, table)
+    _, ce_sum = _ce(student, variables, s, targets, weights, table, label_smoothing)
     count = weights.sum()
     mse = reconstruction(composite, teacher_table)
     loss = ce_sum / jnp.maximum(count, 1.0) + mse_weight * mse
@@ -131,12 +132,14 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
 
 def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                       heads: DistillHeads, hot: jax.Array, distill_config: Any,
-                      student_config: Any, objective: str) -> Callable:
+                      student_config: Any, objective: str,
+                      label_smoothing: float = 0.0) -> Callable:
   """Returns jitted `step(state: DistillState, batch, key) -> (state, metric sums)`.
 
   `hot` is the bool [V + 1] hot-item mask. Config fields used: distill.{bidirectional,
   contrastive, soft_targets, beta, gamma, kd_temperature, con_temperature},
   student.{mixup, eta, eta_decay_epochs (> 0: eta = 0 here), mse_weight}.
+  `label_smoothing` smooths the targets of both models' L_rec (never the soft targets).
   """
   dc, sc = distill_config, student_config
   bidirectional = bool(dc.bidirectional)
@@ -160,8 +163,8 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                                        key=keys[1], table=s_table)
     count = weights.sum()
     norm = jnp.maximum(count, 1.0)
-    t_logits, t_ce = _ce(teacher, t_vars, t_s, targets, weights, None)
-    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table)
+    t_logits, t_ce = _ce(teacher, t_vars, t_s, targets, weights, None, label_smoothing)
+    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table, label_smoothing)
     mse = reconstruction(composite, teacher_table)
     total = s_ce / norm + sc.mse_weight * mse
     if bidirectional:

@@ -166,7 +166,8 @@ def train_teacher(ctx: Context) -> TrainState:
   key = jax.random.fold_in(ctx.key, 0)
   state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
                                       ctx.optimizer()))
-  step = teacher_lib.make_train_step(ctx.teacher, c.train.objective)
+  step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
+                                     label_smoothing=c.train.label_smoothing)
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
@@ -263,7 +264,8 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight,
                                         eta_decay_steps=c.student.eta_decay_epochs
-                                        * ctx.steps_per_epoch())
+                                        * ctx.steps_per_epoch(),
+                                        label_smoothing=c.train.label_smoothing)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -285,7 +287,8 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
       teacher_state.variables(), student_state.variables(), heads, jax.random.fold_in(ctx.key, 4),
       c.data.max_len, ctx.optimizer(batch_size)))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
-                                       c.student, c.train.objective)
+                                       c.student, c.train.objective,
+                                       label_smoothing=c.train.label_smoothing)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),

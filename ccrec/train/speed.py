@@ -82,14 +82,17 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
       jax.tree.map(jnp.copy, teacher_vars), init_variables(student, jax.random.fold_in(key, 1)),
       heads, jax.random.fold_in(key, 2), config.data.max_len, tx)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
-  t_step = teacher_lib.make_train_step(teacher, config.train.objective)
+  ls = config.train.get("label_smoothing", 0.0)
+  t_step = teacher_lib.make_train_step(teacher, config.train.objective, label_smoothing=ls)
   # The two-model floor: the student's own step (its L_rec + L_mse on the composite table).
   s_state = TrainState.create(init_variables(student, jax.random.fold_in(key, 3)), tx)
   teacher_table = teacher.apply(teacher_vars, method="table")
   s_step = distill_lib.make_pretrain_step(student, config.train.objective, mixup=False, eta=0.0,
-                                          mse_weight=config.student.mse_weight)
+                                          mse_weight=config.student.mse_weight,
+                                          label_smoothing=ls)
   d_step = distill_lib.make_distill_step(teacher, student, heads, hot, config.distill,
-                                         config.student, config.train.objective)
+                                         config.student, config.train.objective,
+                                         label_smoothing=ls)
   stride = config.train.window_stride or None
   batch_size = config_lib.distill_batch_size(config)
   batches = window_batches(dataset.train, batch_size, config.data.max_len, seed=0, stride=stride)

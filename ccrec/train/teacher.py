@@ -43,19 +43,20 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
 
 
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
-                    donate: bool = True) -> Callable[[TrainState, dict, jax.Array],
+                    donate: bool = True, label_smoothing: float = 0.0) -> Callable[[TrainState, dict, jax.Array],
                                                      tuple[TrainState, dict]]:
   """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
 
   The metrics are sums over the batch's targets plus 'count' (the number of
-  weighted targets); the loop divides on the host.
+  weighted targets); the loop divides on the host. `label_smoothing` > 0 trains on
+  smoothed targets (`losses.per_example_cross_entropy`); the logged `ce` is that loss.
   """
 
   def loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
     _, s, targets, weights = session_targets(model, state.variables(params), batch,
                                              objective=objective, key=key)
     logits = model.apply(state.variables(params), s, method="score")
-    ce_sum, _ = losses.softmax_cross_entropy_sums(logits, targets, weights)
+    ce_sum, _ = losses.softmax_cross_entropy_sums(logits, targets, weights, label_smoothing)
     count = weights.sum()
     return ce_sum / jnp.maximum(count, 1.0), (ce_sum, count)
 
