@@ -234,8 +234,10 @@ def _worker() -> dict:
   sc = ml_collections.ConfigDict({"mixup": True, "eta": 0.8, "mse_weight": 1.0})
   makers = {
       "teacher": (lambda: teacher_lib.make_train_step(teacher, "window"), teacher_state),
+      # With label smoothing: its mean over the item axis must not gather that axis either.
       "distill": (lambda: distill_lib.make_distill_step(teacher, student, heads, hot, dc, sc,
-                                                        "window"), distill_state),
+                                                        "window", label_smoothing=0.1),
+                  distill_state),
   }
   key = jax.random.key(7)
 
