@@ -84,7 +84,22 @@ def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 
   """Runs of different base configs never share a directory (config.json would clash)."""
   return os.path.join(runs, mode + (f"-cap{epochs_cap}" if epochs_cap > 0 else "")
                       + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else "")
-                      + (f"-set-{_values(overrides)}" if overrides else ""))
+                      + (f"-set-{_values(overrides).replace(os.sep, '_')}" if overrides else ""))
+
+
+def setup(mode: str, runs: str, *, epochs_cap: int = 0, codes_steps_cap: int = 0,
+          overrides: Mapping[str, Any] | None = None, out: str = ""
+          ) -> tuple[ml_collections.ConfigDict, str, str]:
+  """(base config, run root, tables/figures directory) of a grid: the rule launch/ablations.py
+  and the notebooks share. Overrides equal to the base's value are dropped (same directory);
+  tables go to results/ only for uncapped, unmodified full runs, else to <root>/figures."""
+  plain = base_config(mode, epochs_cap, codes_steps_cap)
+  overrides = {k: v for k, v in (overrides or {}).items() if _norm(_get(plain, k)) != _norm(v)}
+  base = apply(plain, overrides) if overrides else plain
+  root = runs_root(runs, mode, epochs_cap, codes_steps_cap, overrides)
+  reduced = mode != "full" or epochs_cap > 0 or codes_steps_cap > 0 or bool(overrides)
+  return base, root, out or (os.path.join(root, "figures") if reduced
+                             else os.path.join(ROOT, "results"))
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -146,7 +161,7 @@ def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: st
                  ) -> list[str]:
   """Copies the stages with equal inputs from the finished run (one with result.json) under
   `share_root` sharing the longest stage prefix; existing stages are kept. Returns those copied."""
-  mine = workdir_lib.config_dict(config)
+  mine = workdir_lib.flatten(workdir_lib.config_dict(config))
   wanted = [s for s, _ in STAGE_INPUTS if s in config.stages
             and (s != "codes" or config.student.embedding == "codes")]
   best, best_depth = None, 0
@@ -154,13 +169,15 @@ def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: st
     donor = os.path.dirname(result)
     if os.path.abspath(donor) == os.path.abspath(workdir):
       continue
-    theirs = workdir_lib.read_config_json(donor)
+    # Sections (top-level keys) that differ; a field the donor predates is no difference
+    # while it keeps its default (workdir.config_differences).
+    differ = {k.split(".")[0] for k in workdir_lib.config_differences(
+        workdir_lib.flatten(workdir_lib.read_config_json(donor)), mine)}
     depth, sections = 0, []
     for stage, extra in STAGE_INPUTS:
       sections += extra
       done = os.path.join(donor, stage, "codes.npz" if stage == "codes" else "")
-      if (stage not in wanted or not os.path.exists(done)
-          or any(mine.get(s) != theirs.get(s) for s in sections)):
+      if stage not in wanted or not os.path.exists(done) or differ & set(sections):
         break
       depth += 1
     if depth > best_depth:
@@ -203,12 +220,6 @@ def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str
   return metrics
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(d, dict):
-    return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
-  return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
 def read_cached(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """WORKDIR/result.json for reporting, None if absent. As workdir.prepare, a config field
   added to the schema after the run is no difference while it keeps its default; any other
@@ -216,7 +227,8 @@ def read_cached(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   result = read_result(workdir)
   if result is None:
     return None
-  saved, mine = _flat(workdir_lib.read_config_json(workdir)), _flat(workdir_lib.config_dict(config))
+  saved = workdir_lib.flatten(workdir_lib.read_config_json(workdir))
+  mine = workdir_lib.flatten(workdir_lib.config_dict(config))
   differ = workdir_lib.config_differences(saved, mine)
   if differ:
     shown = [f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in differ[:8]]

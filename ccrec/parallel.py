@@ -192,8 +192,9 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     if x.ndim == 0 or x.shape[0] % k:
       raise BatchSizeError(
           f"batch[{name!r}] has {x.shape[0] if x.ndim else 0} rows, not a multiple of the mesh's "
-          f"data axis ({k}): config.train.batch_size, eval.batch_size and distill.batch_size must be "
-          f"multiples of {k} ({jax.device_count()} devices / parallel.model={model_size(mesh)})")
+          f"data axis ({k}): config.train.batch_size, eval.batch_size and distill.batch_size "
+          f"must be multiples of {k} ({jax.device_count()} devices / "
+          f"parallel.model={model_size(mesh)})")
     if jax.process_count() == 1:
       out[name] = jax.device_put(x, sharding)
     else:

@@ -23,6 +23,6 @@ def get_config():
   c.distill.gamma = 0.3
   c.model.readout = "last"  # as configs/eodrec.py on ml-100k's long histories
   c.train.batch_size = 16
-  c.distill.batch_size = 32
+  c.distill.batch_size = 32  # as configs/eodrec.py (measured there with the codes student)
   c.train.patience = 10
   return config_lib.lock(c)

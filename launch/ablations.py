@@ -51,10 +51,11 @@ def main(argv):
   mode, name = _MODE.value, _GRID.value
   try:
     overrides = ex.parse_overrides(_SET.value)
-    base = ex.base_config(mode, _EPOCHS_CAP.value, _CODES_CAP.value, overrides)
+    ex.apply(ex.base_config(mode), overrides)  # an unknown field or a bad value: a usage error
   except (ValueError, KeyError, AttributeError, TypeError) as e:
     raise app.UsageError(f"--set: {e}") from e
-  root = ex.runs_root(_RUNS.value, mode, _EPOCHS_CAP.value, _CODES_CAP.value, overrides)
+  base, root, out = ex.setup(mode, _RUNS.value, epochs_cap=_EPOCHS_CAP.value,
+                             codes_steps_cap=_CODES_CAP.value, overrides=overrides, out=_OUT.value)
   ex.enable_compilation_cache(os.path.join(_RUNS.value, "jax_cache"))
   variants = ex.grid(name, mode)
   if _VARIANTS.value:
@@ -68,8 +69,6 @@ def main(argv):
   if not rows:
     print("no finished runs under", root)
     return
-  reduced = _EPOCHS_CAP.value or _CODES_CAP.value or overrides or mode != "full"
-  out = _OUT.value or (os.path.join(root, "figures") if reduced else "results")
   tables = ex.report(name, rows, out, base)["tables"]
   for key, md in tables.items():
     print(f"\n## {key} ({root})\n\n{md}")

@@ -3,12 +3,14 @@
 # (config.parallel.data=-1 = all devices; the batch is split along the 'data' mesh axis).
 #
 #   pip install -e . "jax[cuda12]"            # once: the CUDA build of the same jax version
-#   launch/gpu.sh configs/eodrec.py runs/eodrec [--config.train.batch_size=512 ...]
+#   launch/gpu.sh configs/eodrec.py runs/eodrec [--config.train.batch_size=512 \
+#       --config.distill.batch_size=512 ...]   # distillation has its own batch (0 = train's)
 #   launch/gpu.sh configs/eodrec.py runs/big --config.parallel.model=2   # split the item axis too
 #
-# train.batch_size, eval.batch_size and distill.batch_size must be multiples of the data-axis size (#GPUs /
-# parallel.model); parallel.model > 1 needs (num_items + 1) % parallel.model == 0. Both are
-# checked before anything compiles, with an error naming the field. Rerunning resumes.
+# train.batch_size, eval.batch_size and distill.batch_size must be multiples of the
+# data-axis size (#GPUs / parallel.model); parallel.model > 1 needs
+# (num_items + 1) % parallel.model == 0. Both are checked before anything compiles, with an
+# error naming the field. Rerunning resumes.
 # Several GPU hosts: run launch/train.py on each with --coordinator_address=HOST0:PORT
 # --num_processes=N --process_id=I (docs/scale_out.md).
 set -euo pipefail

@@ -1,7 +1,7 @@
 r"""Trains the stages of a config in a workdir and prints the final metrics as JSON.
 
   python launch/train.py --config=configs/eodrec.py --workdir=runs/eodrec \
-      [--config.train.batch_size=128 ...]
+      [--config.train.batch_size=128 --config.distill.batch_size=256 ...]
 
 Rerunning the same command resumes where a killed run stopped. Several devices are used
 through config.parallel; several hosts with --distributed (launch/gpu.sh, launch/tpu.sh).

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -90,6 +91,25 @@ def test_reuse_only_copies_stages_with_equal_inputs(grid_runs, tmp_path, overrid
     assert not os.path.exists(workdir)
 
 
+def test_donor_older_than_a_config_field_is_reused_while_the_field_keeps_its_default(
+    grid_runs, tmp_path):
+  base, _, rows = grid_runs
+  root = str(tmp_path / "root")
+  donor = os.path.join(root, "default", "seed0")
+  shutil.copytree(rows["full"]["workdir"], donor)
+  path = os.path.join(donor, "config.json")
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["train"]["label_smoothing"]  # as written before the field existed
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  variant = ex.apply(base, {"distill.beta": 0.5})
+  assert ex.reuse_stages(variant, str(tmp_path / "a"), root) == \
+      ["teacher", "codes", "student_pretrain"]
+  smoothed = ex.apply(base, {"train.label_smoothing": 0.1})  # the donor trained without it
+  assert ex.reuse_stages(smoothed, str(tmp_path / "b"), root) == []
+
+
 def test_stage_not_run_by_the_variant_is_not_copied(grid_runs, tmp_path):
   base, root, _ = grid_runs
   tt = ex.apply(base, {"student.embedding": "tt", "distill.beta": 0.5})
@@ -136,6 +156,22 @@ def test_base_config_overrides_and_their_run_root():
     ex.base_config("smoke", overrides={"distil.beta": 1.0})
   with pytest.raises(ValueError, match="distill.batch_size"):
     ex.base_config("smoke", overrides={"distill.batch_size": -1})
+
+
+def test_setup_places_runs_and_tables_by_the_base_config():
+  base, root, out = ex.setup("full", "r")
+  assert root == os.path.join("r", "full") and out == os.path.join(ex.ROOT, "results")
+  assert base.distill.batch_size == 32  # configs/eodrec.py
+  # An override equal to the base's value is no other experiment: same directory, same out.
+  assert ex.setup("full", "r", overrides={"distill.batch_size": 32})[1:] == (root, out)
+  base, root, out = ex.setup("full", "r", overrides={"distill.batch_size": 0,
+                                                     "data.data_dir": "/tmp/d"})
+  assert base.distill.batch_size == 0 and base.data.data_dir == "/tmp/d"
+  assert root == os.path.join("r", "full-set-data.data_dir=_tmp_d+distill.batch_size=0")
+  assert out == os.path.join(root, "figures")  # never results/: not the method config
+  assert ex.setup("full", "r", epochs_cap=3)[2] == os.path.join("r", "full-cap3", "figures")
+  assert ex.setup("full", "r", out="elsewhere")[2] == "elsewhere"
+  assert ex.setup("smoke", "r")[2] == os.path.join("r", "smoke", "figures")
 
 
 def test_grids():
@@ -189,11 +225,14 @@ def test_cached_result_of_a_run_older_than_a_config_field(tmp_path):
   from ccrec.train import workdir as workdir_lib
   workdir_lib.prepare(workdir, plain)
   path = os.path.join(workdir, "config.json")
-  saved = json.load(open(path))
+  with open(path) as f:
+    saved = json.load(f)
   del saved["distill"]["batch_size"]  # as written before the field existed
-  json.dump(saved, open(path, "w"))
+  with open(path, "w") as f:
+    json.dump(saved, f)
   assert ex.read_cached(plain, workdir) is None  # no result.json yet
-  json.dump({"student/test/NDCG@10": 0.5}, open(os.path.join(workdir, ex.RESULT), "w"))
+  with open(os.path.join(workdir, ex.RESULT), "w") as f:
+    json.dump({"student/test/NDCG@10": 0.5}, f)
   assert ex.read_cached(plain, workdir) == {"student/test/NDCG@10": 0.5}
   with pytest.raises(WorkdirError, match=r"distill.batch_size: saved None vs now 16"):
     ex.read_cached(ex.apply(base, {"distill.batch_size": 16}), workdir)

@@ -16,7 +16,8 @@ class _Jitted:
 
   def __getattr__(self, name):
     fn = getattr(_losses, name)
-    static = [a for a in ("temperature", "symmetric", "label_smoothing") if a in inspect.signature(fn).parameters]
+    static = [a for a in ("temperature", "symmetric", "label_smoothing")
+              if a in inspect.signature(fn).parameters]
     return jax.jit(fn, static_argnames=static)
 
 

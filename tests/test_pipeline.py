@@ -36,10 +36,23 @@ def tiny(**overrides):
   return c
 
 
+OPTIMIZER_EPOCHS = []  # steps_per_epoch of every optimizer the full run builds, in order
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("full"))
-  return workdir, pipeline.run(tiny(), workdir)
+  make = pipeline.make_optimizer
+
+  def recording(train_config, steps_per_epoch=1):
+    OPTIMIZER_EPOCHS.append(steps_per_epoch)
+    return make(train_config, steps_per_epoch)
+
+  pipeline.make_optimizer = recording
+  try:
+    return workdir, pipeline.run(tiny(), workdir)
+  finally:
+    pipeline.make_optimizer = make
 
 
 def test_full_pipeline_reports_every_model_and_compression(full_run):
@@ -80,6 +93,8 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
       first_eval.setdefault(l["stage"], l["step"])
   assert first_eval == {"teacher": steps(32), "student_pretrain": steps(32),
                         "distill": steps(16)}
+  # ... and so has its optimizer's epoch (train.lr_decay decays the rate once per epoch).
+  assert OPTIMIZER_EPOCHS == [steps(32), steps(32), steps(16)]
 
 
 def test_evaluate_from_checkpoint_matches_training_report(full_run):

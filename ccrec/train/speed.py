@@ -28,7 +28,8 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
   model = SessionRecommender(ModelSpec.from_config(config.model, dataset.num_items,
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
-  step = teacher_lib.make_train_step(model, objective)
+  step = teacher_lib.make_train_step(model, objective,
+                                     label_smoothing=config.train.get("label_smoothing", 0.0))
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)

@@ -43,8 +43,8 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
 
 
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
-                    donate: bool = True, label_smoothing: float = 0.0) -> Callable[[TrainState, dict, jax.Array],
-                                                     tuple[TrainState, dict]]:
+                    donate: bool = True, label_smoothing: float = 0.0
+                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
 
   The metrics are sums over the batch's targets plus 'count' (the number of

@@ -22,11 +22,12 @@ class WorkdirError(RuntimeError):
   """The workdir belongs to another experiment or its files are inconsistent."""
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """A config dict (as in config.json) -> {dotted field: value}, tuples as lists."""
   if isinstance(d, dict):
     out = {}
     for k, v in d.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     return out
   return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
 
@@ -43,7 +44,7 @@ def config_differences(saved: dict, now: dict) -> list[str]:
   value of it is a difference.
   """
   from ccrec import config as config_lib
-  defaults = _flatten(config_dict(config_lib.base_config()))
+  defaults = flatten(config_dict(config_lib.base_config()))
   return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
                 and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
 
@@ -53,7 +54,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, "config.json")
   mine = config_dict(config)
   if os.path.exists(path):
-    a, b = _flatten(read_config_json(workdir)), _flatten(mine)
+    a, b = flatten(read_config_json(workdir)), flatten(mine)
     diff = config_differences(a, b)
     if diff:
       shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
@@ -87,7 +88,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   saved = read_config_json(workdir)
   try:
     base.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in _flatten(saved).items()})
+                                     for k, v in flatten(saved).items()})
   except (KeyError, AttributeError, TypeError) as e:
     raise WorkdirError(f"{workdir}/config.json does not match the config schema: {e}") from e
   return config_lib.lock(base)
