@@ -25,4 +25,5 @@ def get_config():
   c.train.batch_size = 16
   c.distill.batch_size = 32  # as configs/eodrec.py (measured there with the codes student)
   c.train.patience = 10
+  c.train.label_smoothing = 0.3  # as configs/eodrec.py
   return config_lib.lock(c)
