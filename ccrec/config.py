@@ -147,7 +147,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def distill_batch_size(c: ml_collections.ConfigDict) -> int:
   """Windows (or prefixes) per distillation step: distill.batch_size, else train.batch_size."""
-  return c.distill.get("batch_size", 0) or c.train.batch_size
+  return c.distill.batch_size or c.train.batch_size
 
 
 def _get(c, dotted: str):

@@ -65,18 +65,16 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
-                overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
+                ) -> ml_collections.ConfigDict:
   """smoke: configs/tiny.py; full: configs/eodrec.py (ml-100k); caps > 0 bound every stage's
-  epochs and the code-learning steps (reduced runs, kept apart by `runs_root`); `overrides`
-  (dotted field -> value) change the base every variant starts from."""
+  epochs and the code-learning steps (reduced runs, kept apart by `runs_root`)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   c = load_config_file("configs/tiny.py" if mode == "smoke" else "configs/eodrec.py")
   caps = {f: epochs_cap for f in ("train.epochs", "student.pretrain_epochs", "distill.epochs")}
   caps["codes.max_steps"] = codes_steps_cap
-  c = apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
-  return apply(c, overrides) if overrides else c
+  return apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
 
 
 def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
@@ -91,7 +89,8 @@ def setup(mode: str, runs: str, *, epochs_cap: int = 0, codes_steps_cap: int = 0
           overrides: Mapping[str, Any] | None = None, out: str = ""
           ) -> tuple[ml_collections.ConfigDict, str, str]:
   """(base config, run root, tables/figures directory) of a grid: the rule launch/ablations.py
-  and the notebooks share. Overrides equal to the base's value are dropped (same directory);
+  and the notebooks share. `overrides` (dotted field -> value) change the base every variant
+  starts from; those equal to the base's value are dropped (same directory);
   tables go to results/ only for uncapped, unmodified full runs, else to <root>/figures."""
   plain = base_config(mode, epochs_cap, codes_steps_cap)
   overrides = {k: v for k, v in (overrides or {}).items() if _norm(_get(plain, k)) != _norm(v)}

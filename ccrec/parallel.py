@@ -49,6 +49,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ccrec import config as config_lib
+
 DATA = "data"
 MODEL = "model"
 ITEM_LEAVES = ("embedding", "codes")  # leaf names under an 'items' module, split along 'model'
@@ -154,8 +156,8 @@ def check_config(config: Any, mesh: Mesh | None, num_items: int) -> None:
   """All size checks of a run, before anything is compiled."""
   check_batch_size(config.train.batch_size, mesh, "train.batch_size")
   check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  if config.distill.get("batch_size", 0):
-    check_batch_size(config.distill.batch_size, mesh, "distill.batch_size")
+  # 0 (= train.batch_size) passes here when the check above did.
+  check_batch_size(config_lib.distill_batch_size(config), mesh, "distill.batch_size")
   check_items(num_items, mesh)
 
 

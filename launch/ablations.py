@@ -15,9 +15,10 @@ so either one reuses what the other finished.
 --epochs_cap / --codes_steps_cap bound the training of every stage (reduced runs; they go
 to their own run directory, e.g. runs/notebooks/full-cap5-codes1000/). --set changes the base
 config every variant starts from (repeatable; own run directory too), e.g. the tables of
-RESULTS.md made before configs/eodrec.py distilled at batch 32:
+RESULTS.md, made before configs/eodrec.py distilled at batch 32 with label smoothing:
 
-  python launch/ablations.py --mode=full --grid=components --seeds=3 --set=distill.batch_size=0
+  python launch/ablations.py --mode=full --grid=components --seeds=3 \
+      --set=distill.batch_size=0 --set=train.label_smoothing=0.0
 """
 
 import os

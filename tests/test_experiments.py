@@ -23,6 +23,16 @@ def grid_runs(tmp_path_factory):
   return base, root, {r["variant"]: r for r in rows}
 
 
+def _drop_saved_field(workdir, section, field):
+  """Rewrites WORKDIR/config.json as written before config.`section`.`field` existed."""
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    saved = json.load(f)
+  del saved[section][field]
+  with open(path, "w") as f:
+    json.dump(saved, f)
+
+
 def _stages_logged(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return {json.loads(line)["stage"] for line in f}
@@ -97,12 +107,7 @@ def test_donor_older_than_a_config_field_is_reused_while_the_field_keeps_its_def
   root = str(tmp_path / "root")
   donor = os.path.join(root, "default", "seed0")
   shutil.copytree(rows["full"]["workdir"], donor)
-  path = os.path.join(donor, "config.json")
-  with open(path) as f:
-    saved = json.load(f)
-  del saved["train"]["label_smoothing"]  # as written before the field existed
-  with open(path, "w") as f:
-    json.dump(saved, f)
+  _drop_saved_field(donor, "train", "label_smoothing")
   variant = ex.apply(base, {"distill.beta": 0.5})
   assert ex.reuse_stages(variant, str(tmp_path / "a"), root) == \
       ["teacher", "codes", "student_pretrain"]
@@ -141,7 +146,7 @@ def test_base_config_overrides_and_their_run_root():
                                   "stages=('teacher', 'codes')", "distill.beta=0.5"])
   assert overrides == {"distill.batch_size": 8, "model.readout": "soft_attention",
                        "stages": ("teacher", "codes"), "distill.beta": 0.5}
-  c = ex.base_config("smoke", overrides={"distill.batch_size": 8, "distill.beta": 0.5})
+  c = ex.setup("smoke", "r", overrides={"distill.batch_size": 8, "distill.beta": 0.5})[0]
   assert (c.distill.batch_size, c.distill.beta) == (8, 0.5)
   assert c.train.batch_size == ex.base_config("smoke").train.batch_size  # the rest unchanged
   # Another base config is another run directory; the overrides' order does not matter.
@@ -153,9 +158,9 @@ def test_base_config_overrides_and_their_run_root():
     with pytest.raises(ValueError, match="FIELD=VALUE"):
       ex.parse_overrides(bad)
   with pytest.raises(KeyError, match="distil"):
-    ex.base_config("smoke", overrides={"distil.beta": 1.0})
+    ex.setup("smoke", "r", overrides={"distil.beta": 1.0})
   with pytest.raises(ValueError, match="distill.batch_size"):
-    ex.base_config("smoke", overrides={"distill.batch_size": -1})
+    ex.setup("smoke", "r", overrides={"distill.batch_size": -1})
 
 
 def test_setup_places_runs_and_tables_by_the_base_config():
@@ -224,12 +229,7 @@ def test_cached_result_of_a_run_older_than_a_config_field(tmp_path):
   workdir = str(tmp_path / "old")
   from ccrec.train import workdir as workdir_lib
   workdir_lib.prepare(workdir, plain)
-  path = os.path.join(workdir, "config.json")
-  with open(path) as f:
-    saved = json.load(f)
-  del saved["distill"]["batch_size"]  # as written before the field existed
-  with open(path, "w") as f:
-    json.dump(saved, f)
+  _drop_saved_field(workdir, "distill", "batch_size")
   assert ex.read_cached(plain, workdir) is None  # no result.json yet
   with open(os.path.join(workdir, ex.RESULT), "w") as f:
     json.dump({"student/test/NDCG@10": 0.5}, f)

@@ -29,7 +29,7 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
   step = teacher_lib.make_train_step(model, objective,
-                                     label_smoothing=config.train.get("label_smoothing", 0.0))
+                                     label_smoothing=config.train.label_smoothing)
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
@@ -83,7 +83,7 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
       jax.tree.map(jnp.copy, teacher_vars), init_variables(student, jax.random.fold_in(key, 1)),
       heads, jax.random.fold_in(key, 2), config.data.max_len, tx)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
-  ls = config.train.get("label_smoothing", 0.0)
+  ls = config.train.label_smoothing
   t_step = teacher_lib.make_train_step(teacher, config.train.objective, label_smoothing=ls)
   # The two-model floor: the student's own step (its L_rec + L_mse on the composite table).
   s_state = TrainState.create(init_variables(student, jax.random.fold_in(key, 3)), tx)
