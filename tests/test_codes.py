@@ -102,18 +102,27 @@ def test_score_never_builds_the_table(variables):
 
 
 def test_codes_are_not_trainable(variables):
+  # Through the project's TrainState: the codes travel as a constant collection, the
+  # optimizer sees only the codebooks, and steps leave the integer codes bit-identical.
+  from ccrec.train.state import TrainState
   ids = jnp.array([1, 2, 3])
+  state = TrainState.create(variables, optax.adam(0.1))
+  assert set(state.params) == {"codebooks"} and set(state.consts) == {"codes"}
+  codes_before = np.array(variables["codes"]["codes"])
 
-  def loss(params):
-    return jnp.sum(_model().apply({"params": params, "codes": variables["codes"]}, ids) ** 2)
+  @jax.jit
+  def step(state):
+    def loss(params):
+      return jnp.sum(_model().apply(state.variables(params), ids) ** 2)
+    return state.apply_gradients(jax.grad(loss)(state.params))
 
-  grads = jax.jit(jax.grad(loss))(variables["params"])
-  assert jax.tree.structure(grads) == jax.tree.structure(variables["params"])
-  opt = optax.adam(0.1)
-  updates, _ = opt.update(grads, opt.init(variables["params"]), variables["params"])
-  params = optax.apply_updates(variables["params"], updates)
-  assert set(params) == {"codebooks"}
-  assert not np.allclose(np.asarray(params["codebooks"]), np.asarray(variables["params"]["codebooks"]))
+  for _ in range(3):
+    state = step(state)
+  got = np.asarray(state.consts["codes"]["codes"])
+  np.testing.assert_array_equal(got, codes_before)
+  assert got.dtype == codes_before.dtype == np.uint8
+  assert not np.allclose(np.asarray(state.params["codebooks"]),
+                         np.asarray(variables["params"]["codebooks"]))
 
 
 def test_set_codes_replaces_codes_and_codebooks(variables):

@@ -40,11 +40,12 @@ def _same_grouping(codes, keys):
 
 def test_inter_and_udata_agree_with_csv():
   ref = _csv("u.data", "\t", header=False)
-  for log in (readers.read_inter(FIX / "sample.inter"), readers.read_udata(FIX / "u.data")):
+  for path, read in ((FIX / "sample.inter", readers.read_inter), (FIX / "u.data", readers.read_udata)):
+    log = read(path)
     got = _rows(log)
     assert [(i, t) for _, i, t in got] == [(r[1], float(r[3])) for r in ref]
     _same_grouping(log.session.tolist(), [r[0] for r in ref])
-  assert log.sources[0]["sha256"] == readers.sha256_file(FIX / "u.data")
+    assert log.sources[0]["sha256"] == readers.sha256_file(path)
 
 
 def test_diginetica():

@@ -71,6 +71,19 @@ def _changed(a, b):
   return any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def _assert_total_is_the_weighted_sum(m, dc, mse_weight=1.0):
+  """METHOD.md section 4: total = L_rec(student) + w L_mse [+ L_rec(teacher) if bidirectional]
+  + gamma KL + beta InfoNCE, each switched-off term absent (all logged as sums over targets)."""
+  want = float(m["student/ce"]) + mse_weight * float(m["codes/mse"])
+  if dc.bidirectional:
+    want += float(m["teacher/ce"])
+  if dc.soft_targets:
+    want += dc.gamma * float(m["kd/kl"])
+  if dc.contrastive:
+    want += dc.beta * float(m["kd/infonce"])
+  assert float(m["total"]) == pytest.approx(want, rel=1e-5)
+
+
 def test_full_step_logs_every_term_and_updates_all_three():
   state, step, batch = _setup()
   before = jax.tree.map(np.array, (state.teacher.params, state.student.params, state.heads.params))
@@ -79,6 +92,7 @@ def test_full_step_logs_every_term_and_updates_all_three():
   for term in ("teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce", "total"):
     assert np.isfinite(float(m[term])), term
   assert float(m["kd/kl"]) > 0 and float(m["kd/infonce"]) > 0
+  _assert_total_is_the_weighted_sum(m, _configs()[0])
   assert _changed(before[0], new.teacher.params)
   assert _changed(before[1], new.student.params)
   assert _changed(before[2], new.heads.params)
@@ -115,11 +129,15 @@ def test_soft_targets_and_reconstruction_leave_the_teacher_gradient_alone(settin
 
 
 @pytest.mark.parametrize("switch,absent", [({"contrastive": False}, "kd/infonce"),
-                                           ({"soft_targets": False}, "kd/kl")])
+                                           ({"soft_targets": False}, "kd/kl"),
+                                           ({"bidirectional": False}, None)])
 def test_ablation_switches_remove_their_term(switch, absent):
+  # Not only unlogged: the total is the sum of the remaining terms with their weights.
   state, step, batch = _setup(**switch)
   _, m = step(state, batch, jax.random.key(0))
-  assert absent not in m
+  if absent:
+    assert absent not in m
+  _assert_total_is_the_weighted_sum(m, _configs(**switch)[0])
 
 
 def test_mixup_weights_the_teacher_table():

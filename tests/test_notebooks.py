@@ -84,9 +84,15 @@ def test_compression_notebook(runs):
   nb = execute("compression.ipynb")
   figures = os.path.join(runs, "smoke", "figures")
   cells = check_table(figures, "compression", ["student/test/NDCG@10"], 2)
+  tables = []
   for e in cells:
     assert e["student/compression/paper_ratio/mean"] > 1.0
-    assert e["student/compression/bytes_ratio/mean"] > 0.0
+    # bytes CR = the fp32 table's bytes / the cell's compressed bytes; the table is the
+    # same in every cell (same catalog, same d), so ratio x bytes must agree across cells.
+    tables.append(e["student/compression/bytes_ratio/mean"]
+                  * e["student/compression/compressed_bytes/mean"])
+  assert tables[0] > max(e["student/compression/compressed_bytes/mean"] for e in cells)
+  assert tables == pytest.approx([tables[0]] * len(tables), rel=1e-6)
   main = check_table(figures, "compression_main", ["student/test/NDCG@10"], 3)
   assert [e["variant"] for e in main] == ["teacher", "OD-Rec (TT)", "student (EODRec)"]
   for png in ("compression", "compression_usage"):

@@ -221,10 +221,23 @@ def test_killed_teacher_resumes_to_the_same_result(tmp_path, monkeypatch):
   monkeypatch.setattr(Checkpointer, "save", save_then_die)
   with pytest.raises(_Killed):
     pipeline.run(c, killed)
-  monkeypatch.setattr(Checkpointer, "save", real_save)
+  resumed_saves = []
+
+  def counted_save(self, *args, **kwargs):
+    resumed_saves.append(1)
+    return real_save(self, *args, **kwargs)
+
+  monkeypatch.setattr(Checkpointer, "save", counted_save)
   resumed = pipeline.run(c, killed)
   for key in ("teacher/test/NDCG@10", "teacher/valid/HR@20", "teacher/test_cold/MRR@5"):
     assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+  # It resumed rather than retrained (training is deterministic, so equal metrics alone
+  # would not show it): only the third epoch ran again, and every epoch validated once.
+  assert len(resumed_saves) == 1
+  with open(os.path.join(killed, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  validated = [r["epoch"] for r in records if r.get("stage") == "teacher" and "best" in r]
+  assert validated == [0, 1, 2]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

@@ -13,6 +13,17 @@ from ccrec.serving.runtime import Recommender
 NUM_ITEMS = 80
 
 
+def _assert_same_tree(got, want, path="variables"):
+  """Nested dicts with the same keys and bit-identical arrays (values and dtypes)."""
+  if isinstance(want, dict):
+    assert isinstance(got, dict) and set(got) == set(want), path
+    for k in want:
+      _assert_same_tree(got[k], want[k], f"{path}/{k}")
+  else:
+    assert np.asarray(got).dtype == np.asarray(want).dtype, path
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=path)
+
+
 def _config(embedding="codes", **kw):
   config = {"num_items": NUM_ITEMS, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16,
             "max_len": 5, "readout": "soft_attention", "layer_norm_eps": 1e-12,
@@ -55,7 +66,7 @@ def test_export_round_trip(tmp_path, embedding):
   popular = loaded["meta/popular_items"]
   assert len(popular) == NUM_ITEMS and np.all(np.diff(counts[popular]) <= 0)
   back = export.flax_variables(loaded_manifest["config"], loaded)
-  assert set(back) == set(variables)
+  _assert_same_tree(back, variables)
   sizes = manifest["sizes"]
   assert sizes["fp32_table_bytes"] == (NUM_ITEMS + 1) * 8 * 4
   if embedding == "codes":
