@@ -58,3 +58,20 @@ def test_finished_run_is_not_retrained(tmp_path):
   n = len(calls)
   again = _fit(tmp_path, step, lambda w: w, epochs=2)
   assert len(calls) == n and float(again.state.params["w"]) == 4.0
+
+
+def test_killed_run_resumes_from_its_latest_epoch(tmp_path):
+  # Killed during epoch 2 (its first step): the rerun restores epoch 1's checkpoint (w = 2)
+  # and trains epochs 2-3 only (4 steps), instead of starting again from w = 0.
+  calls = []
+  def step(state, batch, key):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return _step(lambda s: 1.0)(state, batch, key)
+  with pytest.raises(KeyboardInterrupt):
+    _fit(tmp_path, step, lambda w: w, epochs=3, patience=10)
+  resumed = _fit(tmp_path, step, lambda w: w, epochs=3, patience=10)
+  assert len(calls) == 3 + 4
+  assert float(resumed.state.params["w"]) == 6.0 and int(resumed.state.step) == 6
+  assert resumed.meta["epoch"] == 3 and resumed.meta["done"]
