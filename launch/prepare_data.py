@@ -7,6 +7,8 @@ r"""Prepares a session dataset and prints its statistics table.
 
 Writes data.npz + manifest.json to --output (default: the cache,
 $CCREC_DATA_DIR or ~/.cache/ccrec, where ccrec.data.load_dataset finds it).
+An --output already holding a dataset prepared from other data or settings is
+kept (an error) unless --overwrite.
 Recipe flags left unset keep the dataset's standard recipe (docs/data.md).
 """
 
@@ -33,6 +35,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "directory for the prepared datase
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "cache root (default $CCREC_DATA_DIR or "
                                 "~/.cache/ccrec)")
 _REBUILD = flags.DEFINE_bool("rebuild", False, "prepare again even if a cached copy matches")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace a prepared dataset in --output that "
+                               "was built from other data or settings")
 _PROTOCOL = flags.DEFINE_enum("protocol", None, ["loo", "session"], "default: the dataset's")
 _MAX_LEN = flags.DEFINE_integer("max_len", 50, "valid/test prefixes keep their last max_len items")
 
@@ -66,6 +70,8 @@ _READER = {
     "time_format": flags.DEFINE_enum("time_format", None, ["seconds", "ms", "iso"],
                                      "generic: time column format"),
     "delimiter": flags.DEFINE_string("delimiter", None, "generic: field delimiter"),
+    "encoding": flags.DEFINE_string("encoding", None, "generic, .inter: text encoding of the file "
+                                    "(default UTF-8; e.g. latin-1)"),
 }
 
 
@@ -83,12 +89,14 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError("--dataset=pickle needs --input, --test_input and --output")
     ds = data.from_pickles(_INPUT.value, _TEST_INPUT.value, max_len=_MAX_LEN.value,
                            **{k: v for k, v in recipe.items() if k in ("valid_fraction", "seed")})
+    data.check_replace(_OUTPUT.value, ds.manifest, overwrite=_OVERWRITE.value)
     data.save(ds, _OUTPUT.value)
     out = _OUTPUT.value
   else:
     ds, out = data.prepare(_DATASET.value, protocol=_PROTOCOL.value, max_len=_MAX_LEN.value,
                            data_dir=_DATA_DIR.value, raw=_INPUT.value, output=_OUTPUT.value,
-                           rebuild=_REBUILD.value, reader_options=reader, **recipe)
+                           rebuild=_REBUILD.value, reader_options=reader,
+                           overwrite=_OVERWRITE.value, **recipe)
   print(data.statistics_table([ds]))
   print(f"\nprepared: {out}")
 

@@ -85,3 +85,51 @@ def test_load_errors_name_the_file(tmp_path):
   (tmp_path / "manifest.json").write_text("{not json")
   with pytest.raises(DataError, match="line 1"):
     ds_lib.load(tmp_path)
+
+
+def _corrupt(data: bytes, how: str) -> bytes:
+  if how == "truncated":
+    return data[: len(data) // 2]
+  if how == "flipped":
+    b = bytearray(data)
+    b[len(b) // 2] ^= 0xFF
+    return bytes(b)
+  return {"empty": b"", "garbage": b"garbage"}[how]
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "empty", "garbage"])
+def test_corrupt_arrays_file_is_one_clear_error(tmp_path, how):
+  ds_lib.save(_tiny(), tmp_path)
+  path = tmp_path / "data.npz"
+  path.write_bytes(_corrupt(path.read_bytes(), how))
+  with pytest.raises(DataError, match=r"data.npz: corrupt or not a prepared dataset.*rebuild") as e:
+    ds_lib.load(tmp_path)
+  assert "allow_pickle" not in str(e.value)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: {**m, "num_items": "seven"}, r"manifest.json, field 'num_items': expected an "
+     r"integer >= 0, got 'seven'"),
+    (lambda m: {**m, "name": 3}, r"manifest.json, field 'name': expected a string, got 3"),
+    (lambda m: {k: v for k, v in m.items() if k != "name"},
+     r"manifest.json, field 'name': missing"),
+    (lambda m: [1, 2], r"manifest.json: expected a JSON object, got list"),
+])
+def test_bad_manifest_names_file_and_field(tmp_path, edit, message):
+  ds_lib.save(_tiny(), tmp_path)
+  path = tmp_path / "manifest.json"
+  path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+  with pytest.raises(DataError, match=message):
+    ds_lib.load(tmp_path)
+
+
+def test_truncated_manifest_names_file(tmp_path):
+  ds_lib.save(_tiny(), tmp_path)
+  path = tmp_path / "manifest.json"
+  text = path.read_bytes()
+  path.write_bytes(text[: len(text) // 2])
+  with pytest.raises(DataError, match=r"manifest.json, line \d+: invalid JSON.*truncated"):
+    ds_lib.load(tmp_path)
+  path.write_bytes(b'{"name": "caf\xe9"}')
+  with pytest.raises(DataError, match=r"manifest.json: not UTF-8"):
+    ds_lib.load(tmp_path)

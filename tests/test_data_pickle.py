@@ -109,3 +109,10 @@ def test_garbage_and_missing(tmp_path):
     safe_pickle.load_examples(path)
   with pytest.raises(DataError, match="file not found"):
     safe_pickle.load_examples(tmp_path / "none.pkl")
+
+
+def test_id_beyond_int32_names_file_and_value(tmp_path):
+  train = _dump(tmp_path / "train.txt", ([[1, 2**40], [1]], [3, 2**40]))
+  test = _dump(tmp_path / "test.txt", ([[1]], [2]))
+  with pytest.raises(DataError, match=r"train.txt: example 0: id 1099511627776 is out of range"):
+    safe_pickle.from_pickles(train, test, valid_fraction=0.0)

@@ -25,6 +25,13 @@ def _prepare(*flags, env=None):
   return run.stdout
 
 
+def _prepare_fails(*flags):
+  run = subprocess.run([sys.executable, str(ROOT / "launch/prepare_data.py"), *flags],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+  assert run.returncode != 0, run.stdout[-2000:]
+  return run.stderr
+
+
 def test_prepare_diginetica_fixture(tmp_path):
   out = _prepare("--dataset=diginetica", f"--input={FIX / 'train-item-views.csv'}",
                  f"--data_dir={tmp_path}", "--min_item_count=1", "--valid_fraction=0.2")
@@ -73,3 +80,48 @@ def test_synthetic_yoochoose_log_roundtrip(tmp_path):
 def test_import_is_numpy_only():
   code = "import sys, ccrec.data; assert 'jax' not in sys.modules and 'flax' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+GENERIC = ("--session_field=sid", "--item_field=item", "--time_field=ts", "--min_item_count=1",
+           "--test_days=0.3", "--valid_fraction=0")
+
+
+def test_prepare_refuses_to_replace_a_different_output(tmp_path):
+  rows = ["sid,item,ts"] + [f"s{i // 3},i{i % 5},{i * 600}" for i in range(60)]
+  for name, text in (("a", rows), ("b", [r.replace(",i1,", ",i9,") for r in rows])):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "clicks.csv").write_text("\n".join(text) + "\n")
+  out = tmp_path / "P"
+  _prepare(f"--dataset={tmp_path / 'a/clicks.csv'}", f"--output={out}", *GENERIC)
+  before = dataset.load(out).manifest
+  err = _prepare_fails(f"--dataset={tmp_path / 'b/clicks.csv'}", f"--output={out}", *GENERIC)
+  assert f"{out}: already holds a different prepared dataset (sources[0]: " in err
+  assert "--overwrite" in err
+  assert dataset.load(out).manifest == before
+  _prepare(f"--dataset={tmp_path / 'a/clicks.csv'}", f"--output={out}", "--rebuild", *GENERIC)
+  _prepare(f"--dataset={tmp_path / 'b/clicks.csv'}", f"--output={out}", "--overwrite", *GENERIC)
+  assert "i9" in dataset.load(out).manifest["id_map"]
+
+
+def test_prepare_pickles_refuses_to_replace_a_different_output(tmp_path):
+  for name, obj in (("train.txt", ([[1, 2], [1]], [3, 2])), ("test.txt", ([[2]], [3])),
+                    ("other.txt", ([[1, 4], [1]], [3, 4]))):
+    (tmp_path / name).write_bytes(pickle.dumps(obj))
+  flags = (f"--test_input={tmp_path / 'test.txt'}", f"--output={tmp_path / 'out'}",
+           "--valid_fraction=0")
+  _prepare("--dataset=pickle", f"--input={tmp_path / 'train.txt'}", *flags)
+  err = _prepare_fails("--dataset=pickle", f"--input={tmp_path / 'other.txt'}", *flags)
+  assert "already holds a different prepared dataset" in err
+  assert dataset.load(tmp_path / "out").train.to_lists() == [[1, 2, 3]]
+
+
+def test_prepare_non_utf8_ids_need_an_encoding(tmp_path):
+  path = tmp_path / "latin1.csv"
+  rows = [f"s{s},{item},{s * 20000 + k}" for s in range(6)
+          for k, item in enumerate(["caf\xe9", "caf\xe8", "th\xe9", "tea"])]
+  path.write_bytes(("sid,item,ts\n" + "\n".join(rows) + "\n").encode("latin-1"))
+  err = _prepare_fails(f"--dataset={path}", f"--output={tmp_path / 'out'}", *GENERIC)
+  assert "latin1.csv, line 2, field 'item': not valid utf-8 text" in err
+  _prepare(f"--dataset={path}", f"--output={tmp_path / 'out'}", "--encoding=latin-1", *GENERIC)
+  ds = dataset.load(tmp_path / "out")
+  assert ds.num_items == 4 and set(ds.manifest["id_map"]) == {"café", "cafè", "thé", "tea"}

@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from ccrec.data import load_dataset, protocols, recipes
+from ccrec.data import load_dataset, protocols, recipes, registry
 from ccrec.data.errors import DataError
 from ccrec.data.recipes import ClickLog, Recipe
 
@@ -74,6 +74,22 @@ def test_recipe_settings_are_checked():
     Recipe().replace(protocol="random")
   with pytest.raises(DataError, match="min_session_length"):
     Recipe(protocol="loo").replace(min_session_length=2)
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("min_item_count", "5", r"min_item_count must be an integer, got '5' \(str\)"),
+    ("valid_fraction", "0.1", r"valid_fraction must be a number, got '0.1'"),
+    ("filter_until_stable", 1, r"filter_until_stable must be True or False, got 1"),
+    ("max_len", 2.0, r"max_len must be an integer or None, got 2.0"),
+    ("test_days", True, r"test_days must be a number, got True"),
+])
+def test_recipe_setting_types_are_checked(tmp_path, setting, value, message):
+  with pytest.raises(DataError, match=message):
+    load_dataset(FIX / "generic.tsv", data_dir=tmp_path, **{setting: value},
+                 reader_options={"session_field": "session", "item_field": "product"})
+  numpy_scalars = {"min_item_count": np.int64(5), "valid_fraction": np.float32(0.25),
+                   "filter_until_stable": np.bool_(False), "max_len": np.int32(7)}
+  assert Recipe().replace(**numpy_scalars).min_item_count == 5
 
 
 def test_loo_hand_computed():
@@ -228,3 +244,26 @@ def test_other_readers_through_the_session_protocol(tmp_path):
   assert [[inv[x] for x in gen.test.prefixes[0]], inv[gen.test.targets[0]]] == [["A"], "C"]
   with pytest.raises(DataError, match="bad reader options"):
     load_dataset(FIX / "generic.tsv", data_dir=tmp_path, reader_options={"colour": 1})
+
+
+def test_output_with_a_different_dataset_is_not_replaced(tmp_path):
+  out = tmp_path / "P"
+  options = {"session_field": "session", "item_field": "product", "time_field": "ts"}
+  settings = dict(output=out, min_item_count=1, test_days=0.1 / 86400, valid_fraction=0.0,
+                  reader_options=options)
+  first, _ = registry.prepare(FIX / "generic.tsv", **settings)
+  other = tmp_path / "b" / "generic.tsv"
+  other.parent.mkdir()
+  other.write_text((FIX / "generic.tsv").read_text().replace("\tA\t", "\tZ\t"))
+  before = (out / "data.npz").read_bytes(), (out / "manifest.json").read_bytes()
+  with pytest.raises(DataError, match=r"P: already holds a different prepared dataset "
+                     r"\(sources\[0\]: \S*/generic.tsv sha256 \w+ -> \S*b/generic.tsv sha256 "
+                     r"\w+\); pass overwrite=True"):
+    registry.prepare(other, **settings)
+  with pytest.raises(DataError, match=r"P: already holds .*recipe.min_item_count: 1 -> 2"):
+    registry.prepare(FIX / "generic.tsv", **{**settings, "min_item_count": 2})
+  assert ((out / "data.npz").read_bytes(), (out / "manifest.json").read_bytes()) == before
+  same, _ = registry.prepare(FIX / "generic.tsv", rebuild=True, **settings)  # identical data
+  assert same.manifest["id_map"] == first.manifest["id_map"]
+  replaced, _ = registry.prepare(other, overwrite=True, **settings)
+  assert "Z" in replaced.manifest["id_map"] and "A" not in replaced.manifest["id_map"]

@@ -212,7 +212,7 @@ def test_decimals_roundtrip(values):
 
 
 _token = st.text(st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1,
-                 max_size=12)
+                 max_size=12).filter(lambda t: t[0] not in " \t\v\f" and t[-1] not in " \t\v\f")
 
 
 @hypothesis.settings(database=None, deadline=None)
@@ -249,3 +249,50 @@ def test_ints_never_silently_misparse(text):
   else:
     with pytest.raises(DataError, match="line 1, field 'x'"):
       _block([text]).ints("x")
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+  import gzip
+  text = (FIX / "train-item-views.csv").read_bytes()
+  truncated = tmp_path / "train-item-views.csv.gz"
+  truncated.write_bytes(gzip.compress(text)[:400])
+  with pytest.raises(DataError, match=r"train-item-views.csv.gz: corrupt gzip data.*truncated"):
+    readers.read_diginetica(truncated)
+  plain = tmp_path / "clicks.csv.gz"
+  plain.write_bytes(b"sid,item\ns1,1\ns1,2\n")
+  with pytest.raises(DataError, match=r"clicks.csv.gz: corrupt gzip data.*not gzip-compressed"):
+    readers.read_generic(plain, session_field="sid", item_field="item")
+
+
+LATIN1 = "sid,item\ns1,caf\xe9\ns1,caf\xe8\ns2,th\xe9\ns2,tea\n".encode("latin-1")
+
+
+def test_invalid_utf8_id_is_an_error_unless_encoding_given(tmp_path):
+  path = tmp_path / "latin1.csv"
+  path.write_bytes(LATIN1)
+  message = r"latin1.csv, line 2, field 'item': not valid utf-8 text: b'caf\\xe9'.*encoding="
+  with pytest.raises(DataError, match=message):
+    readers.read_generic(path, session_field="sid", item_field="item")
+  log = readers.read_generic(path, session_field="sid", item_field="item", encoding="latin-1")
+  assert [str(log.item_vocab[i]) for i in log.item] == ["café", "cafè", "thé", "tea"]
+  with pytest.raises(DataError, match="encoding"):
+    readers.read_generic(path, session_field="sid", item_field="item", encoding="nope")
+
+
+@pytest.mark.parametrize("line", ["s1, 42", "s1,42 ", 's1," 42"', "s1 ,42"])
+def test_whitespace_around_an_id_is_an_error(tmp_path, line):
+  path = _write(tmp_path, "ws.csv", f"sid,item\ns0,42\n{line}\n")
+  with pytest.raises(DataError, match=r"ws.csv, line 3, field '(item|sid)': .*whitespace"):
+    readers.read_generic(path, session_field="sid", item_field="item")
+
+
+@pytest.mark.parametrize("values", [["0", "-0"], ["-5", "-05"], ["5", "05", "-05"]])
+def test_distinct_integer_spellings_stay_distinct(values):
+  codes, vocab = _block(values).tokens("x")
+  assert [str(vocab[c]) for c in codes] == values
+
+
+def test_integer_out_of_range_says_so():
+  with pytest.raises(DataError, match=r"line 2, field 'x': integer 9223372036854775807 is out of "
+                     r"range"):
+    _block(["1", "9223372036854775807"]).ints("x")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
+import zlib
 from typing import Sequence as TypingSequence
 
 import numpy as np
 
-from ccrec.data.errors import DataError
+from ccrec.data.errors import DataError, at
 
 FORMAT_VERSION = 1
 ARRAYS_FILE = "data.npz"
@@ -217,15 +219,61 @@ def save(ds: SessionDataset, directory: str | os.PathLike) -> None:
   os.replace(path + ".tmp", path)
 
 
+_REBUILD_HINT = ("prepare it again from the raw data (launch/prepare_data.py --rebuild, or "
+                 "load_dataset(..., rebuild=True))")
+
+
 def read_manifest(directory: str | os.PathLike) -> dict:
   path = os.path.join(directory, MANIFEST_FILE)
   try:
-    with open(path) as f:
-      return json.load(f)
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
   except FileNotFoundError:
     raise DataError(f"{path}: no prepared dataset here (missing {MANIFEST_FILE})") from None
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text (byte {e.start}); the file is corrupt: "
+                    f"{_REBUILD_HINT}") from None
   except json.JSONDecodeError as e:
-    raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
+    raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg}); the file is truncated or "
+                    f"corrupt: {_REBUILD_HINT}") from None
+  if not isinstance(manifest, dict):
+    raise DataError(f"{path}: expected a JSON object, got {type(manifest).__name__}; "
+                    f"{_REBUILD_HINT}")
+  return manifest
+
+
+def _manifest_field(directory, manifest: dict, field: str, kind: type):
+  where = at(os.path.join(directory, MANIFEST_FILE), field=field)
+  if field not in manifest:
+    raise DataError(f"{where}: missing; {_REBUILD_HINT}")
+  value = manifest[field]
+  if kind is int and (type(value) is not int or value < 0):
+    raise DataError(f"{where}: expected an integer >= 0, got {value!r}")
+  if kind is str and not isinstance(value, str):
+    raise DataError(f"{where}: expected a string, got {value!r}")
+  return value
+
+
+def _read_arrays(path: str) -> dict:
+  """The arrays of data.npz; any damage is one DataError naming the file."""
+  try:
+    with open(path, "rb") as f:
+      magic = f.read(4)
+    # np.load would take anything that is not a zip for a pickle; never go there.
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+      raise ValueError("empty file" if not magic else "not a zip (.npz) archive")
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise DataError(f"{path}: missing (a prepared dataset needs {ARRAYS_FILE})") from None
+  except PermissionError:
+    raise
+  # zipfile meets damaged headers with any of these (bad offsets, "encrypted", ...).
+  except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError,
+          RuntimeError) as e:
+    reason = "holds object arrays" if "pickle" in str(e) else str(e) or type(e).__name__
+    raise DataError(f"{path}: corrupt or not a prepared dataset ({reason}); "
+                    f"{_REBUILD_HINT}") from None
 
 
 def is_prepared(directory: str | os.PathLike) -> bool:
@@ -235,22 +283,54 @@ def is_prepared(directory: str | os.PathLike) -> bool:
 def load(directory: str | os.PathLike) -> SessionDataset:
   """Loads a directory written by `save` (no pickles: allow_pickle=False)."""
   manifest = read_manifest(directory)
+  name = _manifest_field(directory, manifest, "name", str)
+  num_items = _manifest_field(directory, manifest, "num_items", int)
   path = os.path.join(directory, ARRAYS_FILE)
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      a = {k: z[k] for k in z.files}
-  except FileNotFoundError:
-    raise DataError(f"{path}: missing (a prepared dataset needs {ARRAYS_FILE})") from None
+  a = _read_arrays(path)
   try:
     examples = {s: Examples(Sequences(a[f"{s}_offsets"], a[f"{s}_items"]), a[f"{s}_targets"])
                 for s in ("valid", "test")}
-    ds = SessionDataset(manifest["name"], int(manifest["num_items"]),
-                        Sequences(a["train_offsets"], a["train_items"]), examples["valid"],
-                        examples["test"], a["item_counts"].astype(np.int64), manifest)
+    ds = SessionDataset(name, num_items, Sequences(a["train_offsets"], a["train_items"]),
+                        examples["valid"], examples["test"], a["item_counts"].astype(np.int64),
+                        manifest)
   except KeyError as e:
-    raise DataError(f"{directory}: prepared dataset lacks {e}") from None
+    raise DataError(f"{path}: prepared dataset lacks {e}; {_REBUILD_HINT}") from None
   _check(ds)
   return ds
+
+
+def check_replace(directory: str | os.PathLike, manifest: dict, overwrite: bool = False) -> None:
+  """Refuses to let `manifest`'s dataset replace a different one prepared in `directory`.
+
+  Compared: name, recipe, reader options and each source's sha256. Identical
+  data may be written again; anything else needs overwrite=True.
+  """
+  if overwrite or not is_prepared(directory):
+    return
+  hint = ("pass overwrite=True (launch/prepare_data.py --overwrite) to replace it, or choose "
+          "another output directory")
+  try:
+    old = read_manifest(directory)
+  except DataError as e:
+    raise DataError(f"{e}; refusing to replace it: {hint}") from None
+  diffs = []
+  for key in ("name", "recipe", "reader_options"):
+    a, b = old.get(key), manifest.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)]
+    elif a != b:
+      diffs.append(f"{key}: {a!r} -> {b!r}")
+  old_src, new_src = old.get("sources", []), manifest.get("sources", [])
+  for i in range(max(len(old_src), len(new_src))):
+    a = old_src[i] if i < len(old_src) else {}
+    b = new_src[i] if i < len(new_src) else {}
+    if a.get("sha256") != b.get("sha256"):
+      diffs.append(f"sources[{i}]: {a.get('path')} sha256 {a.get('sha256')} -> "
+                   f"{b.get('path')} sha256 {b.get('sha256')}")
+  if diffs:
+    raise DataError(f"{directory}: already holds a different prepared dataset "
+                    f"({'; '.join(diffs)}); {hint}")
 
 
 def statistics_table(datasets: TypingSequence[SessionDataset]) -> str:

@@ -7,22 +7,30 @@ found with numpy, every line is checked to have the expected number of fields,
 and columns are parsed by vectorised digit arithmetic. Quoted fields holding
 the delimiter are not supported (no click-log format uses them).
 
-Every error names the file, the 1-based line and the field.
+Ids are kept byte for byte: text must decode strictly (UTF-8 unless an
+`encoding` is given), and an id with leading or trailing whitespace is an
+error rather than a silently different item. Every error names the file, the
+1-based line and the field.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import os
+import re
+import zlib
 from typing import Iterator
 
 import numpy as np
 
 from ccrec.data.errors import DataError, at
-from ccrec.data.numeric import factorize_ints, parse_decimals, parse_ints, parse_iso
+from ccrec.data.numeric import MAX_DIGITS, factorize_ints, parse_decimals, parse_ints, parse_iso
 
 _BLOCK_BYTES = 1 << 24  # 16 MiB of whole lines per block (column passes stay in cache)
+_WHITESPACE = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 _DELIMITER_NAMES = {b"\t": "tab", b",": "comma", b";": "semicolon", b" ": "space", b"|": "pipe"}
 
 
@@ -34,14 +42,31 @@ def open_binary(path: str | os.PathLike):
   return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def read_header(path: str | os.PathLike) -> str:
-  """The first line of the file, without its line terminator."""
-  with open_binary(path) as f:
-    line = f.readline()
+def _gzip_error(path, e: Exception) -> DataError:
+  return DataError(f"{path}: corrupt gzip data ({e}); is the file truncated (an interrupted "
+                   "download?) or not gzip-compressed despite its .gz name?")
+
+
+def check_encoding(encoding: str) -> None:
   try:
-    return line.decode("utf-8").rstrip("\r\n").lstrip("\ufeff")
+    codecs.lookup(encoding)
+  except (LookupError, TypeError):
+    raise DataError(f"setting encoding: unknown text encoding {encoding!r}") from None
+
+
+def read_header(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+  """The first line of the file, without its line terminator."""
+  check_encoding(encoding)
+  try:
+    with open_binary(path) as f:
+      line = f.readline()
+  except _GZIP_ERRORS as e:
+    raise _gzip_error(path, e) from None
+  try:
+    return line.decode(encoding).rstrip("\r\n").lstrip("\ufeff")
   except UnicodeDecodeError:
-    raise DataError(f"{at(path, 1)}: header is not UTF-8 text") from None
+    raise DataError(f"{at(path, 1)}: header is not {encoding} text; pass the file's encoding "
+                    "(reader option encoding=, launch/prepare_data.py --encoding)") from None
 
 
 @dataclasses.dataclass
@@ -54,6 +79,7 @@ class Block:
   ends: np.ndarray  # int64 [R, K]
   lines: np.ndarray  # int64 [R], 1-based line numbers in the file
   fields: tuple[str, ...]
+  encoding: str = "utf-8"
   _has_quotes: bool | None = None
 
   def __len__(self) -> int:
@@ -74,7 +100,7 @@ class Block:
 
   def text(self, row: int, field: str) -> str:
     s, e = self._span(field)
-    return bytes(self.buf[s[row]:e[row]]).decode("utf-8", errors="replace")
+    return bytes(self.buf[s[row]:e[row]]).decode(self.encoding, errors="replace")
 
   def _fail(self, bad: np.ndarray, field: str, what: str) -> None:
     row = int(np.flatnonzero(bad)[0])
@@ -86,6 +112,11 @@ class Block:
     s, e = self._span(field)
     values, ok = parse_ints(self.buf, s, e)
     if not ok.all():
+      row = int(np.flatnonzero(~ok)[0])
+      text = self.text(row, field)
+      if re.fullmatch(r"-?[0-9]+", text):
+        raise DataError(f"{at(self.path, int(self.lines[row]), field)}: integer {text} is out of "
+                        f"range (at most {MAX_DIGITS} digits)")
       self._fail(~ok, field, "an integer")
     return values
 
@@ -106,15 +137,25 @@ class Block:
     """(codes int64 [R], vocab [U]) with vocab[codes] == the field's text.
 
     The vocab holds int64 when every value is a canonical integer (no leading
-    zeros), else str.
+    zeros, no -0), else str: distinct spellings stay distinct ids.
     """
     s, e = self._span(field)
     if (e <= s).any():
       self._fail(e <= s, field, "a non-empty id")
     values, ok = parse_ints(self.buf, s, e)
-    leading_zero = (e - s > 1) & (self.buf[np.minimum(s, len(self.buf) - 1)] == 48)
+    last = len(self.buf) - 1
+    neg = self.buf[np.minimum(s, last)] == 45
+    leading_zero = (self.buf[np.minimum(s + neg, last)] == 48) & ((e - s - neg > 1) | neg)
     if ok.all() and not leading_zero.any():
       return factorize_ints(values)
+    padded = np.isin(self.buf[np.minimum(s, last)], _WHITESPACE) | np.isin(self.buf[e - 1],
+                                                                          _WHITESPACE)
+    if padded.any():
+      row = int(np.flatnonzero(padded)[0])
+      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: id "
+                      f"{self.text(row, field)!r} has leading or trailing whitespace; ids are "
+                      "compared exactly (' 42', '42' and '42 ' would be three items), so remove "
+                      "the spaces from the file")
     width = int((e - s).max())
     cols = np.arange(width)
     index = np.minimum(s[:, None] + cols[None, :], len(self.buf) - 1)
@@ -125,7 +166,23 @@ class Block:
       self._fail(nul, field, "an id without NUL bytes")
     raw = np.ascontiguousarray(mat).view(f"S{width}").ravel()
     vocab, codes = np.unique(raw, return_inverse=True)
-    return codes.astype(np.int64), np.char.decode(vocab, "utf-8", errors="replace").astype(str)
+    return codes.astype(np.int64), self._decode(vocab, codes.astype(np.int64), field)
+
+  def _decode(self, vocab: np.ndarray, codes: np.ndarray, field: str) -> np.ndarray:
+    """str [U]: the byte-string vocab decoded strictly; a bad id names its first line."""
+    try:
+      text = np.char.decode(vocab, self.encoding).astype(str)
+    except UnicodeDecodeError:
+      bad = [k for k, raw in enumerate(vocab.tolist()) if not _decodes(raw, self.encoding)]
+      row = int(np.flatnonzero(np.isin(codes, bad))[0])
+      raw = bytes(vocab[codes[row]])
+      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: not valid {self.encoding} "
+                      f"text: {raw!r}; pass the file's encoding (reader option "
+                      "encoding='latin-1', launch/prepare_data.py --encoding=latin-1)") from None
+    if len(np.unique(text)) != len(text):  # a non-injective codec would merge distinct ids
+      raise DataError(f"{self.path}, field {field!r}: distinct ids decode to the same text "
+                      f"with encoding {self.encoding!r}; use another encoding")
+    return text
 
   def datetimes(self, field: str) -> np.ndarray:
     """float64 [R] unix seconds (UTC) from 'YYYY-MM-DD' or 'YYYY-MM-DDTHH:MM:SS[.fff][Z]'."""
@@ -134,6 +191,14 @@ class Block:
     if not ok.all():
       self._fail(~ok, field, "a date YYYY-MM-DD or time YYYY-MM-DDTHH:MM:SS[.fff][Z]")
     return seconds
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+  try:
+    raw.decode(encoding)
+  except UnicodeDecodeError:
+    return False
+  return True
 
 
 def _split_block(path: str, buf: np.ndarray, first_line: int, delimiter: bytes,
@@ -195,12 +260,22 @@ def _split_block_general(path: str, buf: np.ndarray, first_line: int, delimiter:
 
 
 def blocks(path: str | os.PathLike, delimiter: str, fields: tuple[str, ...], *,
-           skip_lines: int = 0, block_bytes: int = _BLOCK_BYTES) -> Iterator[Block]:
+           skip_lines: int = 0, block_bytes: int = _BLOCK_BYTES,
+           encoding: str = "utf-8") -> Iterator[Block]:
   """The data rows of a delimited file, a block of whole lines at a time."""
   path = os.fspath(path)
   delim = delimiter.encode()
   if len(delim) != 1:
     raise DataError(f"{path}: delimiter must be one byte, got {delimiter!r}")
+  check_encoding(encoding)
+  try:
+    yield from _blocks(path, delim, fields, skip_lines, block_bytes, encoding)
+  except _GZIP_ERRORS as e:
+    raise _gzip_error(path, e) from None
+
+
+def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, block_bytes: int,
+            encoding: str) -> Iterator[Block]:
   with open_binary(path) as f:
     for _ in range(skip_lines):
       f.readline()
@@ -221,6 +296,7 @@ def blocks(path: str | os.PathLike, delimiter: str, fields: tuple[str, ...], *,
       carry = data[cut:]
       buf = np.frombuffer(data, dtype=np.uint8, count=cut)
       block = _split_block(path, buf, line, delim, fields)
+      block.encoding = encoding
       line += int(np.count_nonzero(buf == 10))
       yield block
       if not chunk:

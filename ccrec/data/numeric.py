@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_MAX_DIGITS = 18
+MAX_DIGITS = 18
 
-_POW10 = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
+_POW10 = 10 ** np.arange(MAX_DIGITS + 1, dtype=np.int64)
 
 
 def _right_aligned(buf: np.ndarray, s: np.ndarray, e: np.ndarray, width: int):
@@ -40,12 +40,12 @@ def _column_digits(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
 def _parse_unsigned(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Unsigned integers, parsed one group of equal-width fields at a time (no masks)."""
   width = e - s
-  ok = (width >= 1) & (width <= _MAX_DIGITS)
+  ok = (width >= 1) & (width <= MAX_DIGITS)
   values = np.zeros(len(s), dtype=np.int64)
   if not len(s):
     return values, ok
-  counts = np.bincount(np.clip(width, 0, _MAX_DIGITS + 1), minlength=_MAX_DIGITS + 2)
-  for w in np.flatnonzero(counts[1:_MAX_DIGITS + 1]) + 1:
+  counts = np.bincount(np.clip(width, 0, MAX_DIGITS + 1), minlength=MAX_DIGITS + 2)
+  for w in np.flatnonzero(counts[1:MAX_DIGITS + 1]) + 1:
     rows = None if counts[w] == len(s) else np.flatnonzero(width == w)
     start = s if rows is None else s[rows]
     # Up to 9 digits fit int32, which halves the memory traffic of the passes.
@@ -87,21 +87,21 @@ def parse_decimals(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.nd
   """Decimals like -12, 3.25, 7. in buf[s:e]: (values float64, ok bool)."""
   neg, s = _sign(buf, s, e)
   width = e - s
-  ok = (width >= 1) & (width <= _MAX_DIGITS + 1)
+  ok = (width >= 1) & (width <= MAX_DIGITS + 1)
   if not len(s):
     return np.zeros(0), ok
-  w = int(np.clip(width.max(), 1, _MAX_DIGITS + 1))
+  w = int(np.clip(width.max(), 1, MAX_DIGITS + 1))
   chars, inside = _right_aligned(buf, s, np.minimum(e, s + w), w)
   is_dot = chars == 46
   digits = chars - np.uint8(48)
   is_digit = digits <= 9
   has_dot = is_dot.any(axis=1)
   ok &= (is_digit | is_dot).all(axis=1) & (is_dot.sum(axis=1) <= 1) & ~(has_dot & (width == 1))
-  ok &= (is_digit & inside).sum(axis=1) <= _MAX_DIGITS
+  ok &= (is_digit & inside).sum(axis=1) <= MAX_DIGITS
   # Exponent of each digit column: the number of digit columns to its right.
   exponent = np.cumsum(is_digit[:, ::-1], axis=1)[:, ::-1] - 1
   mantissa = (np.where(is_digit & inside, digits, 0).astype(np.int64)
-              * _POW10[np.clip(exponent, 0, _MAX_DIGITS)]).sum(axis=1)
+              * _POW10[np.clip(exponent, 0, MAX_DIGITS)]).sum(axis=1)
   frac_digits = np.where(has_dot, w - 1 - np.argmax(is_dot, axis=1), 0)
   values = mantissa / _POW10[frac_digits].astype(np.float64)
   return np.where(neg, -values, values), ok

@@ -17,7 +17,9 @@ Each returns a `ClickLog` (one row per click, file order kept). Layouts:
   MMDD of 2015; a session is one user's events of one day (file order within it).
 - Generic CSV/TSV with named session (or user), item and optional time columns.
 
-Errors name the file, line and field (see delimited.py).
+Text is UTF-8 unless `encoding` is given (RecBole and generic files, whose ids
+may be words); ids are kept byte for byte, never normalised. Errors name the
+file, line and field (see delimited.py).
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def _source(path, fmt: str) -> list:
            "size": os.path.getsize(path)}]
 
 
-def _header_fields(path, delimiter: str) -> list[str]:
-  header = delimited.read_header(path)
+def _header_fields(path, delimiter: str, encoding: str = "utf-8") -> list[str]:
+  header = delimited.read_header(path, encoding)
   return [f.strip().strip('"') for f in header.split(delimiter)]
 
 
@@ -59,13 +61,15 @@ def _expect_header(path, delimiter: str, expected: tuple[str, ...]) -> None:
                     f"got {delimiter.join(got)!r}")
 
 
-def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, columns: dict):
+def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, columns: dict,
+          encoding: str = "utf-8"):
   """Parses the named columns block by block: {field: kind} -> {field: array}.
 
   kinds: 'int', 'float', 'token' (-> (codes, vocab)), 'datetime'.
   """
   parts: dict[str, list] = {f: [] for f in columns}
-  for block in delimited.blocks(path, delimiter, fields, skip_lines=skip_lines):
+  for block in delimited.blocks(path, delimiter, fields, skip_lines=skip_lines,
+                                encoding=encoding):
     for field, kind in columns.items():
       parts[field].append({"int": block.ints, "float": block.floats, "token": block.tokens,
                            "datetime": block.datetimes}[kind](field))
@@ -88,9 +92,9 @@ def _log(path, fmt, session, items, time, order=None) -> ClickLog:
 
 
 def read_inter(path, *, session_field: str | None = None, item_field: str = "item_id",
-               time_field: str | None = "timestamp") -> ClickLog:
+               time_field: str | None = "timestamp", encoding: str = "utf-8") -> ClickLog:
   """RecBole atomic .inter file. session_field defaults to session_id, else user_id."""
-  header = _header_fields(path, "\t")
+  header = _header_fields(path, "\t", encoding)
   names = []
   for name in header:
     if ":" not in name:
@@ -105,7 +109,7 @@ def read_inter(path, *, session_field: str | None = None, item_field: str = "ite
   columns = {session_field: "token", item_field: "token"}
   if time_field:
     columns[time_field] = "float"
-  cols = _read(path, "\t", tuple(names), 1, columns)
+  cols = _read(path, "\t", tuple(names), 1, columns, encoding)
   session = cols[session_field][0]
   time = cols[time_field] if time_field else np.arange(len(session), dtype=np.float64)
   return _log(path, "recbole-inter", session, cols[item_field], time)
@@ -203,8 +207,8 @@ def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015
   return _log(path, "tmall", session, (codes[keep], vocab), days[keep] * 86400.0)
 
 
-def sniff_delimiter(path) -> str:
-  header = delimited.read_header(path)
+def sniff_delimiter(path, encoding: str = "utf-8") -> str:
+  header = delimited.read_header(path, encoding)
   counts = {d: header.count(d) for d in ("\t", ",", ";", "|")}
   best = max(counts, key=counts.get)
   if counts[best] == 0:
@@ -214,20 +218,22 @@ def sniff_delimiter(path) -> str:
 
 
 def read_generic(path, *, session_field: str, item_field: str, time_field: str | None = None,
-                 time_format: str = "seconds", delimiter: str | None = None) -> ClickLog:
+                 time_format: str = "seconds", delimiter: str | None = None,
+                 encoding: str = "utf-8") -> ClickLog:
   """A CSV/TSV with a header naming a session (or user) column, an item column and
-  optionally a time column; time_format 'seconds', 'ms' or 'iso'. No time: file order."""
+  optionally a time column; time_format 'seconds', 'ms' or 'iso'. No time: file order.
+  `encoding`: the text encoding (ASCII-compatible, e.g. 'latin-1'; default UTF-8)."""
   if time_format not in ("seconds", "ms", "iso"):
     raise DataError(f"setting time_format must be 'seconds', 'ms' or 'iso', got {time_format!r}")
-  delimiter = delimiter or sniff_delimiter(path)
-  names = _header_fields(path, delimiter)
+  delimiter = delimiter or sniff_delimiter(path, encoding)
+  names = _header_fields(path, delimiter, encoding)
   for field in (session_field, item_field) + ((time_field,) if time_field else ()):
     if field not in names:
       raise DataError(f"{at(path, 1, field)}: no such column in the header {names}")
   columns = {session_field: "token", item_field: "token"}
   if time_field:
     columns[time_field] = "datetime" if time_format == "iso" else "float"
-  cols = _read(path, delimiter, tuple(names), 1, columns)
+  cols = _read(path, delimiter, tuple(names), 1, columns, encoding)
   session = cols[session_field][0]
   if time_field:
     time = cols[time_field] * (_MS if time_format == "ms" else 1.0)

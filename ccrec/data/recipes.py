@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ import numpy as np
 from ccrec.data.errors import DataError
 
 DAY = 86400.0
+
+# Recipe field annotation -> (accepted types, description); bools are never numbers here.
+_KINDS = {"int": (numbers.Integral, "an integer"), "float": (numbers.Real, "a number"),
+          "bool": ((bool, np.bool_), "True or False"), "str": (str, "a string")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,16 @@ class Recipe:
     return dataclasses.replace(self, **overrides).validated()
 
   def validated(self) -> "Recipe":
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      kind = f.type.split(" | ")[0]
+      optional = f.type.endswith(" | None")
+      if optional and value is None:
+        continue
+      types, what = _KINDS[kind]
+      if not isinstance(value, types) or (kind != "bool" and isinstance(value, (bool, np.bool_))):
+        raise DataError(f"recipe setting {f.name} must be {what}{' or None' if optional else ''}, "
+                        f"got {value!r} ({type(value).__name__})")
     if self.protocol not in ("loo", "session"):
       raise DataError(f"recipe setting protocol must be 'loo' or 'session', got {self.protocol!r}")
     if self.max_len is not None and self.max_len < 1:

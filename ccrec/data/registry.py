@@ -2,7 +2,8 @@
 
 A prepared copy lives in $CCREC_DATA_DIR/processed/<name>-<protocol>-<key>/, where
 <key> hashes the recipe and reader options, so copies made with different
-recipes coexist and a cached copy is reused only for the same recipe.
+recipes coexist and a cached copy is reused only for the same recipe. An
+explicit `output` directory is never silently replaced by a different dataset.
 """
 
 from __future__ import annotations
@@ -112,9 +113,13 @@ def _matches(directory, recipe: Recipe, reader_options: dict, raw: str | None) -
 def prepare(name_or_dir: str | os.PathLike, *, protocol: str | None = None,
             max_len: int | None = 50, data_dir: str | os.PathLike | None = None,
             raw: str | os.PathLike | None = None, output: str | os.PathLike | None = None,
-            rebuild: bool = False, reader_options: dict | None = None,
+            rebuild: bool = False, reader_options: dict | None = None, overwrite: bool = False,
             **recipe: Any) -> tuple[SessionDataset, pathlib.Path]:
-  """Like `load_dataset`, also returning the prepared directory."""
+  """Like `load_dataset`, also returning the prepared directory.
+
+  `output` (default: in the cache) must not hold a prepared dataset of other
+  data, recipe or reader options unless `overwrite`.
+  """
   name_or_dir = os.fspath(name_or_dir)
   if os.path.isdir(name_or_dir):
     if dataset_lib.is_prepared(name_or_dir):
@@ -141,14 +146,18 @@ def prepare(name_or_dir: str | os.PathLike, *, protocol: str | None = None,
     raise DataError(f"dataset {name!r} is not prepared in {out.parent} and must be downloaded by "
                     f"hand: get {spec.file} from {spec.origin}, then pass raw=/path/to/{spec.file} "
                     f"(launch/prepare_data.py --input)")
+  options = json.loads(json.dumps(reader_options, default=str))
+  if output is not None and not overwrite and dataset_lib.is_prepared(out):
+    source = {"path": os.path.abspath(raw), "sha256": readers.sha256_file(raw)}
+    dataset_lib.check_replace(out, {"name": name, "recipe": rec.to_dict(),
+                                    "reader_options": options, "sources": [source]})
   try:
     log = spec.reader(raw, **reader_options)
   except TypeError as e:
     raise DataError(f"dataset {name!r}: bad reader options {reader_options}: {e}") from None
   build = {"loo": protocols.loo, "session": protocols.session}[rec.protocol]
   ds = build(log, rec, name)
-  ds.manifest.update(reader_options=json.loads(json.dumps(reader_options, default=str)),
-                     cache_key=key)
+  ds.manifest.update(reader_options=options, cache_key=key)
   dataset_lib.save(ds, out)
   return ds, out
 

@@ -43,6 +43,9 @@ ALLOWED_OPCODES = frozenset({
 })
 
 
+MAX_ID = np.iinfo(np.int32).max  # prepared datasets store ids as int32
+
+
 class _NoGlobals(pickle.Unpickler):
 
   def find_class(self, module, name):
@@ -95,6 +98,9 @@ def load_examples(path: str | os.PathLike) -> tuple[list, list]:
                       f"got {p!r:.80}")
     if type(t) is not int or t < 1:
       raise DataError(f"{path}: example {i}: the target must be an id >= 1, got {t!r:.80}")
+    if t > MAX_ID or max(p) > MAX_ID:
+      raise DataError(f"{path}: example {i}: id {max(t, max(p))} is out of range (ids are stored "
+                      f"as int32: 1..{MAX_ID})")
   return prefixes, targets
 
 
