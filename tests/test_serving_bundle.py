@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -188,3 +189,62 @@ def test_bad_config(bundle):
   _write_manifest(path, manifest)
   with pytest.raises(BundleError, match="config.readout"):
     read_bundle(path)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("shape", None), ("shape", [2, -31]), ("shape", [2, 31.0]), ("shape", "2,31"),
+    ("dtype", "u9"), ("dtype", None), ("dtype", "<c8"), ("dtype", [["a", "<u1"]]),
+    ("sha256", "abc"), ("sha256", None), ("bytes", -1), ("bytes", "100")])
+def test_bad_manifest_entry_names_bundle_array_and_field(bundle, field, value):
+  path, _ = bundle
+  manifest = _manifest(path)
+  manifest["arrays"]["items/codes"][field] = value
+  _write_manifest(path, manifest)
+  where = re.escape(os.path.join(path, "manifest.json"))
+  with pytest.raises(BundleError, match=rf"{where}: array items/codes: field '{field}'"):
+    read_bundle(path)
+
+
+def test_manifest_entry_not_an_object(bundle):
+  path, _ = bundle
+  manifest = _manifest(path)
+  manifest["arrays"]["meta/popular_items"] = "x"
+  _write_manifest(path, manifest)
+  with pytest.raises(BundleError, match="array meta/popular_items: expected a JSON object"):
+    read_bundle(path)
+
+
+def test_checksum_changed_in_manifest(bundle):
+  path, _ = bundle
+  manifest = _manifest(path)
+  manifest["arrays"]["items/codebooks"]["sha256"] = "0" * 64
+  _write_manifest(path, manifest)
+  with pytest.raises(BundleError, match=r"items\.codebooks\.npy or its manifest entry "
+                                        r"\(arrays\['items/codebooks'\]\.sha256"):
+    read_bundle(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_write_refuses_non_finite_floats(tmp_path, value):
+  arrays = _arrays()
+  arrays["encoder/block_0/ff_in/kernel"][0, 0] = value
+  with pytest.raises(BundleError, match="array encoder/block_0/ff_in/kernel holds 1 non-finite"):
+    write_bundle(str(tmp_path / "b"), arrays, kind="codes", config=CONFIG)
+  assert not os.path.exists(tmp_path / "b" / "manifest.json")
+
+
+def test_read_refuses_non_finite_floats(bundle):
+  path, _ = bundle
+  # A NaN weight with a matching manifest entry (size and checksum recomputed).
+  file = os.path.join(path, "items.codebooks.npy")
+  books = np.load(file)
+  books[1, 2, 3] = np.nan
+  np.save(file, books)
+  manifest = _manifest(path)
+  manifest["arrays"]["items/codebooks"]["sha256"] = bundle_lib._sha256(file)
+  _write_manifest(path, manifest)
+  for kw in ({}, {"verify": False}, {"mmap": True}):
+    with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks "
+                                          "holds 1 non-finite"):
+      read_bundle(path, **kw)
+  read_bundle(path, mmap=True, verify=False)  # neither reads all data: checked at query time

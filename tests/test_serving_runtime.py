@@ -190,3 +190,30 @@ def test_raw_id_map(tmp_path):
   assert np.array_equal(r.ids, d.ids) and r.items == [inverse[i] for i in d.ids.tolist()]
   with pytest.raises(EmptySessionError, match="no popularity list"):
     raw.recommend([3, 9], k=5)  # dense ints are not raw ids; no item counts were exported
+
+
+def test_exclude_seen_covers_items_beyond_max_len(bundles):
+  _, _, path = bundles["codes"]
+  rec = Recommender.load(path)
+  session = [5, 6, 7, 40, 41, 42, 43, 44, 45]  # longer than MAX_LEN: 5, 6, 7 are not encoded
+  plain = rec.recommend(session, k=NUM_ITEMS)
+  assert np.array_equal(plain.ids, rec.recommend(session[-MAX_LEN:], k=NUM_ITEMS).ids)
+  for got in (rec.recommend(session, k=NUM_ITEMS, exclude_seen=True),
+              rec.recommend_batch([session, [8]], k=NUM_ITEMS, exclude_seen=True)[0]):
+    want = [i for i in plain.ids.tolist() if i not in session]
+    assert got.ids.tolist() == want and len(want) == NUM_ITEMS - len(session)
+
+
+@pytest.mark.parametrize("name", ["encoder/block_0/ff_in/kernel", "items/codebooks"])
+def test_non_finite_scores_raise(bundles, name):
+  _, _, path = bundles["codes"]
+  manifest, arrays = bundle_lib.read_bundle(path)
+  arrays = dict(arrays)
+  arrays[name] = arrays[name].copy()
+  arrays[name].reshape(-1)[0] = np.nan  # built in memory: read_bundle's check is bypassed
+  rec = Recommender(manifest, arrays)
+  with pytest.raises(bundle_lib.BundleError, match="not finite"):
+    rec.recommend([1, 2, 3], k=5)
+  with pytest.raises(bundle_lib.BundleError, match="not finite"):
+    rec.recommend_batch([[1, 2, 3], [4]], k=5, exclude_seen=True)
+  assert rec.recommend([], k=3).fallback  # the popularity fallback needs no scores

@@ -25,9 +25,11 @@ dense id; entry 0 is '' for padding).
 
 `write_bundle` writes the arrays first and the manifest last (through a
 temporary name), so a directory without manifest.json is an unfinished export.
-`read_bundle` validates: format version, kind, the arrays the config requires
-(present, shapes, dtypes), every file (present, not truncated, sha256) and
-raises BundleError naming the bundle and the file or array at fault.
+Arrays are bool, integer, float (finite: no NaN or Inf) or unicode.
+`read_bundle` validates: format version, kind, every manifest array entry,
+the arrays the config requires (present, shapes, dtypes), every file (present,
+not truncated, sha256, floats finite) and raises BundleError naming the bundle
+and the file or array at fault.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 KINDS = ("codes", "table", "tt")
 READOUTS = ("soft_attention", "last")
+ARRAY_KINDS = "biufU"  # numpy dtype kinds a bundle array may have
 
 
 class BundleError(ValueError):
@@ -186,6 +190,14 @@ def random_arrays(config: dict[str, Any], rng: np.random.Generator,
   return out
 
 
+def check_finite(a: np.ndarray, where: str) -> None:
+  """Raises BundleError naming `where` if float array `a` holds NaN or Inf."""
+  if a.dtype.kind == "f":
+    bad = a.size - int(np.isfinite(a).sum())
+    if bad:
+      raise BundleError(f"{where} holds {bad} non-finite value(s) (NaN or Inf) of {a.size}")
+
+
 # ---------------------------------------------------------------------------- writing
 
 
@@ -217,6 +229,11 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
     raise BundleError(f"kind {kind!r} differs from config.embedding {config.get('embedding')!r}")
   check_config(config, directory)
   arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+  for name, a in arrays.items():
+    if a.dtype.kind not in ARRAY_KINDS:
+      raise BundleError(f"cannot export {directory}: array {name} has dtype {a.dtype}; bundles "
+                        "hold bool, integer, float and unicode arrays only")
+    check_finite(a, f"cannot export {directory}: array {name}")
   want = expected_arrays(config)
   for name, (shape, dtype) in want.items():
     if name not in arrays:
@@ -238,8 +255,6 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
   os.makedirs(directory, exist_ok=True)
   entries = {}
   for name, a in sorted(arrays.items()):
-    if a.dtype.hasobject:
-      raise BundleError(f"array {name} has dtype object; bundles hold plain arrays only")
     path = os.path.join(directory, array_file(name))
     np.save(path, a, allow_pickle=False)
     entries[name] = {"file": array_file(name), "shape": list(a.shape), "dtype": a.dtype.str,
@@ -308,20 +323,47 @@ def read_manifest(directory: str) -> dict:
     raise BundleError(f"{path}: config.embedding does not match kind {manifest['kind']!r}")
   check_config(config, path)
   entries = manifest["arrays"]
+  if not isinstance(entries, dict):
+    raise BundleError(f"{path}: field 'arrays' must be a JSON object, got {entries!r}")
+  for name, entry in entries.items():
+    _check_entry(entry, f"{path}: array {name}")
   for name, (shape, dtype) in expected_arrays(config).items():
     if name not in entries:
       raise BundleError(f"{path}: array {name} is missing from the manifest")
     entry = entries[name]
-    if list(entry.get("shape", [])) != list(shape) or np.dtype(entry.get("dtype")) != dtype:
-      raise BundleError(f"{path}: array {name} is listed as {entry.get('dtype')} "
-                        f"{entry.get('shape')}, the config needs {dtype.str} {list(shape)}")
-  for name, entry in entries.items():
-    for key in ("file", "shape", "dtype", "sha256", "bytes"):
-      if key not in entry:
-        raise BundleError(f"{path}: array {name} lacks field {key!r}")
-    if os.path.basename(entry["file"]) != entry["file"] or not entry["file"].endswith(".npy"):
-      raise BundleError(f"{path}: array {name} has a bad file name {entry['file']!r}")
+    if entry["shape"] != list(shape) or np.dtype(entry["dtype"]) != dtype:
+      raise BundleError(f"{path}: array {name} is listed as {entry['dtype']} "
+                        f"{entry['shape']}, the config needs {dtype.str} {list(shape)}")
   return manifest
+
+
+def _is_count(x: Any) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_entry(entry: Any, where: str) -> None:
+  """Raises BundleError naming `where` and the field if a manifest array entry is malformed."""
+  if not isinstance(entry, dict):
+    raise BundleError(f"{where}: expected a JSON object, got {entry!r}")
+  for key in ("file", "shape", "dtype", "sha256", "bytes"):
+    if key not in entry:
+      raise BundleError(f"{where} lacks field {key!r}")
+  file, shape, dtype, sha = entry["file"], entry["shape"], entry["dtype"], entry["sha256"]
+  if not isinstance(file, str) or os.path.basename(file) != file or not file.endswith(".npy"):
+    raise BundleError(f"{where}: field 'file' is a bad file name {file!r}")
+  if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+    raise BundleError(f"{where}: field 'shape' must be a list of non-negative ints, got {shape!r}")
+  try:
+    kind = np.dtype(dtype).kind if isinstance(dtype, str) else None
+  except (TypeError, ValueError):
+    kind = None
+  if kind is None or kind not in ARRAY_KINDS:
+    raise BundleError(f"{where}: field 'dtype' must name a numpy bool, integer, float or "
+                      f"unicode dtype (e.g. '<f4'), got {dtype!r}")
+  if not isinstance(sha, str) or not re.fullmatch("[0-9a-f]{64}", sha):
+    raise BundleError(f"{where}: field 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+  if not _is_count(entry["bytes"]):
+    raise BundleError(f"{where}: field 'bytes' must be a non-negative int, got {entry['bytes']!r}")
 
 
 def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool) -> np.ndarray:
@@ -335,7 +377,8 @@ def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool
                       f"({size} bytes, the manifest says {entry['bytes']})")
   if verify and _sha256(path) != entry["sha256"]:
     raise BundleError(f"bundle {directory}: checksum mismatch for file {entry['file']} "
-                      f"(array {name}): the file is corrupted or was modified after export")
+                      f"(array {name}): the file {entry['file']} or its manifest entry "
+                      f"(arrays[{name!r}].sha256 in {MANIFEST_FILE}) was changed after export")
   try:
     a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
@@ -345,6 +388,8 @@ def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool
     raise BundleError(f"bundle {directory}: file {entry['file']} holds {a.dtype.str} "
                       f"{list(a.shape)}, the manifest says array {name} is {entry['dtype']} "
                       f"{entry['shape']}")
+  if verify or not mmap:  # an unverified mmap reads no data here; the runtime checks scores
+    check_finite(a, f"bundle {directory}: file {entry['file']} of array {name}")
   return a
 
 
@@ -355,7 +400,8 @@ def read_bundle(directory: str, *, verify: bool = True, mmap: bool = False
   Args:
     verify: check every file's sha256 (reads each file twice; turn off only for
       bundles verified before, e.g. at install time).
-    mmap: memory-map the arrays read-only instead of reading them into memory.
+    mmap: memory-map the arrays read-only instead of reading them into memory
+      (with verify=False no data is read, so float arrays are not checked finite).
   """
   manifest = read_manifest(directory)
   arrays = {name: _load_array(directory, name, entry, verify, mmap)

@@ -165,6 +165,8 @@ def export_model(output: str, spec: ModelSpec, variables: dict, *,
   raw = raw_id_array(id_map or {}, spec.num_items)
   if raw is not None:
     arrays["meta/raw_item_ids"] = raw
+  for name, a in arrays.items():  # before the runtime evaluates them
+    bundle_lib.check_finite(a, f"cannot export {output}: array {name}")
   metrics = dict(metrics or {})
   if test is not None:
     manifest = {"config": config}
@@ -222,20 +224,41 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
 
 
 def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
-  """The model's valid/test metrics from WORKDIR/eval.json, else the last 'final' log line."""
+  """The model's valid/test metrics from WORKDIR/eval.json, else the last 'final' log line.
+
+  A bad last line of metrics.jsonl is skipped (the writer appends without
+  atomicity: an interrupted append); any other bad line or file is a WorkdirError.
+  """
+  from ccrec.train.workdir import WorkdirError
+
   found: dict[str, Any] = {}
   path = os.path.join(workdir, "eval.json")
   if os.path.exists(path):
-    with open(path) as f:
-      found = json.load(f)
+    try:
+      with open(path) as f:
+        found = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise WorkdirError(f"{path} is not valid JSON ({e}): rerun launch/evaluate.py "
+                         f"--workdir={workdir} to rewrite it") from e
+    if not isinstance(found, dict):
+      raise WorkdirError(f"{path} is not a JSON object: rerun launch/evaluate.py "
+                         f"--workdir={workdir} to rewrite it")
   else:
     log = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(log):
-      with open(log) as f:
-        for line in f:
+      with open(log, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+      for number, line in enumerate(lines, 1):
+        try:
           record = json.loads(line)
-          if record.get("stage") == "final":
-            found = record
+        except json.JSONDecodeError as e:
+          if number == len(lines):
+            break  # an interrupted append
+          raise WorkdirError(f"{log} line {number} is not valid JSON: {e}") from e
+        if not isinstance(record, dict):
+          raise WorkdirError(f"{log} line {number} is not a JSON object: {line.strip()[:80]}")
+        if record.get("stage") == "final":
+          found = record
   return {k: v for k, v in found.items()
           if k.startswith(f"{model}/") and isinstance(v, (int, float))}
 

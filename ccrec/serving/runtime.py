@@ -20,7 +20,10 @@ Bad input, never an IndexError:
   (default) returns the most popular training items (bundle array
   meta/popular_items; scores are NaN and `fallback` is True);
   on_empty='error' raises EmptySessionError.
-Sessions longer than max_len keep their last max_len (known) items.
+Sessions longer than max_len are encoded from their last max_len (known)
+items; exclude_seen excludes every item of the session.
+Scores that are not finite (a bundle with broken weights) raise BundleError,
+never an empty or NaN-ranked list.
 """
 
 from __future__ import annotations
@@ -80,6 +83,14 @@ def make_scorer(config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = Fa
     return TableScorer(arrays["items/embedding"])
   cores = [arrays[f"items/core_{i}"] for i in range(len(tt_core_shapes(config)))]
   return TTScorer(cores, config["tt"]["item_factors"], config["num_items"] + 1, cache=tt_cache)
+
+
+def _check_finite(item_scores: np.ndarray) -> None:
+  """Raises BundleError if item scores (padding column excluded) hold NaN or Inf."""
+  if not np.isfinite(item_scores).all():
+    raise BundleError("the bundle's model gives scores that are not finite (NaN or Inf): its "
+                      "weights are broken or overflow (read_bundle with verify=True names a "
+                      "non-finite array)")
 
 
 class Recommender:
@@ -149,7 +160,7 @@ class Recommender:
     return None
 
   def to_dense(self, session: Iterable[Any]) -> tuple[np.ndarray, tuple]:
-    """Session items -> (dense ids int64 [n] (last max_len known items), skipped inputs)."""
+    """Session items -> (dense ids int64 [n] of all known items, skipped inputs)."""
     if isinstance(session, (str, bytes)):
       raise TypeError("a session is a sequence of item ids, not a single string")
     try:
@@ -168,7 +179,7 @@ class Recommender:
       raise UnknownItemError(f"unknown item ids {list(skipped)[:10]}"
                              f"{' ...' if len(skipped) > 10 else ''} (the bundle knows "
                              f"{self.num_items} items; on_unknown='skip' drops them)")
-    return dense[-self.max_len:], skipped
+    return dense, skipped
 
   def _items(self, ids: np.ndarray) -> list:
     if self.raw_ids is not None:
@@ -178,7 +189,8 @@ class Recommender:
   # -------------------------------------------------------------------------- model
 
   def encode_dense(self, sessions: Sequence[np.ndarray]) -> np.ndarray:
-    """Dense, non-empty sessions (each at most max_len ids in 1..V) -> s [B, d] float32."""
+    """Dense, non-empty sessions (ids in 1..V; the last max_len of each) -> s [B, d] float32."""
+    sessions = [s[-self.max_len:] for s in sessions]
     length = max(len(s) for s in sessions)
     items = np.zeros((len(sessions), length), np.int64)
     for i, s in enumerate(sessions):
@@ -191,12 +203,14 @@ class Recommender:
   def scores(self, s: np.ndarray) -> np.ndarray:
     """s [B, d] -> float32 [B, V+1] scores of every id (column 0, padding, = -inf).
 
+    Raises BundleError if an item's score is NaN or Inf.
+
     For B > 1 this is a transposed view of the item-major [V+1, B] array the
     scorers compute (see scoring.CodeScorer.score_columns).
     """
-    if len(s) == 1:
-      return self.scorer.score(s[0])[None]
-    return self.scorer.score_columns(s).T
+    out = self.scorer.score(s[0])[None] if len(s) == 1 else self.scorer.score_columns(s).T
+    _check_finite(out[:, 1:])
+    return out
 
   # -------------------------------------------------------------------------- recommend
 
@@ -235,12 +249,14 @@ class Recommender:
       s = self.encode_dense([parsed[i][0] for i in live])
       if len(live) == 1:
         scores = self.scorer.score(s[0])
+        _check_finite(scores[1:])
         if exclude_seen:
           scores[parsed[live[0]][0]] = -np.inf
         ids, vals = top_k(scores, k)
         ids, vals = ids[None], vals[None]
       else:
         columns = self.scorer.score_columns(s)                                   # [V+1, B]
+        _check_finite(columns[1:])
         if exclude_seen:
           for row, i in enumerate(live):
             columns[parsed[i][0], row] = -np.inf
