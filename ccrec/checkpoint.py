@@ -5,15 +5,67 @@ A stage's directory keeps two orbax CheckpointManagers, `latest/` (resume) and
 Each checkpoint holds the state pytree and a JSON `meta` dict (epoch, early
 stopping counters, metrics), so a resumed run continues exactly where the
 last completed epoch left it.
+
+Integrity: the meta also holds a sha256 of the state's arrays, checked after every
+restore, so a checkpoint whose files changed after it was written (a flipped byte that
+still decodes) is an error, not silently different weights. Before restoring, the stored
+shapes and dtypes are compared with the model's, so a checkpoint of another model or
+dataset is refused naming the array, before orbax reads anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+_DIGEST = "_state_sha256"  # meta key of the state's checksum (absent in older checkpoints)
+
+
+def _leaf_bytes(leaf: Any) -> bytes | None:
+  """A leaf's value as bytes (None where this process cannot see all of it)."""
+  if isinstance(leaf, jax.Array):
+    if not leaf.is_fully_addressable:
+      return None
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+  a = np.asarray(leaf)
+  return str(a.dtype).encode() + str(a.shape).encode() + np.ascontiguousarray(a).tobytes()
+
+
+def state_digest(state: Any) -> str | None:
+  """sha256 over every array of `state` in tree order; None on multi-host shards (a process
+  sees only its part, so it could not check the whole)."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    b = _leaf_bytes(leaf)
+    if b is None:
+      return None
+    h.update(b)
+  return h.hexdigest()
+
+
+def _key_name(entry: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{path: (shape, dtype)} with paths spelled the same for dicts, dataclasses and tuples."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+      continue  # stored as key data; orbax checks these itself
+    out["/".join(_key_name(e) for e in path)] = (tuple(getattr(leaf, "shape", ())), str(dtype))
+  return out
 
 
 class CheckpointError(RuntimeError):
@@ -37,6 +89,9 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
     """Saves `state` as the latest checkpoint (and as the best one if `best`)."""
+    digest = state_digest(state)
+    if digest is not None:
+      meta = {**meta, _DIGEST: digest}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     for name in ("latest", "best") if best else ("latest",):
       manager = self._managers[name]
@@ -50,15 +105,44 @@ class Checkpointer:
     if step is None:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    where = f"the {which} checkpoint at step {step} in {os.path.join(self.directory, which)}"
+    self._check_shapes(where, os.path.join(self.directory, which, str(step), "state"), abstract)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for corrupt or mismatched files.
       raise CheckpointError(
-          f"cannot restore the {which} checkpoint at step {step} from "
-          f"{os.path.join(self.directory, which)}: {type(e).__name__}: {e}. The checkpoint is "
+          f"cannot restore {where}: {type(e).__name__}: {e}. The checkpoint is "
           "corrupt or was written by a different model/dataset (item count, sizes).") from e
-    return restored.state, dict(restored.meta)
+    meta = dict(restored.meta)
+    want = meta.pop(_DIGEST, None)
+    if want is not None:
+      got = state_digest(restored.state)
+      if got is not None and got != want:
+        raise CheckpointError(
+            f"{where} fails its checksum (sha256 of the restored arrays {got[:12]}... vs "
+            f"{want[:12]}... when written): its files were changed or damaged after it was "
+            "saved. Restore them from a copy, or delete the stage's directory to retrain it.")
+    return restored.state, meta
+
+  @staticmethod
+  def _check_shapes(where: str, state_dir: str, abstract: Any) -> None:
+    """Raises CheckpointError naming arrays whose stored shape/dtype differ from the model's."""
+    try:
+      stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
+    except Exception:  # unreadable metadata: restore() reports the corruption itself
+      return
+    have, want = _shapes(stored), _shapes(abstract)
+    if set(have) != set(want):
+      return  # structures spelled differently: leave the comparison to orbax
+    bad = [f"{k}: stored {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
+           for k in sorted(want, key=lambda k: (not k.startswith("params"), k))
+           if have[k] != want[k]]
+    if bad:
+      raise CheckpointError(
+          f"{where} does not fit this model: {'; '.join(bad[:4])}"
+          f"{f' (and {len(bad) - 4} more)' if len(bad) > 4 else ''}. It was written by a "
+          "different model or dataset (sizes, item count).")
 
   def close(self) -> None:
     for manager in self._managers.values():

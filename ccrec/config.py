@@ -110,8 +110,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
   need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
        f"must be a non-empty sequence of {STAGES}")
-  need(list(c.stages) == [s for s in STAGES if s in c.stages], "stages",
-       f"stages must keep the order {STAGES}")
+  # Each stage starts from the one before it (the teacher's table, its codes, the pre-trained
+  # student), so a run is always a prefix of the pipeline.
+  need(tuple(c.stages) == STAGES[:len(c.stages)], "stages",
+       f"must be a prefix of {STAGES} (each stage needs the one before it)")
   need(c.data.protocol in ("loo", "session"), "data.protocol", "must be 'loo' or 'session'")
   need(c.data.max_len >= 1, "data.max_len", "must be >= 1")
   need(0 < c.data.hot_fraction < 1, "data.hot_fraction", "must be in (0, 1)")
@@ -122,6 +124,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
   need(c.model.readout in ("soft_attention", "last"), "model.readout",
        "must be 'soft_attention' or 'last'")
+  need(c.model.init in ("truncated_normal", "normal", "uniform"), "model.init",
+       "must be 'truncated_normal', 'normal' or 'uniform'")
+  need(c.model.init_scale > 0, "model.init_scale", "must be > 0")
+  need(c.model.layer_norm_eps > 0, "model.layer_norm_eps", "must be > 0")
+  need(c.train.optimizer in ("adam", "adamw"), "train.optimizer", "must be 'adam' or 'adamw'")
+  for f in ("weight_decay", "l2", "clip_norm"):
+    need(c.train[f] >= 0, f"train.{f}", "must be >= 0 (0 disables it)")
+  need(c.train.log_every >= 1, "train.log_every", "must be >= 1")
+  metric, _, k = str(c.train.select_metric).partition("@")
+  need(metric in ("HR", "MRR", "NDCG") and k in ("5", "10", "20"), "train.select_metric",
+       "must be HR, MRR or NDCG @ 5, 10 or 20, e.g. 'NDCG@10'")
+  need(c.eval.item_chunk >= 0, "eval.item_chunk", "must be >= 0 (0 = the whole catalog)")
+  need(c.data.synthetic_items >= 2, "data.synthetic_items", "must be >= 2")
+  need(c.data.synthetic_sessions >= 1, "data.synthetic_sessions", "must be >= 1")
   need(c.train.objective in ("window", "prefix"), "train.objective", "must be 'window' or 'prefix'")
   need(0.0 < c.train.lr_decay <= 1.0, "train.lr_decay", "must be in (0, 1]")
   need(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
@@ -135,6 +151,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.codes.num_codebooks >= 1, "codes.num_codebooks", "must be >= 1")
   need(2 <= c.codes.codebook_size <= 65536, "codes.codebook_size", "must be in [2, 65536]")
   need(c.codes.temperature > 0, "codes.temperature", "must be > 0")
+  need(c.codes.learning_rate > 0, "codes.learning_rate", "must be > 0")
+  for f in ("batch_size", "max_steps", "eval_every", "patience"):
+    need(c.codes[f] >= 1, f"codes.{f}", "must be >= 1")
+  need(c.codes.tolerance >= 0, "codes.tolerance", "must be >= 0")
+  need(c.codes.refine_iterations >= 0, "codes.refine_iterations", "must be >= 0 (0 = off)")
+  need(c.student.tt_rank >= 1, "student.tt_rank", "must be >= 1")
+  need(c.student.mse_weight >= 0, "student.mse_weight", "must be >= 0")
+  need(c.student.pretrain_epochs >= 1, "student.pretrain_epochs", "must be >= 1")
+  need(c.distill.epochs >= 1, "distill.epochs", "must be >= 1")
+  for f in ("beta", "gamma"):
+    need(c.distill[f] >= 0, f"distill.{f}", "must be >= 0")
   need(c.student.embedding in ("codes", "tt"), "student.embedding", "must be 'codes' or 'tt'")
   need(0 <= c.student.eta <= 1, "student.eta", "must be in [0, 1]")
   need(c.student.eta_decay_epochs >= 0, "student.eta_decay_epochs", "must be >= 0")

@@ -193,6 +193,51 @@ def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
   assert not os.path.exists(os.path.join(copy, "eval.json"))
 
 
+@pytest.mark.parametrize("edit,error", [
+    # Same sizes, other contents (e.g. rebuilt from other clicks): the sha256 tells.
+    (lambda saved: {**saved, "sha256": "0" * 64}, "sha256: saved '0000"),
+    (lambda saved: "{truncated", "dataset.json is not valid JSON"),
+    # A record written before the sha256 existed is checked on the rest, and passes.
+    (lambda saved: {k: v for k, v in saved.items() if k != "sha256"}, None),
+])
+def test_dataset_record_checks(full_run, tmp_path, edit, error):
+  workdir, metrics = full_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  if os.path.exists(os.path.join(copy, "eval.json")):
+    os.remove(os.path.join(copy, "eval.json"))
+  path = os.path.join(copy, "dataset.json")
+  with open(path) as f:
+    saved = json.load(f)
+  assert len(saved["sha256"]) == 64
+  edited = edit(saved)
+  with open(path, "w") as f:
+    f.write(edited if isinstance(edited, str) else json.dumps(edited))
+  if error is None:
+    got = evaluate_workdir(copy)
+    assert got["student/test/NDCG@10"] == pytest.approx(metrics["student/test/NDCG@10"])
+    return
+  with pytest.raises(WorkdirError, match=error):
+    evaluate_workdir(copy)
+  assert not os.path.exists(os.path.join(copy, "eval.json"))
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"codes.eval_every": 0}, "codes.eval_every"),
+    ({"train.select_metric": "NDCG@11"}, "train.select_metric"),
+    ({"stages": ("teacher", "distill")}, "stages"),
+    ({"data.hot_fraction": 0.001}, "data.hot_fraction"),
+    ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
+])
+def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overrides, field):
+  # Else the saved config.json would refuse the corrected command.
+  workdir = str(tmp_path / "w")
+  with pytest.raises(Exception, match=field.replace(".", r"\.")):
+    pipeline.run(tiny(**overrides), workdir)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1}), workdir)  # the fix runs
+
+
 def test_other_config_in_same_workdir_is_refused(full_run):
   workdir, _ = full_run
   before = open(os.path.join(workdir, "config.json")).read()

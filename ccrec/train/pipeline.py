@@ -116,11 +116,16 @@ def build_models(config: ml_collections.ConfigDict, num_items: int
 
 def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True
                  ) -> Context:
+  # Everything that can reject the config or the data runs before the workdir is written,
+  # so a bad value or dataset leaves no config.json behind to refuse the corrected command.
   config_lib.validate(config)
-  if check_workdir:
-    workdir_lib.prepare(workdir, config)
   dataset = workdir_lib.load_data(config)
-  workdir_lib.check_dataset(workdir, dataset)
+  hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
+  if not 0 < hot.sum() < dataset.num_items:
+    raise ValueError(
+        f"config.data.hot_fraction: {config.data.hot_fraction} marks {int(hot.sum())} of the "
+        f"{dataset.num_items} items as hot; the hot/cold split needs both (use a fraction in "
+        f"[1/{dataset.num_items}, 1 - 1/{dataset.num_items}])")
   teacher, student = build_models(config, dataset.num_items)
   # A mesh whenever there are several devices (or an item axis is asked for); every process
   # feeds its rows of each global batch through Context.to_device -> parallel.shard_batch.
@@ -128,8 +133,10 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   mesh = parallel.mesh_from_config(config.parallel)
   parallel.check_config(config, mesh, dataset.num_items)
   logging.info("devices: %s", parallel.describe(mesh))
-  return Context(config=config, workdir=workdir, dataset=dataset,
-                 hot=hot_mask(dataset.item_counts, config.data.hot_fraction),
+  if check_workdir:
+    workdir_lib.prepare(workdir, config)
+  workdir_lib.check_dataset(workdir, dataset)
+  return Context(config=config, workdir=workdir, dataset=dataset, hot=hot,
                  teacher=teacher, student=student, key=jax.random.key(config.seed),
                  writer=MetricWriter(workdir), mesh=mesh)
 

@@ -3,17 +3,20 @@
 WORKDIR/config.json holds the resolved config of the experiment. Running a
 different config in the same workdir is an error naming the differing fields
 (nothing is overwritten). WORKDIR/dataset.json records the dataset's item
-count and statistics; a dataset that disagrees with it is an error.
+count, split sizes and a sha256 of its contents; a dataset that disagrees with it is an
+error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from ccrec.data import SessionDataset, load_dataset, synthetic_dataset
 
@@ -103,19 +106,48 @@ def load_data(config: ml_collections.ConfigDict) -> SessionDataset:
                       data_dir=d.data_dir or None)
 
 
+def fingerprint(dataset: SessionDataset) -> str:
+  """sha256 of the dataset's contents: every training sequence, validation and test example."""
+  h = hashlib.sha256()
+  for seqs in (dataset.train, dataset.valid.prefixes, dataset.test.prefixes):
+    h.update(np.ascontiguousarray(seqs.offsets, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(seqs.items, dtype="<i8").tobytes())
+  for examples in (dataset.valid, dataset.test):
+    h.update(np.ascontiguousarray(examples.targets, dtype="<i8").tobytes())
+  return h.hexdigest()
+
+
 def check_dataset(workdir: str, dataset: SessionDataset) -> None:
-  """Records the dataset's fingerprint, or checks it against the recorded one."""
+  """Records the dataset's fingerprint, or checks it against the recorded one.
+
+  The record holds the item count, split sizes and a sha256 of the contents, so a dataset
+  rebuilt from other data with the same sizes is refused too (workdirs written before the
+  sha256 existed are checked on the rest).
+  """
   path = os.path.join(workdir, "dataset.json")
   mine = {"name": dataset.name, "num_items": int(dataset.num_items),
           "train_sequences": int(len(dataset.train)), "valid": int(len(dataset.valid.targets)),
-          "test": int(len(dataset.test.targets))}
+          "test": int(len(dataset.test.targets)), "sha256": fingerprint(dataset)}
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    if saved != mine:
-      raise WorkdirError(f"the dataset loaded now ({mine}) differs from the one this workdir was "
-                         f"trained on ({saved}, {path}); its checkpoints do not fit it")
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except json.JSONDecodeError as e:
+      raise WorkdirError(f"{path} is not valid JSON ({e}): the workdir's dataset record is "
+                         "damaged; restore it or train into a new --workdir") from e
+    if not isinstance(saved, dict):
+      raise WorkdirError(f"{path} must hold a JSON object (the dataset record), got "
+                         f"{type(saved).__name__}")
+    compared = mine if "sha256" in saved else {k: v for k, v in mine.items() if k != "sha256"}
+    if saved != compared:
+      diff = sorted(k for k in set(saved) | set(compared) if saved.get(k) != compared.get(k))
+      shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {compared.get(k)!r}" for k in diff)
+      raise WorkdirError(
+          f"the dataset loaded now differs from the one this workdir was trained on ({path}); "
+          f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)")
     return
   if jax.process_index() == 0:
-    with open(path, "w") as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
       json.dump(mine, f, indent=1)
+    os.replace(tmp, path)
