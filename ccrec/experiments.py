@@ -193,10 +193,17 @@ def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: st
 
 
 def read_result(workdir: str) -> dict | None:
+  """A finished variant's metrics; None if not finished, or if result.json is damaged (it is
+  a summary of the workdir's checkpoints and is written again from them)."""
   path = os.path.join(workdir, RESULT)
   if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+    try:
+      with open(path) as f:
+        result = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      logging.warning("%s is damaged (%s): evaluating the workdir again", path, e)
+      return None
+    return result if isinstance(result, dict) else None
   return None
 
 

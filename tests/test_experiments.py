@@ -62,6 +62,25 @@ def test_second_call_returns_cached_result_without_training(grid_runs, monkeypat
   assert os.path.getsize(os.path.join(workdir, "metrics.jsonl")) == log_size
 
 
+def test_damaged_result_json_is_written_again_from_the_checkpoints(grid_runs, tmp_path):
+  base, _, rows = grid_runs
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(rows["full"]["workdir"], workdir)
+  with open(os.path.join(workdir, ex.RESULT), "w") as f:
+    f.write('{"student/test/NDCG@10": 0.1')  # an interrupted write
+  assert ex.read_result(workdir) is None
+
+  def trained():
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return [line for line in f if json.loads(line)["stage"] != "final"]
+
+  before = trained()
+  again = ex.run_variant(ex.apply(base, {"seed": base.seed}), workdir)
+  assert again["student/test/NDCG@10"] == pytest.approx(rows["full"]["student/test/NDCG@10"])
+  assert ex.read_result(workdir) == again
+  assert trained() == before  # evaluated again, nothing retrained
+
+
 def test_cached_workdir_still_refuses_another_config(grid_runs):
   base, _, rows = grid_runs
   with pytest.raises(WorkdirError, match="distill.beta"):

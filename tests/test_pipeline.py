@@ -238,6 +238,25 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
   pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1}), workdir)  # the fix runs
 
 
+@pytest.mark.parametrize("damage", ["truncate", "shape"])
+def test_damaged_codes_file_is_a_clear_error(full_run, tmp_path, damage):
+  workdir, _ = full_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  path = os.path.join(copy, "codes", "codes.npz")
+  if damage == "truncate":
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(data[:len(data) // 2])
+  else:
+    with np.load(path) as f:
+      saved = dict(f)
+    np.savez(path, **{**saved, "codes": saved["codes"][:, :1]})
+  with pytest.raises(CheckpointError, match=r"codes\.npz.*delete .*codes to learn the codes"):
+    pipeline.run(tiny(), copy)
+
+
 def test_other_config_in_same_workdir_is_refused(full_run):
   workdir, _ = full_run
   before = open(os.path.join(workdir, "config.json")).read()

@@ -185,14 +185,34 @@ def train_teacher(ctx: Context) -> TrainState:
   return result.state
 
 
+def _read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, np.ndarray]:
+  """The saved codes stage, checked against the config; damage is a CheckpointError."""
+  from ccrec.checkpoint import CheckpointError
+  fix = f"delete {os.path.dirname(path)} to learn the codes again"
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      codes, codebooks = f["codes"], f["codebooks"]
+  except Exception as e:  # zipfile/zlib/numpy raise many types for damaged files
+    raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from e
+  if (codes.shape != (num_items + 1, m) or codes.dtype.kind not in "iu"
+      or codebooks.shape != (m, k, d) or codebooks.dtype.kind != "f"):
+    raise CheckpointError(
+        f"{path} holds codes {codes.dtype} {list(codes.shape)} and codebooks {codebooks.dtype} "
+        f"{list(codebooks.shape)}; this config needs [{num_items + 1}, {m}] integer codes below "
+        f"K={k} and [{m}, {k}, {d}] float codebooks; {fix}")
+  if codes.size and (codes.min() < 0 or codes.max() >= k):
+    raise CheckpointError(f"{path}: codes outside [0, {k}) (max {codes.max()}); {fix}")
+  return {"codes": codes, "codebooks": codebooks}
+
+
 def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
   """Stage 'codes': Gumbel-softmax code learning on the teacher's table (cached as npz)."""
   from ccrec.train import code_learning
   path = os.path.join(ctx.stage_dir("codes"), "codes.npz")
-  if os.path.exists(path):
-    with np.load(path) as f:
-      return {"codes": f["codes"], "codebooks": f["codebooks"]}
   c = ctx.config.codes
+  if os.path.exists(path):
+    return _read_codes(path, ctx.dataset.num_items, c.num_codebooks, c.codebook_size,
+                       ctx.config.model.d)
   from ccrec import parallel
   # Gathered from every process when the table is split across hosts; each
   # process then learns the same codes (same table, same seed), process 0 writes.
