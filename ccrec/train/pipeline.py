@@ -213,6 +213,13 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
   if os.path.exists(path):
     return _read_codes(path, ctx.dataset.num_items, c.num_codebooks, c.codebook_size,
                        ctx.config.model.d)
+  if c.codebook_size ** c.num_codebooks < ctx.dataset.num_items:
+    logging.warning(
+        "codes: K^M = %d^%d = %d full codes for %d items: at least %d items must share a code "
+        "and tie in every ranking of the compressed student (raise codes.num_codebooks or "
+        "codes.codebook_size unless this is the point)", c.codebook_size, c.num_codebooks,
+        c.codebook_size ** c.num_codebooks, ctx.dataset.num_items,
+        ctx.dataset.num_items - c.codebook_size ** c.num_codebooks)
   from ccrec import parallel
   # Gathered from every process when the table is split across hosts; each
   # process then learns the same codes (same table, same seed), process 0 writes.
