@@ -6,7 +6,8 @@ Each checkpoint holds the state pytree and a JSON `meta` dict (epoch, early
 stopping counters, metrics), so a resumed run continues exactly where the
 last completed epoch left it.
 
-Integrity: the meta also holds a sha256 of the state's arrays, checked after every
+Integrity: the meta also holds a checksum of the state's arrays (reduced on device, so
+sharded and multi-host states are covered without gathering them), checked after every
 restore, so a checkpoint whose files changed after it was written (a flipped byte that
 still decodes) is an error, not silently different weights. Before restoring, the stored
 shapes and dtypes are compared with the model's, so a checkpoint of another model or
@@ -20,33 +21,56 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-_DIGEST = "_state_sha256"  # meta key of the state's checksum (absent in older checkpoints)
+_DIGEST = "_state_checksum"  # meta key of the state's checksum (absent in older checkpoints)
+_OLD_DIGESTS = ("_state_sha256",)  # host-side sha256 of an earlier version: not checked
 
 
-def _leaf_bytes(leaf: Any) -> bytes | None:
-  """A leaf's value as bytes (None where this process cannot see all of it)."""
-  if isinstance(leaf, jax.Array):
-    if not leaf.is_fully_addressable:
-      return None
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-      leaf = jax.random.key_data(leaf)
-  a = np.asarray(leaf)
-  return str(a.dtype).encode() + str(a.shape).encode() + np.ascontiguousarray(a).tobytes()
+def _leaf_words(x: jax.Array) -> jax.Array:
+  """A leaf's bits as uint32 words (flattened), whatever its dtype."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32).ravel()
+  size = jnp.dtype(x.dtype).itemsize
+  if size < 4:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+  return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()  # 8-byte types: 2 words each
 
 
-def state_digest(state: Any) -> str | None:
-  """sha256 over every array of `state` in tree order; None on multi-host shards (a process
-  sees only its part, so it could not check the whole)."""
-  h = hashlib.sha256()
-  for leaf in jax.tree.leaves(state):
-    b = _leaf_bytes(leaf)
-    if b is None:
-      return None
-    h.update(b)
+@jax.jit
+def _leaf_sums(leaves: list) -> jax.Array:
+  """uint32 [L, 2] per leaf: sum of words x odd position weights, and of words (mod 2^32).
+
+  Computed where the arrays live (sharded or multi-host arrays reduce in place; only 8
+  bytes per leaf reach the host). Any single changed bit changes the weighted sum, since
+  (+-2^b) x (odd weight) is never 0 mod 2^32.
+  """
+  out = []
+  for x in leaves:
+    w = _leaf_words(x)
+    weights = jnp.arange(w.size, dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+    out.append(jnp.stack([jnp.sum(w * weights, dtype=jnp.uint32), jnp.sum(w, dtype=jnp.uint32)]))
+  return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def state_digest(state: Any) -> str:
+  """A checksum of every array of `state` (values, shapes, dtypes) in tree order, as hex.
+
+  Meant to catch damaged files, not tampering: per-leaf position-weighted sums of the
+  bits, reduced on device, then sha256 of those sums with the shapes and dtypes.
+  """
+  leaves = [jnp.asarray(x) if not isinstance(x, jax.Array) else x
+            for x in jax.tree.leaves(state)]
+  sums = np.asarray(jax.device_get(_leaf_sums(leaves)))
+  h = hashlib.sha256(sums.astype("<u4").tobytes())
+  for x in leaves:
+    h.update(f"{x.dtype}{tuple(x.shape)};".encode())
   return h.hexdigest()
 
 
@@ -89,9 +113,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
     """Saves `state` as the latest checkpoint (and as the best one if `best`)."""
-    digest = state_digest(state)
-    if digest is not None:
-      meta = {**meta, _DIGEST: digest}
+    meta = {**meta, _DIGEST: state_digest(state)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     for name in ("latest", "best") if best else ("latest",):
       manager = self._managers[name]
@@ -116,11 +138,13 @@ class Checkpointer:
           "corrupt or was written by a different model/dataset (item count, sizes).") from e
     meta = dict(restored.meta)
     want = meta.pop(_DIGEST, None)
+    for old in _OLD_DIGESTS:
+      meta.pop(old, None)
     if want is not None:
       got = state_digest(restored.state)
-      if got is not None and got != want:
+      if got != want:
         raise CheckpointError(
-            f"{where} fails its checksum (sha256 of the restored arrays {got[:12]}... vs "
+            f"{where} fails its checksum (of the restored arrays {got[:12]}... vs "
             f"{want[:12]}... when written): its files were changed or damaged after it was "
             "saved. Restore them from a copy, or delete the stage's directory to retrain it.")
     return restored.state, meta
@@ -136,7 +160,7 @@ class Checkpointer:
     if set(have) != set(want):
       return  # structures spelled differently: leave the comparison to orbax
     bad = [f"{k}: stored {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
-           for k in sorted(want, key=lambda k: (not k.startswith("params"), k))
+           for k in sorted(want, key=lambda k: ("params" not in k.split("/"), k))
            if have[k] != want[k]]
     if bad:
       raise CheckpointError(

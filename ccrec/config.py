@@ -15,7 +15,7 @@ STAGES = ("teacher", "codes", "student_pretrain", "distill")
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 2020  # root of every random stream (init, dropout, gumbel, data order)
-  c.stages = ("teacher",)  # pipeline stages to run, in order, a subset of STAGES
+  c.stages = ("teacher",)  # pipeline stages to run: a prefix of STAGES
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "ml-100k"  # known name, a prepared-dataset directory, or 'synthetic'
@@ -111,9 +111,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
        f"must be a non-empty sequence of {STAGES}")
   # Each stage starts from the one before it (the teacher's table, its codes, the pre-trained
-  # student), so a run is always a prefix of the pipeline.
-  need(tuple(c.stages) == STAGES[:len(c.stages)], "stages",
-       f"must be a prefix of {STAGES} (each stage needs the one before it)")
+  # student), so a run is a prefix of the pipeline; a TT student has no codes to learn.
+  needed = tuple(s for s in STAGES if s != "codes" or c.student.embedding != "tt")
+  run = tuple(s for s in c.stages if s in needed)
+  need(run == needed[:len(run)], "stages", f"must be a prefix of {STAGES} (each stage needs the one before it; "
+       "student.embedding='tt' may leave out 'codes')")
   need(c.data.protocol in ("loo", "session"), "data.protocol", "must be 'loo' or 'session'")
   need(c.data.max_len >= 1, "data.max_len", "must be >= 1")
   need(0 < c.data.hot_fraction < 1, "data.hot_fraction", "must be in (0, 1)")

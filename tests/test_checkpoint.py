@@ -42,7 +42,7 @@ def test_changed_files_fail_the_checksum(tmp_path):
   path = _meta_file(tmp_path)
   with open(path) as f:
     meta = json.load(f)
-  meta["_state_sha256"] = "0" * 64  # as if the arrays no longer matched what was written
+  meta["_state_checksum"] = "0" * 64  # as if the arrays no longer matched what was written
   with open(path, "w") as f:
     json.dump(meta, f)
   with pytest.raises(CheckpointError, match="fails its checksum"):
@@ -68,7 +68,7 @@ def test_checkpoint_without_a_checksum_still_restores(tmp_path):
   path = _meta_file(tmp_path)
   with open(path) as f:
     meta = json.load(f)
-  del meta["_state_sha256"]
+  del meta["_state_checksum"]
   with open(path, "w") as f:
     json.dump(meta, f)
   _, got = ck.restore(_state(), "best")
@@ -80,3 +80,29 @@ def test_other_model_is_refused_naming_the_array(tmp_path):
   with pytest.raises(CheckpointError, match=r"params/table: stored \(300, 64\) float32, model "
                                             r"\(300, 32\) float32.*different model or dataset"):
     ck.restore(_state(d=32), "best")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "uint8", "int32", "bool"])
+def test_checksum_sees_any_single_bit(dtype):
+  import jax
+  from ccrec.checkpoint import state_digest
+  rng = np.random.default_rng(0)
+  a = (rng.integers(0, 2, (7, 5)) if dtype == "bool" else rng.normal(size=(7, 5)) * 50
+       ).astype(jnp.dtype(dtype))
+  tree = {"a": jnp.asarray(a), "key": jax.random.key(1)}
+  base = state_digest(tree)
+  assert base == state_digest({"a": jnp.asarray(a.copy()), "key": jax.random.key(1)})
+  bits = 1 if dtype == "bool" else 8 * a.dtype.itemsize
+  words = a.view(np.uint8) if dtype != "bool" else a.astype(np.uint8)
+  for flat, bit in ((0, 0), (17, bits - 1), (34, bits // 2)):
+    b = words.copy().ravel()
+    if dtype == "bool":
+      b[flat] ^= 1
+      flipped = b.reshape(a.shape).astype(bool)
+    else:
+      byte = flat * a.dtype.itemsize + bit // 8
+      b[byte] ^= np.uint8(1 << (bit % 8))
+      flipped = b.view(a.dtype).reshape(a.shape)
+    assert state_digest({"a": jnp.asarray(flipped), "key": jax.random.key(1)}) != base
+  assert state_digest({"a": jnp.asarray(a), "key": jax.random.key(2)}) != base
+  assert state_digest({"a": jnp.asarray(a).reshape(5, 7), "key": jax.random.key(1)}) != base

@@ -277,6 +277,12 @@ def test_invalid_utf8_id_is_an_error_unless_encoding_given(tmp_path):
   assert [str(log.item_vocab[i]) for i in log.item] == ["café", "cafè", "thé", "tea"]
   with pytest.raises(DataError, match="encoding"):
     readers.read_generic(path, session_field="sid", item_field="item", encoding="nope")
+  for wide in ("utf-16", "utf-32", "cp037"):  # fields are split on raw ASCII bytes
+    with pytest.raises(DataError, match="not ASCII-compatible"):
+      readers.read_generic(path, session_field="sid", item_field="item", encoding=wide)
+  from ccrec.data.delimited import check_encoding
+  for fine in ("utf-8-sig", "latin-1", "cp1252", "ascii"):
+    check_encoding(fine)
 
 
 @pytest.mark.parametrize("line", ["s1, 42", "s1,42 ", 's1," 42"', "s1 ,42"])

@@ -75,3 +75,16 @@ def test_killed_run_resumes_from_its_latest_epoch(tmp_path):
   assert len(calls) == 3 + 4
   assert float(resumed.state.params["w"]) == 6.0 and int(resumed.state.step) == 6
   assert resumed.meta["epoch"] == 3 and resumed.meta["done"]
+
+
+def test_writer_starts_a_new_line_after_a_killed_runs_half_line(tmp_path):
+  import json
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write('{"stage": "t", "step": 1}\n{"stage": "t", "st')  # killed mid-write
+  writer = MetricWriter(str(tmp_path))
+  writer.write("t", 2, {"ce": 1.0})
+  writer.write("t", 3, {"ce": 0.5})
+  with open(tmp_path / "metrics.jsonl") as f:
+    lines = f.read().split("\n")
+  assert lines[1] == '{"stage": "t", "st' and lines[-1] == ""
+  assert [json.loads(line)["step"] for line in lines[2:-1]] == [2, 3]

@@ -197,7 +197,7 @@ def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
     # Same sizes, other contents (e.g. rebuilt from other clicks): the sha256 tells.
     (lambda saved: {**saved, "sha256": "0" * 64}, "sha256: saved '0000"),
     (lambda saved: "{truncated", "dataset.json is not valid JSON"),
-    # A record written before the sha256 existed is checked on the rest, and passes.
+    # A record written before the sha256 existed is checked on the rest, passes, gains it.
     (lambda saved: {k: v for k, v in saved.items() if k != "sha256"}, None),
 ])
 def test_dataset_record_checks(full_run, tmp_path, edit, error):
@@ -216,6 +216,8 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
   if error is None:
     got = evaluate_workdir(copy)
     assert got["student/test/NDCG@10"] == pytest.approx(metrics["student/test/NDCG@10"])
+    with open(path) as f:
+      assert json.load(f) == saved  # and the record gained the sha256
     return
   with pytest.raises(WorkdirError, match=error):
     evaluate_workdir(copy)
@@ -360,3 +362,13 @@ def test_warm_start_copies_the_teachers_encoder_and_keeps_the_codes():
   consts = lambda v: {k: x for k, x in v.items() if k != "params"}
   for a, b in zip(leaves(consts(s_vars)), leaves(consts(warm)), strict=True):
     np.testing.assert_array_equal(a, b)  # the integer codes are untouched
+
+
+def test_stages_must_be_a_prefix_except_codes_for_a_tt_student():
+  from ccrec import config as config_lib
+  config_lib.validate(tiny(**{"student.embedding": "tt",
+                              "stages": ("teacher", "student_pretrain", "distill")}))
+  config_lib.validate(tiny(**{"stages": ("teacher", "codes")}))
+  for stages in (("teacher", "student_pretrain"), ("codes",), ("teacher", "codes", "distill")):
+    with pytest.raises(ValueError, match="config.stages: must be a prefix"):
+      config_lib.validate(tiny(**{"stages": stages}))

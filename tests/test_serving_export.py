@@ -159,8 +159,11 @@ def test_workdir_metrics_files(tmp_path):
   later = '{"stage": "final", "student/test/HR@10": 0.7}\n'
   workdir = _metrics_workdir(tmp_path / "a", lines=[final, '{"stage": "fin'])
   assert export._workdir_metrics(workdir, "student") == {"student/test/HR@10": 0.5}
+  # A killed run's half line, then the resumed run's records: skipped, the later one wins.
   workdir = _metrics_workdir(tmp_path / "b", lines=[final, '{"stage": "fi\n', later])
-  with pytest.raises(WorkdirError, match=r"metrics\.jsonl line 2 is not valid JSON"):
+  assert export._workdir_metrics(workdir, "student") == {"student/test/HR@10": 0.7}
+  workdir = _metrics_workdir(tmp_path / "d", lines=[final, "[1]\n", later])
+  with pytest.raises(WorkdirError, match=r"metrics\.jsonl line 2 is not a JSON object"):
     export._workdir_metrics(workdir, "student")
   for bad in ('{"student/test/HR@10": 0.', "[1, 2]"):
     workdir = _metrics_workdir(tmp_path / f"c{len(bad)}", eval_json=bad, lines=[final])

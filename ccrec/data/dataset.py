@@ -311,8 +311,9 @@ def check_replace(directory: str | os.PathLike, manifest: dict, overwrite: bool 
           "another output directory")
   try:
     old = read_manifest(directory)
-  except DataError as e:
-    raise DataError(f"{e}; refusing to replace it: {hint}") from None
+  except DataError:
+    raise DataError(f"{os.path.join(directory, MANIFEST_FILE)} cannot be read (damaged); "
+                    f"refusing to replace what is in {directory}: {hint}") from None
   diffs = []
   for key in ("name", "recipe", "reader_options"):
     a, b = old.get(key), manifest.get(key)

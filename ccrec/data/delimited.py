@@ -47,11 +47,19 @@ def _gzip_error(path, e: Exception) -> DataError:
                    "download?) or not gzip-compressed despite its .gz name?")
 
 
+_STRUCTURE = ",;\t|\n\r -0123456789"  # bytes the splitter and number parsers look for
+
+
 def check_encoding(encoding: str) -> None:
+  """Known, and ASCII-compatible: fields are split on raw bytes (no UTF-16/32, no EBCDIC)."""
   try:
-    codecs.lookup(encoding)
+    encoded = _STRUCTURE.encode(codecs.lookup(encoding).name)
   except (LookupError, TypeError):
     raise DataError(f"setting encoding: unknown text encoding {encoding!r}") from None
+  if encoded.removeprefix(codecs.BOM_UTF8) != _STRUCTURE.encode("ascii"):
+    raise DataError(f"setting encoding: {encoding!r} is not ASCII-compatible (delimiters, "
+                    "digits and newlines must be single ASCII bytes); convert the file to "
+                    "UTF-8 first (e.g. iconv -f ENCODING -t UTF-8)")
 
 
 def read_header(path: str | os.PathLike, encoding: str = "utf-8") -> str:

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
+from absl import logging
 from flax import traverse_util
 
 from ccrec.models.recommender import ModelSpec
@@ -226,8 +227,9 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
 def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
   """The model's valid/test metrics from WORKDIR/eval.json, else the last 'final' log line.
 
-  A bad last line of metrics.jsonl is skipped (the writer appends without
-  atomicity: an interrupted append); any other bad line or file is a WorkdirError.
+  A line of metrics.jsonl that does not parse is skipped with a warning (a killed run
+  leaves half a line; the run that resumed appended after it); a garbage eval.json is a
+  WorkdirError.
   """
   from ccrec.train.workdir import WorkdirError
 
@@ -252,9 +254,9 @@ def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
         try:
           record = json.loads(line)
         except json.JSONDecodeError as e:
-          if number == len(lines):
-            break  # an interrupted append
-          raise WorkdirError(f"{log} line {number} is not valid JSON: {e}") from e
+          logging.warning("%s line %d is not valid JSON (an interrupted write?), skipped: %s",
+                          log, number, e)
+          continue
         if not isinstance(record, dict):
           raise WorkdirError(f"{log} line {number} is not a JSON object: {line.strip()[:80]}")
         if record.get("stage") == "final":

@@ -87,7 +87,8 @@ def make_scorer(config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = Fa
 
 def _check_finite(item_scores: np.ndarray) -> None:
   """Raises BundleError if item scores (padding column excluded) hold NaN or Inf."""
-  if not np.isfinite(item_scores).all():
+  # min/max propagate NaN and show +-Inf without a [B, V] temporary.
+  if item_scores.size and not (np.isfinite(item_scores.max()) and np.isfinite(item_scores.min())):
     raise BundleError("the bundle's model gives scores that are not finite (NaN or Inf): its "
                       "weights are broken or overflow (read_bundle with verify=True names a "
                       "non-finite array)")

@@ -119,6 +119,8 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   # Everything that can reject the config or the data runs before the workdir is written,
   # so a bad value or dataset leaves no config.json behind to refuse the corrected command.
   config_lib.validate(config)
+  if check_workdir:  # another experiment's workdir: refused before minutes of data loading
+    workdir_lib.check_config(workdir, config)
   dataset = workdir_lib.load_data(config)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
   if not 0 < hot.sum() < dataset.num_items:
@@ -201,7 +203,8 @@ def _read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, 
         f"{list(codebooks.shape)}; this config needs [{num_items + 1}, {m}] integer codes below "
         f"K={k} and [{m}, {k}, {d}] float codebooks; {fix}")
   if codes.size and (codes.min() < 0 or codes.max() >= k):
-    raise CheckpointError(f"{path}: codes outside [0, {k}) (max {codes.max()}); {fix}")
+    raise CheckpointError(f"{path}: codes outside [0, {k}) (min {codes.min()}, max "
+                          f"{codes.max()}); {fix}")
   return {"codes": codes, "codebooks": codebooks}
 
 

@@ -52,19 +52,28 @@ def config_differences(saved: dict, now: dict) -> list[str]:
                 and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
 
 
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Raises WorkdirError if the workdir holds another config; True if it holds this one,
+  False if it holds none yet. Writes nothing."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  a, b = flatten(read_config_json(workdir)), flatten(config_dict(config))
+  diff = config_differences(a, b)
+  if diff:
+    shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
+    raise WorkdirError(
+        f"workdir {workdir} holds another experiment's config ({path}); differing fields: "
+        f"{shown}{' ...' if len(diff) > 8 else ''}. Use a new --workdir (nothing was changed).")
+  return True
+
+
 def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates the workdir and saves the config, or checks it against the saved one."""
+  if check_config(workdir, config):
+    return
   path = os.path.join(workdir, "config.json")
   mine = config_dict(config)
-  if os.path.exists(path):
-    a, b = flatten(read_config_json(workdir)), flatten(mine)
-    diff = config_differences(a, b)
-    if diff:
-      shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
-      raise WorkdirError(
-          f"workdir {workdir} holds another experiment's config ({path}); differing fields: "
-          f"{shown}{' ...' if len(diff) > 8 else ''}. Use a new --workdir (nothing was changed).")
-    return
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     tmp = path + ".tmp"
@@ -132,7 +141,7 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
     try:
       with open(path) as f:
         saved = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise WorkdirError(f"{path} is not valid JSON ({e}): the workdir's dataset record is "
                          "damaged; restore it or train into a new --workdir") from e
     if not isinstance(saved, dict):
@@ -145,7 +154,9 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
       raise WorkdirError(
           f"the dataset loaded now differs from the one this workdir was trained on ({path}); "
           f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)")
-    return
+    if "sha256" in saved:
+      return
+    # A record written before the sha256 existed, equal on the rest: it gains the sha256.
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

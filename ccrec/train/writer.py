@@ -28,14 +28,23 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = jax.process_index() == 0
+    self._checked_end = False
 
   def write(self, stage: str, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
     if not self.enabled:
       return
     record = {"stage": stage, "step": int(step), "time": time.time(), **extra}
     record.update({k: to_python(v) for k, v in metrics.items()})
+    line = json.dumps(record, allow_nan=True) + "\n"
+    if not self._checked_end:  # a killed run may have left half a line: start a new one
+      self._checked_end = True
+      if os.path.exists(self.path) and os.path.getsize(self.path):
+        with open(self.path, "rb") as f:
+          f.seek(-1, os.SEEK_END)
+          if f.read(1) != b"\n":
+            line = "\n" + line
     with open(self.path, "a") as f:
-      f.write(json.dumps(record, allow_nan=True) + "\n")
+      f.write(line)
 
   def log(self, stage: str, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
     self.write(stage, step, metrics, **extra)
