@@ -21,8 +21,10 @@ setuptools.setup(
         "ml-collections>=0.1.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29", "matplotlib>=3.8"],
+        # pytest-xdist: the README runs the test files in 2 processes (CPU XLA compiles
+        # are single-threaded and dominate the suite's time).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient>=0.10",
+                 "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8"],
         "notebooks": ["matplotlib>=3.8", "jupyter"],
     },
 )

@@ -118,7 +118,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def enable_compilation_cache(directory: str) -> None:
-  """Persistent XLA cache: every variant and rerun compiles the same steps, so reuse them."""
+  """Persistent XLA cache: every variant and rerun compiles the same steps, so reuse them.
+
+  A cache the environment already names (JAX_COMPILATION_CACHE_DIR) is kept: its owner
+  chose it (the test suite shares one across its processes and the notebook kernels)."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
   jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
