@@ -179,12 +179,17 @@ def test_export_workdir_bundle_agrees_with_the_trained_models(full_run, tmp_path
     export_workdir(workdir, str(tmp_path / "x"), model="heads")
 
 
-def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
-  workdir, _ = full_run
+def _copy_without_eval(workdir, tmp_path):
+  """A copy of a finished workdir without eval.json (so a refused evaluation writes none)."""
   copy = str(tmp_path / "copy")
   shutil.copytree(workdir, copy)
   if os.path.exists(os.path.join(copy, "eval.json")):
     os.remove(os.path.join(copy, "eval.json"))
+  return copy
+
+
+def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
+  copy = _copy_without_eval(full_run[0], tmp_path)
   path = os.path.join(copy, "dataset.json")
   saved = json.load(open(path))
   json.dump({**saved, "num_items": saved["num_items"] + 1}, open(path, "w"))
@@ -202,10 +207,7 @@ def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
 ])
 def test_dataset_record_checks(full_run, tmp_path, edit, error):
   workdir, metrics = full_run
-  copy = str(tmp_path / "copy")
-  shutil.copytree(workdir, copy)
-  if os.path.exists(os.path.join(copy, "eval.json")):
-    os.remove(os.path.join(copy, "eval.json"))
+  copy = _copy_without_eval(workdir, tmp_path)
   path = os.path.join(copy, "dataset.json")
   with open(path) as f:
     saved = json.load(f)

@@ -119,8 +119,8 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   # Everything that can reject the config or the data runs before the workdir is written,
   # so a bad value or dataset leaves no config.json behind to refuse the corrected command.
   config_lib.validate(config)
-  if check_workdir:  # another experiment's workdir: refused before minutes of data loading
-    workdir_lib.check_config(workdir, config)
+  # Another experiment's workdir is refused before minutes of data loading.
+  saved = workdir_lib.check_config(workdir, config) if check_workdir else True
   dataset = workdir_lib.load_data(config)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
   if not 0 < hot.sum() < dataset.num_items:
@@ -135,8 +135,8 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   mesh = parallel.mesh_from_config(config.parallel)
   parallel.check_config(config, mesh, dataset.num_items)
   logging.info("devices: %s", parallel.describe(mesh))
-  if check_workdir:
-    workdir_lib.prepare(workdir, config)
+  if not saved:
+    workdir_lib.save_config(workdir, config)
   workdir_lib.check_dataset(workdir, dataset)
   return Context(config=config, workdir=workdir, dataset=dataset, hot=hot,
                  teacher=teacher, student=student, key=jax.random.key(config.seed),

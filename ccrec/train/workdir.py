@@ -68,18 +68,25 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
   return True
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates the workdir and saves the config, or checks it against the saved one."""
-  if check_config(workdir, config):
-    return
-  path = os.path.join(workdir, "config.json")
-  mine = config_dict(config)
+def _write_json(path: str, obj: Any) -> None:
+  """Process 0 writes `obj` to `path` through a temporary name (never half a file)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-      json.dump(mine, f, indent=1, sort_keys=True)
+      json.dump(obj, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates the workdir and writes its config.json (after `check_config` found none)."""
+  _write_json(os.path.join(workdir, "config.json"), config_dict(config))
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates the workdir and saves the config, or checks it against the saved one."""
+  if not check_config(workdir, config):
+    save_config(workdir, config)
 
 
 def read_config_json(workdir: str) -> dict:
@@ -157,8 +164,4 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
     if "sha256" in saved:
       return
     # A record written before the sha256 existed, equal on the rest: it gains the sha256.
-  if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(mine, f, indent=1)
-    os.replace(tmp, path)
+  _write_json(path, mine)
