@@ -137,7 +137,7 @@ def test_unknown_ids_skip_or_error(bundles):
   rec = Recommender.load(path)
   want = rec.recommend([3, 4], k=5)
   for junk in ([0, 3, -1, 4, NUM_ITEMS + 1, 10**12], [3, 2.5, "x", None, 4, True, [1]],
-               np.array([3, 0, 4, 999])):
+               np.array([3, 0, 4, 999]), [True, 3, 4], [3, np.bool_(True), 4]):
     got = rec.recommend(junk, k=5)
     assert np.array_equal(got.ids, want.ids) and len(got.skipped) == len(junk) - 2
   assert rec.recommend(["3", "4"], k=5).ids.tolist() == want.ids.tolist()  # digit strings
