@@ -4,8 +4,10 @@ r"""Training speed on ml-100k, side by side (BENCHMARKS.md).
   python launch/benchmark_train.py --mode=distill --config=configs/eodrec.py --steps=30
 
 Prints a markdown table: seconds per epoch (median step time x steps per
-epoch; compile excluded) for the window objective (strides 50 and 10) and the
-per-prefix objective (RecBole's), all at the config's model sizes. With
+epoch; compile excluded) for the config's own step (with its R-Drop pass, if
+train.rdrop > 0), then the plain cross-entropy step of the window objective
+(strides 50 and 10) and of the per-prefix objective (RecBole's), all at the
+config's model sizes. With
 --mode=distill: the cost of one distillation step (teacher + student forwards
 and every loss term) relative to a teacher-only step on the same batches.
 """
@@ -36,14 +38,17 @@ def main(argv):
           f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
           f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |")
     return
-  settings = [("window", c.train.batch_size, None), ("window", 64, 10), ("prefix", 256, None)]
-  print("| objective | stride | batch | steps/epoch | s/step | s/epoch | targets/s |")
-  print("|---|---|---|---|---|---|---|")
-  for objective, batch, stride in settings:
+  # The config's step, then the plain cross-entropy step (RecBole's loss) per objective.
+  settings = [("window", c.train.batch_size, None, c.train.rdrop)] if c.train.rdrop else []
+  settings += [("window", c.train.batch_size, None, 0.0), ("window", 64, 10, 0.0),
+               ("prefix", 256, None, 0.0)]
+  print("| objective | stride | batch | R-Drop | steps/epoch | s/step | s/epoch | targets/s |")
+  print("|---|---|---|---|---|---|---|---|")
+  for objective, batch, stride, rdrop in settings:
     r = speed.epoch_time(dataset, c, objective=objective, batch_size=batch, stride=stride,
-                         steps=_STEPS.value)
+                         rdrop=rdrop, steps=_STEPS.value)
     print(f"| {r['objective']} | {r['stride'] if objective == 'window' else '-'} | {batch} | "
-          f"{r['steps_per_epoch']} | {r['seconds_per_step']:.3f} | "
+          f"{rdrop or 'off'} | {r['steps_per_epoch']} | {r['seconds_per_step']:.3f} | "
           f"{r['seconds_per_epoch']:.1f} | {r['targets_per_second']:.0f} |", flush=True)
 
 

@@ -84,3 +84,56 @@ def test_label_smoothing_is_the_loss_the_step_reports_and_descends():
   for i in range(20):
     state, m = step(state, batch, jax.random.key(i))
   assert float(m["teacher/ce"]) < 0.7 * smoothed
+
+
+def test_rdrop_without_dropout_is_the_plain_step():
+  # Two passes without dropout give one distribution twice: the symmetric KL and its
+  # gradient are 0 and the step is the plain step's (the same loss, the same update).
+  model = _model()
+  variables = init_variables(model, jax.random.key(0))
+  batch = next(window_batches(SEQS, 8, 8, shuffle=False))
+  plain = teacher_lib.make_train_step(model, "window", donate=False)
+  rdrop = teacher_lib.make_train_step(model, "window", donate=False, rdrop=1.0)
+  state = TrainState.create(variables, optax.adam(1e-2))
+  a, ma = plain(state, batch, jax.random.key(3))
+  b, mb = rdrop(state, batch, jax.random.key(3))
+  assert float(mb["teacher/rdrop"]) == 0.0 and "teacher/rdrop" not in ma
+  np.testing.assert_allclose(float(mb["teacher/ce"]), float(ma["teacher/ce"]), rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+
+
+def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
+  model = _model(dropout=0.3)
+  variables = init_variables(model, jax.random.key(0))
+  batch = next(window_batches(SEQS, 8, 8, shuffle=False))
+  key = jax.random.key(5)
+
+  def terms(params):  # by hand: two passes with the step's dropout keys
+    v = {"params": params}
+    (a, t, w), (b, _, _) = [teacher_lib.session_targets(model, v, batch, objective="window",
+                                                        key=jax.random.fold_in(key, i))[1:]
+                            for i in (0, 1)]
+    a, b = model.apply(v, a, method="score"), model.apply(v, b, method="score")
+    ce = 0.5 * (losses.softmax_cross_entropy_sums(a, t, w)[0]
+                + losses.softmax_cross_entropy_sums(b, t, w)[0])
+    kl = 0.5 * (losses.kl_soft_targets_sums(a, b, w)[0] + losses.kl_soft_targets_sums(b, a, w)[0])
+    return ce, kl, w.sum()
+
+  want_ce, want_kl, count = terms(variables["params"])
+  assert float(want_kl) > 1e-6  # two dropout masks give two distributions
+  step = teacher_lib.make_train_step(model, "window", donate=False, rdrop=2.0)
+  new, m = step(TrainState.create(variables, optax.sgd(1.0)), batch, key)
+  np.testing.assert_allclose(float(m["teacher/ce"]), float(want_ce), rtol=1e-5)
+  np.testing.assert_allclose(float(m["teacher/rdrop"]), float(want_kl), rtol=1e-4)
+  # The update is one SGD step on (ce + 2 kl) / count.
+  grads = jax.grad(lambda p: (lambda ce, kl, n: (ce + 2.0 * kl) / n)(*terms(p)))(
+      variables["params"])
+  want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
+  for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+  # It is not the plain step (a second pass and the KL term).
+  plain, _ = teacher_lib.make_train_step(model, "window", donate=False)(
+      TrainState.create(variables, optax.sgd(1.0)), batch, key)
+  assert any(not np.allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-7)
+             for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(plain.params)))

@@ -176,7 +176,8 @@ def train_teacher(ctx: Context) -> TrainState:
   state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
                                       ctx.optimizer()))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
-                                     label_smoothing=c.train.label_smoothing)
+                                     label_smoothing=c.train.label_smoothing,
+                                     rdrop=c.train.rdrop)
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),

@@ -22,14 +22,19 @@ from ccrec.train.state import TrainState, make_optimizer
 
 
 def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_size: int,
-               stride: int | None = None, steps: int = 30, warmup: int = 2) -> dict:
-  """Median-based seconds per epoch for one objective setting (compile excluded)."""
+               stride: int | None = None, rdrop: float | None = None, steps: int = 30,
+               warmup: int = 2) -> dict:
+  """Median-based seconds per epoch for one objective setting (compile excluded).
+
+  `rdrop` None takes config.train.rdrop (R-Drop runs a second pass per step).
+  """
+  rdrop = config.train.rdrop if rdrop is None else rdrop
   max_len = config.data.max_len
   model = SessionRecommender(ModelSpec.from_config(config.model, dataset.num_items,
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
   step = teacher_lib.make_train_step(model, objective,
-                                     label_smoothing=config.train.label_smoothing)
+                                     label_smoothing=config.train.label_smoothing, rdrop=rdrop)
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
@@ -48,6 +53,7 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
       targets.append(float(metrics["count"]))
   per_step = float(np.median(times))
   return {"objective": objective, "stride": stride or max_len, "batch_size": batch_size,
+          "rdrop": rdrop,
           "steps_per_epoch": per_epoch, "seconds_per_step": per_step,
           "seconds_per_epoch": per_step * per_epoch,
           "targets_per_second": float(np.sum(targets) / np.sum(times))}
@@ -63,7 +69,8 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   the same real window batches of `config` (its distillation batch size,
   distill.batch_size or else train.batch_size: the ratio is at the batch the
   distillation stage runs at; objective, model sizes, codes and distillation
-  switches), interleaved step
+  switches; the teacher-only step is the plain one, without R-Drop's second pass,
+  as the distillation step's teacher is), interleaved step
   by step so machine load affects both alike; compile excluded; medians.
   """
   from ccrec.data import hot_mask
