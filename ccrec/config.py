@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.clip_norm = 0.0  # global-norm clipping, 0 disables
   c.train.label_smoothing = 0.0  # eps of every recommendation cross-entropy (teacher, student)
   c.train.rdrop = 0.0  # teacher stage: weight of the R-Drop consistency term (0 = off)
+  c.train.rdrop_detach = False  # R-Drop's second pass as a fixed target (forward only)
   c.train.epochs = 200  # upper bound; early stopping usually ends sooner
   c.train.patience = 5  # epochs without validation improvement before stopping
   c.train.select_metric = "NDCG@10"  # validation metric for model selection
@@ -149,6 +150,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
   need(0 <= c.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
   need(c.train.rdrop >= 0, "train.rdrop", "must be >= 0")
+  need(isinstance(c.train.rdrop_detach, bool), "train.rdrop_detach", "must be True or False")
   need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
   need(c.train.epochs >= 1, "train.epochs", "must be >= 1")
   need(c.train.patience >= 1, "train.patience", "must be >= 1")

@@ -34,7 +34,8 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
   step = teacher_lib.make_train_step(model, objective,
-                                     label_smoothing=config.train.label_smoothing, rdrop=rdrop)
+                                     label_smoothing=config.train.label_smoothing, rdrop=rdrop,
+                                     rdrop_detach=config.train.rdrop_detach)
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
