@@ -44,7 +44,8 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
 
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
                     donate: bool = True, label_smoothing: float = 0.0, rdrop: float = 0.0,
-                    rdrop_detach: bool = False) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+                    rdrop_detach: bool = False
+                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
 
   The metrics are sums over the batch's targets plus 'count' (the number of
@@ -54,12 +55,13 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
   `rdrop` = alpha > 0 adds R-Drop (Liang et al., NeurIPS 2021): the batch is encoded
   twice with independent dropout masks, the cross-entropy is the mean of the two
   passes' and alpha times the symmetric KL between their next-item distributions is
-  added per target (logged as `rdrop`). It costs a second forward and backward pass.
+  added per target (logged as `rdrop`). It costs a second forward and backward pass
+  (an ml-100k step of 16 windows: 4x a plain one on 2 CPU cores, BENCHMARKS.md §1).
   With 0 the step is the plain one, bit for bit.
 
   `rdrop_detach` makes the second pass a fixed target: forward only, no gradient,
   and the term is alpha KL(second || first); the cross-entropy is the first pass's.
-  It costs a second forward pass only (1.3x a plain step on ml-100k, against 3x).
+  It costs a second forward pass only (1.3x a plain step there).
   """
 
   def logits_of(params, state, batch, key):
