@@ -87,20 +87,23 @@ def test_label_smoothing_is_the_loss_the_step_reports_and_descends():
 
 
 def test_rdrop_without_dropout_is_the_plain_step():
-  # Two passes without dropout give one distribution twice: the symmetric KL and its
-  # gradient are 0 and the step is the plain step's (the same loss, the same update).
+  # Two passes without dropout give one distribution twice: the KL (symmetric or against
+  # the detached pass) and its gradient are 0, and the step is the plain step's.
   model = _model()
   variables = init_variables(model, jax.random.key(0))
   batch = next(window_batches(SEQS, 8, 8, shuffle=False))
   plain = teacher_lib.make_train_step(model, "window", donate=False)
-  rdrop = teacher_lib.make_train_step(model, "window", donate=False, rdrop=1.0)
-  state = TrainState.create(variables, optax.adam(1e-2))
+  state = TrainState.create(variables, optax.sgd(1.0))  # updates = gradients
   a, ma = plain(state, batch, jax.random.key(3))
-  b, mb = rdrop(state, batch, jax.random.key(3))
-  assert float(mb["teacher/rdrop"]) == 0.0 and "teacher/rdrop" not in ma
-  np.testing.assert_allclose(float(mb["teacher/ce"]), float(ma["teacher/ce"]), rtol=1e-6)
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+  assert "teacher/rdrop" not in ma
+  for detach in (False, True):
+    step = teacher_lib.make_train_step(model, "window", donate=False, rdrop=1.0,
+                                       rdrop_detach=detach)
+    b, mb = step(state, batch, jax.random.key(3))
+    assert float(mb["teacher/rdrop"]) == 0.0
+    np.testing.assert_allclose(float(mb["teacher/ce"]), float(ma["teacher/ce"]), rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
 def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
@@ -132,11 +135,6 @@ def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
   for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-  # It is not the plain step (a second pass and the KL term).
-  plain, _ = teacher_lib.make_train_step(model, "window", donate=False)(
-      TrainState.create(variables, optax.sgd(1.0)), batch, key)
-  assert any(not np.allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-7)
-             for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(plain.params)))
 
 
 def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
@@ -167,14 +165,3 @@ def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
   for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-  # Without dropout the two passes agree: the plain step's update.
-  plain_model = _model()
-  v0 = init_variables(plain_model, jax.random.key(0))
-  a, _ = teacher_lib.make_train_step(plain_model, "window", donate=False)(
-      TrainState.create(v0, optax.sgd(1.0)), batch, key)
-  b, mb = teacher_lib.make_train_step(plain_model, "window", donate=False, rdrop=2.0,
-                                      rdrop_detach=True)(
-      TrainState.create(v0, optax.sgd(1.0)), batch, key)
-  assert float(mb["teacher/rdrop"]) == 0.0
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
