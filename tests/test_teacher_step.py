@@ -86,6 +86,19 @@ def test_label_smoothing_is_the_loss_the_step_reports_and_descends():
   assert float(m["teacher/ce"]) < 0.7 * smoothed
 
 
+def _pass_logits(model, params, batch, key, i):
+  """The train step's i-th dropout pass over a window batch: (logits, targets, weights)."""
+  v = {"params": params}
+  _, s, t, w = teacher_lib.session_targets(model, v, batch, objective="window",
+                                           key=jax.random.fold_in(key, i))
+  return model.apply(v, s, method="score"), t, w
+
+
+def _assert_params_close(a, b, rtol, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
 def test_rdrop_without_dropout_is_the_plain_step():
   # Two passes without dropout give one distribution twice: the KL (symmetric or against
   # the detached pass) and its gradient are 0, and the step is the plain step's.
@@ -102,8 +115,7 @@ def test_rdrop_without_dropout_is_the_plain_step():
     b, mb = step(state, batch, jax.random.key(3))
     assert float(mb["teacher/rdrop"]) == 0.0
     np.testing.assert_allclose(float(mb["teacher/ce"]), float(ma["teacher/ce"]), rtol=1e-6)
-    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    _assert_params_close(a.params, b.params, rtol=1e-5, atol=1e-6)
 
 
 def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
@@ -113,11 +125,7 @@ def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
   key = jax.random.key(5)
 
   def terms(params):  # by hand: two passes with the step's dropout keys
-    v = {"params": params}
-    (a, t, w), (b, _, _) = [teacher_lib.session_targets(model, v, batch, objective="window",
-                                                        key=jax.random.fold_in(key, i))[1:]
-                            for i in (0, 1)]
-    a, b = model.apply(v, a, method="score"), model.apply(v, b, method="score")
+    (a, t, w), (b, _, _) = [_pass_logits(model, params, batch, key, i) for i in (0, 1)]
     ce = 0.5 * (losses.softmax_cross_entropy_sums(a, t, w)[0]
                 + losses.softmax_cross_entropy_sums(b, t, w)[0])
     kl = 0.5 * (losses.kl_soft_targets_sums(a, b, w)[0] + losses.kl_soft_targets_sums(b, a, w)[0])
@@ -133,8 +141,7 @@ def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
   grads = jax.grad(lambda p: (lambda ce, kl, n: (ce + 2.0 * kl) / n)(*terms(p)))(
       variables["params"])
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
-  for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+  _assert_params_close(new.params, want, rtol=1e-4, atol=1e-6)
 
 
 def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
@@ -143,15 +150,9 @@ def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
   batch = next(window_batches(SEQS, 8, 8, shuffle=False))
   key = jax.random.key(7)
 
-  def logits(params, i):
-    v = {"params": params}
-    _, s, t, w = teacher_lib.session_targets(model, v, batch, objective="window",
-                                             key=jax.random.fold_in(key, i))
-    return model.apply(v, s, method="score"), t, w
-
   def loss(params):  # by hand: the first pass's cross-entropy + 2 KL(second || first)
-    a, t, w = logits(params, 0)
-    b = jax.lax.stop_gradient(logits(variables["params"], 1)[0])
+    a, t, w = _pass_logits(model, params, batch, key, 0)
+    b = jax.lax.stop_gradient(_pass_logits(model, variables["params"], batch, key, 1)[0])
     ce = losses.softmax_cross_entropy_sums(a, t, w)[0]
     kl = losses.kl_soft_targets_sums(b, a, w)[0]
     return (ce + 2.0 * kl) / w.sum(), (ce, kl)
@@ -163,5 +164,4 @@ def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
   np.testing.assert_allclose(float(m["teacher/ce"]), float(want_ce), rtol=1e-5)
   np.testing.assert_allclose(float(m["teacher/rdrop"]), float(want_kl), rtol=1e-4, atol=1e-7)
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
-  for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+  _assert_params_close(new.params, want, rtol=1e-4, atol=1e-6)

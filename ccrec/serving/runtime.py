@@ -94,6 +94,13 @@ def _check_finite(item_scores: np.ndarray) -> None:
                       "non-finite array)")
 
 
+def _list_holds_bool(session: Any) -> bool:
+  """numpy turns [True, 2] into [1, 2]; such a list takes the per-item path, where a bool is
+  never an item id. Checked only where the integer fast path would be taken."""
+  return not isinstance(session, np.ndarray) and any(
+      isinstance(x, (bool, np.bool_)) for x in session)
+
+
 class Recommender:
   """A loaded bundle: `recommend(session, k)` and `recommend_batch(sessions, k)`.
 
@@ -168,11 +175,8 @@ class Recommender:
       arr = session if isinstance(session, np.ndarray) else np.asarray(session)
     except ValueError:  # ragged nested input: every element is checked below
       arr = np.zeros((0, 0))
-    # numpy turns [True, 2] into [1, 2]: a list holding a bool takes the per-item path, where
-    # a bool is never an item id.
-    has_bool = not isinstance(session, np.ndarray) and any(
-        isinstance(x, (bool, np.bool_)) for x in session)
-    if self._raw_to_dense is None and arr.ndim == 1 and arr.dtype.kind in "iu" and not has_bool:
+    if (self._raw_to_dense is None and arr.ndim == 1 and arr.dtype.kind in "iu"
+        and not _list_holds_bool(session)):
       ok = (arr >= 1) & (arr <= self.num_items)
       dense, skipped = arr[ok].astype(np.int64), tuple(arr[~ok].tolist())
     else:

@@ -76,8 +76,8 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
     total = ce_sum
     if rdrop > 0 and rdrop_detach:
       other, _, _ = logits_of(jax.lax.stop_gradient(params), state, batch,
-                              jax.random.fold_in(key, 1))
-      kl = losses.kl_soft_targets_sums(jax.lax.stop_gradient(other), logits, weights)[0]
+                              jax.random.fold_in(key, 1))  # a constant: forward only
+      kl = losses.kl_soft_targets_sums(other, logits, weights)[0]
       sums = {"ce": ce_sum, "rdrop": kl}
       total = ce_sum + rdrop * kl
     elif rdrop > 0:
