@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.label_smoothing = 0.0  # eps of every recommendation cross-entropy (teacher, student)
   c.train.rdrop = 0.0  # teacher stage: weight of the R-Drop consistency term (0 = off)
   c.train.rdrop_detach = False  # R-Drop's second pass as a fixed target (forward only)
+  # Teacher stage: rows per chunk of the fused scoring + loss (ccrec/ops/fused.py); 0 = the
+  # reference path, materialised [N, V] logits differentiated by autodiff.
+  c.train.fused_chunk = 0
   c.train.epochs = 200  # upper bound; early stopping usually ends sooner
   c.train.patience = 5  # epochs without validation improvement before stopping
   c.train.select_metric = "NDCG@10"  # validation metric for model selection
@@ -151,6 +154,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(0 <= c.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
   need(c.train.rdrop >= 0, "train.rdrop", "must be >= 0")
   need(isinstance(c.train.rdrop_detach, bool), "train.rdrop_detach", "must be True or False")
+  need(c.train.fused_chunk >= 0, "train.fused_chunk", "must be >= 0 (0 = not fused)")
+  need(not (c.train.fused_chunk and c.train.rdrop_detach), "train.fused_chunk",
+       "must be 0 with train.rdrop_detach=True (the fused loss has no detached form)")
   need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
   need(c.train.epochs >= 1, "train.epochs", "must be >= 1")
   need(c.train.patience >= 1, "train.patience", "must be >= 1")

@@ -5,9 +5,10 @@ r"""Training speed on ml-100k, side by side (BENCHMARKS.md).
 
 Prints a markdown table: seconds per epoch (median step time x steps per
 epoch; compile excluded) for the config's own step (with its R-Drop pass, if
-train.rdrop > 0), then the plain cross-entropy step of the window objective
-(strides 50 and 10) and of the per-prefix objective (RecBole's), all at the
-config's model sizes. With
+train.rdrop > 0, and its fused loss, if train.fused_chunk > 0, then the same
+step on materialised logits), then the plain cross-entropy step of the window
+objective (strides 50 and 10) and of the per-prefix objective (RecBole's), all
+at the config's model sizes. With
 --mode=distill: the cost of one distillation step (teacher + student forwards
 and every loss term) relative to a teacher-only step on the same batches.
 """
@@ -38,18 +39,24 @@ def main(argv):
           f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
           f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |")
     return
-  # The config's step, then the plain cross-entropy step (RecBole's loss) per objective.
-  settings = [("window", c.train.batch_size, None, c.train.rdrop)] if c.train.rdrop else []
-  settings += [("window", c.train.batch_size, None, 0.0), ("window", 64, 10, 0.0),
-               ("prefix", 256, None, 0.0)]
-  print("| objective | stride | batch | R-Drop | steps/epoch | s/step | s/epoch | targets/s |")
-  print("|---|---|---|---|---|---|---|---|")
-  for objective, batch, stride, rdrop in settings:
+  # The config's step (and, if it is fused, the same step on materialised logits), then
+  # the plain cross-entropy step (RecBole's loss) per objective, not fused.
+  own = ("window", c.train.batch_size, None, c.train.rdrop, c.train.fused_chunk)
+  settings = [own] if c.train.rdrop or c.train.fused_chunk else []
+  if c.train.fused_chunk:
+    settings.append(own[:4] + (0,))
+  settings += [("window", c.train.batch_size, None, 0.0, 0), ("window", 64, 10, 0.0, 0),
+               ("prefix", 256, None, 0.0, 0)]
+  print("| objective | stride | batch | R-Drop | fused chunk | steps/epoch | s/step | s/epoch | "
+        "targets/s |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for objective, batch, stride, rdrop, chunk in settings:
     r = speed.epoch_time(dataset, c, objective=objective, batch_size=batch, stride=stride,
-                         rdrop=rdrop, steps=_STEPS.value)
+                         rdrop=rdrop, fused_chunk=chunk, steps=_STEPS.value)
     print(f"| {r['objective']} | {r['stride'] if objective == 'window' else '-'} | {batch} | "
-          f"{rdrop or 'off'} | {r['steps_per_epoch']} | {r['seconds_per_step']:.3f} | "
-          f"{r['seconds_per_epoch']:.1f} | {r['targets_per_second']:.0f} |", flush=True)
+          f"{rdrop or 'off'} | {chunk or 'off'} | {r['steps_per_epoch']} | "
+          f"{r['seconds_per_step']:.3f} | {r['seconds_per_epoch']:.1f} | "
+          f"{r['targets_per_second']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

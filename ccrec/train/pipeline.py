@@ -177,7 +177,8 @@ def train_teacher(ctx: Context) -> TrainState:
                                       ctx.optimizer()))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
                                      label_smoothing=c.train.label_smoothing,
-                                     rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach)
+                                     rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach,
+                                     fused_chunk=c.train.fused_chunk)
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),

@@ -22,20 +22,23 @@ from ccrec.train.state import TrainState, make_optimizer
 
 
 def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_size: int,
-               stride: int | None = None, rdrop: float | None = None, steps: int = 30,
-               warmup: int = 2) -> dict:
+               stride: int | None = None, rdrop: float | None = None,
+               fused_chunk: int | None = None, steps: int = 30, warmup: int = 2) -> dict:
   """Median-based seconds per epoch for one objective setting (compile excluded).
 
-  `rdrop` None takes config.train.rdrop (R-Drop runs a second pass per step).
+  `rdrop` and `fused_chunk` None take config.train's (R-Drop runs a second pass per
+  step; the fused loss never materialises the logits).
   """
   rdrop = config.train.rdrop if rdrop is None else rdrop
+  fused_chunk = config.train.fused_chunk if fused_chunk is None else fused_chunk
   max_len = config.data.max_len
   model = SessionRecommender(ModelSpec.from_config(config.model, dataset.num_items,
                                                    max_len=max_len))
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
   step = teacher_lib.make_train_step(model, objective,
                                      label_smoothing=config.train.label_smoothing, rdrop=rdrop,
-                                     rdrop_detach=config.train.rdrop_detach)
+                                     rdrop_detach=config.train.rdrop_detach,
+                                     fused_chunk=fused_chunk)
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
@@ -54,7 +57,7 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
       targets.append(float(metrics["count"]))
   per_step = float(np.median(times))
   return {"objective": objective, "stride": stride or max_len, "batch_size": batch_size,
-          "rdrop": rdrop,
+          "rdrop": rdrop, "fused_chunk": fused_chunk,
           "steps_per_epoch": per_epoch, "seconds_per_step": per_step,
           "seconds_per_epoch": per_step * per_epoch,
           "targets_per_second": float(np.sum(targets) / np.sum(times))}

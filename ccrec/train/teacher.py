@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ccrec.models.recommender import SessionRecommender
-from ccrec.ops import losses
+from ccrec.ops import fused, losses
 from ccrec.train.state import TrainState
 
 OBJECTIVES = ("window", "prefix")
@@ -44,7 +44,7 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
 
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
                     donate: bool = True, label_smoothing: float = 0.0, rdrop: float = 0.0,
-                    rdrop_detach: bool = False
+                    rdrop_detach: bool = False, fused_chunk: int = 0
                     ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
 
@@ -62,7 +62,34 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
   `rdrop_detach` makes the second pass a fixed target: forward only, no gradient,
   and the term is alpha KL(second || first); the cross-entropy is the first pass's.
   It costs a second forward pass only (1.3x a plain step there).
+
+  `fused_chunk` > 0 computes the loss from the session vectors and the item table in
+  chunks of that many rows, with closed-form gradients (`ccrec.ops.fused`), instead of
+  materialising the [N, V] logits and differentiating through them: same loss and
+  gradients up to float rounding, no N x V array beyond one chunk. For R-Drop on 2 CPU
+  cores it cuts the step by 40% (BENCHMARKS.md §1). Not with `rdrop_detach`.
   """
+  if fused_chunk and rdrop_detach:
+    raise ValueError("train.fused_chunk > 0 does not support train.rdrop_detach=True; "
+                     "set train.fused_chunk=0")
+
+  def fused_loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
+    variables = state.variables(params)
+    table = model.apply(variables, method="table")
+    _, s, targets, weights = session_targets(model, variables, batch, objective=objective,
+                                             key=jax.random.fold_in(key, 0))
+    count = jnp.sum(weights)
+    if rdrop > 0:
+      _, s2, _, _ = session_targets(model, variables, batch, objective=objective,
+                                    key=jax.random.fold_in(key, 1))
+      total, terms = fused.rdrop_sums(s, s2, table, targets, weights, label_smoothing, rdrop,
+                                      fused_chunk)
+      sums = {"ce": terms["ce"], "rdrop": terms["kl"]}
+    else:
+      sums = {"ce": fused.cross_entropy_sums(s, table, targets, weights, label_smoothing,
+                                             fused_chunk)}
+      total = sums["ce"]
+    return total / jnp.maximum(count, 1.0), (sums, count)
 
   def logits_of(params, state, batch, key):
     _, s, targets, weights = session_targets(model, state.variables(params), batch,
@@ -90,7 +117,8 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
     return total / jnp.maximum(count, 1.0), (sums, count)
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
-    grads, (sums, count) = jax.grad(loss_fn, has_aux=True)(state.params, state, batch, key)
+    grads, (sums, count) = jax.grad(fused_loss_fn if fused_chunk else loss_fn,
+                                    has_aux=True)(state.params, state, batch, key)
     return state.apply_gradients(grads), {**{f"{name}/{k}": v for k, v in sums.items()},
                                           "count": count}
 
