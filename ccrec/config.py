@@ -51,8 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.label_smoothing = 0.0  # eps of every recommendation cross-entropy (teacher, student)
   c.train.rdrop = 0.0  # teacher stage: weight of the R-Drop consistency term (0 = off)
   c.train.rdrop_detach = False  # R-Drop's second pass as a fixed target (forward only)
-  # Teacher stage: rows per chunk of the fused scoring + loss (ccrec/ops/fused.py); 0 = the
-  # reference path, materialised [N, V] logits differentiated by autodiff.
+  # Teacher stage and student pre-training: rows per chunk of the fused scoring + loss
+  # (ccrec/ops/fused.py); 0 = the reference path, materialised [N, V] logits and autodiff.
   c.train.fused_chunk = 0
   c.train.epochs = 200  # upper bound; early stopping usually ends sooner
   c.train.patience = 5  # epochs without validation improvement before stopping
@@ -87,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.student.init_from_teacher = True  # start the student's encoder/readout from the teacher's
   c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
   c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)
+  c.student.rdrop = 0.0  # student pre-training: weight of the R-Drop term (0 = off)
 
   c.distill = ml_collections.ConfigDict()
   c.distill.enabled = True  # False = 'base' ablation (student trained alone after pretraining)
@@ -171,6 +172,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.student.tt_rank >= 1, "student.tt_rank", "must be >= 1")
   need(c.student.mse_weight >= 0, "student.mse_weight", "must be >= 0")
   need(c.student.pretrain_epochs >= 1, "student.pretrain_epochs", "must be >= 1")
+  need(c.student.rdrop >= 0, "student.rdrop", "must be >= 0")
   need(c.distill.epochs >= 1, "distill.epochs", "must be >= 1")
   for f in ("beta", "gamma"):
     need(c.distill[f] >= 0, f"distill.{f}", "must be >= 0")

@@ -57,7 +57,7 @@ def report():
 
 
 @pytest.mark.parametrize("mesh", [f"{d}x{m}" for d, m in MESHES])
-@pytest.mark.parametrize("step", ["teacher", "distill"])
+@pytest.mark.parametrize("step", ["teacher", "teacher_fused", "distill"])
 def test_one_step_matches_single_device(report, step, mesh):
   r = report[f"{step}/{mesh}"]
   assert r["num_leaves"] > 10
@@ -81,9 +81,10 @@ def test_evaluation_metrics_match_single_device(report, mesh):
 
 @pytest.mark.parametrize("mesh", [f"{d}x{m}" for d, m in MESHES])
 def test_compiles_once_per_mesh_and_keeps_layouts(report, mesh):
-  for step in ("teacher", "distill", "eval/teacher"):
+  for step in ("teacher", "teacher_fused", "distill", "eval/teacher"):
     assert report[f"{step}/{mesh}/cache_size"] == 1, (step, mesh)
   assert report[f"teacher/{mesh}/same_shardings"]
+  assert report[f"teacher_fused/{mesh}/same_shardings"]
   assert report[f"distill/{mesh}/same_shardings"]
 
 
@@ -103,7 +104,7 @@ def test_item_leaves_split_along_model_axis(report):
 def test_item_axis_never_gathered_whole(report):
   # Logits [N, V+1] come out split along 'model' by propagation from the table; no
   # collective of the compiled steps moves an array with a whole item axis.
-  for name in ("teacher", "distill", "eval/teacher", "eval/student"):
+  for name in ("teacher", "teacher_fused", "distill", "eval/teacher", "eval/student"):
     assert report[f"hlo/{name}/collectives"] > 0, name
     assert report[f"hlo/{name}/item_sized"] == [], name
 
@@ -234,6 +235,10 @@ def _worker() -> dict:
   sc = ml_collections.ConfigDict({"mixup": True, "eta": 0.8, "mse_weight": 1.0})
   makers = {
       "teacher": (lambda: teacher_lib.make_train_step(teacher, "window"), teacher_state),
+      # The fused, chunked R-Drop loss (configs/teacher.py): a scan over row chunks whose
+      # rows stay split over 'data' and whose logits stay split over 'model'.
+      "teacher_fused": (lambda: teacher_lib.make_train_step(
+          teacher, "window", label_smoothing=0.1, rdrop=1.0, fused_chunk=8), teacher_state),
       # With label smoothing: its mean over the item axis must not gather that axis either.
       "distill": (lambda: distill_lib.make_distill_step(teacher, student, heads, hot, dc, sc,
                                                         "window", label_smoothing=0.1),

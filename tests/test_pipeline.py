@@ -233,6 +233,8 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
     ({"data.hot_fraction": 0.001}, "data.hot_fraction"),
     ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
     ({"train.rdrop": -1.0}, "train.rdrop"),
+    ({"train.fused_chunk": -1}, "train.fused_chunk"),
+    ({"train.fused_chunk": 8, "train.rdrop": 1.0, "train.rdrop_detach": True}, "train.fused_chunk"),
 ])
 def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overrides, field):
   # Else the saved config.json would refuse the corrected command.
@@ -243,9 +245,10 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
   pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1}), workdir)  # the fix runs
 
 
-def test_teacher_stage_trains_with_rdrop_when_set(tmp_path):
+def test_teacher_stage_trains_with_fused_rdrop_when_set(tmp_path):
   workdir = str(tmp_path / "w")
-  pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1, "train.rdrop": 0.5}), workdir)
+  pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1, "train.rdrop": 0.5,
+                       "train.fused_chunk": 64}), workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   logged = [r["teacher/rdrop"] for r in rows if "teacher/rdrop" in r]

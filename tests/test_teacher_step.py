@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from ccrec.data import Sequences, prefix_augment, prefix_batches, window_batches
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
@@ -165,3 +166,30 @@ def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
   np.testing.assert_allclose(float(m["teacher/rdrop"]), float(want_kl), rtol=1e-4, atol=1e-7)
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
   _assert_params_close(new.params, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective,rdrop,eps", [("window", 0.0, 0.2), ("window", 2.0, 0.1),
+                                                 ("prefix", 1.0, 0.0)])
+def test_fused_step_is_the_reference_step(objective, rdrop, eps):
+  # train.fused_chunk: the same loss, metrics and update (SGD: the gradients) as the step on
+  # materialised logits, dropout on, with the chunk not dividing the rows.
+  model = _model(dropout=0.3)
+  variables = init_variables(model, jax.random.key(0))
+  if objective == "window":
+    batch = next(window_batches(SEQS, 8, 8, shuffle=False))
+  else:
+    batch = next(prefix_batches(prefix_augment(SEQS), 16, 8))
+  state = TrainState.create(variables, optax.sgd(1.0))
+  key = jax.random.key(11)
+  kw = {"donate": False, "label_smoothing": eps, "rdrop": rdrop}
+  want, mw = teacher_lib.make_train_step(model, objective, **kw)(state, batch, key)
+  got, mg = teacher_lib.make_train_step(model, objective, fused_chunk=5, **kw)(state, batch, key)
+  assert set(mg) == set(mw)
+  for k in mw:
+    np.testing.assert_allclose(float(mg[k]), float(mw[k]), rtol=1e-5, atol=1e-6)
+  _assert_params_close(got.params, want.params, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_step_has_no_detached_rdrop():
+  with pytest.raises(ValueError, match="rdrop_detach"):
+    teacher_lib.make_train_step(_model(), "window", rdrop=1.0, rdrop_detach=True, fused_chunk=8)

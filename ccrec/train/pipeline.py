@@ -304,7 +304,8 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
                                         eta=c.student.eta, mse_weight=c.student.mse_weight,
                                         eta_decay_steps=c.student.eta_decay_epochs
                                         * ctx.steps_per_epoch(),
-                                        label_smoothing=c.train.label_smoothing)
+                                        label_smoothing=c.train.label_smoothing,
+                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk)
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
