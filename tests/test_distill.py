@@ -13,7 +13,9 @@ from ccrec.data import Sequences, window_batches
 from ccrec.models.codes import set_codes
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads
+from ccrec.ops import losses
 from ccrec.train import distill as distill_lib
+from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState
 
 V, D, L = 12, 16, 6
@@ -230,3 +232,57 @@ def test_label_smoothing_reaches_both_recommendation_losses_only():
                                rtol=1e-5)
   for term in ("kd/kl", "kd/infonce", "codes/mse", "count"):
     np.testing.assert_allclose(runs[0.3][term], runs[0.0][term], rtol=1e-6)
+
+
+def test_pretrain_rdrop_and_fused_loss_are_the_reference_computation():
+  # student.rdrop: the pre-training L_rec becomes R-Drop's (two dropout passes, mean CE +
+  # alpha x symmetric KL); train.fused_chunk computes it without the logits. With SGD
+  # (updates = gradients) the fused step equals the reference step, plain and with R-Drop,
+  # and the R-Drop step equals one step on the loss written by hand.
+  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.3,
+              attn_dropout=0.3, max_len=L)
+  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
+                                         codebook_size=4))
+  codes = np.random.default_rng(0).integers(0, 4, (V + 1, 2))
+  codes[0] = 0
+  s_vars = set_codes(init_variables(student, jax.random.key(1)), codes)
+  t_table = jax.random.normal(jax.random.key(2), (V + 1, D))
+  batch = next(window_batches(SEQS, 8, L, shuffle=False))
+  key = jax.random.key(3)
+  kw = dict(mixup=True, eta=0.5, mse_weight=1.0, label_smoothing=0.2)
+
+  def run(**extra):
+    step = distill_lib.make_pretrain_step(student, "window", **kw, **extra)
+    return step(TrainState.create(jax.tree.map(jnp.copy, s_vars), optax.sgd(1.0)), t_table,
+                batch, key)
+
+  def close(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+  (plain, mp), (plain_f, mpf) = run(), run(fused_chunk=5)
+  (rd, mr), (rd_f, mrf) = run(rdrop=2.0), run(rdrop=2.0, fused_chunk=5)
+  assert "student/rdrop" not in mp and float(mr["student/rdrop"]) > 1e-6
+  for a, b in ((mp, mpf), (mr, mrf)):
+    assert set(a) == set(b)
+    close({k: a[k] for k in a}, {k: b[k] for k in a})
+  close(plain.params, plain_f.params)
+  close(rd.params, rd_f.params)
+
+  def loss(params):  # by hand, with the step's dropout keys
+    v = dict(s_vars, params=params)
+    composite, table = distill_lib.student_table_for_training(student, v, t_table, mixup=True,
+                                                              eta=0.5)
+    k = jax.random.fold_in(key, 1)
+    outs = [teacher_lib.session_targets(student, v, batch, objective="window",
+                                        key=jax.random.fold_in(k, i), table=table)
+            for i in (0, 1)]
+    logits = [student.apply(v, o[1], table=table, method="score") for o in outs]
+    t, w = outs[0][2], outs[0][3]
+    ce = 0.5 * sum(losses.softmax_cross_entropy_sums(x, t, w, 0.2)[0] for x in logits)
+    kl = 0.5 * (losses.kl_soft_targets_sums(logits[0], logits[1], w)[0]
+                + losses.kl_soft_targets_sums(logits[1], logits[0], w)[0])
+    return (ce + 2.0 * kl) / w.sum() + distill_lib.reconstruction(composite, t_table)
+
+  grads = jax.grad(loss)(s_vars["params"])
+  close(rd.params, jax.tree.map(lambda p, g: p - g, s_vars["params"], grads))

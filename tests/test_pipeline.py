@@ -234,6 +234,7 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
     ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
     ({"train.rdrop": -1.0}, "train.rdrop"),
     ({"train.fused_chunk": -1}, "train.fused_chunk"),
+    ({"student.rdrop": -0.5}, "student.rdrop"),
     ({"train.fused_chunk": 8, "train.rdrop": 1.0, "train.rdrop_detach": True}, "train.fused_chunk"),
 ])
 def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overrides, field):

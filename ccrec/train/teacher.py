@@ -56,7 +56,8 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
   twice with independent dropout masks, the cross-entropy is the mean of the two
   passes' and alpha times the symmetric KL between their next-item distributions is
   added per target (logged as `rdrop`). It costs a second forward and backward pass
-  (an ml-100k step of 16 windows: 4x a plain one on 2 CPU cores, BENCHMARKS.md §1).
+  (an ml-100k step of 16 windows: 4x a plain one on 2 CPU cores, 2.5-2.8x with
+  `fused_chunk`; BENCHMARKS.md §1).
   With 0 the step is the plain one, bit for bit.
 
   `rdrop_detach` makes the second pass a fixed target: forward only, no gradient,
@@ -67,7 +68,7 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
   chunks of that many rows, with closed-form gradients (`ccrec.ops.fused`), instead of
   materialising the [N, V] logits and differentiating through them: same loss and
   gradients up to float rounding, no N x V array beyond one chunk. For R-Drop on 2 CPU
-  cores it cuts the step by 40% (BENCHMARKS.md §1). Not with `rdrop_detach`.
+  cores it cuts the step by a third (BENCHMARKS.md §1). Not with `rdrop_detach`.
   """
   if fused_chunk and rdrop_detach:
     raise ValueError("train.fused_chunk > 0 does not support train.rdrop_detach=True; "
