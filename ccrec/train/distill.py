@@ -34,9 +34,9 @@ import jax.numpy as jnp
 
 from ccrec.models.recommender import SessionRecommender
 from ccrec.models.views import DistillHeads, init_heads
-from ccrec.ops import fused, losses
+from ccrec.ops import losses
 from ccrec.train.state import TrainState
-from ccrec.train.teacher import session_targets
+from ccrec.train.teacher import recommendation_loss, session_targets
 
 
 @flax.struct.dataclass
@@ -109,44 +109,25 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
   `rdrop` = alpha > 0 trains L_rec with R-Drop, as the teacher step does
   (`teacher.make_train_step`): two dropout passes, the mean of their cross-entropies plus
   alpha times their symmetric KL, logged as `student/rdrop`. `fused_chunk` > 0 computes
-  L_rec in chunks with closed-form gradients (`ccrec.ops.fused`).
+  L_rec in chunks with closed-form gradients (`ccrec.ops.fused`). Both through
+  `teacher.recommendation_loss`.
 
   Returns jitted `step(student_state, teacher_table, batch, key) -> (state, metric sums)`.
   """
-
-  def rec_sums(variables, table, batch, key):
-    """L_rec's differentiable sum, its logged terms and the count."""
-    passes = [session_targets(student, variables, batch, objective=objective,
-                              key=key if rdrop <= 0 else jax.random.fold_in(key, i), table=table)
-              for i in range(2 if rdrop > 0 else 1)]
-    _, s, targets, weights = passes[0]
-    count = weights.sum()
-    if fused_chunk and rdrop > 0:
-      total, terms = fused.rdrop_sums(s, passes[1][1], table, targets, weights, label_smoothing,
-                                      rdrop, fused_chunk)
-      return total, {"student/ce": terms["ce"], "student/rdrop": terms["kl"]}, count
-    if fused_chunk:
-      ce = fused.cross_entropy_sums(s, table, targets, weights, label_smoothing, fused_chunk)
-      return ce, {"student/ce": ce}, count
-    logits, ce = _ce(student, variables, s, targets, weights, table, label_smoothing)
-    if rdrop <= 0:
-      return ce, {"student/ce": ce}, count
-    other, ce_other = _ce(student, variables, passes[1][1], targets, weights, table,
-                          label_smoothing)
-    kl = 0.5 * (losses.kl_soft_targets_sums(logits, other, weights)[0]
-                + losses.kl_soft_targets_sums(other, logits, weights)[0])
-    ce = 0.5 * (ce + ce_other)
-    return ce + rdrop * kl, {"student/ce": ce, "student/rdrop": kl}, count
 
   def loss_fn(params, state: TrainState, teacher_table, batch, key):
     variables = state.variables(params)
     composite, table = student_table_for_training(
         student, variables, teacher_table, mixup=mixup,
         eta=eta_at(eta, state.step, eta_decay_steps))
-    rec, terms, count = rec_sums(variables, table, batch, key)
+    rec, terms, count = recommendation_loss(
+        student, variables, batch, [jax.random.fold_in(key, i) for i in range(2)]
+        if rdrop > 0 else [key], objective=objective, label_smoothing=label_smoothing,
+        rdrop=rdrop, fused_chunk=fused_chunk, table=table)
     mse = reconstruction(composite, teacher_table)
     loss = rec / jnp.maximum(count, 1.0) + mse_weight * mse
-    return loss, {**terms, "codes/mse": mse * count, "count": count}
+    return loss, {**{f"student/{k}": v for k, v in terms.items()}, "codes/mse": mse * count,
+                  "count": count}
 
   def step(state: TrainState, teacher_table: jax.Array, batch: dict, key: jax.Array):
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state, teacher_table, batch,

@@ -42,6 +42,45 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
   return out, out["session"], batch["target"], batch["weight"]
 
 
+def recommendation_loss(model: SessionRecommender, variables: dict, batch: dict,
+                        keys: list, *, objective: str, label_smoothing: float = 0.0,
+                        rdrop: float = 0.0, fused_chunk: int = 0,
+                        table: jax.Array | None = None) -> tuple[jax.Array, dict, jax.Array]:
+  """The next-item loss of a training batch: (differentiable sum, logged sums, count).
+
+  One dropout pass per key: one for the cross-entropy, two for R-Drop (`rdrop` = alpha >
+  0: the mean of the passes' cross-entropies + alpha x their symmetric KL, logged as 'ce'
+  and 'rdrop'). `table` None scores against the model's own items, else against `table`
+  (the student's training table). `fused_chunk` > 0 computes the loss from the session
+  vectors and the table in chunks (`ccrec.ops.fused`), never materialising the logits.
+  Shared by the teacher step and the student's pre-training.
+  """
+  score_table = table  # fused: the table the chunks score against (built before the passes)
+  if fused_chunk and table is None:
+    score_table = model.apply(variables, method="table")
+  passes = [session_targets(model, variables, batch, objective=objective, key=k, table=table)
+            for k in keys]
+  _, s, targets, weights = passes[0]
+  count = jnp.sum(weights)
+  if fused_chunk:
+    if rdrop > 0:
+      total, terms = fused.rdrop_sums(s, passes[1][1], score_table, targets, weights,
+                                      label_smoothing, rdrop, fused_chunk)
+      return total, {"ce": terms["ce"], "rdrop": terms["kl"]}, count
+    ce = fused.cross_entropy_sums(s, score_table, targets, weights, label_smoothing,
+                                  fused_chunk)
+    return ce, {"ce": ce}, count
+  logits = [model.apply(variables, p[1], table=table, method="score") for p in passes]
+  ce = [losses.softmax_cross_entropy_sums(x, targets, weights, label_smoothing)[0]
+        for x in logits]
+  if rdrop <= 0:
+    return ce[0], {"ce": ce[0]}, count
+  sym_kl = 0.5 * (losses.kl_soft_targets_sums(logits[0], logits[1], weights)[0]
+                  + losses.kl_soft_targets_sums(logits[1], logits[0], weights)[0])
+  mean_ce = 0.5 * (ce[0] + ce[1])
+  return mean_ce + rdrop * sym_kl, {"ce": mean_ce, "rdrop": sym_kl}, count
+
+
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
                     donate: bool = True, label_smoothing: float = 0.0, rdrop: float = 0.0,
                     rdrop_detach: bool = False, fused_chunk: int = 0
@@ -74,52 +113,27 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
     raise ValueError("train.fused_chunk > 0 does not support train.rdrop_detach=True; "
                      "set train.fused_chunk=0")
 
-  def fused_loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
+  def loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
     variables = state.variables(params)
-    table = model.apply(variables, method="table")
+    if not (rdrop > 0 and rdrop_detach):
+      total, sums, count = recommendation_loss(
+          model, variables, batch, [jax.random.fold_in(key, i) for i in range(1 + (rdrop > 0))],
+          objective=objective, label_smoothing=label_smoothing, rdrop=rdrop,
+          fused_chunk=fused_chunk)
+      return total / jnp.maximum(count, 1.0), (sums, count)
     _, s, targets, weights = session_targets(model, variables, batch, objective=objective,
                                              key=jax.random.fold_in(key, 0))
-    count = jnp.sum(weights)
-    if rdrop > 0:
-      _, s2, _, _ = session_targets(model, variables, batch, objective=objective,
-                                    key=jax.random.fold_in(key, 1))
-      total, terms = fused.rdrop_sums(s, s2, table, targets, weights, label_smoothing, rdrop,
-                                      fused_chunk)
-      sums = {"ce": terms["ce"], "rdrop": terms["kl"]}
-    else:
-      sums = {"ce": fused.cross_entropy_sums(s, table, targets, weights, label_smoothing,
-                                             fused_chunk)}
-      total = sums["ce"]
-    return total / jnp.maximum(count, 1.0), (sums, count)
-
-  def logits_of(params, state, batch, key):
-    _, s, targets, weights = session_targets(model, state.variables(params), batch,
-                                             objective=objective, key=key)
-    return model.apply(state.variables(params), s, method="score"), targets, weights
-
-  def loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
-    logits, targets, weights = logits_of(params, state, batch, jax.random.fold_in(key, 0))
+    logits = model.apply(variables, s, method="score")
     ce_sum, count = losses.softmax_cross_entropy_sums(logits, targets, weights, label_smoothing)
-    sums = {"ce": ce_sum}
-    total = ce_sum
-    if rdrop > 0 and rdrop_detach:
-      other, _, _ = logits_of(jax.lax.stop_gradient(params), state, batch,
-                              jax.random.fold_in(key, 1))  # a constant: forward only
-      kl = losses.kl_soft_targets_sums(other, logits, weights)[0]
-      sums = {"ce": ce_sum, "rdrop": kl}
-      total = ce_sum + rdrop * kl
-    elif rdrop > 0:
-      other, _, _ = logits_of(params, state, batch, jax.random.fold_in(key, 1))
-      ce_other, _ = losses.softmax_cross_entropy_sums(other, targets, weights, label_smoothing)
-      sym_kl = 0.5 * (losses.kl_soft_targets_sums(logits, other, weights)[0]
-                      + losses.kl_soft_targets_sums(other, logits, weights)[0])
-      sums = {"ce": 0.5 * (ce_sum + ce_other), "rdrop": sym_kl}
-      total = sums["ce"] + rdrop * sym_kl
-    return total / jnp.maximum(count, 1.0), (sums, count)
+    frozen = state.variables(jax.lax.stop_gradient(params))  # a constant: forward only
+    _, s2, _, _ = session_targets(model, frozen, batch, objective=objective,
+                                  key=jax.random.fold_in(key, 1))
+    other = model.apply(frozen, s2, method="score")
+    kl = losses.kl_soft_targets_sums(other, logits, weights)[0]
+    return (ce_sum + rdrop * kl) / jnp.maximum(count, 1.0), ({"ce": ce_sum, "rdrop": kl}, count)
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
-    grads, (sums, count) = jax.grad(fused_loss_fn if fused_chunk else loss_fn,
-                                    has_aux=True)(state.params, state, batch, key)
+    grads, (sums, count) = jax.grad(loss_fn, has_aux=True)(state.params, state, batch, key)
     return state.apply_gradients(grads), {**{f"{name}/{k}": v for k, v in sums.items()},
                                           "count": count}
 
