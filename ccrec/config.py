@@ -88,6 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.student.mse_weight = 1.0  # weight of the reconstruction loss ||e_v - X_v||^2
   c.student.pretrain_epochs = 200  # upper bound for student pre-training (early stopping)
   c.student.rdrop = 0.0  # student pre-training: weight of the R-Drop term (0 = off)
+  # > 0: the student is validated, selected, evaluated and exported with an exponential
+  # moving average of its weights (this decay per step) in pre-training and distillation
+  c.student.ema_decay = 0.0
 
   c.distill = ml_collections.ConfigDict()
   c.distill.enabled = True  # False = 'base' ablation (student trained alone after pretraining)
@@ -173,6 +176,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.student.mse_weight >= 0, "student.mse_weight", "must be >= 0")
   need(c.student.pretrain_epochs >= 1, "student.pretrain_epochs", "must be >= 1")
   need(c.student.rdrop >= 0, "student.rdrop", "must be >= 0")
+  need(0 <= c.student.ema_decay < 1, "student.ema_decay", "must be in [0, 1) (0 = off)")
   need(c.distill.epochs >= 1, "distill.epochs", "must be >= 1")
   for f in ("beta", "gamma"):
     need(c.distill[f] >= 0, f"distill.{f}", "must be >= 0")

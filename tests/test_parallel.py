@@ -225,8 +225,10 @@ def _worker() -> dict:
 
   def distill_state(tx=None):
     tx = tx or record_grads()
+    # The student keeps a moving average of its weights (student.ema_decay): the average,
+    # held in its optimizer state, is compared across meshes and keeps its shardings too.
     return distill_lib.DistillState(teacher=TrainState.create(t_vars, tx),
-                                    student=TrainState.create(s_vars, tx),
+                                    student=TrainState.create(s_vars, tx, ema_decay=0.9),
                                     heads=TrainState.create(h_vars, tx))
 
   dc = ml_collections.ConfigDict({"bidirectional": True, "contrastive": True, "soft_targets": True,

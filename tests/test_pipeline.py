@@ -16,24 +16,9 @@ from ccrec.models.recommender import init_variables
 from ccrec.train import pipeline
 from ccrec.train.state import TrainState
 from ccrec.train.workdir import WorkdirError
+from helpers import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(**overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  with c.unlocked():
-    for key, value in overrides.items():
-      node = c
-      *parents, leaf = key.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-  return c
 
 
 OPTIMIZER_EPOCHS = []  # steps_per_epoch of every optimizer the full run builds, in order
@@ -138,6 +123,21 @@ def test_compare_launcher_prints_the_paired_comparison(full_run):
     assert got["mean_b"] == pytest.approx(metrics[f"student/test/{metric}"], abs=1e-6)
     assert got["diff"] == pytest.approx(got["mean_b"] - got["mean_a"])
     assert got["ci_low"] <= got["diff"] <= got["ci_high"] and 0 < got["p_value"] <= 1
+    assert got["ratio"] == pytest.approx(got["mean_b"] / got["mean_a"])
+  # Runs pooled: two runs of the same models average to the same models.
+  two = subprocess.run(cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher",
+                                  f"--b={workdir}:student,{workdir}:student"] + cmd[4:],
+                       capture_output=True, text=True, timeout=600)
+  assert two.returncode == 0, two.stderr[-3000:]
+  pooled = json.loads(two.stdout[two.stdout.index("{"):])
+  assert pooled["runs"] == 2 and out["runs"] == 1
+  for metric in ("NDCG@10", "HR@5"):
+    for k in ("mean_a", "mean_b", "diff", "ratio", "ci_low", "ratio_ci_high"):
+      assert pooled[metric][k] == pytest.approx(out[metric][k], abs=1e-12)
+  bad = subprocess.run(cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher",
+                                  f"--b={workdir}:student"], capture_output=True, text=True,
+                       timeout=600)
+  assert bad.returncode != 0 and "give the same number" in bad.stderr
   bad = subprocess.run(cmd[:2] + [f"--a={workdir}:student_mixed", f"--b={workdir}:student"],
                        capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "WORKDIR:MODEL" in bad.stderr

@@ -94,8 +94,51 @@ def test_same_seed_same_interval_other_seed_other_resamples():
   assert other.diff == one.diff
 
 
+def test_ratio_and_its_interval():
+  rng = np.random.default_rng(5)
+  rank_a = rng.integers(0, 30, size=800)
+  same = significance.compare(rank_a, rank_a.copy(), "NDCG@10", num_samples=300)
+  assert same.ratio == 1.0 and same.ratio_ci_low == 1.0 and same.ratio_ci_high == 1.0
+  rank_b = np.maximum(rank_a - rng.integers(0, 6, size=800), 0)  # b never worse
+  result = significance.compare(rank_a, rank_b, "NDCG@10", num_samples=1000)
+  assert result.ratio == pytest.approx(result.mean_b / result.mean_a)
+  assert 1.0 < result.ratio_ci_low < result.ratio < result.ratio_ci_high
+  # The ratio's interval is that of the difference, divided by about mean_a.
+  width = (result.ratio_ci_high - result.ratio_ci_low) * result.mean_a
+  assert width == pytest.approx(result.ci_high - result.ci_low, rel=0.25)
+  never_hit = significance.compare(np.full(10, 50), np.zeros(10, np.int64), "HR@10",
+                                   num_samples=50)
+  assert np.isnan(never_hit.ratio) and np.isnan(never_hit.ratio_ci_low)
+
+
+def test_several_runs_are_averaged_example_by_example():
+  rng = np.random.default_rng(6)
+  rank_a = rng.integers(0, 40, size=(3, 600))
+  rank_b = np.maximum(rank_a - rng.integers(-3, 6, size=(3, 600)), 0)
+  pooled = significance.compare(rank_a, rank_b, "NDCG@10", num_samples=500, seed=3)
+  per_run = [significance.compare(a, b, "NDCG@10", num_samples=10)
+             for a, b in zip(rank_a, rank_b)]
+  assert pooled.runs == 3 and pooled.n == 600
+  assert pooled.mean_a == pytest.approx(np.mean([r.mean_a for r in per_run]))
+  assert pooled.mean_b == pytest.approx(np.mean([r.mean_b for r in per_run]))
+  assert pooled.diff == pytest.approx(np.mean([r.diff for r in per_run]))
+  assert pooled.ratio == pytest.approx(pooled.mean_b / pooled.mean_a)
+  assert pooled.ci_low < pooled.diff < pooled.ci_high
+  # Averaging runs shrinks the per-example noise: the pooled interval is narrower than a
+  # single run's.
+  one = significance.compare(rank_a[0], rank_b[0], "NDCG@10", num_samples=500, seed=3)
+  assert pooled.ci_high - pooled.ci_low < one.ci_high - one.ci_low
+  # One run given as [1, N] is that run.
+  single = significance.compare(rank_a[:1], rank_b[:1], "NDCG@10", num_samples=500, seed=3)
+  assert single.diff == one.diff and (single.ci_low, single.ci_high) == (one.ci_low, one.ci_high)
+  with pytest.raises(ValueError, match=r"shapes \[3, 600\] and \[2, 600\]"):
+    significance.compare(rank_a, rank_b[:2], "NDCG@10")
+  with pytest.raises(ValueError, match="at least one run"):
+    significance.compare(rank_a[:0], rank_b[:0], "NDCG@10")
+
+
 def test_mismatched_or_tiny_inputs_are_refused():
-  with pytest.raises(ValueError, match="different numbers of examples"):
+  with pytest.raises(ValueError, match="different numbers of examples or runs"):
     significance.compare(np.zeros(5, np.int64), np.zeros(6, np.int64), "HR@10")
   with pytest.raises(ValueError, match="at least 2"):
     significance.compare(np.zeros(1, np.int64), np.zeros(1, np.int64), "HR@10")

@@ -1,24 +1,14 @@
 """The training-speed measurements behind BENCHMARKS.md run and report sane figures."""
 
-import importlib.util
 import math
-import os
 
 from ccrec.data import window_batches
 from ccrec.train import speed, workdir
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tiny():
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from helpers import tiny
 
 
 def test_epoch_time_and_distill_ratio_on_tiny_config():
-  c = _tiny()
+  c = tiny()
   dataset = workdir.load_data(c)
   r = speed.epoch_time(dataset, c, objective="window", batch_size=8, steps=3, warmup=1)
   # One epoch = the batches an epoch of training really yields (not a formula of its own).

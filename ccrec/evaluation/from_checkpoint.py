@@ -28,13 +28,15 @@ def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   c = ctx.config
   tx = ctx.optimizer()
   teacher0 = TrainState.create(pipeline.init_variables(ctx.teacher, jax.random.key(0)), tx)
-  student0 = TrainState.create(pipeline.init_student(ctx, None), tx)
+  student0 = TrainState.create(pipeline.init_student(ctx, None), tx,
+                               ema_decay=c.student.ema_decay)
   out = pipeline.Trained()
   distill_dir = ctx.stage_dir("distill")
   if os.path.isdir(distill_dir) and Checkpointer(distill_dir).latest_step("best") is not None:
     heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
     abstract = distill_lib.create_state(teacher0.variables(), student0.variables(), heads,
-                                        jax.random.key(0), c.data.max_len, tx)
+                                        jax.random.key(0), c.data.max_len, tx,
+                                        student_ema_decay=c.student.ema_decay)
     state, _ = Checkpointer(distill_dir).restore(ctx.place(abstract), "best")  # mesh layout
     out.teacher, out.student = state.teacher, state.student
     return out

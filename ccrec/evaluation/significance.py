@@ -64,7 +64,10 @@ def check_same_examples(targets_a: np.ndarray, targets_b: np.ndarray, name_a: st
 
 @dataclasses.dataclass(frozen=True)
 class PairedComparison:
-  """Model b against model a on the same n examples; diff = mean_b - mean_a."""
+  """Model b against model a on the same n examples; diff = mean_b - mean_a.
+
+  With several runs per side (`runs` > 1) every mean is that of the run-averaged values.
+  """
 
   metric: str
   n: int
@@ -79,6 +82,10 @@ class PairedComparison:
   confidence: float
   p_value: float  # two-sided paired-bootstrap p-value of diff = 0
   num_samples: int
+  ratio: float = float("nan")  # mean_b / mean_a (nan when mean_a is 0)
+  ratio_ci_low: float = float("nan")  # percentile interval of the ratio, same resamples
+  ratio_ci_high: float = float("nan")
+  runs: int = 1  # runs (seeds) per side, averaged example by example
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -92,16 +99,27 @@ def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples:
             confidence: float = 0.95, seed: int = 0) -> PairedComparison:
   """Paired comparison of two models' ranks on the same examples (same order).
 
-  The bootstrap resamples examples with replacement (`num_samples` times, the
-  same resamples for both models) and takes the percentile interval of the
-  difference of means. The p-value is the share of centred bootstrap
-  differences at least as far from 0 as the observed one (two-sided), with
-  the usual +1 correction, so it is never 0.
+  `rank_a` and `rank_b` are [N], or [S, N] for S runs of each model (seeds) ranked on the
+  same N examples: each example's value is then its mean over the S runs, and the means,
+  difference and ratio are those of the S-run averages. The bootstrap resamples examples
+  with replacement (`num_samples` times, the same resamples for both models and for
+  every run) and takes the percentile intervals of the difference of means and of their
+  ratio mean_b / mean_a. The p-value is the share of centred bootstrap differences at
+  least as far from 0 as the observed one (two-sided), with the usual +1 correction, so
+  it is never 0. The intervals measure the sampling of the examples with the runs held
+  fixed: they do not include what another set of seeds would have trained.
   """
-  a, b = per_example(rank_a, metric), per_example(rank_b, metric)
-  if a.shape != b.shape:
-    raise ValueError(f"the two models were ranked on different numbers of examples "
-                     f"({a.size} and {b.size}): compare them on the same split")
+  rank_a, rank_b = np.asarray(rank_a), np.asarray(rank_b)
+  if rank_a.shape != rank_b.shape:
+    raise ValueError(f"the two models were ranked on different numbers of examples or runs "
+                     f"(shapes {list(rank_a.shape)} and {list(rank_b.shape)}): compare the "
+                     "same runs on the same split")
+  if rank_a.ndim not in (1, 2) or 0 in rank_a.shape[:-1]:
+    raise ValueError(f"ranks must be [N] or [runs, N] with at least one run, got shape "
+                     f"{list(rank_a.shape)}")
+  runs = 1 if rank_a.ndim == 1 else rank_a.shape[0]
+  a = np.mean([per_example(r, metric) for r in rank_a.reshape(runs, -1)], axis=0)
+  b = np.mean([per_example(r, metric) for r in rank_b.reshape(runs, -1)], axis=0)
   if a.size < 2:
     raise ValueError(f"need at least 2 examples to compare, got {a.size}")
   if num_samples < 1:
@@ -114,15 +132,22 @@ def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples:
   rng = np.random.default_rng(seed)
   # Chunks of resamples keep memory at about 8M indices whatever n is.
   chunk = max(1, 8_000_000 // n)
-  boot = np.empty(num_samples)
+  boot, boot_a, boot_b = np.empty(num_samples), np.empty(num_samples), np.empty(num_samples)
   for start in range(0, num_samples, chunk):
     stop = min(num_samples, start + chunk)
     idx = rng.integers(0, n, size=(stop - start, n))
     boot[start:stop] = delta[idx].mean(axis=1)
+    boot_a[start:stop], boot_b[start:stop] = a[idx].mean(axis=1), b[idx].mean(axis=1)
   tail = (1.0 - confidence) / 2.0
   low, high = np.quantile(boot, [tail, 1.0 - tail])
   extreme = np.count_nonzero(np.abs(boot - observed) >= abs(observed) - 1e-15)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratios = np.where(boot_a > 0, boot_b / np.where(boot_a > 0, boot_a, 1.0), np.nan)
+  ratio = float(b.mean() / a.mean()) if a.mean() > 0 else float("nan")
+  r_low, r_high = ((float("nan"),) * 2 if np.isnan(ratios).any()
+                   else np.quantile(ratios, [tail, 1.0 - tail]))
   return PairedComparison(
       metric=metric, n=n, mean_a=float(a.mean()), mean_b=float(b.mean()), diff=observed,
       se_a=_se(a), se_b=_se(b), se_diff=_se(delta), ci_low=float(low), ci_high=float(high),
-      confidence=confidence, p_value=(extreme + 1) / (num_samples + 1), num_samples=num_samples)
+      confidence=confidence, p_value=(extreme + 1) / (num_samples + 1), num_samples=num_samples,
+      ratio=ratio, ratio_ci_low=float(r_low), ratio_ci_high=float(r_high), runs=runs)

@@ -51,10 +51,13 @@ class DistillState:
 
 
 def create_state(teacher_variables: dict, student_variables: dict, heads: DistillHeads,
-                 heads_key: jax.Array, max_len: int, tx) -> DistillState:
-  """Teacher, student and freshly initialised heads, each with its own state of optimizer `tx`."""
+                 heads_key: jax.Array, max_len: int, tx,
+                 student_ema_decay: float = 0.0) -> DistillState:
+  """Teacher, student and freshly initialised heads, each with its own state of optimizer `tx`
+  (the student with a moving average of its weights when `student_ema_decay` > 0)."""
   return DistillState(teacher=TrainState.create(teacher_variables, tx),
-                      student=TrainState.create(student_variables, tx),
+                      student=TrainState.create(student_variables, tx,
+                                                ema_decay=student_ema_decay),
                       heads=TrainState.create(init_heads(heads, heads_key, max_len), tx))
 
 

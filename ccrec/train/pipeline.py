@@ -287,7 +287,7 @@ def warm_start(student_vars: dict, teacher_state: TrainState) -> dict:
   embeddings differ (the student keeps its codes and codebooks).
   """
   params = dict(student_vars["params"])
-  for name, value in teacher_state.params.items():
+  for name, value in teacher_state.variables()["params"].items():
     if name != "items":  # copies: the student's train step donates (frees) its buffers
       params[name] = jax.tree.map(jnp.copy, value)
   return dict(student_vars, params=params)
@@ -298,7 +298,8 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   variables = init_student(ctx, codes)
   if c.student.init_from_teacher:
     variables = warm_start(variables, teacher_state)
-  state = ctx.place(TrainState.create(variables, ctx.optimizer()))
+  state = ctx.place(TrainState.create(variables, ctx.optimizer(),
+                                      ema_decay=c.student.ema_decay))
   teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
   step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
                                         eta=c.student.eta, mse_weight=c.student.mse_weight,
@@ -325,7 +326,7 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
   state = ctx.place(distill_lib.create_state(
       teacher_state.variables(), student_state.variables(), heads, jax.random.fold_in(ctx.key, 4),
-      c.data.max_len, ctx.optimizer(batch_size)))
+      c.data.max_len, ctx.optimizer(batch_size), student_ema_decay=c.student.ema_decay))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective,
                                        label_smoothing=c.train.label_smoothing)

@@ -92,7 +92,8 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   # Own copies of the teacher's arrays: both steps donate their state.
   d_state = distill_lib.create_state(
       jax.tree.map(jnp.copy, teacher_vars), init_variables(student, jax.random.fold_in(key, 1)),
-      heads, jax.random.fold_in(key, 2), config.data.max_len, tx)
+      heads, jax.random.fold_in(key, 2), config.data.max_len, tx,
+      student_ema_decay=config.student.ema_decay)
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
   ls = config.train.label_smoothing
   t_step = teacher_lib.make_train_step(teacher, config.train.objective, label_smoothing=ls)
