@@ -80,8 +80,7 @@ def main(argv):
       significance.check_same_examples(first[1], targets_a, first[0], dir_a)
     runs_a.append(ranks_a)
     runs_b.append(ranks_b)
-  ranks_a, ranks_b = (np.stack(runs_a), np.stack(runs_b)) if len(sides) > 1 else (runs_a[0],
-                                                                                   runs_b[0])
+  ranks_a, ranks_b = np.stack(runs_a), np.stack(runs_b)  # [runs, N]; one run is [1, N]
   out = {"a": ",".join(_A.value), "b": ",".join(_B.value), "split": _SPLIT.value,
          "n": int(ranks_a.shape[-1]), "runs": len(sides)}
   for metric in _METRICS.value:

@@ -141,11 +141,10 @@ def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples:
   tail = (1.0 - confidence) / 2.0
   low, high = np.quantile(boot, [tail, 1.0 - tail])
   extreme = np.count_nonzero(np.abs(boot - observed) >= abs(observed) - 1e-15)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ratios = np.where(boot_a > 0, boot_b / np.where(boot_a > 0, boot_a, 1.0), np.nan)
   ratio = float(b.mean() / a.mean()) if a.mean() > 0 else float("nan")
-  r_low, r_high = ((float("nan"),) * 2 if np.isnan(ratios).any()
-                   else np.quantile(ratios, [tail, 1.0 - tail]))
+  r_low = r_high = float("nan")  # undefined once a resample of model a scores 0
+  if np.all(boot_a > 0):
+    r_low, r_high = np.quantile(boot_b / boot_a, [tail, 1.0 - tail])
   return PairedComparison(
       metric=metric, n=n, mean_a=float(a.mean()), mean_b=float(b.mean()), diff=observed,
       se_a=_se(a), se_b=_se(b), se_diff=_se(delta), ci_low=float(low), ci_high=float(high),

@@ -81,7 +81,7 @@ class TrainState:
     """The model's variables with `params`; by default the weights it is evaluated with
     (the moving average when the state keeps one, else the params)."""
     if params is None:
-      params = self.params if self.ema_decay <= 0 else self.ema
+      params = self.params if self.ema is None else self.ema
     return {"params": params, **self.consts}
 
   def apply_gradients(self, grads: Any) -> "TrainState":
