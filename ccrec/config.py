@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.codes.refit = True  # least-squares codebooks for the frozen codes (never worse; exact)
   c.codes.refine_iterations = 20  # alternating code/codebook refinement after learning (0 = off)
   c.codes.unique = True  # move items that share a full code to the nearest free code (then refit)
+  # Every code-learning step weights item v by max(count_v, 1)^weight_power (mean 1): 0 = all
+  # items alike (the paper); 1 = by training frequency, so frequent items are reconstructed best
+  c.codes.weight_power = 0.0
 
   c.student = ml_collections.ConfigDict()
   c.student.embedding = "codes"  # 'codes' (compositional, the method) or 'tt' (OD-Rec baseline)
@@ -171,6 +174,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for f in ("batch_size", "max_steps", "eval_every", "patience"):
     need(c.codes[f] >= 1, f"codes.{f}", "must be >= 1")
   need(c.codes.tolerance >= 0, "codes.tolerance", "must be >= 0")
+  need(0 <= c.codes.weight_power < float("inf"), "codes.weight_power",
+       "must be a finite number >= 0 (0 = unweighted)")
   need(c.codes.refine_iterations >= 0, "codes.refine_iterations", "must be >= 0 (0 = off)")
   need(c.student.tt_rank >= 1, "student.tt_rank", "must be >= 1")
   need(c.student.mse_weight >= 0, "student.mse_weight", "must be >= 0")

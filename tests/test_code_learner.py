@@ -292,3 +292,110 @@ def test_deduplicate_codes_reports_what_cannot_be_resolved():
   out, left = deduplicate_codes(table, codes, books)
   assert left == 1
   assert len({tuple(c) for c in out[1:]}) == 4
+
+
+# ---------------------------------------------------------------------------- item weights
+
+
+def test_popularity_weights():
+  counts = np.array([0, 4, 1, 0, 9])  # row 0 padding; item 3 never seen counts as 1
+  assert code_learning.popularity_weights(counts, 0.0) is None
+  w = code_learning.popularity_weights(counts, 1.0)
+  np.testing.assert_allclose(w, np.array([0, 4, 1, 1, 9]) / 3.75)
+  np.testing.assert_allclose(code_learning.popularity_weights(counts, 0.5)[1:],
+                             np.array([2, 1, 1, 3]) / 1.75)
+  for bad in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="power"):
+      code_learning.popularity_weights(counts, bad)
+
+
+def _random_problem(seed, m=2, k=4, d=3, v=40):
+  rng = np.random.default_rng(seed)
+  table = rng.normal(size=(v + 1, d)).astype(np.float32)
+  table[0] = 0
+  codes = np.zeros((v + 1, m), np.uint8)
+  codes[1:] = rng.integers(0, k, (v, m))
+  return rng, table, codes
+
+
+def test_weighted_refit_is_the_fit_on_rows_repeated_by_their_weight():
+  from ccrec.train.code_learning import refit_codebooks
+  rng, table, codes = _random_problem(3)
+  repeats = rng.integers(1, 4, len(table))
+  repeats[0] = 1
+  weights = repeats.astype(np.float64)
+  weights[0] = 0
+  fitted, mse = refit_codebooks(table, codes, 4, item_weights=weights)
+  # Integer weights are the same least-squares problem as repeating each row that often.
+  expanded = np.repeat(np.arange(1, len(table)), repeats[1:])
+  rep_table = np.concatenate([table[:1], table[expanded]])
+  rep_codes = np.concatenate([codes[:1], codes[expanded]])
+  want, want_mse = refit_codebooks(rep_table, rep_codes, 4)
+  np.testing.assert_allclose(fitted, want, atol=1e-5)
+  assert mse == pytest.approx(want_mse, rel=1e-6)
+  # Unit weights are the unweighted fit, to the bit.
+  ones = np.ones(len(table))
+  for a, b in zip(refit_codebooks(table, codes, 4, item_weights=ones),
+                  refit_codebooks(table, codes, 4)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items():
+  from ccrec.train.code_learning import refine_codes, refit_codebooks
+  rng, table, codes = _random_problem(4, v=120)
+  weights = np.ones(len(table))
+  weights[1:21] = 50.0  # twenty heavy items
+  weights[0] = 0
+  _, start = refit_codebooks(table, codes, 4, item_weights=weights)
+  got, books, history = refine_codes(table, codes, 4, iterations=20, item_weights=weights)
+  assert all(b <= a + 1e-9 for a, b in zip([start] + history, history))
+  plain, plain_books, _ = refine_codes(table, codes, 4, iterations=20)
+  err = lambda c, bk: np.sum((sum(bk[j][c[1:, j].astype(int)] for j in range(2))
+                              - table[1:]) ** 2, axis=1)
+  heavy_w, heavy_p = err(got, books)[:20].mean(), err(plain, plain_books)[:20].mean()
+  assert heavy_w < heavy_p  # the heavy items are reconstructed better with the weights...
+  assert err(got, books)[20:].mean() > err(plain, plain_books)[20:].mean()  # ...at the others' cost
+
+
+def test_weighted_deduplication_lets_the_heaviest_item_keep_the_code():
+  from ccrec.train.code_learning import code_report, deduplicate_codes
+  rng, table, codes = _random_problem(5, k=8, v=10)
+  books = rng.normal(size=(2, 8, 3)).astype(np.float32)
+  codes[1:5] = (1, 2)
+  group = [i for i in range(1, len(codes)) if tuple(codes[i]) == (1, 2)]
+  err = lambda i: float(np.sum((books[0][1] + books[1][2] - table[i]) ** 2))
+  best, worst = min(group, key=err), max(group, key=err)
+  unweighted, _ = deduplicate_codes(table, codes, books)
+  assert tuple(unweighted[best]) == (1, 2) and tuple(unweighted[worst]) != (1, 2)
+  weights = np.ones(len(table))
+  weights[0] = 0
+  weights[worst] = 7.0  # the worst reconstructed member is now the heaviest: it keeps the code
+  out, left = deduplicate_codes(table, codes, books, weights)
+  assert left == 0 and code_report(out, 8)["collisions"] == 0
+  assert tuple(out[worst]) == (1, 2) and tuple(out[best]) != (1, 2)
+
+
+def test_weighted_code_learning_reconstructs_heavy_items_better():
+  table = _planted(3)
+  weights = np.ones(len(table))
+  weights[0] = 0
+  weights[1:17] = 100.0
+  kwargs = dict(SETTINGS, max_steps=300, patience=100, seed=_key(4), num_codebooks=1,
+                codebook_size=8)
+  plain = code_learning.learn_codes(table, **kwargs)
+  heavy = code_learning.learn_codes(table, item_weights=weights, **kwargs)
+  assert heavy.report["weighted"] and not plain.report["weighted"]
+  err = lambda r: np.sum((r.codebooks[0][r.codes[1:, 0].astype(int)] - table[1:]) ** 2, axis=1)
+  assert err(heavy)[:16].mean() < err(plain)[:16].mean()
+  # The reported error is the weighted mean of these codes with these codebooks.
+  assert heavy.report["mse"] == pytest.approx(
+      np.sum(weights[1:] * err(heavy)) / weights.sum(), rel=1e-4)
+
+
+@pytest.mark.parametrize("bad, match", [(np.ones(5), r"\[V\+1\]"),
+                                        (-np.ones(129), "finite and >= 0"),
+                                        (np.full(129, np.nan), "finite and >= 0")])
+def test_bad_item_weights_are_refused(bad, match):
+  with pytest.raises(ValueError, match=match):
+    code_learning.learn_codes(_planted(), max_steps=10, seed=_key(5), item_weights=bad,
+                              **SETTINGS)

@@ -235,6 +235,7 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
     ({"train.rdrop": -1.0}, "train.rdrop"),
     ({"train.fused_chunk": -1}, "train.fused_chunk"),
     ({"student.rdrop": -0.5}, "student.rdrop"),
+    ({"codes.weight_power": -1.0}, "codes.weight_power"),
     ({"train.fused_chunk": 8, "train.rdrop": 1.0, "train.rdrop_detach": True}, "train.fused_chunk"),
 ])
 def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overrides, field):
@@ -244,6 +245,33 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
     pipeline.run(tiny(**overrides), workdir)
   assert not os.path.exists(os.path.join(workdir, "config.json"))
   pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1}), workdir)  # the fix runs
+
+
+def test_popularity_weighted_codes_stage(full_run, tmp_path):
+  from ccrec.evaluation.from_checkpoint import restore_trained
+  from ccrec.train.code_learning import popularity_weights
+  source, _ = full_run
+  workdir = str(tmp_path / "w")
+  shutil.copytree(os.path.join(source, "teacher"), os.path.join(workdir, "teacher"))
+  c = tiny(**{"stages": ("teacher", "codes"), "codes.weight_power": 1.0})
+  pipeline.run(c, workdir)  # the same teacher, restored; codes learned with weights
+  with open(os.path.join(workdir, "codes", "report.json")) as f:
+    report = json.load(f)
+  ctx = pipeline.make_context(c, workdir, check_workdir=False)
+  teacher = restore_trained(ctx).teacher
+  table = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))[1:]
+  with np.load(os.path.join(workdir, "codes", "codes.npz")) as f:
+    codes, books = f["codes"][1:].astype(int), f["codebooks"]
+  err = np.sum((books[0][codes[:, 0]] + books[1][codes[:, 1]] - table) ** 2, axis=1)
+  w = popularity_weights(ctx.dataset.item_counts, 1.0)[1:]
+  assert report["weighted"] and report["weight_power"] == 1.0
+  assert report["final_mse"] == pytest.approx(np.sum(w * err) / np.sum(w), rel=1e-4)
+  assert report["unweighted_mse"] == pytest.approx(err.mean(), rel=1e-4)
+  assert report["final_collisions"] == 0
+  with open(os.path.join(source, "codes", "report.json")) as f:
+    plain = json.load(f)
+  assert not plain["weighted"] and plain["weight_power"] == 0.0
+  assert "unweighted_mse" not in plain
 
 
 def test_teacher_stage_trains_with_fused_rdrop_when_set(tmp_path):

@@ -5,6 +5,10 @@ random item batches, checks the full-table reconstruction loss of the
 noise-free argmax codes every `eval_every` steps, stops when it has not
 improved by a relative `tolerance` for `patience` checks (or at `max_steps`),
 and returns the codes and codebooks of the best check.
+
+Every step can weight the items (`item_weights`, e.g. `popularity_weights`):
+the objective is then (1/V) sum_v w_v ||e_v - X_v||^2 with weights of mean 1,
+so the codes spend their few codewords where the weights are high.
 """
 
 from __future__ import annotations
@@ -24,6 +28,42 @@ from ccrec.models.codes import code_dtype
 from ccrec.ops import losses
 
 _EVAL_CHUNK = 16384  # items per chunk of the full-table check (memory O(chunk * M * K))
+
+
+def popularity_weights(item_counts: np.ndarray, power: float) -> np.ndarray | None:
+  """Item weights max(count_v, 1)^power, normalised to mean 1 over the items 1..V.
+
+  Args:
+    item_counts: [V+1] training frequencies (row 0, padding, is left out).
+    power: 0 gives None (every item counts the same); 1 weights each item by how
+      often it is a training target, so frequent items are reconstructed best.
+
+  Returns:
+    float64 [V+1] weights with row 0 = 0, or None when power == 0.
+  """
+  if power < 0 or not math.isfinite(power):
+    raise ValueError(f"popularity weight power must be a finite number >= 0, got {power}")
+  if power == 0:
+    return None
+  counts = np.asarray(item_counts, np.float64)[1:]
+  w = np.maximum(counts, 1.0) ** power
+  out = np.zeros(len(counts) + 1)
+  out[1:] = w / w.mean()
+  return out
+
+
+def _item_weights(item_weights: np.ndarray | None, num_items: int) -> np.ndarray | None:
+  """Checks [V+1] item weights and returns those of the items 1..V ([V] float64) or None."""
+  if item_weights is None:
+    return None
+  w = np.asarray(item_weights, np.float64)
+  if w.shape != (num_items + 1,):
+    raise ValueError(f"item_weights must be [V+1] = [{num_items + 1}] (row 0 padding), "
+                     f"got shape {list(w.shape)}")
+  w = w[1:]
+  if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    raise ValueError("item_weights must be finite and >= 0 with a positive sum over items 1..V")
+  return w
 
 
 @dataclasses.dataclass
@@ -104,10 +144,14 @@ def _init_params(key, *, features: int, num_codebooks: int, codebook_size: int,
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("learning_rate", "batch_size"),
                    donate_argnames=("params", "opt_state"))
-def _train_steps(params, opt_state, x, key, start, num_steps, *, num_codebooks: int,
-                 codebook_size: int, temperature: float, learning_rate: float,
-                 batch_size: int):
-  """`num_steps` (traced) Adam steps on random batches of x [V, d]; step s uses fold_in(key, s)."""
+def _train_steps(params, opt_state, x, key, start, num_steps, probs=None, *,
+                 num_codebooks: int, codebook_size: int, temperature: float,
+                 learning_rate: float, batch_size: int):
+  """`num_steps` (traced) Adam steps on random batches of x [V, d]; step s uses fold_in(key, s).
+
+  probs: None (uniform batches) or [V] sampling probabilities (item weights / their sum), so
+  the expected batch loss is the weighted reconstruction loss.
+  """
   model = _model(x, num_codebooks, codebook_size, temperature)
   optimizer = optax.adam(learning_rate)
 
@@ -118,7 +162,10 @@ def _train_steps(params, opt_state, x, key, start, num_steps, *, num_codebooks: 
   def body(i, carry):
     p, state, total = carry
     batch_key, gumbel_key = jax.random.split(jax.random.fold_in(key, start + i))
-    idx = jax.random.randint(batch_key, (batch_size,), 0, x.shape[0])
+    if probs is None:
+      idx = jax.random.randint(batch_key, (batch_size,), 0, x.shape[0])
+    else:
+      idx = jax.random.choice(batch_key, x.shape[0], (batch_size,), p=probs)
     loss, grads = jax.value_and_grad(loss_fn)(p, jnp.take(x, idx, axis=0), gumbel_key)
     updates, state = optimizer.update(grads, state, p)
     return optax.apply_updates(p, updates), state, total + loss
@@ -144,21 +191,23 @@ def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int,
   return jnp.sum(sums), codes.reshape(-1, num_codebooks)
 
 
-def _chunked(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-  """[V, d] -> ([C, chunk, d] zero-padded, weights [C, chunk])."""
+def _chunked(x: np.ndarray, chunk: int, w: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """[V, d] -> ([C, chunk, d] zero-padded, weights [C, chunk]: w (default 1), 0 for filler)."""
   num = x.shape[0]
   num_chunks = -(-num // chunk)
   padded = np.zeros((num_chunks * chunk, x.shape[1]), np.float32)
   padded[:num] = x
   weights = np.zeros(num_chunks * chunk, np.float32)
-  weights[:num] = 1.0
+  weights[:num] = 1.0 if w is None else w
   return padded.reshape(num_chunks, chunk, -1), weights.reshape(num_chunks, chunk)
 
 
 def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
                 temperature: float = 0.3, learning_rate: float = 1e-3, batch_size: int = 256,
                 max_steps: int = 20000, eval_every: int = 200, patience: int = 10,
-                tolerance: float = 1e-3, seed: int | jax.Array = 0) -> CodeResult:
+                tolerance: float = 1e-3, seed: int | jax.Array = 0,
+                item_weights: np.ndarray | None = None) -> CodeResult:
   """Learns codes for the rows 1..V of `table` (row 0, padding, is left out).
 
   Args:
@@ -169,6 +218,9 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
     patience, tolerance: stop after `patience` consecutive checks whose loss is
       not below best * (1 - tolerance).
     seed: int seed or a jax.random key (init, batches and Gumbel noise).
+    item_weights: None, or [V+1] item weights (row 0 ignored; e.g.
+      `popularity_weights`): batches draw items in proportion to them and the
+      checks (history, report mse) are the weighted mean (1/sum w) sum_v w_v ||e_v - X_v||^2.
 
   Returns:
     CodeResult of the best check.
@@ -185,8 +237,11 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   init_key, train_key = jax.random.split(key)
   params = _init_params(init_key, features=features, **static)
   opt_state = optax.adam(learning_rate).init(params)
+  w = _item_weights(item_weights, num_items)
+  probs = None if w is None else jnp.asarray(w / w.sum(), jnp.float32)
+  total_weight = num_items if w is None else float(w.sum())
   x_device = jnp.asarray(x)
-  chunks, weights = _chunked(x, min(_EVAL_CHUNK, num_items))
+  chunks, weights = _chunked(x, min(_EVAL_CHUNK, num_items), w)
 
   best = (math.inf, None, None, 0)        # loss, codes, codebooks, step
   history: list[float] = []
@@ -194,11 +249,11 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   while step < max_steps and bad < patience:
     num_steps = min(eval_every, max_steps - step)
     params, opt_state, _ = _train_steps(
-        params, opt_state, x_device, train_key, jnp.int32(step), jnp.int32(num_steps),
+        params, opt_state, x_device, train_key, jnp.int32(step), jnp.int32(num_steps), probs,
         learning_rate=float(learning_rate), batch_size=min(batch_size, num_items), **static)
     step += num_steps
     total, codes = _check(params, chunks, weights, **static)
-    loss = float(total) / num_items
+    loss = float(total) / total_weight
     if not math.isfinite(loss):
       raise FloatingPointError(f"code learning: reconstruction loss is {loss} at step {step}")
     history.append(loss)
@@ -214,15 +269,16 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   out[1:] = codes[:num_items]
   variance = float(np.mean(np.sum(np.square(x - x.mean(0)), axis=1)))
   report = code_report(out, codebook_size)
-  report.update(mse=loss, table_variance=variance,
+  report.update(mse=loss, weighted=w is not None, table_variance=variance,
                 relative_mse=loss / variance if variance > 0 else math.inf,
                 steps=step, best_step=best_step, stopped_early=bad >= patience)
   return CodeResult(out, np.asarray(codebooks, np.float32), history, report)
 
 
 def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
-                    ridge: float = 1e-6) -> tuple[np.ndarray, float]:
-  """Least-squares codebooks for frozen codes: argmin_C sum_v ||sum_m C_m[c_v^m] - X_v||^2.
+                    ridge: float = 1e-6, item_weights: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, float]:
+  """Least-squares codebooks for frozen codes: argmin_C sum_v w_v ||sum_m C_m[c_v^m] - X_v||^2.
 
   With the codes fixed the reconstruction is linear in the codebooks, so the
   optimum is one ridge-regularised normal-equation solve of size M*K (exact,
@@ -233,28 +289,34 @@ def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
     codes: [V+1, M] integer codes.
     codebook_size: K.
     ridge: Tikhonov weight (keeps unused codewords at zero).
+    item_weights: None (every item 1) or [V+1] item weights (row 0 ignored).
 
   Returns:
-    (codebooks float32 [M, K, d], reconstruction mse (1/V) sum_v ||e_v - X_v||^2).
+    (codebooks float32 [M, K, d], reconstruction mse (1/sum w) sum_v w_v ||e_v - X_v||^2,
+    the plain mean over items without weights).
   """
   x = np.asarray(table, np.float64)[1:]
   c = np.asarray(codes, np.int64)[1:]
   v, m = c.shape
+  w = _item_weights(item_weights, v)
+  w = np.ones(v) if w is None else w
   k = codebook_size
   flat = c + np.arange(m)[None, :] * k  # [V, M] column index into the M*K unknowns
   gram = np.zeros((m * k, m * k))
-  np.add.at(gram, (np.repeat(flat, m, axis=1).ravel(), np.tile(flat, (1, m)).ravel()), 1.0)
+  np.add.at(gram, (np.repeat(flat, m, axis=1).ravel(), np.tile(flat, (1, m)).ravel()),
+            np.repeat(w, m * m))
   rhs = np.zeros((m * k, x.shape[1]))
   for j in range(m):
-    np.add.at(rhs, flat[:, j], x)
+    np.add.at(rhs, flat[:, j], x * w[:, None])
   solution = np.linalg.solve(gram + ridge * np.eye(m * k), rhs)
   recon = solution[flat].sum(axis=1)
-  mse = float(np.mean(np.sum(np.square(recon - x), axis=1)))
+  mse = float(np.sum(w * np.sum(np.square(recon - x), axis=1)) / w.sum())
   return solution.reshape(m, k, -1).astype(np.float32), mse
 
 
 def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
-                 iterations: int = 10, ridge: float = 1e-6
+                 iterations: int = 10, ridge: float = 1e-6,
+                 item_weights: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, list[float]]:
   """Alternating refinement of learned codes (additive quantisation), never worse.
 
@@ -262,13 +324,14 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
   codes (`refit_codebooks`), then (2) re-assigns each codebook's codeword of
   every item to the one that best reconstructs the item given its other
   codewords (exact coordinate descent). Both steps can only lower
-  (1/V) sum_v ||e_v - X_v||^2. The Gumbel-softmax autoencoder's codes are the
+  sum_v w_v ||e_v - X_v||^2 (w_v = `item_weights`, default 1; an item's own
+  weight does not change its best codeword, only the codebooks it is fitted to). The Gumbel-softmax autoencoder's codes are the
   starting point; this removes the local minima (collapsed codewords, items
   sharing a full code) it stalls in at low temperature.
 
   Returns:
     (codes [V+1, M] of the input dtype with row 0 = 0, codebooks float32 [M, K, d],
-    mse after each iteration).
+    (weighted) mse after each iteration).
   """
   x = np.asarray(table, np.float32)[1:]
   current = np.asarray(codes)[1:].astype(np.int64)
@@ -281,7 +344,7 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
     return full
 
   history = []
-  books, _ = refit_codebooks(table, codes, codebook_size, ridge)
+  books, _ = refit_codebooks(table, codes, codebook_size, ridge, item_weights)
   for _ in range(iterations):
     recon = sum(books[j][current[:, j]] for j in range(m))
     for j in range(m):
@@ -290,15 +353,16 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
       best = np.argmax(2.0 * residual @ books[j].T - np.sum(books[j] ** 2, axis=1), axis=1)
       recon = recon - books[j][current[:, j]] + books[j][best]
       current[:, j] = best
-    books, mse = refit_codebooks(table, with_padding(current), codebook_size, ridge)
+    books, mse = refit_codebooks(table, with_padding(current), codebook_size, ridge,
+                                 item_weights)
     history.append(mse)
     if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
       break
   return with_padding(current), books, history
 
 
-def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray
-                      ) -> tuple[np.ndarray, int]:
+def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray,
+                      item_weights: np.ndarray | None = None) -> tuple[np.ndarray, int]:
   """Gives every item its own full code, at the least reconstruction cost.
 
   Items that share a full code get identical composite embeddings, so the
@@ -307,8 +371,9 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
   items sharing a code, the item reconstructed best keeps it; each of the
   others moves to the free code nearest its teacher row among the codes that
   differ in one codebook (M * K candidates), then in two (M(M-1)/2 * K^2),
-  taken in order of reconstruction error. Codebooks are left unchanged (refit
-  afterwards if wanted).
+  taken in order of reconstruction error. With `item_weights` ([V+1]) the
+  heaviest item of a group keeps the code (ties: the best reconstructed).
+  Codebooks are left unchanged (refit afterwards if wanted).
 
   Returns:
     (codes [V+1, M] of the input dtype, number of items still sharing a code:
@@ -323,7 +388,10 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
   error = np.sum(np.square(recon - x), axis=1)
   used: dict[tuple, int] = {}
   movers = []
-  for item in np.argsort(error, kind="stable"):  # best reconstructed first keep their code
+  w = _item_weights(item_weights, len(x))
+  order = (np.argsort(error, kind="stable") if w is None
+           else np.lexsort((error, -w)))  # heaviest, then best reconstructed, keep their code
+  for item in order:
     key = tuple(current[item])
     if key in used:
       movers.append(item)

@@ -229,32 +229,38 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
   # Gathered from every process when the table is split across hosts; each
   # process then learns the same codes (same table, same seed), process 0 writes.
   table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
+  weights = code_learning.popularity_weights(ctx.dataset.item_counts, c.weight_power)
   result = code_learning.learn_codes(
       table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
       temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
       max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
-      tolerance=c.tolerance, seed=ctx.config.seed)
+      tolerance=c.tolerance, seed=ctx.config.seed, item_weights=weights)
   codes, codebooks = result.codes, result.codebooks
   report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
   usage = np.asarray(result.report["usage"])
   if c.refit:
-    codebooks, report["refit_mse"] = code_learning.refit_codebooks(table, codes,
-                                                                   c.codebook_size)
+    codebooks, report["refit_mse"] = code_learning.refit_codebooks(
+        table, codes, c.codebook_size, item_weights=weights)
   if c.refine_iterations > 0:
     codes, codebooks, history = code_learning.refine_codes(
-        table, codes, c.codebook_size, iterations=c.refine_iterations)
+        table, codes, c.codebook_size, iterations=c.refine_iterations, item_weights=weights)
     refined = code_learning.code_report(codes, c.codebook_size)
     usage = np.asarray(refined["usage"])
     report.update({f"refined_{k}": v for k, v in refined.items() if np.ndim(v) == 0})
     report["refined_mse"] = history[-1] if history else report.get("refit_mse")
   if c.unique:
     # Items sharing a full code are indistinguishable to the compressed student.
-    codes, report["final_unresolved"] = code_learning.deduplicate_codes(table, codes, codebooks)
-    codebooks, report["final_mse"] = code_learning.refit_codebooks(table, codes,
-                                                                    c.codebook_size)
+    codes, report["final_unresolved"] = code_learning.deduplicate_codes(table, codes, codebooks,
+                                                                       weights)
+    codebooks, report["final_mse"] = code_learning.refit_codebooks(
+        table, codes, c.codebook_size, item_weights=weights)
     final = code_learning.code_report(codes, c.codebook_size)
     usage = np.asarray(final["usage"])
     report.update({f"final_{k}": v for k, v in final.items() if np.ndim(v) == 0})
+  if weights is not None:  # the *_mse above are popularity-weighted; the plain mean beside them
+    recon = sum(codebooks[j][codes[1:, j].astype(np.int64)] for j in range(c.num_codebooks))
+    report["unweighted_mse"] = float(np.mean(np.sum(np.square(recon - table[1:]), axis=1)))
+  report["weight_power"] = float(c.weight_power)
   if jax.process_index() == 0:
     os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
     tmp = path + ".tmp.npz"
