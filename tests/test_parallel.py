@@ -80,6 +80,13 @@ def test_evaluation_metrics_match_single_device(report, mesh):
 
 
 @pytest.mark.parametrize("mesh", [f"{d}x{m}" for d, m in MESHES])
+def test_teacher_scored_through_another_table_matches_single_device(report, mesh):
+  r = report[f"eval/swapped_table/{mesh}"]
+  assert r["same_sharding"] and r["differs_from_teacher"], r
+  assert r["max_diff"] <= TOL, r
+
+
+@pytest.mark.parametrize("mesh", [f"{d}x{m}" for d, m in MESHES])
 def test_compiles_once_per_mesh_and_keeps_layouts(report, mesh):
   for step in ("teacher", "teacher_fused", "distill", "eval/teacher"):
     assert report[f"{step}/{mesh}/cache_size"] == 1, (step, mesh)
@@ -368,6 +375,19 @@ def _worker() -> dict:
       }
       if model_name == "teacher":
         out[f"eval/teacher/{data}x{model}/cache_size"] = ev._step._cache_size()
+        # The teacher scored through another table (the codes stage's check), replaced in
+        # the mesh's layout: same metrics as on one device, same sharding as the table.
+        other = np.asarray(jax.random.normal(jax.random.key(7), (V + 1, D)))
+        swapped = pipeline.with_item_table(placed, other)
+        emb, new_emb = (v["params"]["items"]["embedding"] for v in (placed, swapped))
+        want = ref_evaluator.evaluate(pipeline.with_item_table(t_vars, other), "valid", examples)
+        got = ev.evaluate(swapped, "valid", examples)
+        out[f"eval/swapped_table/{data}x{model}"] = {
+            "same_sharding": new_emb.sharding.is_equivalent_to(emb.sharding, 2),
+            "max_diff": max(abs(got[k] - want[k]) for k in want),
+            "differs_from_teacher": abs(want["teacher/valid/NDCG@10"]
+                                        - ref["teacher/valid/NDCG@10"]) > 0,
+        }
 
   # Documented errors.
   progress("errors")

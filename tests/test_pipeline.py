@@ -272,6 +272,21 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
     plain = json.load(f)
   assert not plain["weighted"] and plain["weight_power"] == 0.0
   assert "unweighted_mse" not in plain
+  # The teacher scored through the codes' table: logged for both; with codes that rebuild
+  # the teacher's table exactly (M=1, one codeword per item) it is the teacher itself.
+  for r in (report, plain):
+    assert 0.0 <= r["teacher_through_codes/valid/NDCG@10"] <= 1.0
+    assert r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"] \
+        == r["teacher_through_codes/valid/count"] == len(ctx.dataset.valid)
+  full = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
+  exact = pipeline.teacher_through_codes(
+      ctx, teacher, np.arange(len(full))[:, None].astype(np.uint8), full[None])
+  own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
+      teacher.variables(), "valid", ctx.dataset.valid)
+  assert exact["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
+      own["teacher/valid/NDCG@10"], abs=1e-6)
+  assert exact["teacher_through_codes/valid/HR@20"] == pytest.approx(own["teacher/valid/HR@20"],
+                                                                      abs=1e-6)
 
 
 def test_teacher_stage_trains_with_fused_rdrop_when_set(tmp_path):

@@ -275,6 +275,18 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   return CodeResult(out, np.asarray(codebooks, np.float32), history, report)
 
 
+def reconstruct(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+  """The item table the codes stand for: row v = sum_m codebooks[m, codes[v, m]]; row 0 zero.
+
+  codes [V+1, M] integers, codebooks [M, K, d] -> float32 [V+1, d].
+  """
+  c = np.asarray(codes).astype(np.int64)[1:]
+  books = np.asarray(codebooks, np.float32)
+  out = np.zeros((len(c) + 1, books.shape[-1]), np.float32)
+  out[1:] = sum(books[j][c[:, j]] for j in range(c.shape[1]))
+  return out
+
+
 def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
                     ridge: float = 1e-6, item_weights: np.ndarray | None = None
                     ) -> tuple[np.ndarray, float]:

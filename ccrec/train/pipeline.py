@@ -258,9 +258,10 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
     usage = np.asarray(final["usage"])
     report.update({f"final_{k}": v for k, v in final.items() if np.ndim(v) == 0})
   if weights is not None:  # the *_mse above are popularity-weighted; the plain mean beside them
-    recon = sum(codebooks[j][codes[1:, j].astype(np.int64)] for j in range(c.num_codebooks))
+    recon = code_learning.reconstruct(codes, codebooks)[1:]
     report["unweighted_mse"] = float(np.mean(np.sum(np.square(recon - table[1:]), axis=1)))
   report["weight_power"] = float(c.weight_power)
+  report.update(teacher_through_codes(ctx, teacher_state, codes, codebooks))
   if jax.process_index() == 0:
     os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
     tmp = path + ".tmp.npz"
@@ -271,6 +272,37 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
   ctx.writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
   return {"codes": codes, "codebooks": codebooks}
+
+
+def with_item_table(variables: dict, table: np.ndarray) -> dict:
+  """The teacher's variables with its item table replaced by `table` [V+1, d], in the
+  original table's layout (item-sharded or replicated, one process or several)."""
+  original = variables["params"]["items"]["embedding"]
+  table = np.asarray(table, original.dtype)
+  if table.shape != original.shape:
+    raise ValueError(f"item table of shape {list(table.shape)} for a teacher table of shape "
+                     f"{list(original.shape)}")
+  if isinstance(original, jax.Array):
+    embedding = jax.make_array_from_callback(table.shape, original.sharding, lambda i: table[i])
+  else:  # host arrays stay on the host
+    embedding = table
+  params = dict(variables["params"], items=dict(variables["params"]["items"], embedding=embedding))
+  return dict(variables, params=params)
+
+
+def teacher_through_codes(ctx: Context, teacher_state: TrainState, codes: np.ndarray,
+                          codebooks: np.ndarray) -> dict[str, float]:
+  """The teacher's validation metrics with its item table replaced by the codes' table.
+
+  How much of the teacher's accuracy the codes alone keep, before any student
+  training: one validation pass, so code settings can be compared in seconds
+  (keys `teacher_through_codes/valid/NDCG@10`, ..._hot, ..._cold).
+  """
+  from ccrec.train.code_learning import reconstruct
+  variables = with_item_table(teacher_state.variables(), reconstruct(codes, codebooks))
+  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
+  metrics = evaluator.evaluate(variables, "valid", ctx.dataset.valid)
+  return {f"teacher_through_codes/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
 
 
 def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
