@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ccrec.models.code_learner import CodeLearner
-from ccrec.train import code_learning
+from ccrec.train import code_learning, code_refinement
 
 _key = functools.partial(jax.random.key, impl="rbg")
 
@@ -210,7 +210,7 @@ def test_non_finite_table_fails_loudly():
 
 
 def test_refit_codebooks_is_exact_for_planted_codes():
-  from ccrec.train.code_learning import refit_codebooks
+  from ccrec.train.code_refinement import refit_codebooks
   rng = np.random.default_rng(0)
   m, k, d, v = 3, 5, 4, 200
   books = rng.normal(size=(m, k, d))
@@ -226,7 +226,8 @@ def test_refit_codebooks_is_exact_for_planted_codes():
 
 
 def test_refine_codes_never_worsens_and_breaks_collisions():
-  from ccrec.train.code_learning import code_report, refine_codes, refit_codebooks
+  from ccrec.train.code_learning import code_report
+  from ccrec.train.code_refinement import refine_codes, refit_codebooks
   rng = np.random.default_rng(1)
   m, k, d, v = 2, 8, 6, 300
   books = rng.normal(size=(m, k, d))
@@ -245,7 +246,8 @@ def test_refine_codes_never_worsens_and_breaks_collisions():
 
 
 def test_deduplicate_codes_gives_every_item_its_own_code_at_least_cost():
-  from ccrec.train.code_learning import code_report, deduplicate_codes
+  from ccrec.train.code_learning import code_report
+  from ccrec.train.code_refinement import deduplicate_codes
   rng = np.random.default_rng(2)
   m, k, d, v = 2, 8, 5, 12
   books = rng.normal(size=(m, k, d)).astype(np.float32)
@@ -284,7 +286,7 @@ def test_deduplicate_codes_gives_every_item_its_own_code_at_least_cost():
 
 
 def test_deduplicate_codes_reports_what_cannot_be_resolved():
-  from ccrec.train.code_learning import deduplicate_codes
+  from ccrec.train.code_refinement import deduplicate_codes
   # 5 items but only K^M = 4 codes: one item must keep sharing.
   books = np.eye(2, dtype=np.float32)[None].repeat(2, 0)  # M=2, K=2, d=2
   codes = np.zeros((6, 2), np.uint8)
@@ -299,14 +301,14 @@ def test_deduplicate_codes_reports_what_cannot_be_resolved():
 
 def test_popularity_weights():
   counts = np.array([0, 4, 1, 0, 9])  # row 0 padding; item 3 never seen counts as 1
-  assert code_learning.popularity_weights(counts, 0.0) is None
-  w = code_learning.popularity_weights(counts, 1.0)
+  assert code_refinement.popularity_weights(counts, 0.0) is None
+  w = code_refinement.popularity_weights(counts, 1.0)
   np.testing.assert_allclose(w, np.array([0, 4, 1, 1, 9]) / 3.75)
-  np.testing.assert_allclose(code_learning.popularity_weights(counts, 0.5)[1:],
+  np.testing.assert_allclose(code_refinement.popularity_weights(counts, 0.5)[1:],
                              np.array([2, 1, 1, 3]) / 1.75)
   for bad in (-1.0, float("nan"), float("inf")):
     with pytest.raises(ValueError, match="power"):
-      code_learning.popularity_weights(counts, bad)
+      code_refinement.popularity_weights(counts, bad)
 
 
 def _random_problem(seed, m=2, k=4, d=3, v=40):
@@ -319,7 +321,7 @@ def _random_problem(seed, m=2, k=4, d=3, v=40):
 
 
 def test_weighted_refit_is_the_fit_on_rows_repeated_by_their_weight():
-  from ccrec.train.code_learning import refit_codebooks
+  from ccrec.train.code_refinement import refit_codebooks
   rng, table, codes = _random_problem(3)
   repeats = rng.integers(1, 4, len(table))
   repeats[0] = 1
@@ -341,7 +343,7 @@ def test_weighted_refit_is_the_fit_on_rows_repeated_by_their_weight():
 
 
 def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items():
-  from ccrec.train.code_learning import refine_codes, refit_codebooks
+  from ccrec.train.code_refinement import refine_codes, refit_codebooks
   rng, table, codes = _random_problem(4, v=120)
   weights = np.ones(len(table))
   weights[1:21] = 50.0  # twenty heavy items
@@ -358,7 +360,8 @@ def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items()
 
 
 def test_weighted_deduplication_lets_the_heaviest_item_keep_the_code():
-  from ccrec.train.code_learning import code_report, deduplicate_codes
+  from ccrec.train.code_learning import code_report
+  from ccrec.train.code_refinement import deduplicate_codes
   rng, table, codes = _random_problem(5, k=8, v=10)
   books = rng.normal(size=(2, 8, 3)).astype(np.float32)
   codes[1:5] = (1, 2)

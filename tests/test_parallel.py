@@ -190,7 +190,7 @@ def _worker() -> dict:
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
   from ccrec.models.views import DistillHeads, init_heads
   from ccrec.train import distill as distill_lib
-  from ccrec.train import pipeline
+  from ccrec.train import codes_stage, pipeline
   from ccrec.train import teacher as teacher_lib
   from ccrec.train.state import TrainState
 
@@ -378,9 +378,9 @@ def _worker() -> dict:
         # The teacher scored through another table (the codes stage's check), replaced in
         # the mesh's layout: same metrics as on one device, same sharding as the table.
         other = np.asarray(jax.random.normal(jax.random.key(7), (V + 1, D)))
-        swapped = pipeline.with_item_table(placed, other)
+        swapped = codes_stage.with_item_table(placed, other)
         emb, new_emb = (v["params"]["items"]["embedding"] for v in (placed, swapped))
-        want = ref_evaluator.evaluate(pipeline.with_item_table(t_vars, other), "valid", examples)
+        want = ref_evaluator.evaluate(codes_stage.with_item_table(t_vars, other), "valid", examples)
         got = ev.evaluate(swapped, "valid", examples)
         out[f"eval/swapped_table/{data}x{model}"] = {
             "same_sharding": new_emb.sharding.is_equivalent_to(emb.sharding, 2),

@@ -249,7 +249,8 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
 
 def test_popularity_weighted_codes_stage(full_run, tmp_path):
   from ccrec.evaluation.from_checkpoint import restore_trained
-  from ccrec.train.code_learning import popularity_weights
+  from ccrec.train import codes_stage
+  from ccrec.train.code_refinement import popularity_weights
   source, _ = full_run
   workdir = str(tmp_path / "w")
   shutil.copytree(os.path.join(source, "teacher"), os.path.join(workdir, "teacher"))
@@ -279,7 +280,7 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
     assert r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"] \
         == r["teacher_through_codes/valid/count"] == len(ctx.dataset.valid)
   full = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
-  exact = pipeline.teacher_through_codes(
+  exact = codes_stage.teacher_through_codes(
       ctx, teacher, np.arange(len(full))[:, None].astype(np.uint8), full[None])
   own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
       teacher.variables(), "valid", ctx.dataset.valid)
