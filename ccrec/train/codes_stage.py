@@ -47,7 +47,13 @@ def read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, n
 
 
 def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
-  """Stage 'codes': Gumbel-softmax code learning on the teacher's table (cached as npz)."""
+  """Stage 'codes': learned codes for the teacher's table (cached as codes.npz + report.json).
+
+  Gumbel-softmax learning, then (config.codes) the least-squares refit, the
+  alternating refinement and de-duplication, every step weighting the items by
+  their training frequency ** codes.weight_power; the report adds the teacher
+  scored through the codes' table.
+  """
   path = os.path.join(ctx.stage_dir("codes"), "codes.npz")
   c = ctx.config.codes
   if os.path.exists(path):
