@@ -260,7 +260,8 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
     report = json.load(f)
   ctx = pipeline.make_context(c, workdir, check_workdir=False)
   teacher = restore_trained(ctx).teacher
-  table = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))[1:]
+  full = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
+  table = full[1:]
   with np.load(os.path.join(workdir, "codes", "codes.npz")) as f:
     codes, books = f["codes"][1:].astype(int), f["codebooks"]
   err = np.sum((books[0][codes[:, 0]] + books[1][codes[:, 1]] - table) ** 2, axis=1)
@@ -279,7 +280,6 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
     assert 0.0 <= r["teacher_through_codes/valid/NDCG@10"] <= 1.0
     assert r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"] \
         == r["teacher_through_codes/valid/count"] == len(ctx.dataset.valid)
-  full = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
   exact = codes_stage.teacher_through_codes(
       ctx, teacher, np.arange(len(full))[:, None].astype(np.uint8), full[None])
   own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(

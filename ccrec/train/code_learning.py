@@ -198,13 +198,13 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
     raise ValueError("the table has no item rows (row 0 is padding)")
   if min(max_steps, eval_every, patience) < 1:
     raise ValueError("max_steps, eval_every and patience must be >= 1")
+  w = check_item_weights(item_weights, num_items)  # before anything compiles
   static = {"num_codebooks": num_codebooks, "codebook_size": codebook_size,
             "temperature": float(temperature)}
   key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
   init_key, train_key = jax.random.split(key)
   params = _init_params(init_key, features=features, **static)
   opt_state = optax.adam(learning_rate).init(params)
-  w = check_item_weights(item_weights, num_items)
   probs = None if w is None else jnp.asarray(w / w.sum(), jnp.float32)
   total_weight = num_items if w is None else float(w.sum())
   x_device = jnp.asarray(x)

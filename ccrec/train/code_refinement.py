@@ -115,8 +115,9 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
   codewords (exact coordinate descent). Both steps can only lower
   sum_v w_v ||e_v - X_v||^2 (w_v = `item_weights`, default 1; an item's own
   weight does not change its best codeword, only the codebooks it is fitted
-  to). The Gumbel-softmax autoencoder's codes are the starting point; this removes the local minima (collapsed codewords, items
-  sharing a full code) it stalls in at low temperature.
+  to). The Gumbel-softmax autoencoder's codes are the starting point; this
+  removes the local minima (collapsed codewords, items sharing a full code) it
+  stalls in at low temperature.
 
   Returns:
     (codes [V+1, M] of the input dtype with row 0 = 0, codebooks float32 [M, K, d],
