@@ -6,6 +6,7 @@ import numpy as np
 
 from ccrec.models.encoder import make_initializer
 from ccrec.models.readout import LastReadout, SoftAttentionReadout, masked_mean
+from ccrec.serving import nn as np_nn
 
 INIT = make_initializer("normal", 0.5)
 
@@ -63,3 +64,63 @@ def test_last_readout_and_masked_mean():
   np.testing.assert_array_equal(last[1], h[1, 4])
   np.testing.assert_allclose(masked_mean(h, mask)[0], h[0, :3].mean(0), rtol=1e-6)
   assert np.all(masked_mean(h, jnp.zeros_like(mask)) == 0)
+
+
+# A 6-click session with hot items at positions 1 and 4 (and a second, shorter session): the
+# views' masks have gaps. Each state is its own position index, so a readout says what it read.
+_GAP_HOT = np.array([[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0]], bool)
+_GAP_VALID = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], bool)
+
+
+def _position_states(d=4):
+  """h[b, t] = (t + 1) * (1, ..., 1) at valid positions, 0 at padding."""
+  h = np.broadcast_to((np.arange(6, dtype=np.float32) + 1)[None, :, None], (2, 6, d))
+  return jnp.asarray(h * _GAP_VALID[..., None])
+
+
+def test_last_readout_reads_the_last_allowed_position_of_a_mask_with_gaps():
+  h = _position_states()
+  hot, cold = _GAP_VALID & _GAP_HOT, _GAP_VALID & ~_GAP_HOT
+  read = lambda m: np.asarray(LastReadout().apply({}, h, jnp.asarray(m)))[:, 0] - 1
+  np.testing.assert_array_equal(read(hot), [4, 0])  # not mask.sum() - 1 = [1, 0]
+  np.testing.assert_array_equal(read(cold), [5, 2])  # not [3, 1]
+  np.testing.assert_array_equal(read(_GAP_VALID), [5, 2])
+  empty = LastReadout().apply({}, h, jnp.zeros((2, 6), bool))
+  np.testing.assert_array_equal(empty, 0)  # nothing allowed: zeros, as soft attention gives
+
+
+def test_last_readout_causal_reads_the_last_allowed_position_up_to_each_row():
+  h = _position_states()
+  hot = jnp.asarray(_GAP_VALID & _GAP_HOT)
+  got = np.asarray(LastReadout().apply({}, h, hot, method="causal"))[..., 0]
+  # Row t: the state at the last hot position <= t (0 = none yet).
+  np.testing.assert_array_equal(got, [[0, 2, 2, 2, 5, 5], [1, 1, 1, 1, 1, 1]])
+  for t in range(6):  # causal row t == the readout of the mask cut at t
+    cut = hot & (jnp.arange(6) <= t)[None]
+    np.testing.assert_array_equal(got[:, t], np.asarray(LastReadout().apply({}, h, cut))[:, 0])
+
+
+def test_soft_attention_reads_only_the_allowed_positions_of_a_mask_with_gaps():
+  # Changing the states at positions the mask leaves out changes nothing; changing an allowed
+  # one does.
+  h = jax.random.normal(jax.random.key(3), (2, 6, 4)) * _GAP_VALID[..., None]
+  hot = jnp.asarray(_GAP_VALID & _GAP_HOT)
+  ro = SoftAttentionReadout(4, INIT)
+  params = ro.init(jax.random.key(1), h, hot)
+  for form in ("__call__", "causal"):
+    apply = lambda x: np.asarray(ro.apply(params, x, hot, method=form))
+    base = apply(h)
+    np.testing.assert_array_equal(apply(h + 5.0 * ~hot[..., None]), base)
+    assert np.abs(apply(h.at[0, 4].add(1.0)) - base).max() > 1e-3
+
+
+def test_numpy_last_readout_matches_flax_on_masks_with_gaps():
+  h = np.asarray(_position_states())
+  read = lambda m: np_nn.readout({}, {"readout": "last"}, h, m)[:, 0] - 1
+  np.testing.assert_array_equal(read(_GAP_VALID & _GAP_HOT), [4, 0])
+  np.testing.assert_array_equal(read(_GAP_VALID & ~_GAP_HOT), [5, 2])
+  h = np.asarray(jax.random.normal(jax.random.key(4), (2, 6, 4)))
+  for m in (_GAP_VALID & _GAP_HOT, _GAP_VALID & ~_GAP_HOT, _GAP_VALID, np.zeros((2, 6), bool)):
+    np.testing.assert_array_equal(np_nn.readout({}, {"readout": "last"}, h, m),
+                                  np.asarray(LastReadout().apply({}, jnp.asarray(h),
+                                                                 jnp.asarray(m))))

@@ -61,15 +61,33 @@ class SoftAttentionReadout(nn.Module):
 
 
 class LastReadout(nn.Module):
-  """Plain SASRec: the state at the last valid position."""
+  """Plain SASRec: the state at the last position the mask allows.
+
+  The mask may have gaps (the hot and cold views of `ccrec.models.views` keep only the
+  positions holding hot, or cold, items): the readout is the state at the highest allowed
+  position, not at `mask.sum() - 1`. A row with no allowed position reads zeros, as the
+  soft-attention readout does.
+  """
 
   def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
-    last = jnp.maximum(mask.astype(jnp.int32).sum(1) - 1, 0)
-    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+    """h: [B, L, d], mask: [B, L] -> [B, d]."""
+    return h_at(h, last_allowed(mask)[:, -1:])[:, 0]
 
   def causal(self, h: jax.Array, mask: jax.Array) -> jax.Array:
-    del mask
-    return h
+    """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t is the state at the last allowed j <= t."""
+    return h_at(h, last_allowed(mask))
+
+
+def last_allowed(mask: jax.Array) -> jax.Array:
+  """mask [B, L] -> int32 [B, L]: the highest allowed position <= t, or -1 if there is none."""
+  positions = jnp.arange(mask.shape[-1], dtype=jnp.int32)
+  return jax.lax.cummax(jnp.where(mask.astype(bool), positions, -1), axis=mask.ndim - 1)
+
+
+def h_at(h: jax.Array, index: jax.Array) -> jax.Array:
+  """h [B, L, d] read at index [B, T] (-1: zeros) -> [B, T, d]."""
+  picked = jnp.take_along_axis(h, jnp.maximum(index, 0)[..., None], axis=1)
+  return jnp.where((index >= 0)[..., None], picked, jnp.zeros((), h.dtype))
 
 
 def make_readout(kind: str, features: int, kernel_init: Initializer, name: str) -> nn.Module:

@@ -151,9 +151,10 @@ def readout(params: Mapping[str, np.ndarray], config: Mapping, h: np.ndarray,
             mask: np.ndarray) -> np.ndarray:
   """h: [B, L, d], mask: [B, L] -> session vectors s [B, d]."""
   m = mask.astype(h.dtype)
-  if config["readout"] == "last":
-    last = np.maximum(mask.sum(1) - 1, 0)
-    return h[np.arange(h.shape[0]), last]
+  if config["readout"] == "last":  # the state at the highest allowed position (zeros if none)
+    allowed = mask.astype(bool)
+    last = h.shape[1] - 1 - np.argmax(allowed[:, ::-1], axis=1)
+    return np.where(allowed.any(1)[:, None], h[np.arange(h.shape[0]), last], 0).astype(h.dtype)
   mean = (h * m[..., None]).sum(1) / np.maximum(m.sum(1), 1.0)[:, None]          # [B, d]
   z = _sigmoid(_dense(params, "readout/w1", np.tanh(h))
                + (mean @ params["readout/w2/kernel"])[:, None, :])               # [B, L, d]
