@@ -7,6 +7,9 @@ the result is locked, so `--config.modle.d=64` (a misspelt key) is an error.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 STAGES = ("teacher", "codes", "student_pretrain", "distill")
@@ -204,6 +207,20 @@ def _get(c, dotted: str):
   for part in dotted.split("."):
     c = c[part]
   return c
+
+
+def from_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path`. A config file may start from another and
+  override its fields (configs/tt.py is configs/eodrec.py with the TT student)."""
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """`from_file` of the config file `name` in the directory of `config_file` (a __file__)."""
+  return from_file(os.path.join(os.path.dirname(os.path.abspath(config_file)), name))
 
 
 def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

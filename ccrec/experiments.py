@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -59,10 +58,7 @@ MK_FULL = (1, 2, 3, 4, 5), (32, 128, 256)  # K=512 > catalog/4: bigger than the 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file (absolute, or relative to the repository root)."""
   path = path if os.path.isabs(path) else os.path.join(ROOT, path)
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.from_file(path)
 
 
 def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0

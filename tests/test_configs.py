@@ -22,3 +22,22 @@ def test_config_file_validates_and_is_locked(path):
   config_lib.validate(c)
   with pytest.raises(AttributeError):
     c.train.no_such_field = 1
+
+
+def _flat(c, prefix=""):
+  out = {}
+  for k, v in c.items():
+    out.update(_flat(v, f"{prefix}{k}.") if hasattr(v, "items") else {prefix + k: v})
+  return out
+
+
+@pytest.mark.parametrize("name,changed", [
+    ("tt.py", {"student.embedding": "tt"}),  # tt_rank 8 is the default
+    ("teacher.py", {"stages": ("teacher",), "train.rdrop": 1.0, "train.fused_chunk": 128}),
+])
+def test_configs_that_vary_the_main_config_differ_from_it_only_where_they_say(name, changed):
+  # A change to configs/eodrec.py reaches the configs derived from it: they cannot drift.
+  main = _flat(load_config_file(os.path.join(ROOT, "configs", "eodrec.py")))
+  derived = _flat(load_config_file(os.path.join(ROOT, "configs", name)))
+  assert set(derived) == set(main)
+  assert {k: v for k, v in derived.items() if main[k] != v} == changed
