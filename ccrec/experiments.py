@@ -42,6 +42,16 @@ STAGE_INPUTS = (("teacher", ("seed", "data", "model", "train", "eval", "parallel
 COMPONENTS = {"full": {}, "base": {"distill.enabled": False},
               "w/o-c": {"distill.contrastive": False}, "w/o-b": {"distill.bidirectional": False},
               "w/o-s": {"distill.soft_targets": False}, "w/o-m": {"student.mixup": False}}
+# The comparisons behind the headline (RESULTS.md): the method against the same student and
+# teacher trained as long without any distillation term ('no-KD': the distillation stage with
+# its contrastive and soft-target terms off, so the teacher trains on its own L_rec and the
+# student on its L_rec and L_mse, each as long as under distillation), against the pre-trained
+# student and the stage-1 teacher ('base'), without the encoder warm start, and started from
+# the strongest teacher ccrec trains (configs/teacher.py's R-Drop as stage 1).
+HEADLINE = {"full": {}, "no-KD": {"distill.contrastive": False, "distill.soft_targets": False},
+            "base": {"distill.enabled": False},
+            "no init_from_teacher": {"student.init_from_teacher": False},
+            "R-Drop teacher": {"train.rdrop": 1.0, "train.fused_chunk": 128}}
 TEACHER = {"stages": ("teacher",)}  # the stage-1 teacher alone (restored, evaluated)
 TT = {"student.embedding": "tt"}  # configs/tt.py = configs/eodrec.py + this override
 SWEEPS = {  # the paper's grids (beta, gamma, eta; mixup off is the 'w/o-m' component)
@@ -296,6 +306,8 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
   smoke = mode == "smoke"
   if name == "components":
     return {k: COMPONENTS[k] for k in (("full", "base") if smoke else COMPONENTS)}
+  if name == "headline":
+    return {k: HEADLINE[k] for k in (("full", "no-KD") if smoke else HEADLINE)}
   if name == "compression":
     cells = ([(1, 8), (2, 8)] if smoke  # tiny: 60 items, M=2 K=8 is the base
              else [(m, 32) for m in MK_FULL[0]] + [(4, k) for k in MK_FULL[1] if k != 32])
@@ -306,7 +318,7 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
               if smoke else SWEEPS)
     out = {f"{field.split('.')[-1]}={v}": {field: v} for field, vs in values.items() for v in vs}
     return out if smoke else {**out, "no mixup": COMPONENTS["w/o-m"]}
-  raise ValueError(f"unknown grid {name!r} (components, compression, sensitivity)")
+  raise ValueError(f"unknown grid {name!r} (components, headline, compression, sensitivity)")
 
 
 def select_variants(variants: Mapping[str, Any], requested: Sequence[str]) -> dict[str, Any]:
@@ -383,6 +395,14 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
         UNIQUE: "unique codes"}, percent=four + extra)
     figures[name] = plots.bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
                                     "components (student, test), mean ± sd over seeds")
+  elif name == "headline":
+    keys = [_test("NDCG@10"), _test("HR@10"), _test("NDCG@10", "teacher"),
+            _test("HR@10", "teacher"), "student/valid/NDCG@10", "teacher/valid/NDCG@10"]
+    summary = summarize(rows, keys)
+    tables[name] = summary, markdown_table(summary, {
+        keys[0]: "student N@10", keys[1]: "student HR@10", keys[2]: "teacher N@10",
+        keys[3]: "teacher HR@10", keys[4]: "student valid N@10",
+        keys[5]: "teacher valid N@10"}, percent=keys)
   elif name == "compression":
     size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
             "student/compression/compressed_bytes"]

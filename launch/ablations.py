@@ -29,9 +29,11 @@ from absl import app, flags, logging
 from ccrec import experiments as ex
 
 _MODE = flags.DEFINE_enum("mode", "full", ex.MODES, "smoke: tiny synthetic; full: ml-100k.")
-_GRID = flags.DEFINE_enum("grid", "components", ["components", "compression", "sensitivity"],
+_GRID = flags.DEFINE_enum("grid", "components", ["components", "headline", "compression",
+                                                      "sensitivity"],
                           "Which notebook's grid.")
-_SEEDS = flags.DEFINE_integer("seeds", 0, "Seeds per variant (0: 3 for full components, else 1).")
+_SEEDS = flags.DEFINE_integer("seeds", 0, "Seeds per variant (0: 3 for full components and "
+                              "headline, else 1).")
 _VARIANTS = flags.DEFINE_list("variants", [], "Subset of the grid's variant names (default all); "
                               "names with commas are fine: --variants=M=2,K=32,TT.")
 _EPOCHS_CAP = flags.DEFINE_integer("epochs_cap", 0, "Bound on every stage's epochs (0: none).")
@@ -64,7 +66,7 @@ def main(argv):
       variants = ex.select_variants(variants, _VARIANTS.value)
     except ValueError as e:
       raise app.UsageError(f"--variants: {e}") from e
-  seeds = _SEEDS.value or (3 if mode == "full" and name == "components" else 1)
+  seeds = _SEEDS.value or (3 if mode == "full" and name in ("components", "headline") else 1)
   rows = ex.run_grid(base, variants, ex.seeds_for(base, seeds), root,
                      only_cached=_ONLY_CACHED.value)
   if not rows:
