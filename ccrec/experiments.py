@@ -52,7 +52,18 @@ HEADLINE = {"full": {}, "no-KD": {"distill.contrastive": False, "distill.soft_ta
             "base": {"distill.enabled": False},
             "no init_from_teacher": {"student.init_from_teacher": False},
             "R-Drop teacher": {"train.rdrop": 1.0, "train.fused_chunk": 128}}
-TEACHER = {"stages": ("teacher",)}  # the stage-1 teacher alone (restored, evaluated)
+TEACHER = {"stages": ("teacher",)}
+# What each step of the codes stage adds (teacher and codes stages only; the teacher scored
+# through each step's codes on validation): the Gumbel-softmax autoencoder's codes alone,
+# then the least-squares refit of the codebooks, the alternating refinement, de-duplication.
+_CODES_ONLY = {"stages": ("teacher", "codes")}
+CODES_STEPS = {
+    "autoencoder": {**_CODES_ONLY, "codes.refit": False, "codes.refine_iterations": 0,
+                    "codes.unique": False},
+    "+ refit": {**_CODES_ONLY, "codes.refine_iterations": 0, "codes.unique": False},
+    "+ refinement": {**_CODES_ONLY, "codes.unique": False},
+    "+ de-duplication": _CODES_ONLY,
+}  # the stage-1 teacher alone (restored, evaluated)
 TT = {"student.embedding": "tt"}  # configs/tt.py = configs/eodrec.py + this override
 SWEEPS = {  # the paper's grids (beta, gamma, eta; mixup off is the 'w/o-m' component)
     "distill.beta": (0.001, 0.01, 0.1, 0.5, 1.0),
@@ -293,6 +304,14 @@ def codes_report(workdir: str) -> dict[str, float]:
   return out
 
 
+def _deployed_mse(row: Mapping[str, Any]) -> float:
+  """The (weighted) reconstruction error of the codes the last step that ran produced."""
+  for key in ("codes/final_mse", "codes/refined_mse", "codes/refit_mse", "codes/mse"):
+    if key in row:
+      return row[key]
+  return math.nan
+
+
 def seeds_for(base: ml_collections.ConfigDict, n: int) -> list[int]:
   return [int(base.seed) + i for i in range(n)]
 
@@ -308,6 +327,8 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
     return {k: COMPONENTS[k] for k in (("full", "base") if smoke else COMPONENTS)}
   if name == "headline":
     return {k: HEADLINE[k] for k in (("full", "no-KD") if smoke else HEADLINE)}
+  if name == "codes_steps":
+    return dict(CODES_STEPS)
   if name == "compression":
     cells = ([(1, 8), (2, 8)] if smoke  # tiny: 60 items, M=2 K=8 is the base
              else [(m, 32) for m in MK_FULL[0]] + [(4, k) for k in MK_FULL[1] if k != 32])
@@ -318,7 +339,8 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
               if smoke else SWEEPS)
     out = {f"{field.split('.')[-1]}={v}": {field: v} for field, vs in values.items() for v in vs}
     return out if smoke else {**out, "no mixup": COMPONENTS["w/o-m"]}
-  raise ValueError(f"unknown grid {name!r} (components, headline, compression, sensitivity)")
+  raise ValueError(f"unknown grid {name!r} (components, headline, codes_steps, compression, "
+                   "sensitivity)")
 
 
 def select_variants(variants: Mapping[str, Any], requested: Sequence[str]) -> dict[str, Any]:
@@ -403,6 +425,15 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
         keys[0]: "student N@10", keys[1]: "student HR@10", keys[2]: "teacher N@10",
         keys[3]: "teacher HR@10", keys[4]: "student valid N@10",
         keys[5]: "teacher valid N@10"}, percent=keys)
+  elif name == "codes_steps":
+    through = "codes/teacher_through_codes/valid/NDCG@10"
+    keys = [through, "codes/teacher_through_codes/valid/HR@10", "teacher/valid/NDCG@10",
+            "codes/distinct_codes", "codes/deployed_mse"]
+    summary = summarize([{**r, "codes/deployed_mse": _deployed_mse(r)} for r in rows], keys)
+    tables[name] = summary, markdown_table(summary, {
+        keys[0]: "teacher through codes, valid N@10", keys[1]: "valid HR@10",
+        keys[2]: "teacher valid N@10", keys[3]: "distinct codes", keys[4]: "weighted MSE"},
+        percent=keys[:3])
   elif name == "compression":
     size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
             "student/compression/compressed_bytes"]

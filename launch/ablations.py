@@ -29,8 +29,8 @@ from absl import app, flags, logging
 from ccrec import experiments as ex
 
 _MODE = flags.DEFINE_enum("mode", "full", ex.MODES, "smoke: tiny synthetic; full: ml-100k.")
-_GRID = flags.DEFINE_enum("grid", "components", ["components", "headline", "compression",
-                                                      "sensitivity"],
+_GRID = flags.DEFINE_enum("grid", "components", ["components", "headline", "codes_steps",
+                                                      "compression", "sensitivity"],
                           "Which notebook's grid.")
 _SEEDS = flags.DEFINE_integer("seeds", 0, "Seeds per variant (0: 3 for full components and "
                               "headline, else 1).")
