@@ -9,10 +9,10 @@ import optax
 import pytest
 
 from ccrec.checkpoint import Checkpointer
-from ccrec.evaluation.from_checkpoint import evaluate_workdir, restore_trained
-from ccrec.train import pipeline
+from ccrec.workflow.from_checkpoint import evaluate_workdir, restore_trained
+from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
-from ccrec.train.workdir import load_config
+from ccrec.workflow.workdir import load_config
 from helpers import tiny
 
 

@@ -190,7 +190,7 @@ def _worker() -> dict:
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
   from ccrec.models.views import DistillHeads, init_heads
   from ccrec.train import distill as distill_lib
-  from ccrec.train import codes_stage, pipeline
+  from ccrec.workflow import codes_stage, pipeline
   from ccrec.train import teacher as teacher_lib
   from ccrec.train.state import TrainState
 

@@ -11,11 +11,11 @@ import pytest
 
 from ccrec import data as data_lib
 from ccrec.checkpoint import CheckpointError, Checkpointer
-from ccrec.evaluation.from_checkpoint import evaluate_workdir
+from ccrec.workflow.from_checkpoint import evaluate_workdir
 from ccrec.models.recommender import init_variables
-from ccrec.train import pipeline
+from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
-from ccrec.train.workdir import WorkdirError
+from ccrec.workflow.workdir import WorkdirError
 from helpers import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +92,7 @@ def test_evaluate_from_checkpoint_matches_training_report(full_run):
 
 def test_per_example_ranks_give_the_reported_metrics(full_run):
   from ccrec.evaluation import significance
-  from ccrec.evaluation.from_checkpoint import workdir_ranks
+  from ccrec.workflow.from_checkpoint import workdir_ranks
   workdir, metrics = full_run
   ranks, targets = workdir_ranks(workdir, ("teacher", "student"), "test")
   assert sorted(ranks) == ["student", "teacher"]
@@ -248,8 +248,8 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
 
 
 def test_popularity_weighted_codes_stage(full_run, tmp_path):
-  from ccrec.evaluation.from_checkpoint import restore_trained
-  from ccrec.train import codes_stage
+  from ccrec.workflow.from_checkpoint import restore_trained
+  from ccrec.workflow import codes_stage
   from ccrec.train.code_refinement import popularity_weights
   source, _ = full_run
   workdir = str(tmp_path / "w")
@@ -395,7 +395,7 @@ def test_invalid_config_names_the_field(tmp_path):
 
 
 def test_field_added_to_the_schema_later_is_not_a_difference(tmp_path):
-  from ccrec.train import workdir as workdir_lib
+  from ccrec.workflow import workdir as workdir_lib
   c = tiny()
   wd = str(tmp_path / "w")
   workdir_lib.prepare(wd, c)

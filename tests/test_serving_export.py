@@ -154,7 +154,7 @@ def _metrics_workdir(tmp_path, eval_json=None, lines=()):
 
 
 def test_workdir_metrics_files(tmp_path):
-  from ccrec.train.workdir import WorkdirError
+  from ccrec.workflow.workdir import WorkdirError
   final = '{"stage": "final", "student/test/HR@10": 0.5, "teacher/test/HR@10": 0.6}\n'
   later = '{"stage": "final", "student/test/HR@10": 0.7}\n'
   workdir = _metrics_workdir(tmp_path / "a", lines=[final, '{"stage": "fin'])

@@ -231,7 +231,7 @@ def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
   leaves half a line; the run that resumed appended after it); a garbage eval.json is a
   WorkdirError.
   """
-  from ccrec.train.workdir import WorkdirError
+  from ccrec.workflow.workdir import WorkdirError
 
   found: dict[str, Any] = {}
   path = os.path.join(workdir, "eval.json")
@@ -275,9 +275,9 @@ def export_workdir(workdir: str, output: str, *, model: str = "student",
     test prefixes and record the counts as manifest['verification'] (with
     int8 codebooks the reference is the JAX model on the dequantised codebooks).
   """
-  from ccrec.evaluation.from_checkpoint import restore_trained
-  from ccrec.train import pipeline
-  from ccrec.train import workdir as workdir_lib
+  from ccrec.workflow.from_checkpoint import restore_trained
+  from ccrec.workflow import pipeline
+  from ccrec.workflow import workdir as workdir_lib
 
   if model not in ("student", "teacher"):
     raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")

@@ -28,11 +28,11 @@ import numpy as np
 from absl import logging
 
 from ccrec import config as config_lib
-from ccrec import plots
-from ccrec.train import pipeline
-from ccrec.train import workdir as workdir_lib
+from ccrec.workflow import plots
+from ccrec.workflow import pipeline
+from ccrec.workflow import workdir as workdir_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # the repository
 MODES = ("smoke", "full")
 RESULT = "result.json"
 # Stage -> config sections its checkpoint depends on (cumulative, in pipeline order).

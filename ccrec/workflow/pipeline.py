@@ -26,9 +26,9 @@ from ccrec.evaluation.evaluator import Evaluator
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
-from ccrec.train.codes_stage import learn_codes
+from ccrec.workflow.codes_stage import learn_codes
 from ccrec.train import teacher as teacher_lib
-from ccrec.train import workdir as workdir_lib
+from ccrec.workflow import workdir as workdir_lib
 from ccrec.train.loop import fit
 from ccrec.train.state import TrainState, make_optimizer
 from ccrec.train.writer import MetricWriter

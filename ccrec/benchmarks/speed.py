@@ -80,7 +80,7 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   from ccrec.data import hot_mask
   from ccrec.models.views import DistillHeads
   from ccrec.train import distill as distill_lib
-  from ccrec.train import pipeline
+  from ccrec.workflow import pipeline
 
   teacher, student = pipeline.build_models(config, dataset.num_items)
   tx = make_optimizer(config.train)

@@ -22,7 +22,7 @@ from ccrec.train import code_learning, code_refinement
 from ccrec.train.state import TrainState
 
 if TYPE_CHECKING:
-  from ccrec.train.pipeline import Context
+  from ccrec.workflow.pipeline import Context
 
 
 def read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, np.ndarray]:
@@ -141,7 +141,7 @@ def teacher_through_codes(ctx: Context, teacher_state: TrainState, codes: np.nda
   """
   variables = with_item_table(teacher_state.variables(),
                               code_refinement.reconstruct(codes, codebooks))
-  from ccrec.train.pipeline import model_fns  # pipeline imports this module
+  from ccrec.workflow.pipeline import model_fns  # pipeline imports this module
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   metrics = evaluator.evaluate(variables, "valid", ctx.dataset.valid)
   return {f"teacher_through_codes/{k.split('/', 1)[1]}": v for k, v in metrics.items()}

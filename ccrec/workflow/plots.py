@@ -1,4 +1,4 @@
-"""Figures of the experiment reports (ccrec/experiments.py): bars, size curves, heatmaps, sweeps.
+"""Figures of the experiment reports (ccrec/workflow/experiments.py): bars, size curves, heatmaps, sweeps.
 
 Every function takes `experiments.summarize` entries (or a workdir) and returns a matplotlib
 figure; matplotlib is imported on first use, with the Agg backend unless MPLBACKEND is set.

@@ -18,8 +18,8 @@ import numpy as np
 from ccrec.checkpoint import Checkpointer, CheckpointError
 from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
-from ccrec.train import pipeline
-from ccrec.train import workdir as workdir_lib
+from ccrec.workflow import pipeline
+from ccrec.workflow import workdir as workdir_lib
 from ccrec.train.state import TrainState
 
 
