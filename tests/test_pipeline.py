@@ -12,6 +12,7 @@ import pytest
 from ccrec import data as data_lib
 from ccrec.checkpoint import CheckpointError, Checkpointer
 from ccrec.workflow.from_checkpoint import evaluate_workdir
+from ccrec.models.build import build_models, model_fns
 from ccrec.models.recommender import init_variables
 from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
@@ -163,7 +164,7 @@ def test_rerunning_a_finished_workdir_trains_nothing_more(full_run):
 
 def test_export_workdir_bundle_agrees_with_the_trained_models(full_run, tmp_path):
   from ccrec.serving import bundle as bundle_lib
-  from ccrec.serving.export import export_workdir
+  from ccrec.workflow.export import export_workdir
   workdir, metrics = full_run
   for model in ("student", "teacher"):
     out = str(tmp_path / model)
@@ -281,8 +282,9 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
     assert r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"] \
         == r["teacher_through_codes/valid/count"] == len(ctx.dataset.valid)
   exact = codes_stage.teacher_through_codes(
-      ctx, teacher, np.arange(len(full))[:, None].astype(np.uint8), full[None])
-  own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
+      pipeline.teacher_on_table(ctx, teacher), np.arange(len(full))[:, None].astype(np.uint8),
+      full[None])
+  own = ctx.evaluator("teacher", *model_fns(ctx.teacher)).evaluate(
       teacher.variables(), "valid", ctx.dataset.valid)
   assert exact["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
       own["teacher/valid/NDCG@10"], abs=1e-6)
@@ -409,7 +411,7 @@ def test_field_added_to_the_schema_later_is_not_a_difference(tmp_path):
 
 
 def test_warm_start_copies_the_teachers_encoder_and_keeps_the_codes():
-  teacher, student = pipeline.build_models(tiny(), 60)
+  teacher, student = build_models(tiny(), 60)
   t_state = TrainState.create(init_variables(teacher, jax.random.key(0)), optax.adam(1e-3))
   s_vars = init_variables(student, jax.random.key(1))
   warm = pipeline.warm_start(s_vars, t_state)

@@ -35,10 +35,14 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
+from ccrec.models.codes import CompositionalEmbedding
+from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import nn
+from ccrec.serving.export import quantize_codebooks
 from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
 
 CATALOGS = {"ml-100k": 1682, "tmall": 40_000, "1m": 1_000_000}
@@ -74,7 +78,6 @@ def model_config(case: Case, kind: str) -> dict[str, Any]:
 
 def tt_factors(case: Case) -> dict[str, list[int]]:
   """Default TT factorisation (as ccrec.models.tt.TTEmbedding chooses it), 3 cores."""
-  from ccrec.models.tt import auto_item_factors, factorize_exact  # no jax at import time
   return {"item_factors": list(auto_item_factors(case.num_items + 1, 3)),
           "d_factors": list(factorize_exact(case.d, 3)), "ranks": [case.tt_rank] * 2}
 
@@ -102,9 +105,6 @@ def _peak_bytes(fn: Callable[[], Any]) -> int:
 
 def _jax_code_scorer(codes_mv: np.ndarray, codebooks: np.ndarray, k: int):
   """jit(s [B, d] -> lax.top_k(CompositionalEmbedding.score(s), k)) on the model's own code."""
-  import jax
-
-  from ccrec.models.codes import CompositionalEmbedding
   m, kk, d = codebooks.shape
   module = CompositionalEmbedding(codes_mv.shape[1] - 1, m, kk, d)
   variables = {"params": {"codebooks": jax.numpy.asarray(codebooks)},
@@ -119,7 +119,6 @@ def _jax_code_scorer(codes_mv: np.ndarray, codebooks: np.ndarray, k: int):
 
 def _bundle_sizes(case: Case, arrays_by_kind: dict[str, dict[str, np.ndarray]]) -> dict[str, int]:
   """Bytes on disk of each model's bundle (written to a temporary directory, then removed)."""
-  from ccrec.serving.export import quantize_codebooks
   sizes = {}
   with tempfile.TemporaryDirectory(prefix="ccrec_bench_") as tmp:
     variants = {"student (fp32 codebooks)": ("codes", None),
@@ -244,8 +243,7 @@ def machine() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
   except AttributeError:
     cores = os.cpu_count()
-  import numpy
-  return {"cpu": model, "cores": cores, "numpy": numpy.__version__,
+  return {"cpu": model, "cores": cores, "numpy": np.__version__,
           "python": platform.python_version(), "load_avg": list(os.getloadavg())}
 
 
@@ -262,7 +260,6 @@ def run(cases: Sequence[Case], *, batch: int = 100, repeats: int = 7, batch_repe
                             use_jax=use_jax, bundle_sizes=bundle_sizes, seed=seed))
   info["load_avg_end"] = list(os.getloadavg())
   if use_jax:
-    import jax
     info["jax"] = jax.__version__
   return {"machine": info, "date": start.isoformat(timespec="seconds"), "results": results,
           "batch": batch, "repeats": repeats, "batch_repeats": batch_repeats,
