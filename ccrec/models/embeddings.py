@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ccrec.models.encoder import Initializer
+from ccrec.models.initializers import Initializer
 
 
 def mask_padding_column(logits: jax.Array) -> jax.Array:

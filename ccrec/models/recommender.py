@@ -17,7 +17,8 @@ import jax.numpy as jnp
 
 from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.embeddings import ItemTable, mask_padding_column
-from ccrec.models.encoder import SessionEncoder, make_initializer
+from ccrec.models.encoder import SessionEncoder
+from ccrec.models.initializers import make_initializer
 from ccrec.models.readout import make_readout
 from ccrec.models.tt import TTEmbedding
 

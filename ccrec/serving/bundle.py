@@ -44,6 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from ccrec import atomic
+from ccrec.item_layout import code_dtype, tt_core_shapes
+
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 KINDS = ("codes", "table", "tt")
@@ -61,13 +64,6 @@ class BundleError(ValueError):
 def array_file(name: str) -> str:
   """'encoder/block_0/query/kernel' -> 'encoder.block_0.query.kernel.npy'."""
   return name.replace("/", ".") + ".npy"
-
-
-def code_dtype(codebook_size: int) -> np.dtype:
-  """uint8 when K <= 256, uint16 when K <= 65536 (as ccrec.models.codes)."""
-  if not 1 <= codebook_size <= 65536:
-    raise BundleError(f"codebook_size must be in [1, 65536], got {codebook_size}")
-  return np.dtype(np.uint8 if codebook_size <= 256 else np.uint16)
 
 
 def encoder_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -95,14 +91,6 @@ def encoder_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def tt_core_shapes(config: dict[str, Any]) -> list[tuple[int, int, int, int]]:
-  """[r_{k-1}, n_k, d_k, r_k] of the TT cores from config['tt'] (item_factors, d_factors, ranks)."""
-  tt = config["tt"]
-  items, dims, ranks = tt["item_factors"], tt["d_factors"], tt["ranks"]
-  ranks = [1] + list(ranks) + [1]
-  return [(ranks[k], items[k], dims[k], ranks[k + 1]) for k in range(len(items))]
-
-
 def expected_arrays(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """name -> (shape, dtype) of every array a bundle with `config` must hold."""
   f32 = np.dtype(np.float32)
@@ -120,7 +108,8 @@ def expected_arrays(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], 
   elif kind == "table":
     out["items/embedding"] = ((v1, d), f32)
   elif kind == "tt":
-    for i, shape in enumerate(tt_core_shapes(config)):
+    tt = config["tt"]
+    for i, shape in enumerate(tt_core_shapes(tt["item_factors"], tt["d_factors"], tt["ranks"])):
       out[f"items/core_{i}"] = (shape, f32)
   return out
 
@@ -268,10 +257,7 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
       "metrics": dict(metrics or {}),
   }
   manifest.update(extra or {})
-  tmp = manifest_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, manifest_path)
+  atomic.write_json(manifest_path, manifest)
   return manifest
 
 
@@ -283,10 +269,7 @@ def update_manifest(directory: str, fields: dict[str, Any]) -> dict:
   path = os.path.join(directory, MANIFEST_FILE)
   manifest = read_manifest(directory)
   manifest.update(fields)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_json(path, manifest)
   return manifest
 
 

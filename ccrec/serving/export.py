@@ -15,6 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from ccrec.data import popularity_ranking
+from ccrec.item_layout import code_dtype
 from ccrec.models.recommender import ModelSpec, SessionRecommender
 from ccrec.models.tt import TTEmbedding
 from ccrec.serving import bundle as bundle_lib
@@ -69,7 +70,7 @@ def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
   if spec.embedding == "codes":
     codes = np.asarray(variables["codes"]["items"]["codes"])                      # [V+1, M]
     arrays["items/codes"] = np.ascontiguousarray(
-        codes.T.astype(bundle_lib.code_dtype(spec.codebook_size)))                 # [M, V+1]
+        codes.T.astype(code_dtype(spec.codebook_size)))                            # [M, V+1]
     books = np.asarray(params["items/codebooks"], np.float32)
     if codebook_dtype == "int8":
       arrays["items/codebooks"], arrays["items/codebook_scale"] = quantize_codebooks(books)

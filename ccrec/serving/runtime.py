@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ccrec.serving import nn
-from ccrec.serving.bundle import BundleError, read_bundle, tt_core_shapes
+from ccrec.serving.bundle import BundleError, read_bundle
 from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
 
 
@@ -81,7 +81,7 @@ def make_scorer(config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = Fa
     return CodeScorer(arrays["items/codes"], books)
   if kind == "table":
     return TableScorer(arrays["items/embedding"])
-  cores = [arrays[f"items/core_{i}"] for i in range(len(tt_core_shapes(config)))]
+  cores = [arrays[f"items/core_{i}"] for i in range(len(config["tt"]["item_factors"]))]
   return TTScorer(cores, config["tt"]["item_factors"], config["num_items"] + 1, cache=tt_cache)
 
 

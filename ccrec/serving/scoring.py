@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ccrec.item_layout import tt_digits
+
 _NEG_INF = np.float32(-np.inf)
 
 
@@ -147,15 +149,6 @@ class TableScorer:
 
 
 # ---------------------------------------------------------------------------- tensor train
-
-
-def tt_digits(rows: np.ndarray, item_factors: Sequence[int]) -> list[np.ndarray]:
-  """rows int [N] -> K digit arrays, most significant first (as ccrec/models/tt.py)."""
-  digits, stride = [], math.prod(item_factors)
-  for n in item_factors:
-    stride //= n
-    digits.append((rows // stride) % n)
-  return digits
 
 
 def tt_rows(cores: Sequence[np.ndarray], item_factors: Sequence[int],
