@@ -44,8 +44,9 @@ MAY_IMPORT = {
     "benchmarks": BELOW_SERVING | {"serving", "train"},
 }
 # The numpy runtime: with what it imports from ccrec, it must import no jax.
-NUMPY_RUNTIME = ("ccrec.serving", "ccrec.serving.bundle", "ccrec.serving.runtime",
-                 "ccrec.serving.scoring", "ccrec.serving.nn", "ccrec.serving.evaluate")
+NUMPY_RUNTIME = ("ccrec.serving", "ccrec.serving.bundle", "ccrec.serving.manifest",
+                 "ccrec.serving.runtime", "ccrec.serving.scoring", "ccrec.serving.nn",
+                 "ccrec.serving.evaluate")
 JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 

@@ -42,7 +42,7 @@ from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import nn
-from ccrec.serving.export import quantize_codebooks
+from ccrec.serving.export import bundle_layout, quantize_codebooks, spec_from_config
 from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
 
 CATALOGS = {"ml-100k": 1682, "tmall": 40_000, "1m": 1_000_000}
@@ -80,6 +80,33 @@ def tt_factors(case: Case) -> dict[str, list[int]]:
   """Default TT factorisation (as ccrec.models.tt.TTEmbedding chooses it), 3 cores."""
   return {"item_factors": list(auto_item_factors(case.num_items + 1, 3)),
           "d_factors": list(factorize_exact(case.d, 3)), "ranks": [case.tt_rank] * 2}
+
+
+def random_arrays(config: dict[str, Any], rng: np.random.Generator,
+                  scale: float = 0.05) -> dict[str, np.ndarray]:
+  """Random arrays of every shape a bundle of `config` needs (benchmarks and tests).
+
+  Normal(0, scale) weights (TT cores 0.3, so rows have a useful scale), LayerNorm
+  scales 1, uniform codes, int8 codebooks in [-127, 127] with scale/127 per codeword.
+  The names and shapes are the model's (`ccrec.serving.export.bundle_layout`).
+  """
+  out = {}
+  layout = bundle_layout(spec_from_config(config), config.get("codebook_dtype", "float32"))
+  for name, (shape, dtype) in layout.items():
+    if dtype.kind == "u":
+      out[name] = rng.integers(0, config["codebook_size"], shape, dtype=dtype)
+    elif dtype.kind == "i":
+      out[name] = rng.integers(-127, 128, shape).astype(dtype)
+    elif "/ln" in name and name.endswith("/scale"):
+      out[name] = np.ones(shape, np.float32)
+    elif name == "items/codebook_scale":
+      out[name] = np.full(shape, scale / 127, np.float32)
+    else:
+      std = 0.3 if name.startswith("items/core") else scale
+      out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+  if "items/embedding" in out:
+    out["items/embedding"][0] = 0.0
+  return out
 
 
 def _time_rounds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -163,7 +190,7 @@ def run_case(case: Case, *, batch: int = 100, repeats: int = 7, batch_repeats: i
              use_jax: bool = True, bundle_sizes: bool = True, seed: int = 0) -> dict[str, Any]:
   """Times every method for one catalog; returns {'case', 'rows', 'sizes', 'bundle_bytes'}."""
   rng = np.random.default_rng(seed)
-  arrays = {kind: bundle_lib.random_arrays(model_config(case, kind), rng)
+  arrays = {kind: random_arrays(model_config(case, kind), rng)
             for kind in ("codes", "table", "tt")}
   codes_cfg = model_config(case, "codes")
   codes = arrays["codes"]["items/codes"]

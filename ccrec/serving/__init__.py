@@ -1,6 +1,7 @@
 """ccrec.serving: on-device bundle and its numpy-only runtime (imports no jax).
 
   bundle     the bundle format: manifest + .npy arrays, validation (numpy)
+  manifest   the manifest's model fields: config schema, the checksum sealing them
   runtime    Recommender: load a bundle, encode sessions, recommend (numpy)
   scoring    code-table scoring, table and tensor-train scoring, exact top-k (numpy)
   nn         the session encoder and readouts in numpy

@@ -1,5 +1,10 @@
 """Export a trained model (a ModelSpec and its Flax variables) as a bundle, and verify it.
 
+The bundle's array names, shapes and dtypes come from the model itself: `bundle_layout`
+runs `jax.eval_shape` of the Flax model's init (nothing is computed) and maps its
+variables to bundle arrays; `export_model` checks the arrays it writes against that
+layout, and the manifest records them. Nothing here lists the encoder's parameters.
+
 This module imports jax (through ccrec.models); the runtime does not. Exporting a
 trained workdir (launch/export.py) is `ccrec.workflow.export.export_workdir`, which
 restores the workdir and calls `export_model` and `verify_bundle`.
@@ -20,9 +25,11 @@ from ccrec.models.recommender import ModelSpec, SessionRecommender
 from ccrec.models.tt import TTEmbedding
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import evaluate as evaluate_lib
+from ccrec.serving.bundle import BundleError
 from ccrec.serving.runtime import Recommender, dequantize_codebooks
 
 POPULAR_SIZE = 1000  # items kept for the empty-session fallback
+Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # bundle array name -> (shape, dtype)
 
 
 def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +92,58 @@ def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
       if name.startswith("items/core_"):
         arrays[name] = np.asarray(a, np.float32)
   return arrays
+
+
+def model_shapes(spec: ModelSpec) -> dict[str, jax.ShapeDtypeStruct]:
+  """'collection/module/.../name' -> shape and dtype of every variable of
+  SessionRecommender(spec), from `jax.eval_shape` of its init (nothing is computed)."""
+  model = SessionRecommender(spec)
+  items = jnp.zeros((1, spec.max_len), jnp.int32)
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  return traverse_util.flatten_dict(jax.eval_shape(lambda: model.init(rngs, items)), sep="/")
+
+
+def bundle_layout(spec: ModelSpec, codebook_dtype: str = "float32") -> Layout:
+  """name -> (shape, dtype) of every model array of a bundle of `spec`, from the model.
+
+  Each param keeps its name (without 'params/') and shape, in float32; with int8
+  codebooks, items/codebooks is int8 and items/codebook_scale [M, K] float32 is added.
+  The codes ('codes' collection, [V+1, M]) become items/codes [M, V+1] of code_dtype(K),
+  codebook-major. A variable of any other kind is an error: the bundle and the runtime
+  would not know it.
+  """
+  f32 = np.dtype(np.float32)
+  out: Layout = {}
+  for name, leaf in model_shapes(spec).items():
+    collection, _, path = name.partition("/")
+    shape = tuple(int(n) for n in leaf.shape)
+    if collection == "params" and path == "items/codebooks" and codebook_dtype == "int8":
+      out[path] = (shape, np.dtype(np.int8))
+      out["items/codebook_scale"] = (shape[:2], f32)
+    elif collection == "params":
+      out[path] = (shape, f32)
+    elif name == "codes/items/codes":
+      out[path] = (shape[::-1], code_dtype(spec.codebook_size))
+    else:
+      raise ValueError(f"the model has variable {name}, which a bundle cannot hold: add it "
+                       "to serving/export.py (bundle_layout, bundle_arrays, flax_variables) "
+                       "and to the runtime (docs/DESIGN.md, 'Change the encoder')")
+  return out
+
+
+def check_layout(arrays: dict[str, np.ndarray], layout: Layout, where: str) -> None:
+  """Raises BundleError naming the array unless `arrays` hold exactly the layout's arrays
+  (names, shapes, dtypes), plus any meta/* arrays."""
+  for name, (shape, dtype) in layout.items():
+    if name not in arrays:
+      raise BundleError(f"cannot export {where}: the model's array {name} {dtype} "
+                        f"{list(shape)} is missing from the variables")
+    if arrays[name].shape != shape or arrays[name].dtype != dtype:
+      raise BundleError(f"cannot export {where}: array {name} is {arrays[name].dtype} "
+                        f"{list(arrays[name].shape)}, the model has {dtype} {list(shape)}")
+  unknown = sorted(n for n in arrays if n not in layout and not n.startswith("meta/"))
+  if unknown:
+    raise BundleError(f"cannot export {where}: arrays {unknown} are not the model's")
 
 
 def spec_from_config(config: dict) -> ModelSpec:
@@ -157,6 +216,7 @@ def export_model(output: str, spec: ModelSpec, variables: dict, *,
   """
   config = bundle_config(spec, variables, codebook_dtype)
   arrays = bundle_arrays(spec, variables, codebook_dtype)
+  check_layout(arrays, bundle_layout(spec, codebook_dtype), output)
   if item_counts is not None:
     arrays["meta/popular_items"] = popularity_ranking(item_counts)[:POPULAR_SIZE].astype(np.int32)
   raw = raw_id_array(id_map or {}, spec.num_items)

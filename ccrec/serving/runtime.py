@@ -131,6 +131,8 @@ class Recommender:
                    if n.startswith(("encoder/", "readout/"))}
     try:
       self.scorer = make_scorer(self.config, arrays, tt_cache)
+    except KeyError as e:
+      raise BundleError(f"the bundle lacks array {e} of its kind {self.kind!r}") from e
     except ValueError as e:
       raise BundleError(f"bundle arrays are inconsistent: {e}") from e
     self.popular = np.asarray(arrays.get("meta/popular_items", np.zeros(0, np.int32)), np.int64)
