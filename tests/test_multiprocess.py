@@ -214,7 +214,6 @@ def _worker(process_id: int, port: int, workdir: str) -> dict:
   zeros = jax.tree.map(np.zeros_like, params)
   abstract = TrainState.create({"params": zeros}, optax.adam(1e-2))
   restored, meta = ckpt.restore(parallel.place_state(abstract, mesh))
-  ckpt.close()
   rep["ckpt_equal"] = bool(
       meta == {"epoch": 1}
       and all(np.array_equal(parallel.to_host(a), parallel.to_host(b))

@@ -249,14 +249,6 @@ def run_case(case: Case, *, batch: int = 100, repeats: int = 7, batch_repeats: i
           "bundle_bytes": bundles}
 
 
-def ratios(rows: list[dict], batch: int) -> dict[str, float]:
-  """Speed-up of the numpy student over each method at `batch` (median times)."""
-  t = {r["method"]: r["median_ms"] for r in rows if r["batch"] == batch}
-  s = t["student_codes"]
-  out = {f"{m}/student": t[m] / s for m in t if m not in ("student_codes",)}
-  return out
-
-
 def machine() -> dict[str, Any]:
   model = platform.processor() or platform.machine()
   try:

@@ -162,9 +162,3 @@ class CompositionalEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return self.lookup(ids)
-
-  @staticmethod
-  def stats(num_items: int, num_codebooks: int, codebook_size: int,
-            features: int) -> dict[str, float]:
-    """Byte sizes and compression ratios; see `compression_stats`."""
-    return compression_stats(num_items, num_codebooks, codebook_size, features)

@@ -131,6 +131,3 @@ def init_variables(model: SessionRecommender, key: jax.Array) -> dict:
   init = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, items))
   return dict(init(params_key, dropout_key))
 
-
-def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -119,8 +119,3 @@ class TTEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return self.lookup(ids)
-
-  @staticmethod
-  def num_params(item_factors: Sequence[int], d_factors: Sequence[int], rank: Ranks) -> int:
-    """Parameter count; see `tt_num_params`."""
-    return tt_num_params(item_factors, d_factors, rank)

@@ -147,8 +147,7 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
   """Records the dataset's fingerprint, or checks it against the recorded one.
 
   The record holds the item count, split sizes and a sha256 of the contents, so a dataset
-  rebuilt from other data with the same sizes is refused too (workdirs written before the
-  sha256 existed are checked on the rest).
+  rebuilt from other data with the same sizes is refused too.
   """
   path = os.path.join(workdir, DATASET_FILE)
   mine = {"name": dataset.name, "num_items": int(dataset.num_items),
@@ -164,14 +163,11 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
     if not isinstance(saved, dict):
       raise WorkdirError(f"{path} must hold a JSON object (the dataset record), got "
                          f"{type(saved).__name__}")
-    compared = mine if "sha256" in saved else {k: v for k, v in mine.items() if k != "sha256"}
-    if saved != compared:
-      diff = sorted(k for k in set(saved) | set(compared) if saved.get(k) != compared.get(k))
-      shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {compared.get(k)!r}" for k in diff)
+    if saved != mine:
+      diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+      shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
       raise WorkdirError(
           f"the dataset loaded now differs from the one this workdir was trained on ({path}); "
           f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)")
-    if "sha256" in saved:
-      return
-    # A record written before the sha256 existed, equal on the rest: it gains the sha256.
+    return
   _write_json(path, mine)
