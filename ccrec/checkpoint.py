@@ -27,7 +27,6 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 _DIGEST = "_state_checksum"  # meta key of the state's checksum (absent in older checkpoints)
-_OLD_DIGESTS = ("_state_sha256",)  # host-side sha256 of an earlier version: not checked
 
 
 def _leaf_words(x: jax.Array) -> jax.Array:
@@ -138,8 +137,6 @@ class Checkpointer:
           "corrupt or was written by a different model/dataset (item count, sizes).") from e
     meta = dict(restored.meta)
     want = meta.pop(_DIGEST, None)
-    for old in _OLD_DIGESTS:
-      meta.pop(old, None)
     if want is not None:
       got = state_digest(restored.state)
       if got != want:
@@ -167,7 +164,3 @@ class Checkpointer:
           f"{where} does not fit this model: {'; '.join(bad[:4])}"
           f"{f' (and {len(bad) - 4} more)' if len(bad) > 4 else ''}. It was written by a "
           "different model or dataset (sizes, item count).")
-
-  def close(self) -> None:
-    for manager in self._managers.values():
-      manager.close()

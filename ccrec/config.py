@@ -121,7 +121,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for any invalid value."""
   def need(ok: bool, field: str, what: str):
     if not ok:
-      raise ValueError(f"config.{field}: {what} (got {_get(c, field)!r})")
+      raise ValueError(f"config.{field}: {what} (got {get(c, field)!r})")
 
   need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
        f"must be a non-empty sequence of {STAGES}")
@@ -203,7 +203,8 @@ def distill_batch_size(c: ml_collections.ConfigDict) -> int:
   return c.distill.batch_size or c.train.batch_size
 
 
-def _get(c, dotted: str):
+def get(c: ml_collections.ConfigDict, dotted: str):
+  """The value of a dotted field: get(c, "distill.beta") is c.distill.beta."""
   for part in dotted.split("."):
     c = c[part]
   return c

@@ -31,7 +31,7 @@ Decisions (see docs/scale_out.md):
     (`jax.device_put` and jit outputs raise IndivisibleError), and padding the
     catalog would add items to the softmax and the ranking unless the models
     masked them. So parallel.model > 1 requires (num_items + 1) % parallel.model
-    == 0 and `check_config` raises `ItemShardingError` naming the sizes and the
+    == 0 and `check_sizes` raises `ItemShardingError` naming the sizes and the
     model-axis sizes that would work.
   * Several processes: every process iterates the same global batches (same
     seed, same order) and transfers only the rows of its own devices
@@ -46,10 +46,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from ccrec import config as config_lib
 
 DATA = "data"
 MODEL = "model"
@@ -98,11 +97,11 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL), axis_types=axis_types)
 
 
-def mesh_from_config(parallel_config: Any) -> Mesh | None:
-  """The mesh of config.parallel, or None on a single device with parallel.model == 1."""
-  if jax.device_count() == 1 and parallel_config.model == 1:
+def default_mesh(data: int = -1, model: int = 1) -> Mesh | None:
+  """`make_mesh(data, model)` over all devices, or None on a single device with model == 1."""
+  if jax.device_count() == 1 and model == 1:
     return None
-  return make_mesh(parallel_config.data, parallel_config.model)
+  return make_mesh(data, model)
 
 
 def data_size(mesh: Mesh | None) -> int:
@@ -152,12 +151,13 @@ def check_items(num_items: int, mesh: Mesh | None) -> None:
         f"Model-axis sizes that fit this catalog on {n} devices: {ok}")
 
 
-def check_config(config: Any, mesh: Mesh | None, num_items: int) -> None:
-  """All size checks of a run, before anything is compiled."""
-  check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-  check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  # 0 (= train.batch_size) passes here when the check above did.
-  check_batch_size(config_lib.distill_batch_size(config), mesh, "distill.batch_size")
+def check_sizes(batch_sizes: Mapping[str, int], mesh: Mesh | None, num_items: int) -> None:
+  """All size checks of a run, before anything is compiled.
+
+  `batch_sizes`: config field -> batch size, checked in order (the field names the error).
+  """
+  for field, batch_size in batch_sizes.items():
+    check_batch_size(batch_size, mesh, field)
   check_items(num_items, mesh)
 
 
@@ -232,13 +232,12 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map_with_path(one, state)
 
 
-def place_state(state: Any, mesh: Mesh, config: Any = None) -> Any:
-  """Puts a state pytree on the mesh with `state_shardings` (config: unused, the hook's API).
+def place_state(state: Any, mesh: Mesh) -> Any:
+  """Puts a state pytree on the mesh with `state_shardings`.
 
   In a multi-process run every process holds the same host values (same
   seed); each transfers the shards of its own devices.
   """
-  del config
   shardings = state_shardings(state, mesh)
   if jax.process_count() == 1:
     return jax.device_put(state, shardings)
@@ -256,8 +255,6 @@ def place_state(state: Any, mesh: Mesh, config: Any = None) -> Any:
 
 def to_host(x: Any) -> Any:
   """Device arrays -> numpy, gathering shards held by other processes if needed."""
-  from jax.experimental import multihost_utils
-
   def one(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
       return np.asarray(multihost_utils.process_allgather(a, tiled=True))

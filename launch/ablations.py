@@ -26,7 +26,7 @@ import os
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags, logging
 
-from ccrec import experiments as ex
+from ccrec.workflow import experiments as ex
 
 _MODE = flags.DEFINE_enum("mode", "full", ex.MODES, "smoke: tiny synthetic; full: ml-100k.")
 _GRID = flags.DEFINE_enum("grid", "components", ["components", "headline", "codes_steps",

@@ -5,7 +5,7 @@ numpy and JAX), tensor-train (rebuilding rows, cached), one session and a batch.
   python launch/benchmark.py --catalogs=1m --d=256 --repeats=5 --output=/tmp/b.md
 
 Writes a markdown table (command, machine, date, per-method times, sizes,
-targets) to --output and prints it. See ccrec/serving/benchmark.py.
+targets) to --output and prints it. See ccrec/benchmarks/ondevice.py.
 """
 
 import json
@@ -23,7 +23,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_t
 import _paths  # noqa: F401, E402  (puts the repo root on sys.path)
 from absl import app, flags, logging  # noqa: E402
 
-from ccrec.serving import benchmark  # noqa: E402
+from ccrec.benchmarks import ondevice as benchmark  # noqa: E402
 
 _CATALOGS = flags.DEFINE_string("catalogs", "all",
                                 "'all', or a comma list of presets (ml-100k=1682, tmall=40000, "

@@ -25,7 +25,8 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from ccrec import data
-from ccrec.data import protocols, readers, synthetic_logs
+from ccrec.benchmarks import synthetic_logs
+from ccrec.data import protocols, readers
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/ccrec_bench", "where the log and output go")
 _SESSIONS = flags.DEFINE_integer("num_sessions", 9_000_000, "sessions in the synthetic log")

@@ -17,7 +17,8 @@ import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 from ml_collections import config_flags
 
-from ccrec.train import speed, workdir
+from ccrec.benchmarks import speed
+from ccrec.workflow import workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/teacher.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per setting.")

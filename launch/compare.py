@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags
 
 from ccrec.evaluation import significance
-from ccrec.evaluation.from_checkpoint import MODELS, workdir_ranks
+from ccrec.workflow.from_checkpoint import MODELS, workdir_ranks
 
 _A = flags.DEFINE_list("a", None, "WORKDIR:MODEL of the reference model (several: runs of it).")
 _B = flags.DEFINE_list("b", None, "WORKDIR:MODEL of the model compared with it (diff = b - a); "

@@ -14,7 +14,7 @@ import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags
 
-from ccrec.evaluation.from_checkpoint import evaluate_workdir
+from ccrec.workflow.from_checkpoint import evaluate_workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 flags.mark_flags_as_required(["workdir"])

@@ -19,7 +19,7 @@ import json
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 
-from ccrec.serving.export import export_workdir
+from ccrec.workflow.export import export_workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Bundle directory to write.")

@@ -147,7 +147,7 @@ def test_set_codes_replaces_codes_and_codebooks(variables):
 def test_compression_stats_match_the_paper():
   tmall = codes_lib.compression_stats(40728, 4, 32, 128)
   assert round(tmall["paper_ratio"]) == 29
-  rr = CompositionalEmbedding.stats(36968, 3, 256, 256)
+  rr = codes_lib.compression_stats(36968, 3, 256, 256)
   assert round(rr["paper_ratio"]) == 31
   assert tmall["codes_bytes"] == 40729 * 4 and tmall["codebook_bytes"] == 4 * 32 * 128 * 4
   assert tmall["table_bytes"] == 40729 * 128 * 4

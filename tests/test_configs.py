@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ccrec import config as config_lib
-from ccrec.experiments import load_config_file
+from ccrec.workflow.experiments import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))

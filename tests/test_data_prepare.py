@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from ccrec.data import dataset, readers, sources, synthetic_logs
+from ccrec.benchmarks import synthetic_logs
+from ccrec.data import dataset, readers, sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures"

@@ -9,10 +9,11 @@ import optax
 import pytest
 
 from ccrec.checkpoint import Checkpointer
-from ccrec.evaluation.from_checkpoint import evaluate_workdir, restore_trained
-from ccrec.train import pipeline
+from ccrec.models.build import model_fns
+from ccrec.workflow.from_checkpoint import evaluate_workdir, restore_trained
+from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
-from ccrec.train.workdir import load_config
+from ccrec.workflow.workdir import load_config
 from helpers import tiny
 
 
@@ -88,7 +89,7 @@ def test_pipeline_selects_evaluates_and_restores_the_students_average(tmp_path, 
   evaluated = evaluate_workdir(workdir)
   for key in ("student/test/NDCG@10", "student/valid/HR@20", "teacher/test/NDCG@10"):
     assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
-  evaluator = ctx.evaluator("student", *pipeline.model_fns(ctx.student))
+  evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   for params, same in ((student.ema, True), (student.params, False)):
     got = evaluator.evaluate(student.variables(params), "test", ctx.dataset.test)
     diffs = [abs(got[k] - metrics[k]) for k in got if k.startswith("student/test/")]

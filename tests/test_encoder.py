@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ccrec.models.encoder import SessionEncoder, make_initializer
+from ccrec.models.encoder import SessionEncoder
+from ccrec.models.initializers import make_initializer
 
 
 def _encoder(**kw):

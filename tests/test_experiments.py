@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from ccrec import experiments as ex
+from ccrec.workflow import experiments as ex
 from ccrec.checkpoint import Checkpointer
-from ccrec.train import pipeline
-from ccrec.train.workdir import WorkdirError
+from ccrec.workflow import pipeline
+from ccrec.workflow.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_cached_result_of_a_run_older_than_a_config_field(tmp_path):
   base = ex.base_config("smoke")
   plain = ex.apply(base, {"distill.batch_size": 0})
   workdir = str(tmp_path / "old")
-  from ccrec.train import workdir as workdir_lib
+  from ccrec.workflow import workdir as workdir_lib
   workdir_lib.prepare(workdir, plain)
   _drop_saved_field(workdir, "distill", "batch_size")
   assert ex.read_cached(plain, workdir) is None  # no result.json yet

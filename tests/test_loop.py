@@ -29,7 +29,8 @@ def _step(loss_at):
 def _fit(tmp_path, step, valid, epochs=10, patience=2):
   return fit(stage="t", state=_state(), train_step=step, batches=lambda e: [1.0, 1.0],
              evaluate=lambda s: {"v": valid(float(s.params["w"]))}, select="v",
-             checkpointer=Checkpointer(str(tmp_path / "ck")), writer=MetricWriter(str(tmp_path)),
+             checkpointer=Checkpointer(str(tmp_path / "ck")),
+             writer=MetricWriter(str(tmp_path / "metrics.jsonl")),
              key=jax.random.key(0), epochs=epochs, patience=patience, log_every=100)
 
 
@@ -81,7 +82,7 @@ def test_writer_starts_a_new_line_after_a_killed_runs_half_line(tmp_path):
   import json
   with open(tmp_path / "metrics.jsonl", "w") as f:
     f.write('{"stage": "t", "step": 1}\n{"stage": "t", "st')  # killed mid-write
-  writer = MetricWriter(str(tmp_path))
+  writer = MetricWriter(str(tmp_path / "metrics.jsonl"))
   writer.write("t", 2, {"ce": 1.0})
   writer.write("t", 3, {"ce": 0.5})
   with open(tmp_path / "metrics.jsonl") as f:

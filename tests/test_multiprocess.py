@@ -181,9 +181,10 @@ def _worker(process_id: int, port: int, workdir: str) -> dict:
   from ccrec.checkpoint import Checkpointer
   from ccrec.train.state import TrainState
 
+  defaults = config_lib.base_config().parallel
   rep = {"process_index": jax.process_index(), "process_count": jax.process_count(),
          "device_count": jax.device_count(),
-         "mesh": dict(parallel.mesh_from_config(config_lib.base_config().parallel).shape)}
+         "mesh": dict(parallel.default_mesh(defaults.data, defaults.model).shape)}
 
   # Per-host slicing: every process holds the same global batch, feeds its own rows.
   mesh = parallel.make_mesh()
@@ -213,7 +214,6 @@ def _worker(process_id: int, port: int, workdir: str) -> dict:
   zeros = jax.tree.map(np.zeros_like, params)
   abstract = TrainState.create({"params": zeros}, optax.adam(1e-2))
   restored, meta = ckpt.restore(parallel.place_state(abstract, mesh))
-  ckpt.close()
   rep["ckpt_equal"] = bool(
       meta == {"epoch": 1}
       and all(np.array_equal(parallel.to_host(a), parallel.to_host(b))

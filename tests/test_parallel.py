@@ -151,10 +151,10 @@ def test_single_process_defaults():
   c = config_lib.base_config()
   if jax.device_count() != 1:
     pytest.skip("the rest checks the single-device default (this process has several devices)")
-  assert parallel.mesh_from_config(c.parallel) is None
+  assert parallel.default_mesh(c.parallel.data, c.parallel.model) is None
   c.parallel.model = 2
   with pytest.raises(parallel.MeshError, match="parallel.model=2"):
-    parallel.mesh_from_config(c.parallel)
+    parallel.default_mesh(c.parallel.data, c.parallel.model)
 
 
 def test_item_leaf_rule():
@@ -186,11 +186,13 @@ def _worker() -> dict:
   from ccrec.data import Sequences, prefix_augment, prefix_batches, window_batches
   from ccrec.evaluation import significance
   from ccrec.evaluation.evaluator import Evaluator
+  from ccrec.models.build import model_fns
   from ccrec.models.codes import set_codes
+  from ccrec.models.embeddings import with_item_table
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
   from ccrec.models.views import DistillHeads, init_heads
   from ccrec.train import distill as distill_lib
-  from ccrec.train import codes_stage, pipeline
+  from ccrec.workflow import pipeline
   from ccrec.train import teacher as teacher_lib
   from ccrec.train.state import TrainState
 
@@ -344,7 +346,7 @@ def _worker() -> dict:
   # Evaluation: identical metric sums on one device and on each mesh.
   examples = prefix_augment(seqs)
   out["eval_examples"] = len(examples.targets)
-  fns = {"teacher": pipeline.model_fns(teacher), "student": pipeline.model_fns(student)}
+  fns = {"teacher": model_fns(teacher), "student": model_fns(student)}
   variables = {"teacher": t_vars, "student": s_vars}
   for model_name, (encode, score) in fns.items():
     ref_evaluator = Evaluator(model_name, encode, score, num_items=V, hot=hot, batch_size=16,
@@ -378,9 +380,9 @@ def _worker() -> dict:
         # The teacher scored through another table (the codes stage's check), replaced in
         # the mesh's layout: same metrics as on one device, same sharding as the table.
         other = np.asarray(jax.random.normal(jax.random.key(7), (V + 1, D)))
-        swapped = codes_stage.with_item_table(placed, other)
+        swapped = with_item_table(placed, other)
         emb, new_emb = (v["params"]["items"]["embedding"] for v in (placed, swapped))
-        want = ref_evaluator.evaluate(codes_stage.with_item_table(t_vars, other), "valid", examples)
+        want = ref_evaluator.evaluate(with_item_table(t_vars, other), "valid", examples)
         got = ev.evaluate(swapped, "valid", examples)
         out[f"eval/swapped_table/{data}x{model}"] = {
             "same_sharding": new_emb.sharding.is_equivalent_to(emb.sharding, 2),
@@ -422,7 +424,7 @@ def _worker() -> dict:
   errors["items"] = error(lambda: context(data=4, model=2))
   out["errors"] = errors
   parallel.check_items(63, parallel.make_mesh(4, 2))  # 64 rows: fine
-  ctx_mesh = parallel.mesh_from_config(ml_collections.ConfigDict({"data": 4, "model": 2}))
+  ctx_mesh = parallel.default_mesh(4, 2)
   out["context/mesh"] = dict(ctx_mesh.shape)
 
   return out

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ccrec.models.encoder import make_initializer
+from ccrec.models.initializers import make_initializer
 from ccrec.models.readout import LastReadout, SoftAttentionReadout, masked_mean
 from ccrec.serving import nn as np_nn
 

@@ -1,30 +1,33 @@
-"""Bundle format: round trip, and a clear error for every kind of broken bundle."""
+"""Bundle format: round trip, sealed model fields, a clear error for every broken bundle."""
 
 import json
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 
+from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving.bundle import BundleError, read_bundle, write_bundle
+from ccrec.serving.export import export_model
+from ccrec.serving.runtime import Recommender
 
 CONFIG = {"num_items": 30, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16, "max_len": 5,
           "readout": "soft_attention", "layer_norm_eps": 1e-12, "embedding": "codes",
           "num_codebooks": 2, "codebook_size": 4, "codebook_dtype": "float32"}
 
 
-def _arrays(config=CONFIG, seed=0):
+def _arrays(seed=0):
+  """Some arrays of a codes bundle (the format does not check them against a model: the
+  export does, tests/test_serving_export.py)."""
   rng = np.random.default_rng(seed)
-  out = {}
-  for name, (shape, dtype) in bundle_lib.expected_arrays(config).items():
-    if dtype.kind == "u":
-      out[name] = rng.integers(0, config["codebook_size"], shape, dtype=dtype)
-    else:
-      out[name] = rng.standard_normal(shape).astype(dtype)
-  out["meta/popular_items"] = np.arange(1, 11, dtype=np.int32)
-  return out
+  f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  return {"encoder/ln_in/scale": f32(8), "encoder/ln_in/bias": f32(8),
+          "encoder/block_0/query/kernel": f32(8, 8), "encoder/block_0/ff_in/kernel": f32(8, 16),
+          "items/codes": rng.integers(0, 4, (2, 31), dtype=np.uint8),
+          "items/codebooks": f32(2, 4, 8), "meta/popular_items": np.arange(1, 11, dtype=np.int32)}
 
 
 @pytest.fixture
@@ -40,7 +43,11 @@ def _manifest(path):
     return json.load(f)
 
 
-def _write_manifest(path, manifest):
+def _write_manifest(path, manifest, reseal=False):
+  """reseal: recompute the checksum of the model fields, as if the export had written them
+  (to reach the checks behind it)."""
+  if reseal:
+    manifest["manifest_sha256"] = bundle_lib.manifest_sha256(manifest)
   with open(os.path.join(path, "manifest.json"), "w") as f:
     json.dump(manifest, f)
 
@@ -70,14 +77,6 @@ def test_refuses_to_overwrite_and_overwrites(bundle):
 
 
 def test_write_checks_arrays(tmp_path):
-  arrays = _arrays()
-  del arrays["encoder/ln_in/bias"]
-  with pytest.raises(BundleError, match="encoder/ln_in/bias is missing"):
-    write_bundle(str(tmp_path / "a"), arrays, kind="codes", config=CONFIG)
-  arrays = _arrays()
-  arrays["items/codes"] = arrays["items/codes"].T.copy()
-  with pytest.raises(BundleError, match="items/codes"):
-    write_bundle(str(tmp_path / "b"), arrays, kind="codes", config=CONFIG)
   with pytest.raises(BundleError, match="kind"):
     write_bundle(str(tmp_path / "c"), _arrays(), kind="table", config=CONFIG)
   arrays = _arrays()
@@ -86,12 +85,14 @@ def test_write_checks_arrays(tmp_path):
     write_bundle(str(tmp_path / "d"), arrays, kind="codes", config=CONFIG)
 
 
-def test_other_format_version(bundle):
+@pytest.mark.parametrize("version", [bundle_lib.FORMAT_VERSION + 1, 1])
+def test_other_format_version_is_refused_saying_re_export(bundle, version):
+  # 1: bundles written before the model fields were sealed.
   path, _ = bundle
   manifest = _manifest(path)
-  manifest["format_version"] = 2
-  _write_manifest(path, manifest)
-  with pytest.raises(BundleError, match="format_version 2 is not supported"):
+  manifest["format_version"] = version
+  _write_manifest(path, manifest, reseal=True)
+  with pytest.raises(BundleError, match=f"format_version {version} is not supported.*re-export"):
     read_bundle(path)
 
 
@@ -115,22 +116,14 @@ def test_missing_array_file(bundle):
     read_bundle(path)
 
 
-def test_array_missing_from_manifest(bundle):
-  path, _ = bundle
-  manifest = _manifest(path)
-  del manifest["arrays"]["encoder/block_0/query/kernel"]
-  _write_manifest(path, manifest)
-  with pytest.raises(BundleError, match="encoder/block_0/query/kernel is missing"):
-    read_bundle(path)
-
-
 @pytest.mark.parametrize("field,value", [("shape", [31, 2]), ("dtype", "<u2")])
-def test_manifest_shape_or_dtype_differs_from_config(bundle, field, value):
+def test_manifest_entry_differs_from_its_file(bundle, field, value):
   path, _ = bundle
   manifest = _manifest(path)
   manifest["arrays"]["items/codes"][field] = value
-  _write_manifest(path, manifest)
-  with pytest.raises(BundleError, match="items/codes is listed as"):
+  _write_manifest(path, manifest, reseal=True)
+  with pytest.raises(BundleError, match=r"items\.codes\.npy holds \|u1 \[2, 31\], the manifest "
+                                        "says array items/codes is"):
     read_bundle(path)
 
 
@@ -143,7 +136,7 @@ def test_file_holds_other_shape(bundle):
   entry = manifest["arrays"]["meta/popular_items"]
   entry["bytes"] = os.path.getsize(file)
   entry["sha256"] = bundle_lib._sha256(file)
-  _write_manifest(path, manifest)
+  _write_manifest(path, manifest, reseal=True)
   with pytest.raises(BundleError, match=r"meta\.popular_items\.npy holds <i4 \[2, 5\]"):
     read_bundle(path)
 
@@ -177,7 +170,7 @@ def test_never_unpickles(bundle):
   entry = manifest["arrays"]["meta/popular_items"]
   entry["bytes"] = os.path.getsize(file)
   entry["sha256"] = bundle_lib._sha256(file)
-  _write_manifest(path, manifest)
+  _write_manifest(path, manifest, reseal=True)
   with pytest.raises(BundleError, match="cannot be read as .npy"):
     read_bundle(path)
 
@@ -218,7 +211,7 @@ def test_checksum_changed_in_manifest(bundle):
   path, _ = bundle
   manifest = _manifest(path)
   manifest["arrays"]["items/codebooks"]["sha256"] = "0" * 64
-  _write_manifest(path, manifest)
+  _write_manifest(path, manifest, reseal=True)
   with pytest.raises(BundleError, match=r"items\.codebooks\.npy or its manifest entry "
                                         r"\(arrays\['items/codebooks'\]\.sha256"):
     read_bundle(path)
@@ -242,9 +235,131 @@ def test_read_refuses_non_finite_floats(bundle):
   np.save(file, books)
   manifest = _manifest(path)
   manifest["arrays"]["items/codebooks"]["sha256"] = bundle_lib._sha256(file)
-  _write_manifest(path, manifest)
+  _write_manifest(path, manifest, reseal=True)
   for kw in ({}, {"verify": False}, {"mmap": True}):
     with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks "
                                           "holds 1 non-finite"):
       read_bundle(path, **kw)
   read_bundle(path, mmap=True, verify=False)  # neither reads all data: checked at query time
+
+
+# ---------------------------------------------------------------------------- sealed model fields
+# On a bundle exported from a Flax model, whose manifest is what the runtime computes with.
+
+
+@pytest.fixture
+def exported(tmp_path):
+  spec = ModelSpec(num_items=30, d=8, num_blocks=1, num_heads=2, inner=16, max_len=5,
+                   embedding="codes", num_codebooks=2, codebook_size=4)
+  variables = init_variables(SessionRecommender(spec), jax.random.key(0))
+  path = str(tmp_path / "exported")
+  export_model(path, spec, variables, item_counts=np.arange(31))
+  return path
+
+
+def test_flipped_bit_in_a_model_field_is_refused(exported):
+  # 1e-12 -> 1e-02 (one bit of one character): a valid epsilon that changes every score.
+  file = os.path.join(exported, "manifest.json")
+  text = open(file).read()
+  assert text.count("1e-12") == 1
+  open(file, "w").write(text.replace("1e-12", "1e-02"))
+  with pytest.raises(BundleError, match="checksum mismatch of the model fields"):
+    Recommender.load(exported)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["config"].update(num_heads=4),
+    lambda m: m["config"].update(readout="last"),
+    lambda m: m["config"].update(layer_norm_eps=1e-5),
+    lambda m: m["arrays"]["items/codes"].update(shape=[31, 2]),
+    lambda m: m["arrays"].pop("meta/popular_items"),
+    lambda m: m.update(manifest_sha256="0" * 64),
+], ids=["num_heads", "readout", "layer_norm_eps", "shape", "array removed", "checksum"])
+def test_hand_edited_model_fields_are_refused(exported, edit):
+  manifest = _manifest(exported)
+  edit(manifest)
+  _write_manifest(exported, manifest)
+  with pytest.raises(BundleError, match="checksum mismatch of the model fields"):
+    Recommender.load(exported)
+
+
+def test_informational_fields_are_not_sealed(exported):
+  manifest = _manifest(exported)
+  manifest["metrics"] = {"x": 2.0}
+  manifest["notes"] = "hand-written"
+  _write_manifest(exported, manifest)
+  assert read_bundle(exported)[0]["metrics"] == {"x": 2.0}
+  bundle_lib.update_manifest(exported, {"verification": {"examples": 3}})
+  assert read_bundle(exported)[0]["verification"] == {"examples": 3}
+  with pytest.raises(BundleError, match="cannot change"):
+    bundle_lib.update_manifest(exported, {"manifest_sha256": "0" * 64})
+
+
+def test_bundle_without_checksum_is_refused_saying_re_export(exported):
+  manifest = _manifest(exported)
+  manifest.pop("manifest_sha256", None)
+  _write_manifest(exported, manifest)
+  with pytest.raises(BundleError, match="'manifest_sha256' is missing.*re-export"):
+    Recommender.load(exported)
+
+
+def test_bundle_of_format_version_1_is_refused_saying_re_export(exported):
+  # Format 1: written before the model fields were sealed.
+  manifest = _manifest(exported)
+  manifest["format_version"] = 1
+  _write_manifest(exported, manifest)
+  with pytest.raises(BundleError, match="format_version 1 is not supported.*re-export"):
+    Recommender.load(exported)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("layer_norm_eps", "abc"), ("layer_norm_eps", -1.0), ("layer_norm_eps", 0),
+    ("layer_norm_eps", True), ("layer_norm_eps", 2.0), ("num_heads", True), ("num_heads", 3),
+    ("d", 8.0), ("max_len", 0), ("codebook_size", 70000), ("codebook_size", 4.0),
+    ("num_codebooks", "2"), ("codebook_dtype", "int4"), ("readout", "mean"),
+    ("embedding", "mlp"), ("extra", 1)])
+def test_every_config_field_is_validated_at_load(exported, field, value):
+  # The field is named (checked before the seal), so a value no export writes is an error
+  # at load, not a ValueError at the first recommendation.
+  manifest = _manifest(exported)
+  manifest["config"][field] = value
+  if field == "embedding":
+    manifest["kind"] = value
+  _write_manifest(exported, manifest)
+  name = {"extra": "unknown field", "embedding": "kind"}.get(field, f"config.{field}")
+  with pytest.raises(BundleError, match=re.escape(name)):
+    Recommender.load(exported)
+
+
+@pytest.mark.parametrize("tt,field", [
+    ({"item_factors": [4, 8], "d_factors": [2, 4], "ranks": []}, "tt"),
+    ({"item_factors": [4, "8"], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
+    ({"item_factors": [4, 4], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
+    ({"item_factors": [4, 8], "d_factors": [2, 2], "ranks": [3]}, "tt.d_factors"),
+    ({"item_factors": [4, 8], "d_factors": [2, 4]}, "tt")])
+def test_tt_config_is_validated(tmp_path, tt, field):
+  config = {**{k: v for k, v in CONFIG.items() if "codebook" not in k}, "embedding": "tt",
+            "tt": tt}
+  with pytest.raises(BundleError, match=re.escape(f"config.{field}")):
+    write_bundle(str(tmp_path / "b"), {}, kind="tt", config=config)
+
+
+def test_damaged_npy_header_is_a_bundle_error_without_verify(exported):
+  # verify=False reads no checksum: the header is what numpy parses (its parser raises
+  # ValueError, SyntaxError or tokenize.TokenError, depending on the byte).
+  file = os.path.join(exported, "items.codebooks.npy")
+  data = open(file, "rb").read()
+  damaged = bytearray(data)
+  damaged[10] ^= 0x01  # '{' -> 'z': tokenize.TokenError inside numpy
+  open(file, "wb").write(bytes(damaged))
+  with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks "
+                                        "cannot be read as .npy"):
+    read_bundle(exported, verify=False)
+  for i in range(8, data.index(b"\n")):  # every byte of the header
+    damaged = bytearray(data)
+    damaged[i] ^= 0x01
+    open(file, "wb").write(bytes(damaged))
+    try:
+      read_bundle(exported, verify=False)
+    except BundleError as e:
+      assert "items.codebooks.npy" in str(e)

@@ -1,10 +1,14 @@
 """Export: Flax variables -> bundle -> back, int8 codebooks, sizes, metrics at export."""
 
-import math
-
+import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
+from ccrec.benchmarks.ondevice import random_arrays
+from ccrec.evaluation import ranking
+from ccrec.item_layout import auto_item_factors, factorize_exact
+from ccrec.models.recommender import SessionRecommender, init_variables
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import evaluate as evaluate_lib
 from ccrec.serving import export
@@ -35,8 +39,58 @@ def _config(embedding="codes", **kw):
 
 
 def _variables(config, seed=0):
-  arrays = bundle_lib.random_arrays(config, np.random.default_rng(seed), scale=0.3)
+  arrays = random_arrays(config, np.random.default_rng(seed), scale=0.3)
   return export.spec_from_config(config), export.flax_variables(config, arrays), arrays
+
+
+def _tt_config():
+  tt = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
+        "d_factors": list(factorize_exact(8, 3)), "ranks": [2, 2]}
+  return _config("tt", tt=tt)
+
+
+@pytest.mark.parametrize("config", [_config(), _config(codebook_dtype="int8"), _config("table"),
+                                    _tt_config()], ids=["codes", "int8", "table", "tt"])
+def test_bundle_layout_is_the_models_and_the_manifest_records_it(tmp_path, config):
+  spec = export.spec_from_config(config)
+  layout = export.bundle_layout(spec, config.get("codebook_dtype", "float32"))
+  # The Flax model's own variables, initialised for real: same names and shapes.
+  variables = init_variables(SessionRecommender(spec), jax.random.key(0))
+  params = traverse_util.flatten_dict(variables["params"], sep="/")
+  for name, a in params.items():
+    if name == "items/codebooks" and config.get("codebook_dtype") == "int8":
+      assert layout[name] == (a.shape, np.dtype(np.int8))
+      assert layout["items/codebook_scale"] == (a.shape[:2], np.dtype(np.float32))
+    else:
+      assert layout[name] == (a.shape, np.dtype(np.float32)), name
+  extra = {"items/codes", "items/codebook_scale"}
+  assert set(layout) - set(params) <= extra
+  if config["embedding"] == "codes":
+    codes = variables["codes"]["items"]["codes"]
+    assert layout["items/codes"] == (codes.shape[::-1], np.dtype(np.uint8))
+  manifest = export.export_model(str(tmp_path), spec, variables,
+                                 codebook_dtype=config.get("codebook_dtype", "float32"))
+  assert {n: (tuple(e["shape"]), np.dtype(e["dtype"])) for n, e in manifest["arrays"].items()
+          } == layout
+
+
+def test_export_checks_the_variables_against_the_model(tmp_path):
+  config = _config()
+  spec, variables, _ = _variables(config)
+  del variables["params"]["encoder"]["ln_in"]["bias"]
+  with pytest.raises(bundle_lib.BundleError, match="array encoder/ln_in/bias float32 \\[8\\] is "
+                                                   "missing"):
+    export.export_model(str(tmp_path / "a"), spec, variables)
+  spec, variables, _ = _variables(config)
+  variables["params"]["encoder"]["block_0"]["query"]["kernel"] = np.zeros((8, 4), np.float32)
+  with pytest.raises(bundle_lib.BundleError, match="encoder/block_0/query/kernel is float32 "
+                                                   "\\[8, 4\\], the model has float32 \\[8, 8\\]"):
+    export.export_model(str(tmp_path / "b"), spec, variables)
+  spec, variables, _ = _variables(config)
+  variables["params"]["readout"]["w3"] = {"kernel": np.zeros((8, 8), np.float32)}
+  with pytest.raises(bundle_lib.BundleError, match="readout/w3/kernel.*not the model's"):
+    export.export_model(str(tmp_path / "c"), spec, variables)
+  assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_quantize_codebooks_error_bound():
@@ -91,21 +145,11 @@ def test_int8_codebooks(tmp_path):
 
 
 def test_tt_export_config(tmp_path):
-  from ccrec.models.tt import auto_item_factors, factorize_exact
-  tt = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
-        "d_factors": list(factorize_exact(8, 3)), "ranks": [2, 2]}
-  config = _config("tt", tt=tt)
+  config = _tt_config()
   spec, variables, _ = _variables(config)
   manifest = export.export_model(str(tmp_path), spec, variables)
-  assert manifest["config"]["tt"] == tt
+  assert manifest["config"]["tt"] == config["tt"]
   assert manifest["sizes"]["item_ratio"] > 1
-
-
-def test_metrics_from_ranks_hand_computed():
-  m = evaluate_lib.metrics_from_ranks(np.array([0, 1, 4, 30]), ks=(5,))
-  assert m["count"] == 4 and m["HR@5"] == 0.75
-  assert m["MRR@5"] == pytest.approx((1 + 1 / 2 + 1 / 5) / 4)
-  assert m["NDCG@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
 
 
 def test_runtime_metrics_at_export(tmp_path):
@@ -123,7 +167,7 @@ def test_runtime_metrics_at_export(tmp_path):
     others = np.delete(scores[1:], t - 1)
     want.append(int((others >= scores[t]).sum()))
   assert np.array_equal(evaluate_lib.ranks(rec, prefixes, targets, batch_size=16), want)
-  expected = evaluate_lib.metrics_from_ranks(np.array(want))
+  expected = ranking.metrics_from_ranks(np.array(want))
   for key, value in expected.items():
     assert manifest["metrics"][f"runtime/test/{key}"] == pytest.approx(value)
 
@@ -142,30 +186,3 @@ def test_export_refuses_non_finite_weights(tmp_path):
   variables["params"]["encoder"]["ln_in"]["bias"][3] = np.nan
   with pytest.raises(bundle_lib.BundleError, match="array encoder/ln_in/bias holds 1 non-finite"):
     export.export_model(str(tmp_path / "b"), spec, variables)
-
-
-def _metrics_workdir(tmp_path, eval_json=None, lines=()):
-  tmp_path.mkdir()
-  if eval_json is not None:
-    (tmp_path / "eval.json").write_text(eval_json)
-  if lines:
-    (tmp_path / "metrics.jsonl").write_text("".join(lines))
-  return str(tmp_path)
-
-
-def test_workdir_metrics_files(tmp_path):
-  from ccrec.train.workdir import WorkdirError
-  final = '{"stage": "final", "student/test/HR@10": 0.5, "teacher/test/HR@10": 0.6}\n'
-  later = '{"stage": "final", "student/test/HR@10": 0.7}\n'
-  workdir = _metrics_workdir(tmp_path / "a", lines=[final, '{"stage": "fin'])
-  assert export._workdir_metrics(workdir, "student") == {"student/test/HR@10": 0.5}
-  # A killed run's half line, then the resumed run's records: skipped, the later one wins.
-  workdir = _metrics_workdir(tmp_path / "b", lines=[final, '{"stage": "fi\n', later])
-  assert export._workdir_metrics(workdir, "student") == {"student/test/HR@10": 0.7}
-  workdir = _metrics_workdir(tmp_path / "d", lines=[final, "[1]\n", later])
-  with pytest.raises(WorkdirError, match=r"metrics\.jsonl line 2 is not a JSON object"):
-    export._workdir_metrics(workdir, "student")
-  for bad in ('{"student/test/HR@10": 0.', "[1, 2]"):
-    workdir = _metrics_workdir(tmp_path / f"c{len(bad)}", eval_json=bad, lines=[final])
-    with pytest.raises(WorkdirError, match=r"eval\.json .*launch/evaluate\.py"):
-      export._workdir_metrics(workdir, "student")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ccrec.benchmarks.ondevice import random_arrays
 from ccrec.models.recommender import SessionRecommender
 from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
@@ -33,7 +34,7 @@ def _config(embedding="codes", readout="soft_attention", num_blocks=2):
 
 def _model(config, seed=0):
   """(model, Flax variables, spec) with random weights, built in numpy (no init compile)."""
-  arrays = bundle_lib.random_arrays(config, np.random.default_rng(seed), scale=0.3)
+  arrays = random_arrays(config, np.random.default_rng(seed), scale=0.3)
   spec = spec_from_config(config)
   return SessionRecommender(spec), flax_variables(config, arrays), spec
 

@@ -30,7 +30,6 @@ def test_code_scorer_equals_table(num_items, k_size, dtype):
   assert np.all(single[:, 0] == -np.inf) and np.all(columns[0] == -np.inf)
   assert np.allclose(single[:, 1:], s @ table[1:].T, atol=1e-5)
   assert np.allclose(columns.T[:, 1:], single[:, 1:], atol=1e-5)
-  assert np.array_equal(scorer.score_batch(s), columns.T)
   assert np.allclose(scorer.lookup(np.array([[0, 3], [5, 1]])),
                      table[np.array([[0, 3], [5, 1]])], atol=1e-6)
 
@@ -60,7 +59,6 @@ def test_top_k_is_exact_with_ties(n, k):
   for c in range(2):
     ref_ids, ref_vals = _reference_top(cols[:, c], k)
     assert np.array_equal(bids[c], ref_ids) and np.array_equal(bvals[c], ref_vals)
-  assert np.array_equal(scoring.top_k_batch(cols.T, k)[0], bids)
 
 
 def test_top_k_clips_k():

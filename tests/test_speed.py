@@ -3,7 +3,8 @@
 import math
 
 from ccrec.data import window_batches
-from ccrec.train import speed, workdir
+from ccrec.benchmarks import speed
+from ccrec.workflow import workdir
 from helpers import tiny
 
 

@@ -48,7 +48,7 @@ def test_core_shapes_and_parameter_count(variables):
   count = sum(x.size for x in jax.tree.leaves(variables["params"]))
   assert count == tt.tt_num_params((4, 4), (3, 2), 3) == 1 * 4 * 3 * 3 + 3 * 4 * 2 * 1
   # Hand count for (12, 12, 12) x (8, 4, 4), rank 8.
-  assert TTEmbedding.num_params((12, 12, 12), (8, 4, 4), 8) == 768 + 3072 + 384
+  assert tt.tt_num_params((12, 12, 12), (8, 4, 4), 8) == 768 + 3072 + 384
   assert tt.tt_num_params((12, 12, 12), (8, 4, 4), (2, 5)) == 12 * 8 * 2 + 2 * 12 * 4 * 5 + 5 * 48
   stats = tt.tt_bytes(1682, 64, 8)
   assert stats["num_params"] == tt.tt_num_params((12, 12, 12), (4, 4, 4), 8)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ccrec import experiments
+from ccrec.workflow import experiments
 from ccrec.models.views import DistillHeads, init_heads
 
 D, L = 4, 6

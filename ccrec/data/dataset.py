@@ -22,6 +22,7 @@ from typing import Sequence as TypingSequence
 
 import numpy as np
 
+from ccrec import atomic
 from ccrec.data.errors import DataError, at
 
 FORMAT_VERSION = 1
@@ -209,14 +210,9 @@ def save(ds: SessionDataset, directory: str | os.PathLike) -> None:
     arrays[f"{split}_offsets"] = ex.prefixes.offsets
     arrays[f"{split}_items"] = ex.prefixes.items
     arrays[f"{split}_targets"] = ex.targets
-  path = os.path.join(directory, ARRAYS_FILE)
-  with open(path + ".tmp", "wb") as f:
+  with atomic.writing(os.path.join(directory, ARRAYS_FILE), "wb") as f:
     np.savez(f, **arrays)
-  os.replace(path + ".tmp", path)
-  path = os.path.join(directory, MANIFEST_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(ds.manifest, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(os.path.join(directory, MANIFEST_FILE), ds.manifest)
 
 
 _REBUILD_HINT = ("prepare it again from the raw data (launch/prepare_data.py --rebuild, or "

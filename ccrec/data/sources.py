@@ -28,6 +28,7 @@ import tempfile
 import urllib.request
 import zipfile
 
+from ccrec import atomic
 from ccrec.data.errors import DataError
 
 ML100K_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
@@ -149,7 +150,5 @@ def ml100k_inter(path: str | os.PathLike | None = None, *,
 
 def _store(path: pathlib.Path, data: bytes) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
+  atomic.write_bytes(path, data)
   return path

@@ -23,9 +23,6 @@ from ccrec.evaluation import metrics as metrics_lib
 EncodeFn = Callable[[Any, jax.Array], jax.Array]  # (variables, items [B, L]) -> s [B, d]
 ScoreFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]  # (vars, s, ids) -> scores
 
-KS = (5, 10, 20)
-
-
 def make_rank_fn(encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk: int = 0
                  ) -> Callable[[Any, dict], jax.Array]:
   """`rank(variables, batch) -> int32 [B]`: each target's rank among all items (not jitted).
@@ -44,8 +41,8 @@ def make_rank_fn(encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk
   return rank
 
 
-def make_eval_step(rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray, ks=KS
-                   ) -> Callable[[Any, dict], dict]:
+def make_eval_step(rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray,
+                   ks=metrics_lib.KS) -> Callable[[Any, dict], dict]:
   """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}` (ranks from
   `rank_fn`, see make_rank_fn)."""
   hot = jnp.asarray(hot, bool)
@@ -68,7 +65,8 @@ class Evaluator:
   """Evaluates one model on named splits; returns `{model}/{split}{group}/{metric}@{k}`."""
 
   def __init__(self, model_name: str, encode: EncodeFn, score: ScoreFn, *, num_items: int,
-               hot: np.ndarray, batch_size: int, max_len: int, ks=KS, item_chunk: int = 0,
+               hot: np.ndarray, batch_size: int, max_len: int, ks=metrics_lib.KS,
+               item_chunk: int = 0,
                to_device: Callable[[dict], Any] = lambda b: b):
     self.model_name = model_name
     self.batch_size = batch_size

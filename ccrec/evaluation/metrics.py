@@ -1,13 +1,9 @@
 """Full-ranking metrics as sums and counts (METHOD.md §5, DESIGN.md "Metric keys").
 
-Rank rule: rank = number of items in 1..V (padding id 0 excluded), other than
-the target, whose score is strictly higher than the target's, plus those that
-tie with it: ties count AGAINST the target. With continuous scores ties do not
-occur; with compositional codes two items that share a full code score exactly
-alike, and counting ties in the target's favour would reward code collisions
-(all items on one code would give HR = 1).
-Rank 0 is a hit at every k. With rank r < k:
-  HR@k = 1, MRR@k = 1 / (r + 1), NDCG@k = 1 / log2(r + 2)   (0 otherwise).
+The rank rule and the metrics of one example are `ccrec.evaluation.ranking`'s: ties
+count AGAINST the target. With continuous scores ties do not occur; with compositional
+codes two items that share a full code score exactly alike, and counting ties in the
+target's favour would reward code collisions (all items on one code would give HR = 1).
 Device code returns weighted sums plus "count" (sum of weights); `finalize`
 divides on the host.
 """
@@ -19,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-KS = (5, 10, 20)
+from ccrec.evaluation import ranking
+from ccrec.evaluation.ranking import KS
 
 # score_fn(s [B, d], ids int32 [N]) -> [B, N]; target_score_fn(s [B, d], target [B]) -> [B].
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -39,10 +36,7 @@ def target_rank(scores: jax.Array, target: jax.Array) -> jax.Array:
     int32 [B]: number of other items in 1..V scoring higher than or equal to the
     target (ties count against the target).
   """
-  target = target.astype(jnp.int32)
-  own = jnp.take_along_axis(scores, target[:, None], axis=1)                     # [B, 1]
-  ids = jnp.arange(1, scores.shape[1], dtype=jnp.int32)[None, :]
-  return jnp.sum((scores[:, 1:] >= own) & (ids != target[:, None]), axis=1, dtype=jnp.int32)
+  return ranking.target_rank(scores, target, xp=jnp)
 
 
 def _diagonal_target_score(score_fn: ScoreFn) -> TargetScoreFn:

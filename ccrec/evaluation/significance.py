@@ -9,40 +9,17 @@ models' per-example values are (ml-100k, NDCG@10: a student against the base
 student it was trained from, paired se about 0.003; a teacher against a
 student, about 0.0055, as wide as one model's own se).
 
-Per-example values follow the rank rule of `metrics.py` (rank 0 = best; ties
-count against the target): with rank r < k, HR@k = 1, MRR@k = 1 / (r + 1),
-NDCG@k = 1 / log2(r + 2); 0 otherwise. Their mean is the reported metric.
+Per-example values are `ranking.per_example`'s (rank 0 = best; ties count against the
+target), imported here for `compare`'s callers: their mean is the reported metric.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 
-_METRIC = re.compile(r"^(HR|MRR|NDCG)@([1-9][0-9]*)$")
-
-
-def per_example(rank: np.ndarray, metric: str) -> np.ndarray:
-  """rank int [N] (0 = best) -> float64 [N] values of `metric` ('HR@k', 'MRR@k', 'NDCG@k')."""
-  match = _METRIC.match(metric)
-  if match is None:
-    raise ValueError(f"unknown metric {metric!r}: expected HR@k, MRR@k or NDCG@k with k >= 1")
-  rank = np.asarray(rank)
-  if rank.ndim != 1 or not np.issubdtype(rank.dtype, np.integer):
-    raise ValueError(f"ranks must be a 1-d integer array, got {rank.dtype} of shape {rank.shape}")
-  if rank.size and rank.min() < 0:
-    raise ValueError(f"ranks must be >= 0, got a minimum of {rank.min()}")
-  name, k = match.group(1), int(match.group(2))
-  r = rank.astype(np.float64)
-  hit = rank < k
-  if name == "HR":
-    return hit.astype(np.float64)
-  if name == "MRR":
-    return np.where(hit, 1.0 / (r + 1.0), 0.0)
-  return np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
-
+from ccrec.evaluation.ranking import per_example
 
 def check_same_examples(targets_a: np.ndarray, targets_b: np.ndarray, name_a: str,
                         name_b: str) -> None:

@@ -13,20 +13,13 @@ reconstruction is exactly what the frozen codes and these codebooks give.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ccrec.models.codes import code_dtype
+from ccrec.item_layout import code_dtype
+from ccrec.models.initializers import CODEBOOK_INIT, Initializer
 from ccrec.ops.gumbel import gumbel_softmax
-
-Initializer = Callable[..., jax.Array]
-
-
-def _uniform_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-  return jax.random.uniform(key, shape, dtype, -0.1, 0.1)
 
 
 class CodeLearner(nn.Module):
@@ -44,7 +37,7 @@ class CodeLearner(nn.Module):
   codebook_size: int
   features: int
   temperature: float = 0.3
-  codebook_init: Initializer = _uniform_init
+  codebook_init: Initializer = CODEBOOK_INIT
 
   def setup(self):
     m, k = self.num_codebooks, self.codebook_size

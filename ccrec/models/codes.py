@@ -13,7 +13,6 @@ products), then score[b, v] = sum_m T[b, m, c_v^m] (M look-ups per item).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -22,19 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-Initializer = Callable[..., jax.Array]
-
-
-def _uniform_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-  """U(-0.1, 0.1), the reference code's initialisation."""
-  return jax.random.uniform(key, shape, dtype, -0.1, 0.1)
-
-
-def code_dtype(codebook_size: int) -> np.dtype:
-  """uint8 when K <= 256, uint16 when K <= 65536."""
-  if not 1 <= codebook_size <= 65536:
-    raise ValueError(f"codebook_size must be in [1, 65536], got {codebook_size}")
-  return np.dtype(np.uint8 if codebook_size <= 256 else np.uint16)
+from ccrec.item_layout import code_dtype
+from ccrec.models.initializers import CODEBOOK_INIT, Initializer
 
 
 def random_codes(key: jax.Array, num_items: int, num_codebooks: int,
@@ -125,7 +113,7 @@ class CompositionalEmbedding(nn.Module):
   num_codebooks: int
   codebook_size: int
   features: int
-  codebook_init: Initializer = _uniform_init
+  codebook_init: Initializer = CODEBOOK_INIT
 
   def setup(self):
     m, k, d = self.num_codebooks, self.codebook_size, self.features
@@ -174,9 +162,3 @@ class CompositionalEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return self.lookup(ids)
-
-  @staticmethod
-  def stats(num_items: int, num_codebooks: int, codebook_size: int,
-            features: int) -> dict[str, float]:
-    """Byte sizes and compression ratios; see `compression_stats`."""
-    return compression_stats(num_items, num_codebooks, codebook_size, features)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ccrec.models.encoder import Initializer
+from ccrec.models.initializers import Initializer
 
 
 def mask_padding_column(logits: jax.Array) -> jax.Array:
@@ -44,3 +45,19 @@ class ItemTable(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return self.lookup(ids)
+
+
+def with_item_table(variables: dict, table: np.ndarray) -> dict:
+  """A table model's variables with its item table replaced by `table` [V+1, d], in the
+  original table's layout (item-sharded or replicated, one process or several)."""
+  original = variables["params"]["items"]["embedding"]
+  table = np.asarray(table, original.dtype)
+  if table.shape != original.shape:
+    raise ValueError(f"item table of shape {list(table.shape)} for a teacher table of shape "
+                     f"{list(original.shape)}")
+  if isinstance(original, jax.Array):
+    embedding = jax.make_array_from_callback(table.shape, original.sharding, lambda i: table[i])
+  else:  # host arrays stay on the host
+    embedding = table
+  params = dict(variables["params"], items=dict(variables["params"]["items"], embedding=embedding))
+  return dict(variables, params=params)

@@ -8,30 +8,15 @@ the student (compositional codes) share it.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Initializer = Callable[..., jax.Array]
+from ccrec.models.initializers import Initializer
 
 # Finite (not -inf) so that a query row with no valid key (a padding position)
 # gives a uniform softmax instead of NaN; such rows are masked downstream.
 _MASK_VALUE = -1e9
-
-
-def make_initializer(name: str, scale: float) -> Initializer:
-  """Weight initializer by name: 'uniform' (the paper's U(-scale, scale)) or 'truncated_normal'."""
-  if name == "uniform":
-    def init(key, shape, dtype=jnp.float32):
-      return jax.random.uniform(key, shape, dtype, -scale, scale)
-    return init
-  if name == "truncated_normal":
-    return nn.initializers.truncated_normal(stddev=scale)
-  if name == "normal":
-    return nn.initializers.normal(stddev=scale)
-  raise ValueError(f"model.init must be 'uniform', 'truncated_normal' or 'normal', got {name!r}")
 
 
 def causal_mask(mask: jax.Array) -> jax.Array:

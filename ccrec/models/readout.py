@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ccrec.models.encoder import Initializer
+from ccrec.models.initializers import Initializer
 
 
 def masked_mean(h: jax.Array, mask: jax.Array) -> jax.Array:

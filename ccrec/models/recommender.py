@@ -15,9 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.embeddings import ItemTable, mask_padding_column
-from ccrec.models.encoder import SessionEncoder, make_initializer
+from ccrec.models.encoder import SessionEncoder
+from ccrec.models.initializers import make_initializer
 from ccrec.models.readout import make_readout
+from ccrec.models.tt import TTEmbedding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +57,9 @@ def _make_embedding(spec: ModelSpec, init) -> nn.Module:
   if spec.embedding == "table":
     return ItemTable(spec.num_items, spec.d, init, name="items")
   if spec.embedding == "codes":
-    from ccrec.models.codes import CompositionalEmbedding
     return CompositionalEmbedding(spec.num_items, spec.num_codebooks, spec.codebook_size,
                                   spec.d, init, name="items")
   if spec.embedding == "tt":
-    from ccrec.models.tt import TTEmbedding
     return TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank,
                        name="items")
   raise ValueError(f"model.embedding must be 'table', 'codes' or 'tt', got {spec.embedding!r}")
@@ -130,6 +131,3 @@ def init_variables(model: SessionRecommender, key: jax.Array) -> dict:
   init = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, items))
   return dict(init(params_key, dropout_key))
 
-
-def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -9,7 +9,8 @@ r_0 = r_K = 1, and
   E[row, (j_1..j_K)] = G_1[:, i_1, j_1, :] @ G_2[:, i_2, j_2, :] @ ... @ G_K[:, i_K, j_K, :]
 
 (j row-major). Rows >= V+1 of the implicit tensor are never computed or used.
-Same interface as `ItemTable`: lookup / table / score.
+Same interface as `ItemTable`: lookup / table / score. The factorisations, core shapes
+and digits are `ccrec.item_layout`'s (the numpy runtime shares them).
 """
 
 from __future__ import annotations
@@ -21,63 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Ranks = int | Sequence[int]
-
-
-def auto_item_factors(num_rows: int, num_factors: int = 3) -> tuple[int, ...]:
-  """Near-equal radices (n_1..n_K) with prod >= num_rows, shrunk while it stays >= num_rows.
-
-  auto_item_factors(1683) == (12, 12, 12); auto_item_factors(1000) == (10, 10, 10).
-  """
-  if num_rows < 1 or num_factors < 1:
-    raise ValueError(f"need num_rows >= 1 and num_factors >= 1, got {num_rows}, {num_factors}")
-  base = max(1, round(num_rows ** (1.0 / num_factors)))
-  while base ** num_factors < num_rows:
-    base += 1
-  factors = [base] * num_factors
-  for i in range(num_factors):
-    while factors[i] > 1 and math.prod(factors) // factors[i] * (factors[i] - 1) >= num_rows:
-      factors[i] -= 1
-  return tuple(sorted(factors, reverse=True))
-
-
-def factorize_exact(n: int, num_factors: int) -> tuple[int, ...]:
-  """n as a product of `num_factors` integers, as balanced as possible (smallest
-  largest factor, then largest smallest), in descending order. factorize_exact(128, 3) == (8, 4, 4)."""
-  if n < 1 or num_factors < 1:
-    raise ValueError(f"need n >= 1 and num_factors >= 1, got {n}, {num_factors}")
-
-  def options(m: int, k: int, cap: int):
-    if k == 1:
-      if m <= cap:
-        yield (m,)
-      return
-    for f in range(min(m, cap), 0, -1):
-      if m % f == 0:
-        for rest in options(m // f, k - 1, f):
-          yield (f,) + rest
-
-  return min(options(n, num_factors, n), key=lambda fs: (fs[0], -fs[-1]))
-
-
-def _internal_ranks(rank: Ranks, num_cores: int) -> tuple[int, ...]:
-  if isinstance(rank, int):
-    return (rank,) * (num_cores - 1)
-  rank = tuple(int(r) for r in rank)
-  if len(rank) != num_cores - 1:
-    raise ValueError(f"{num_cores} cores need {num_cores - 1} internal ranks, got {rank}")
-  return rank
-
-
-def tt_core_shapes(item_factors: Sequence[int], d_factors: Sequence[int],
-                   rank: Ranks) -> list[tuple[int, int, int, int]]:
-  """Shapes [r_{k-1}, n_k, d_k, r_k] of the cores (r_0 = r_K = 1)."""
-  if len(item_factors) != len(d_factors):
-    raise ValueError(f"item_factors {tuple(item_factors)} and d_factors {tuple(d_factors)} "
-                     "must have the same length")
-  ranks = (1,) + _internal_ranks(rank, len(item_factors)) + (1,)
-  return [(ranks[k], n, d, ranks[k + 1])
-          for k, (n, d) in enumerate(zip(item_factors, d_factors))]
+from ccrec.item_layout import (Ranks, auto_item_factors, factorize_exact, tt_core_shapes,
+                               tt_digits)
 
 
 def tt_num_params(item_factors: Sequence[int], d_factors: Sequence[int], rank: Ranks) -> int:
@@ -145,18 +91,9 @@ class TTEmbedding(nn.Module):
     init = nn.initializers.normal(stddev=sigma)
     self.cores = [self.param(f"core_{k}", init, shape) for k, shape in enumerate(shapes)]
 
-  def _digits(self, rows: jax.Array) -> list[jax.Array]:
-    """rows int [N] -> K digit arrays [N], most significant first."""
-    items, _ = self.factors()
-    digits, stride = [], math.prod(items)
-    for n in items:
-      stride //= n
-      digits.append((rows // stride) % n)
-    return digits
-
   def _rows(self, rows: jax.Array) -> jax.Array:
     """rows int [N] -> [N, d] by contracting the cores for those rows only."""
-    digits = self._digits(rows)
+    digits = tt_digits(rows, self.factors()[0])
     out = jnp.take(self.cores[0][0], digits[0], axis=0)                       # [N, d_1, r_1]
     for core, digit in zip(self.cores[1:], digits[1:]):
       g = jnp.take(core, digit, axis=1)                                       # [r, N, d_k, r']
@@ -182,8 +119,3 @@ class TTEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return self.lookup(ids)
-
-  @staticmethod
-  def num_params(item_factors: Sequence[int], d_factors: Sequence[int], rank: Ranks) -> int:
-    """Parameter count; see `tt_num_params`."""
-    return tt_num_params(item_factors, d_factors, rank)

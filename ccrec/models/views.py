@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ccrec.models.encoder import Initializer, make_initializer
+from ccrec.models.initializers import Initializer, make_initializer
 from ccrec.models.readout import make_readout
 
 

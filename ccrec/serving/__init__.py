@@ -1,12 +1,13 @@
 """ccrec.serving: on-device bundle and its numpy-only runtime (imports no jax).
 
   bundle     the bundle format: manifest + .npy arrays, validation (numpy)
+  manifest   the manifest's model fields: config schema, the checksum sealing them
   runtime    Recommender: load a bundle, encode sessions, recommend (numpy)
   scoring    code-table scoring, table and tensor-train scoring, exact top-k (numpy)
   nn         the session encoder and readouts in numpy
   evaluate   HR/MRR/NDCG of a loaded bundle (numpy)
-  export     Flax variables / a trained workdir -> bundle (imports jax; not imported here)
-  benchmark  the on-device speed/size benchmark (imports jax lazily; not imported here)
+  export     a ModelSpec and its Flax variables -> bundle, verified against the JAX model
+             (imports jax; not imported here)
 """
 
 from ccrec.serving.bundle import FORMAT_VERSION, BundleError, read_bundle, write_bundle

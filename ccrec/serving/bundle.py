@@ -3,8 +3,8 @@
 Numpy only (the runtime imports this module). Layout:
 
   BUNDLE/manifest.json     format_version, kind, config, arrays (file, shape,
-                           dtype, sha256, bytes of each), item ids, metrics,
-                           sizes, created
+                           dtype, sha256, bytes of each), manifest_sha256, item ids,
+                           metrics, sizes, created
   BUNDLE/<name>.npy        one array per file ('/' in the name -> '.'), saved
                            and loaded with allow_pickle=False
 
@@ -21,15 +21,18 @@ Every kind also holds the encoder and readout weights under their Flax names
 (encoder/position/embedding, encoder/block_0/query/kernel, readout/w1/bias, ...)
 and optionally meta/popular_items int32 [P] (training popularity order, for the
 empty-session fallback) and meta/raw_item_ids unicode [V+1] (raw id of each
-dense id; entry 0 is '' for padding).
+dense id; entry 0 is '' for padding). The names, shapes and dtypes are the
+model's: `ccrec.serving.export` derives them from the Flax model at export and
+checks the arrays against them; the manifest's `arrays` entries record them.
 
 `write_bundle` writes the arrays first and the manifest last (through a
 temporary name), so a directory without manifest.json is an unfinished export.
 Arrays are bool, integer, float (finite: no NaN or Inf) or unicode.
-`read_bundle` validates: format version, kind, every manifest array entry,
-the arrays the config requires (present, shapes, dtypes), every file (present,
-not truncated, sha256, floats finite) and raises BundleError naming the bundle
-and the file or array at fault.
+`read_bundle` validates: format version, kind, every config field
+(`manifest.check_config`), every manifest array entry, the checksum sealing those
+model fields (`manifest.check_sealed`), every file (present, not truncated, sha256,
+a readable .npy of the recorded shape and dtype, floats finite) and raises BundleError
+naming the bundle and the field, file or array at fault.
 """
 
 from __future__ import annotations
@@ -37,22 +40,19 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import os
 import re
 from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from ccrec import atomic
+from ccrec.serving.manifest import (CHECKSUM_FIELD, FORMAT_VERSION, KINDS, MODEL_FIELDS,
+                                    REEXPORT, BundleError, check_config, check_sealed,
+                                    manifest_sha256)
+
 MANIFEST_FILE = "manifest.json"
-KINDS = ("codes", "table", "tt")
-READOUTS = ("soft_attention", "last")
 ARRAY_KINDS = "biufU"  # numpy dtype kinds a bundle array may have
-
-
-class BundleError(ValueError):
-  """A bundle is missing, of another format version, inconsistent or corrupted."""
 
 
 # ---------------------------------------------------------------------------- names
@@ -61,133 +61,6 @@ class BundleError(ValueError):
 def array_file(name: str) -> str:
   """'encoder/block_0/query/kernel' -> 'encoder.block_0.query.kernel.npy'."""
   return name.replace("/", ".") + ".npy"
-
-
-def code_dtype(codebook_size: int) -> np.dtype:
-  """uint8 when K <= 256, uint16 when K <= 65536 (as ccrec.models.codes)."""
-  if not 1 <= codebook_size <= 65536:
-    raise BundleError(f"codebook_size must be in [1, 65536], got {codebook_size}")
-  return np.dtype(np.uint8 if codebook_size <= 256 else np.uint16)
-
-
-def encoder_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-  """Shapes of the encoder and readout weights (all float32) for `config`."""
-  d, inner, blocks = config["d"], config["inner"], config["num_blocks"]
-  shapes: dict[str, tuple[int, ...]] = {
-      "encoder/position/embedding": (config["max_len"], d),
-      "encoder/ln_in/scale": (d,), "encoder/ln_in/bias": (d,),
-  }
-  for i in range(blocks):
-    p = f"encoder/block_{i}/"
-    for name in ("query", "key", "value", "out"):
-      shapes[p + name + "/kernel"] = (d, d)
-      shapes[p + name + "/bias"] = (d,)
-    shapes[p + "ff_in/kernel"] = (d, inner)
-    shapes[p + "ff_in/bias"] = (inner,)
-    shapes[p + "ff_out/kernel"] = (inner, d)
-    shapes[p + "ff_out/bias"] = (d,)
-    for ln in ("ln_attn", "ln_ff"):
-      shapes[p + ln + "/scale"] = (d,)
-      shapes[p + ln + "/bias"] = (d,)
-  if config["readout"] == "soft_attention":
-    shapes.update({"readout/w1/kernel": (d, d), "readout/w1/bias": (d,),
-                   "readout/w2/kernel": (d, d), "readout/q/kernel": (d, 1)})
-  return shapes
-
-
-def tt_core_shapes(config: dict[str, Any]) -> list[tuple[int, int, int, int]]:
-  """[r_{k-1}, n_k, d_k, r_k] of the TT cores from config['tt'] (item_factors, d_factors, ranks)."""
-  tt = config["tt"]
-  items, dims, ranks = tt["item_factors"], tt["d_factors"], tt["ranks"]
-  ranks = [1] + list(ranks) + [1]
-  return [(ranks[k], items[k], dims[k], ranks[k + 1]) for k in range(len(items))]
-
-
-def expected_arrays(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """name -> (shape, dtype) of every array a bundle with `config` must hold."""
-  f32 = np.dtype(np.float32)
-  out = {name: (shape, f32) for name, shape in encoder_shapes(config).items()}
-  v1, d = config["num_items"] + 1, config["d"]
-  kind = config["embedding"]
-  if kind == "codes":
-    m, k = config["num_codebooks"], config["codebook_size"]
-    out["items/codes"] = ((m, v1), code_dtype(k))
-    if config["codebook_dtype"] == "int8":
-      out["items/codebooks"] = ((m, k, d), np.dtype(np.int8))
-      out["items/codebook_scale"] = ((m, k), f32)
-    else:
-      out["items/codebooks"] = ((m, k, d), f32)
-  elif kind == "table":
-    out["items/embedding"] = ((v1, d), f32)
-  elif kind == "tt":
-    for i, shape in enumerate(tt_core_shapes(config)):
-      out[f"items/core_{i}"] = (shape, f32)
-  return out
-
-
-def check_config(config: dict[str, Any], where: str) -> None:
-  """Raises BundleError naming the field if `config` is not a valid bundle config."""
-  need = ["num_items", "d", "num_blocks", "num_heads", "inner", "max_len", "readout",
-          "layer_norm_eps", "embedding"]
-  kind = config.get("embedding")
-  if kind == "codes":
-    need += ["num_codebooks", "codebook_size", "codebook_dtype"]
-  elif kind == "tt":
-    need += ["tt"]
-  missing = [k for k in need if k not in config]
-  if missing:
-    raise BundleError(f"{where}: config lacks {missing}")
-  if kind not in KINDS:
-    raise BundleError(f"{where}: config.embedding must be one of {KINDS}, got {kind!r}")
-  if config["readout"] not in READOUTS:
-    raise BundleError(f"{where}: config.readout must be one of {READOUTS}, "
-                      f"got {config['readout']!r}")
-  for key in ("num_items", "d", "num_blocks", "num_heads", "inner", "max_len"):
-    if not isinstance(config[key], int) or config[key] < 1:
-      raise BundleError(f"{where}: config.{key} must be a positive integer, got {config[key]!r}")
-  if config["d"] % config["num_heads"]:
-    raise BundleError(f"{where}: config.d={config['d']} is not divisible by "
-                      f"num_heads={config['num_heads']}")
-  if kind == "codes" and config["codebook_dtype"] not in ("float32", "int8"):
-    raise BundleError(f"{where}: config.codebook_dtype must be 'float32' or 'int8', "
-                      f"got {config['codebook_dtype']!r}")
-  if kind == "tt":
-    tt = config["tt"]
-    if not all(k in tt for k in ("item_factors", "d_factors", "ranks")):
-      raise BundleError(f"{where}: config.tt needs item_factors, d_factors and ranks, got {tt}")
-    if math.prod(tt["item_factors"]) < config["num_items"] + 1:
-      raise BundleError(f"{where}: config.tt.item_factors {tt['item_factors']} cover fewer "
-                        f"than num_items + 1 = {config['num_items'] + 1} rows")
-    if math.prod(tt["d_factors"]) != config["d"]:
-      raise BundleError(f"{where}: config.tt.d_factors {tt['d_factors']} do not multiply to "
-                        f"d={config['d']}")
-    if not (len(tt["item_factors"]) == len(tt["d_factors"]) == len(tt["ranks"]) + 1):
-      raise BundleError(f"{where}: config.tt needs K item factors, K d factors, K-1 ranks")
-
-
-def random_arrays(config: dict[str, Any], rng: np.random.Generator,
-                  scale: float = 0.05) -> dict[str, np.ndarray]:
-  """Random arrays of every shape a bundle of `config` needs (benchmarks and tests).
-
-  Normal(0, scale) weights (TT cores 0.3, so rows have a useful scale), LayerNorm
-  scales 1, uniform codes, int8 codebooks in [-127, 127] with scale/127 per codeword.
-  """
-  out = {}
-  for name, (shape, dtype) in expected_arrays(config).items():
-    if dtype.kind == "u":
-      out[name] = rng.integers(0, config["codebook_size"], shape, dtype=dtype)
-    elif dtype.kind == "i":
-      out[name] = rng.integers(-127, 128, shape).astype(dtype)
-    elif "/ln" in name and name.endswith("/scale"):
-      out[name] = np.ones(shape, np.float32)
-    elif name == "items/codebook_scale":
-      out[name] = np.full(shape, scale / 127, np.float32)
-    else:
-      std = 0.3 if name.startswith("items/core") else scale
-      out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
-  if "items/embedding" in out:
-    out["items/embedding"][0] = 0.0
-  return out
 
 
 def check_finite(a: np.ndarray, where: str) -> None:
@@ -217,8 +90,8 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
   Args:
     directory: created if missing; if it already holds a manifest, `overwrite`
       must be True (stale .npy files of a previous bundle are removed).
-    arrays: name -> array; must contain exactly `expected_arrays(config)`
-      (checked) plus optional meta/* arrays.
+    arrays: name -> array: the model's arrays (`ccrec.serving.export.bundle_layout`,
+      checked there) plus optional meta/* arrays.
     kind: 'codes' | 'table' | 'tt' (must equal config['embedding']).
     config: the model config subset (see `check_config`).
     metrics: recorded as manifest['metrics'] (e.g. test metrics at export).
@@ -234,16 +107,6 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
       raise BundleError(f"cannot export {directory}: array {name} has dtype {a.dtype}; bundles "
                         "hold bool, integer, float and unicode arrays only")
     check_finite(a, f"cannot export {directory}: array {name}")
-  want = expected_arrays(config)
-  for name, (shape, dtype) in want.items():
-    if name not in arrays:
-      raise BundleError(f"cannot export {directory}: array {name} is missing")
-    if arrays[name].shape != tuple(shape) or arrays[name].dtype != dtype:
-      raise BundleError(f"cannot export {directory}: array {name} is {arrays[name].dtype} "
-                        f"{arrays[name].shape}, the config needs {dtype} {tuple(shape)}")
-  unknown = [n for n in arrays if n not in want and not n.startswith("meta/")]
-  if unknown:
-    raise BundleError(f"cannot export {directory}: unexpected arrays {unknown}")
   manifest_path = os.path.join(directory, MANIFEST_FILE)
   if os.path.exists(manifest_path):
     if not overwrite:
@@ -268,25 +131,20 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
       "metrics": dict(metrics or {}),
   }
   manifest.update(extra or {})
-  tmp = manifest_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, manifest_path)
+  manifest[CHECKSUM_FIELD] = manifest_sha256(manifest)
+  atomic.write_json(manifest_path, manifest)
   return manifest
 
 
 def update_manifest(directory: str, fields: dict[str, Any]) -> dict:
-  """Adds or replaces top-level manifest fields other than the validated ones."""
-  protected = {"format_version", "kind", "config", "arrays"} & set(fields)
+  """Adds or replaces top-level manifest fields other than the sealed ones."""
+  protected = {*MODEL_FIELDS, CHECKSUM_FIELD} & set(fields)
   if protected:
     raise BundleError(f"update_manifest cannot change {sorted(protected)}")
   path = os.path.join(directory, MANIFEST_FILE)
   manifest = read_manifest(directory)
   manifest.update(fields)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_json(path, manifest)
   return manifest
 
 
@@ -294,7 +152,7 @@ def update_manifest(directory: str, fields: dict[str, Any]) -> dict:
 
 
 def read_manifest(directory: str) -> dict:
-  """Reads and checks manifest.json (version, kind, config, array entries)."""
+  """Reads and checks manifest.json: version, kind, config, array entries, checksum."""
   path = os.path.join(directory, MANIFEST_FILE)
   if not os.path.isdir(directory):
     raise BundleError(f"bundle {directory} does not exist (or is not a directory)")
@@ -311,8 +169,7 @@ def read_manifest(directory: str) -> dict:
   version = manifest.get("format_version")
   if version != FORMAT_VERSION:
     raise BundleError(f"{path}: format_version {version!r} is not supported; this runtime "
-                      f"reads format_version {FORMAT_VERSION} (re-export the bundle with this "
-                      "version of ccrec)")
+                      f"reads format_version {FORMAT_VERSION} ({REEXPORT})")
   for key in ("kind", "config", "arrays"):
     if key not in manifest:
       raise BundleError(f"{path}: field {key!r} is missing")
@@ -327,13 +184,7 @@ def read_manifest(directory: str) -> dict:
     raise BundleError(f"{path}: field 'arrays' must be a JSON object, got {entries!r}")
   for name, entry in entries.items():
     _check_entry(entry, f"{path}: array {name}")
-  for name, (shape, dtype) in expected_arrays(config).items():
-    if name not in entries:
-      raise BundleError(f"{path}: array {name} is missing from the manifest")
-    entry = entries[name]
-    if entry["shape"] != list(shape) or np.dtype(entry["dtype"]) != dtype:
-      raise BundleError(f"{path}: array {name} is listed as {entry['dtype']} "
-                        f"{entry['shape']}, the config needs {dtype.str} {list(shape)}")
+  check_sealed(manifest, path)
   return manifest
 
 
@@ -381,7 +232,7 @@ def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool
                       f"(arrays[{name!r}].sha256 in {MANIFEST_FILE}) was changed after export")
   try:
     a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as e:
+  except Exception as e:  # a damaged header raises ValueError, SyntaxError, TokenError, ...
     raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} cannot be "
                       f"read as .npy: {e}") from e
   if list(a.shape) != list(entry["shape"]) or a.dtype != np.dtype(entry["dtype"]):

@@ -1,9 +1,9 @@
 """Accuracy of a loaded bundle, computed by the numpy runtime (no jax).
 
-Same definitions as ccrec.evaluation (docs/DESIGN.md): rank = number of
-other non-padding items scoring higher than or equal to the target (ties
-count against it); HR@k, MRR@k and
-NDCG@k = 1/log2(rank + 2) for rank < k; every example counted once.
+Same definitions as ccrec.evaluation (`ccrec.evaluation.ranking`, docs/DESIGN.md): rank =
+number of other non-padding items scoring higher than or equal to the target (ties count
+against it); HR@k, MRR@k and NDCG@k = 1/log2(rank + 2) for rank < k; every example counted
+once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ccrec.evaluation.ranking import KS, metrics_from_ranks, target_rank
 from ccrec.serving.runtime import Recommender
 
 
@@ -25,26 +26,11 @@ def ranks(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
     batch = [np.asarray(p, np.int64)[-rec.max_len:] for p in prefixes[lo:hi]]
     if any(len(p) == 0 for p in batch):
       raise ValueError("evaluation prefixes must be non-empty")
-    scores = rec.scores(rec.encode_dense(batch))
-    target_scores = scores[np.arange(hi - lo), targets[lo:hi]]
-    # >= counts the target itself once (its own score equals itself): subtract it.
-    out[lo:hi] = (scores[:, 1:] >= target_scores[:, None]).sum(1) - 1
-  return out
-
-
-def metrics_from_ranks(r: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
-  r = np.asarray(r)
-  out: dict[str, float] = {"count": float(len(r))}
-  for k in ks:
-    hit = r < k
-    out[f"HR@{k}"] = float(hit.mean()) if len(r) else float("nan")
-    out[f"MRR@{k}"] = float(np.where(hit, 1.0 / (r + 1), 0.0).mean()) if len(r) else float("nan")
-    out[f"NDCG@{k}"] = (float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean())
-                        if len(r) else float("nan"))
+    out[lo:hi] = target_rank(rec.scores(rec.encode_dense(batch)), targets[lo:hi])
   return out
 
 
 def evaluate(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
-             ks: Sequence[int] = (5, 10, 20), batch_size: int = 256) -> dict[str, float]:
+             ks: Sequence[int] = KS, batch_size: int = 256) -> dict[str, float]:
   """HR/MRR/NDCG@k and count of (prefix -> target) examples (dense ids)."""
   return metrics_from_ranks(ranks(rec, prefixes, targets, batch_size), ks)

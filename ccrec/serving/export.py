@@ -1,29 +1,35 @@
-"""Export a trained model (Flax variables or a workdir's best checkpoint) as a bundle.
+"""Export a trained model (a ModelSpec and its Flax variables) as a bundle, and verify it.
 
-This module imports jax (through ccrec.models / ccrec.train); the runtime does
-not. `export_workdir` is what launch/export.py calls:
+The bundle's array names, shapes and dtypes come from the model itself: `bundle_layout`
+runs `jax.eval_shape` of the Flax model's init (nothing is computed) and maps its
+variables to bundle arrays; `export_model` checks the arrays it writes against that
+layout, and the manifest records them. Nothing here lists the encoder's parameters.
 
-  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec
-  python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec_int8 --codebooks=int8
-  python launch/export.py --workdir=runs/eodrec --output=bundles/teacher --model=teacher
+This module imports jax (through ccrec.models); the runtime does not. Exporting a
+trained workdir (launch/export.py) is `ccrec.workflow.export.export_workdir`, which
+restores the workdir and calls `export_model` and `verify_bundle`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from flax import traverse_util
 
-from ccrec.models.recommender import ModelSpec
+from ccrec.data import popularity_ranking
+from ccrec.item_layout import code_dtype
+from ccrec.models.recommender import ModelSpec, SessionRecommender
+from ccrec.models.tt import TTEmbedding
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import evaluate as evaluate_lib
-from ccrec.serving.runtime import Recommender
+from ccrec.serving.bundle import BundleError
+from ccrec.serving.runtime import Recommender, dequantize_codebooks
 
 POPULAR_SIZE = 1000  # items kept for the empty-session fallback
+Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # bundle array name -> (shape, dtype)
 
 
 def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +56,6 @@ def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
     config.update(num_codebooks=spec.num_codebooks, codebook_size=spec.codebook_size,
                   codebook_dtype=codebook_dtype)
   elif spec.embedding == "tt":
-    from ccrec.models.tt import TTEmbedding
     module = TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank)
     items, dims = module.factors()
     cores = variables["params"]["items"]
@@ -72,7 +77,7 @@ def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
   if spec.embedding == "codes":
     codes = np.asarray(variables["codes"]["items"]["codes"])                      # [V+1, M]
     arrays["items/codes"] = np.ascontiguousarray(
-        codes.T.astype(bundle_lib.code_dtype(spec.codebook_size)))                 # [M, V+1]
+        codes.T.astype(code_dtype(spec.codebook_size)))                            # [M, V+1]
     books = np.asarray(params["items/codebooks"], np.float32)
     if codebook_dtype == "int8":
       arrays["items/codebooks"], arrays["items/codebook_scale"] = quantize_codebooks(books)
@@ -87,6 +92,58 @@ def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
       if name.startswith("items/core_"):
         arrays[name] = np.asarray(a, np.float32)
   return arrays
+
+
+def model_shapes(spec: ModelSpec) -> dict[str, jax.ShapeDtypeStruct]:
+  """'collection/module/.../name' -> shape and dtype of every variable of
+  SessionRecommender(spec), from `jax.eval_shape` of its init (nothing is computed)."""
+  model = SessionRecommender(spec)
+  items = jnp.zeros((1, spec.max_len), jnp.int32)
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  return traverse_util.flatten_dict(jax.eval_shape(lambda: model.init(rngs, items)), sep="/")
+
+
+def bundle_layout(spec: ModelSpec, codebook_dtype: str = "float32") -> Layout:
+  """name -> (shape, dtype) of every model array of a bundle of `spec`, from the model.
+
+  Each param keeps its name (without 'params/') and shape, in float32; with int8
+  codebooks, items/codebooks is int8 and items/codebook_scale [M, K] float32 is added.
+  The codes ('codes' collection, [V+1, M]) become items/codes [M, V+1] of code_dtype(K),
+  codebook-major. A variable of any other kind is an error: the bundle and the runtime
+  would not know it.
+  """
+  f32 = np.dtype(np.float32)
+  out: Layout = {}
+  for name, leaf in model_shapes(spec).items():
+    collection, _, path = name.partition("/")
+    shape = tuple(int(n) for n in leaf.shape)
+    if collection == "params" and path == "items/codebooks" and codebook_dtype == "int8":
+      out[path] = (shape, np.dtype(np.int8))
+      out["items/codebook_scale"] = (shape[:2], f32)
+    elif collection == "params":
+      out[path] = (shape, f32)
+    elif name == "codes/items/codes":
+      out[path] = (shape[::-1], code_dtype(spec.codebook_size))
+    else:
+      raise ValueError(f"the model has variable {name}, which a bundle cannot hold: add it "
+                       "to serving/export.py (bundle_layout, bundle_arrays, flax_variables) "
+                       "and to the runtime (docs/DESIGN.md, 'Change the encoder')")
+  return out
+
+
+def check_layout(arrays: dict[str, np.ndarray], layout: Layout, where: str) -> None:
+  """Raises BundleError naming the array unless `arrays` hold exactly the layout's arrays
+  (names, shapes, dtypes), plus any meta/* arrays."""
+  for name, (shape, dtype) in layout.items():
+    if name not in arrays:
+      raise BundleError(f"cannot export {where}: the model's array {name} {dtype} "
+                        f"{list(shape)} is missing from the variables")
+    if arrays[name].shape != shape or arrays[name].dtype != dtype:
+      raise BundleError(f"cannot export {where}: array {name} is {arrays[name].dtype} "
+                        f"{list(arrays[name].shape)}, the model has {dtype} {list(shape)}")
+  unknown = sorted(n for n in arrays if n not in layout and not n.startswith("meta/"))
+  if unknown:
+    raise BundleError(f"cannot export {where}: arrays {unknown} are not the model's")
 
 
 def spec_from_config(config: dict) -> ModelSpec:
@@ -106,7 +163,6 @@ def flax_variables(config: dict, arrays: dict[str, np.ndarray]) -> dict:
   The inverse of `bundle_arrays` (int8 codebooks are dequantised), so a bundle
   can be checked against the JAX model it came from.
   """
-  from ccrec.serving.runtime import dequantize_codebooks
   flat = {name: np.asarray(a) for name, a in arrays.items()
           if name.startswith(("encoder/", "readout/")) or name.startswith("items/core_")}
   out: dict = {}
@@ -160,8 +216,8 @@ def export_model(output: str, spec: ModelSpec, variables: dict, *,
   """
   config = bundle_config(spec, variables, codebook_dtype)
   arrays = bundle_arrays(spec, variables, codebook_dtype)
+  check_layout(arrays, bundle_layout(spec, codebook_dtype), output)
   if item_counts is not None:
-    from ccrec.data import popularity_ranking
     arrays["meta/popular_items"] = popularity_ranking(item_counts)[:POPULAR_SIZE].astype(np.int32)
   raw = raw_id_array(id_map or {}, spec.num_items)
   if raw is not None:
@@ -190,9 +246,6 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
   `different`. The JAX lists are ordered by score, ties by the smaller id
   (scoring.top_k's order). Returns counts and the worst relative score gap.
   """
-  import jax
-  import jax.numpy as jnp
-
   max_len = rec.max_len
 
   @jax.jit
@@ -224,86 +277,19 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
   return out
 
 
-def _workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
-  """The model's valid/test metrics from WORKDIR/eval.json, else the last 'final' log line.
+def verify_bundle(directory: str, spec: ModelSpec, prefixes: list, *, split: str = "test",
+                  batch_size: int = 256) -> dict[str, Any]:
+  """Compares the written bundle's top-20 lists with the JAX model's on `prefixes` (dense,
+  non-empty; `split` names them) and records the counts as manifest['verification']
+  (`compare_top_k`); returns them.
 
-  A line of metrics.jsonl that does not parse is skipped with a warning (a killed run
-  leaves half a line; the run that resumed appended after it); a garbage eval.json is a
-  WorkdirError.
+  The reference is SessionRecommender(spec) on the variables read back from the bundle,
+  so with int8 codebooks it is the JAX model on the dequantised codebooks.
   """
-  from ccrec.train.workdir import WorkdirError
-
-  found: dict[str, Any] = {}
-  path = os.path.join(workdir, "eval.json")
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        found = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise WorkdirError(f"{path} is not valid JSON ({e}): rerun launch/evaluate.py "
-                         f"--workdir={workdir} to rewrite it") from e
-    if not isinstance(found, dict):
-      raise WorkdirError(f"{path} is not a JSON object: rerun launch/evaluate.py "
-                         f"--workdir={workdir} to rewrite it")
-  else:
-    log = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(log):
-      with open(log, encoding="utf-8", errors="replace") as f:
-        lines = f.readlines()
-      for number, line in enumerate(lines, 1):
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          logging.warning("%s line %d is not valid JSON (an interrupted write?), skipped: %s",
-                          log, number, e)
-          continue
-        if not isinstance(record, dict):
-          raise WorkdirError(f"{log} line {number} is not a JSON object: {line.strip()[:80]}")
-        if record.get("stage") == "final":
-          found = record
-  return {k: v for k, v in found.items()
-          if k.startswith(f"{model}/") and isinstance(v, (int, float))}
-
-
-def export_workdir(workdir: str, output: str, *, model: str = "student",
-                   codebook_dtype: str = "float32", evaluate: bool = True, verify: bool = True,
-                   overwrite: bool = False) -> dict:
-  """Exports the best checkpoint of `model` ('student' or 'teacher') of a trained workdir.
-
-  evaluate: record the runtime's test metrics (metrics['runtime/test/...']).
-  verify: compare the written bundle's top-20 lists with the JAX model's on the
-    test prefixes and record the counts as manifest['verification'] (with
-    int8 codebooks the reference is the JAX model on the dequantised codebooks).
-  """
-  from ccrec.evaluation.from_checkpoint import restore_trained
-  from ccrec.train import pipeline
-  from ccrec.train import workdir as workdir_lib
-
-  if model not in ("student", "teacher"):
-    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
-  config = workdir_lib.load_config(workdir)
-  ctx = pipeline.make_context(config, workdir, check_workdir=False)
-  state = getattr(restore_trained(ctx), model)
-  if state is None:
-    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
-  net = ctx.teacher if model == "teacher" else ctx.student
-  data = ctx.dataset
-  test = None
-  if evaluate:
-    test = ([np.asarray(p) for p in data.test.prefixes], np.asarray(data.test.targets))
-  id_map = data.manifest.get("id_map") or {}
-  extra = {"source": {"workdir": os.path.abspath(workdir), "model": model,
-                      "dataset": data.name, "num_items": int(data.num_items)}}
-  manifest = export_model(output, net.spec, state.variables(), codebook_dtype=codebook_dtype,
-                          item_counts=data.item_counts, id_map=id_map,
-                          metrics=_workdir_metrics(workdir, model), test=test, extra=extra,
-                          overwrite=overwrite)
-  if verify:
-    written, arrays = bundle_lib.read_bundle(output)
-    rec = Recommender(written, arrays, id_space="dense")
-    prefixes = [np.asarray(p) for p in data.test.prefixes]
-    reference = flax_variables(written["config"], arrays)
-    manifest["verification"] = {"split": "test", **compare_top_k(
-        net, reference, rec, prefixes, batch_size=ctx.config.eval.batch_size)}
-    bundle_lib.update_manifest(output, {"verification": manifest["verification"]})
-  return manifest
+  written, arrays = bundle_lib.read_bundle(directory)
+  rec = Recommender(written, arrays, id_space="dense")
+  reference = flax_variables(written["config"], arrays)
+  verification = {"split": split, **compare_top_k(SessionRecommender(spec), reference, rec,
+                                                   prefixes, batch_size=batch_size)}
+  bundle_lib.update_manifest(directory, {"verification": verification})
+  return verification

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ccrec.serving import nn
-from ccrec.serving.bundle import BundleError, read_bundle, tt_core_shapes
+from ccrec.serving.bundle import BundleError, read_bundle
 from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
 
 
@@ -81,7 +81,7 @@ def make_scorer(config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = Fa
     return CodeScorer(arrays["items/codes"], books)
   if kind == "table":
     return TableScorer(arrays["items/embedding"])
-  cores = [arrays[f"items/core_{i}"] for i in range(len(tt_core_shapes(config)))]
+  cores = [arrays[f"items/core_{i}"] for i in range(len(config["tt"]["item_factors"]))]
   return TTScorer(cores, config["tt"]["item_factors"], config["num_items"] + 1, cache=tt_cache)
 
 
@@ -131,6 +131,8 @@ class Recommender:
                    if n.startswith(("encoder/", "readout/"))}
     try:
       self.scorer = make_scorer(self.config, arrays, tt_cache)
+    except KeyError as e:
+      raise BundleError(f"the bundle lacks array {e} of its kind {self.kind!r}") from e
     except ValueError as e:
       raise BundleError(f"bundle arrays are inconsistent: {e}") from e
     self.popular = np.asarray(arrays.get("meta/popular_items", np.zeros(0, np.int32)), np.int64)

@@ -11,7 +11,7 @@
 - `TTScorer`: tensor-train cores; rebuilds every item's row on each call, as
   an on-device TT model does (in chunks of the leading TT digit, so memory
   stays at one chunk of rows), or caches the table once.
-- `top_k` / `top_k_batch`: exact top k, ties broken by the smaller id, with
+- `top_k` / `top_k_columns`: exact top k, ties broken by the smaller id, with
   a block-maximum prefilter (one pass over the scores, then a partial sort of
   the few blocks that can hold the top k).
 
@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from ccrec.item_layout import tt_digits
 
 _NEG_INF = np.float32(-np.inf)
 
@@ -112,10 +114,6 @@ class CodeScorer:
     out[0] = _NEG_INF
     return out
 
-  def score_batch(self, s: np.ndarray) -> np.ndarray:
-    """s [B, d] -> float32 [B, V+1] (a transposed view of `score_columns`)."""
-    return self.score_columns(s).T
-
 
 class TableScorer:
   """Scores against a materialised float32 [V+1, d] table."""
@@ -142,20 +140,8 @@ class TableScorer:
     out[0] = _NEG_INF
     return out
 
-  def score_batch(self, s: np.ndarray) -> np.ndarray:
-    return self.score_columns(s).T
-
 
 # ---------------------------------------------------------------------------- tensor train
-
-
-def tt_digits(rows: np.ndarray, item_factors: Sequence[int]) -> list[np.ndarray]:
-  """rows int [N] -> K digit arrays, most significant first (as ccrec/models/tt.py)."""
-  digits, stride = [], math.prod(item_factors)
-  for n in item_factors:
-    stride //= n
-    digits.append((rows // stride) % n)
-  return digits
 
 
 def tt_rows(cores: Sequence[np.ndarray], item_factors: Sequence[int],
@@ -250,9 +236,6 @@ class TTScorer:
     out[0] = _NEG_INF
     return out
 
-  def score_batch(self, s: np.ndarray) -> np.ndarray:
-    return self.score_columns(s).T
-
 
 # ---------------------------------------------------------------------------- top k
 
@@ -314,7 +297,3 @@ def top_k_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids[c], vals[c] = _exact_top(cand, scores[cand, c], k)
   return ids, vals
 
-
-def top_k_batch(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """scores [B, N] -> (ids int64 [B, k], values [B, k]); each row as `top_k`."""
-  return top_k_columns(np.asarray(scores).T, k)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ccrec.item_layout import code_dtype
 from ccrec.models.code_learner import CodeLearner
-from ccrec.models.codes import code_dtype
 from ccrec.ops import losses
 from ccrec.train.code_refinement import check_item_weights
 

@@ -1,4 +1,4 @@
-"""Metric writer: appends one JSON object per event to WORKDIR/metrics.jsonl.
+"""Metric writer: appends one JSON object per event to a JSON-lines file.
 
 Only process 0 writes (multi-host runs log once). Values are converted to
 plain Python floats on the host.
@@ -25,8 +25,10 @@ def to_python(value: Any) -> Any:
 
 
 class MetricWriter:
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+  """Appends to `path` (a workdir's metrics.jsonl)."""
+
+  def __init__(self, path: str):
+    self.path = path
     self.enabled = jax.process_index() == 0
     self._checked_end = False
 

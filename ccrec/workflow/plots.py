@@ -1,4 +1,4 @@
-"""Figures of the experiment reports (ccrec/experiments.py): bars, size curves, heatmaps, sweeps.
+"""Figures of the experiment reports (workflow/experiments.py): bars, size curves, heatmaps, sweeps.
 
 Every function takes `experiments.summarize` entries (or a workdir) and returns a matplotlib
 figure; matplotlib is imported on first use, with the Agg backend unless MPLBACKEND is set.
@@ -14,10 +14,12 @@ import numpy as np
 
 
 def pyplot():
+  # Imported here: matplotlib is needed for figures only, and its backend must be chosen
+  # before pyplot is imported.
   import matplotlib
   if not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # after the backend (see above)
   return plt
 
 

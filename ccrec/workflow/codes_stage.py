@@ -1,34 +1,43 @@
 """Stage 'codes' of the pipeline: learn, refine and save the codes; report what they keep.
 
-`learn_codes(ctx, teacher_state)` runs the Gumbel-softmax code learner on the
-teacher's item table (`code_learning`), then the exact least-squares steps
-(`code_refinement`), writes WORKDIR/codes/{codes.npz, report.json}, and on a
-rerun reads them back (`read_codes`, which checks them against the config).
-`teacher_through_codes` scores the teacher through the codes' table: how much
-of its accuracy the codes alone keep, before any student training.
+`learn_codes(directory, table, item_counts, config, ...)` runs the Gumbel-softmax code
+learner on the teacher's item table (`code_learning`), then the exact least-squares steps
+(`code_refinement`), and writes DIRECTORY/{codes.npz, report.json}; on a rerun `read_codes`
+reads them back, checked against the config. `teacher_through_codes` scores the teacher
+through the codes' table: how much of its accuracy the codes alone keep, before any
+student training.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
+from ccrec import atomic
+from ccrec.checkpoint import CheckpointError
 from ccrec.train import code_learning, code_refinement
-from ccrec.train.state import TrainState
+from ccrec.train.writer import MetricWriter
 
-if TYPE_CHECKING:
-  from ccrec.train.pipeline import Context
+CODES_FILE = "codes.npz"
+REPORT_FILE = "report.json"
+
+# table [V+1, d] -> the teacher's validation metrics with its item table replaced by it.
+EvaluateFn = Callable[[np.ndarray], dict[str, float]]
 
 
-def read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, np.ndarray]:
-  """The saved codes stage, checked against the config; damage is a CheckpointError."""
-  from ccrec.checkpoint import CheckpointError
-  fix = f"delete {os.path.dirname(path)} to learn the codes again"
+def read_codes(directory: str, num_items: int, m: int, k: int, d: int
+               ) -> dict[str, np.ndarray] | None:
+  """The saved codes of `directory`, checked against the config; None if the stage has not
+  run. Damage is a CheckpointError."""
+  path = os.path.join(directory, CODES_FILE)
+  if not os.path.exists(path):
+    return None
+  fix = f"delete {directory} to learn the codes again"
   try:
     with np.load(path, allow_pickle=False) as f:
       codes, codebooks = f["codes"], f["codebooks"]
@@ -46,36 +55,42 @@ def read_codes(path: str, num_items: int, m: int, k: int, d: int) -> dict[str, n
   return {"codes": codes, "codebooks": codebooks}
 
 
-def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
-  """Stage 'codes': learned codes for the teacher's table (cached as codes.npz + report.json).
+def learn_codes(directory: str, table: np.ndarray, item_counts: np.ndarray,
+                config: ml_collections.ConfigDict, *, seed: int, evaluate: EvaluateFn,
+                writer: MetricWriter) -> dict[str, np.ndarray]:
+  """Stage 'codes': learned codes for the teacher's item table, saved in `directory`.
 
-  Gumbel-softmax learning, then (config.codes) the least-squares refit, the
-  alternating refinement and de-duplication, every step weighting the items by
-  their training frequency ** codes.weight_power; the report adds the teacher
-  scored through the codes' table.
+  Gumbel-softmax learning, then (config) the least-squares refit, the alternating
+  refinement and de-duplication, every step weighting the items by their training
+  frequency ** weight_power; the report adds the teacher scored through the codes' table.
+
+  Args:
+    directory: the stage's directory; process 0 writes codes.npz and report.json there.
+    table: float [V+1, d], the teacher's item table (every process holds all of it, so
+      every process learns the same codes).
+    item_counts: int [V+1] training frequencies.
+    config: the codes section of the experiment config (config.codes).
+    seed: seed of the code learner.
+    evaluate: `EvaluateFn`, reported as teacher_through_codes/valid/*.
+    writer: logs the report's numbers as stage 'codes'.
+
+  Returns:
+    {"codes": [V+1, M] integer codes, "codebooks": float [M, K, d]}.
   """
-  path = os.path.join(ctx.stage_dir("codes"), "codes.npz")
-  c = ctx.config.codes
-  if os.path.exists(path):
-    return read_codes(path, ctx.dataset.num_items, c.num_codebooks, c.codebook_size,
-                       ctx.config.model.d)
-  if c.codebook_size ** c.num_codebooks < ctx.dataset.num_items:
+  c, num_items = config, table.shape[0] - 1
+  full_codes = c.codebook_size ** c.num_codebooks
+  if full_codes < num_items:
     logging.warning(
         "codes: K^M = %d^%d = %d full codes for %d items: at least %d items must share a code "
         "and tie in every ranking of the compressed student (raise codes.num_codebooks or "
         "codes.codebook_size unless this is the point)", c.codebook_size, c.num_codebooks,
-        c.codebook_size ** c.num_codebooks, ctx.dataset.num_items,
-        ctx.dataset.num_items - c.codebook_size ** c.num_codebooks)
-  from ccrec import parallel
-  # Gathered from every process when the table is split across hosts; each
-  # process then learns the same codes (same table, same seed), process 0 writes.
-  table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
-  weights = code_refinement.popularity_weights(ctx.dataset.item_counts, c.weight_power)
+        full_codes, num_items, num_items - full_codes)
+  weights = code_refinement.popularity_weights(item_counts, c.weight_power)
   result = code_learning.learn_codes(
       table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
       temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
       max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
-      tolerance=c.tolerance, seed=ctx.config.seed, item_weights=weights)
+      tolerance=c.tolerance, seed=seed, item_weights=weights)
   codes, codebooks = result.codes, result.codebooks
   report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
   usage = np.asarray(result.report["usage"])
@@ -102,36 +117,18 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
     recon = code_refinement.reconstruct(codes, codebooks)[1:]
     report["unweighted_mse"] = float(np.mean(np.sum(np.square(recon - table[1:]), axis=1)))
   report["weight_power"] = float(c.weight_power)
-  report.update(teacher_through_codes(ctx, teacher_state, codes, codebooks))
+  report.update(teacher_through_codes(evaluate, codes, codebooks))
   if jax.process_index() == 0:
-    os.makedirs(ctx.stage_dir("codes"), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, codes=codes, codebooks=codebooks, usage=usage)
-    os.replace(tmp, path)
-    with open(os.path.join(ctx.stage_dir("codes"), "report.json"), "w") as f:
-      json.dump(report, f, indent=1)
-  ctx.writer.log("codes", int(report["steps"]), {
+    os.makedirs(directory, exist_ok=True)
+    with atomic.writing(os.path.join(directory, CODES_FILE), "wb") as f:
+      np.savez(f, codes=codes, codebooks=codebooks, usage=usage)
+    atomic.write_json(os.path.join(directory, REPORT_FILE), report, sort_keys=False)
+  writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
   return {"codes": codes, "codebooks": codebooks}
 
 
-def with_item_table(variables: dict, table: np.ndarray) -> dict:
-  """The teacher's variables with its item table replaced by `table` [V+1, d], in the
-  original table's layout (item-sharded or replicated, one process or several)."""
-  original = variables["params"]["items"]["embedding"]
-  table = np.asarray(table, original.dtype)
-  if table.shape != original.shape:
-    raise ValueError(f"item table of shape {list(table.shape)} for a teacher table of shape "
-                     f"{list(original.shape)}")
-  if isinstance(original, jax.Array):
-    embedding = jax.make_array_from_callback(table.shape, original.sharding, lambda i: table[i])
-  else:  # host arrays stay on the host
-    embedding = table
-  params = dict(variables["params"], items=dict(variables["params"]["items"], embedding=embedding))
-  return dict(variables, params=params)
-
-
-def teacher_through_codes(ctx: Context, teacher_state: TrainState, codes: np.ndarray,
+def teacher_through_codes(evaluate: EvaluateFn, codes: np.ndarray,
                           codebooks: np.ndarray) -> dict[str, float]:
   """The teacher's validation metrics with its item table replaced by the codes' table.
 
@@ -139,9 +136,5 @@ def teacher_through_codes(ctx: Context, teacher_state: TrainState, codes: np.nda
   training: one validation pass, so code settings can be compared in seconds
   (keys `teacher_through_codes/valid/NDCG@10`, ..._hot, ..._cold).
   """
-  variables = with_item_table(teacher_state.variables(),
-                              code_refinement.reconstruct(codes, codebooks))
-  from ccrec.train.pipeline import model_fns  # pipeline imports this module
-  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
-  metrics = evaluator.evaluate(variables, "valid", ctx.dataset.valid)
+  metrics = evaluate(code_refinement.reconstruct(codes, codebooks))
   return {f"teacher_through_codes/{k.split('/', 1)[1]}": v for k, v in metrics.items()}

@@ -1,33 +1,50 @@
-"""Evaluate a workdir from its best checkpoints (launch/evaluate.py).
+"""Restore a workdir's trained models from their best checkpoints; evaluate and rank them.
 
 Uses the same evaluators as training. The teacher and the student are taken
 from the last stage that trained them (distill, else teacher / student_pretrain),
-each at its best validation epoch.
+each at its best validation epoch. `restore(workdir)` is what other tools build on
+(export): the dataset and each trained model's spec and variables.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
+from ccrec import atomic
 from ccrec.checkpoint import Checkpointer, CheckpointError
+from ccrec.data import SessionDataset
+from ccrec.models.build import model_fns
+from ccrec.models.recommender import ModelSpec, init_variables
 from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
-from ccrec.train import pipeline
-from ccrec.train import workdir as workdir_lib
 from ccrec.train.state import TrainState
+from ccrec.workflow import pipeline
+from ccrec.workflow import workdir as workdir_lib
+
+MODELS = ("teacher", "student")
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A workdir's dataset and trained models, at their best checkpoints."""
+
+  config: ml_collections.ConfigDict
+  dataset: SessionDataset
+  models: dict[str, tuple[ModelSpec, dict]]  # 'teacher'/'student' -> (spec, variables), if trained
 
 
 def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   """Rebuilds the trained models of a workdir from their best checkpoints."""
   c = ctx.config
   tx = ctx.optimizer()
-  teacher0 = TrainState.create(pipeline.init_variables(ctx.teacher, jax.random.key(0)), tx)
+  teacher0 = TrainState.create(init_variables(ctx.teacher, jax.random.key(0)), tx)
   student0 = TrainState.create(pipeline.init_student(ctx, None), tx,
                                ema_decay=c.student.ema_decay)
   out = pipeline.Trained()
@@ -53,20 +70,28 @@ def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   return out
 
 
-def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
-  """Evaluates the best checkpoints of `workdir`; writes and returns WORKDIR/eval.json's dict."""
+def restored_context(workdir: str) -> tuple[pipeline.Context, pipeline.Trained]:
+  """The context of a trained workdir (its saved config and data) and its trained models."""
   config = workdir_lib.load_config(workdir)
   ctx = pipeline.make_context(config, workdir, check_workdir=False)
-  metrics = pipeline.report(ctx, restore_trained(ctx), splits)
+  return ctx, restore_trained(ctx)
+
+
+def restore(workdir: str) -> Restored:
+  """The dataset and each trained model's spec and variables of `workdir`."""
+  ctx, trained = restored_context(workdir)
+  models = {name: (getattr(ctx, name).spec, getattr(trained, name).variables())
+            for name in MODELS if getattr(trained, name) is not None}
+  return Restored(config=ctx.config, dataset=ctx.dataset, models=models)
+
+
+def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
+  """Evaluates the best checkpoints of `workdir`; writes and returns WORKDIR/eval.json's dict."""
+  ctx, trained = restored_context(workdir)
+  metrics = pipeline.report(ctx, trained, splits)
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "eval.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(metrics, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(os.path.join(workdir, workdir_lib.EVAL_FILE), metrics)
   return metrics
-
-
-MODELS = ("teacher", "student")
 
 
 def workdir_ranks(workdir: str, models: Sequence[str], split: str = "test"
@@ -83,16 +108,14 @@ def workdir_ranks(workdir: str, models: Sequence[str], split: str = "test"
       raise ValueError(f"model must be one of {MODELS}, got {model!r}")
   if split not in ("valid", "test"):
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-  config = workdir_lib.load_config(workdir)
-  ctx = pipeline.make_context(config, workdir, check_workdir=False)
-  trained = restore_trained(ctx)
+  ctx, trained = restored_context(workdir)
   examples = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}[split]
   ranks = {}
   for model in models:
     state = getattr(trained, model)
     if state is None:
       raise CheckpointError(f"{workdir} has no trained {model} checkpoint "
-                            f"(its config's stages: {list(config.stages)})")
-    evaluator = ctx.evaluator(model, *pipeline.model_fns(getattr(ctx, model)))
+                            f"(its config's stages: {list(ctx.config.stages)})")
+    evaluator = ctx.evaluator(model, *model_fns(getattr(ctx, model)))
     ranks[model] = evaluator.ranks(state.variables(), examples)
   return ranks, np.asarray(examples.targets)

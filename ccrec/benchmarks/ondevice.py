@@ -35,10 +35,14 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
+from ccrec.models.codes import CompositionalEmbedding
+from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import nn
+from ccrec.serving.export import bundle_layout, quantize_codebooks, spec_from_config
 from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
 
 CATALOGS = {"ml-100k": 1682, "tmall": 40_000, "1m": 1_000_000}
@@ -74,9 +78,35 @@ def model_config(case: Case, kind: str) -> dict[str, Any]:
 
 def tt_factors(case: Case) -> dict[str, list[int]]:
   """Default TT factorisation (as ccrec.models.tt.TTEmbedding chooses it), 3 cores."""
-  from ccrec.models.tt import auto_item_factors, factorize_exact  # no jax at import time
   return {"item_factors": list(auto_item_factors(case.num_items + 1, 3)),
           "d_factors": list(factorize_exact(case.d, 3)), "ranks": [case.tt_rank] * 2}
+
+
+def random_arrays(config: dict[str, Any], rng: np.random.Generator,
+                  scale: float = 0.05) -> dict[str, np.ndarray]:
+  """Random arrays of every shape a bundle of `config` needs (benchmarks and tests).
+
+  Normal(0, scale) weights (TT cores 0.3, so rows have a useful scale), LayerNorm
+  scales 1, uniform codes, int8 codebooks in [-127, 127] with scale/127 per codeword.
+  The names and shapes are the model's (`ccrec.serving.export.bundle_layout`).
+  """
+  out = {}
+  layout = bundle_layout(spec_from_config(config), config.get("codebook_dtype", "float32"))
+  for name, (shape, dtype) in layout.items():
+    if dtype.kind == "u":
+      out[name] = rng.integers(0, config["codebook_size"], shape, dtype=dtype)
+    elif dtype.kind == "i":
+      out[name] = rng.integers(-127, 128, shape).astype(dtype)
+    elif "/ln" in name and name.endswith("/scale"):
+      out[name] = np.ones(shape, np.float32)
+    elif name == "items/codebook_scale":
+      out[name] = np.full(shape, scale / 127, np.float32)
+    else:
+      std = 0.3 if name.startswith("items/core") else scale
+      out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+  if "items/embedding" in out:
+    out["items/embedding"][0] = 0.0
+  return out
 
 
 def _time_rounds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -102,9 +132,6 @@ def _peak_bytes(fn: Callable[[], Any]) -> int:
 
 def _jax_code_scorer(codes_mv: np.ndarray, codebooks: np.ndarray, k: int):
   """jit(s [B, d] -> lax.top_k(CompositionalEmbedding.score(s), k)) on the model's own code."""
-  import jax
-
-  from ccrec.models.codes import CompositionalEmbedding
   m, kk, d = codebooks.shape
   module = CompositionalEmbedding(codes_mv.shape[1] - 1, m, kk, d)
   variables = {"params": {"codebooks": jax.numpy.asarray(codebooks)},
@@ -119,7 +146,6 @@ def _jax_code_scorer(codes_mv: np.ndarray, codebooks: np.ndarray, k: int):
 
 def _bundle_sizes(case: Case, arrays_by_kind: dict[str, dict[str, np.ndarray]]) -> dict[str, int]:
   """Bytes on disk of each model's bundle (written to a temporary directory, then removed)."""
-  from ccrec.serving.export import quantize_codebooks
   sizes = {}
   with tempfile.TemporaryDirectory(prefix="ccrec_bench_") as tmp:
     variants = {"student (fp32 codebooks)": ("codes", None),
@@ -164,7 +190,7 @@ def run_case(case: Case, *, batch: int = 100, repeats: int = 7, batch_repeats: i
              use_jax: bool = True, bundle_sizes: bool = True, seed: int = 0) -> dict[str, Any]:
   """Times every method for one catalog; returns {'case', 'rows', 'sizes', 'bundle_bytes'}."""
   rng = np.random.default_rng(seed)
-  arrays = {kind: bundle_lib.random_arrays(model_config(case, kind), rng)
+  arrays = {kind: random_arrays(model_config(case, kind), rng)
             for kind in ("codes", "table", "tt")}
   codes_cfg = model_config(case, "codes")
   codes = arrays["codes"]["items/codes"]
@@ -223,14 +249,6 @@ def run_case(case: Case, *, batch: int = 100, repeats: int = 7, batch_repeats: i
           "bundle_bytes": bundles}
 
 
-def ratios(rows: list[dict], batch: int) -> dict[str, float]:
-  """Speed-up of the numpy student over each method at `batch` (median times)."""
-  t = {r["method"]: r["median_ms"] for r in rows if r["batch"] == batch}
-  s = t["student_codes"]
-  out = {f"{m}/student": t[m] / s for m in t if m not in ("student_codes",)}
-  return out
-
-
 def machine() -> dict[str, Any]:
   model = platform.processor() or platform.machine()
   try:
@@ -244,8 +262,7 @@ def machine() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
   except AttributeError:
     cores = os.cpu_count()
-  import numpy
-  return {"cpu": model, "cores": cores, "numpy": numpy.__version__,
+  return {"cpu": model, "cores": cores, "numpy": np.__version__,
           "python": platform.python_version(), "load_avg": list(os.getloadavg())}
 
 
@@ -262,7 +279,6 @@ def run(cases: Sequence[Case], *, batch: int = 100, repeats: int = 7, batch_repe
                             use_jax=use_jax, bundle_sizes=bundle_sizes, seed=seed))
   info["load_avg_end"] = list(os.getloadavg())
   if use_jax:
-    import jax
     info["jax"] = jax.__version__
   return {"machine": info, "date": start.isoformat(timespec="seconds"), "results": results,
           "batch": batch, "repeats": repeats, "batch_repeats": batch_repeats,

@@ -26,12 +26,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ccrec import atomic
 from ccrec import config as config_lib
-from ccrec import plots
-from ccrec.train import pipeline
-from ccrec.train import workdir as workdir_lib
+from ccrec.workflow import plots
+from ccrec.workflow import pipeline
+from ccrec.workflow import workdir as workdir_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # the repository
 MODES = ("smoke", "full")
 RESULT = "result.json"
 # Stage -> config sections its checkpoint depends on (cumulative, in pipeline order).
@@ -91,7 +92,7 @@ def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
   c = load_config_file("configs/tiny.py" if mode == "smoke" else "configs/eodrec.py")
   caps = {f: epochs_cap for f in ("train.epochs", "student.pretrain_epochs", "distill.epochs")}
   caps["codes.max_steps"] = codes_steps_cap
-  return apply(c, {f: min(_get(c, f), cap) for f, cap in caps.items() if cap > 0})
+  return apply(c, {f: min(config_lib.get(c, f), cap) for f, cap in caps.items() if cap > 0})
 
 
 def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
@@ -110,7 +111,8 @@ def setup(mode: str, runs: str, *, epochs_cap: int = 0, codes_steps_cap: int = 0
   starts from; those equal to the base's value are dropped (same directory);
   tables go to results/ only for uncapped, unmodified full runs, else to <root>/figures."""
   plain = base_config(mode, epochs_cap, codes_steps_cap)
-  overrides = {k: v for k, v in (overrides or {}).items() if _norm(_get(plain, k)) != _norm(v)}
+  overrides = {k: v for k, v in (overrides or {}).items()
+               if _norm(config_lib.get(plain, k)) != _norm(v)}
   base = apply(plain, overrides) if overrides else plain
   root = runs_root(runs, mode, epochs_cap, codes_steps_cap, overrides)
   reduced = mode != "full" or epochs_cap > 0 or codes_steps_cap > 0 or bool(overrides)
@@ -145,12 +147,6 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _get(c, dotted: str):
-  for part in dotted.split("."):
-    c = c[part]
-  return c
-
-
 def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
           ) -> ml_collections.ConfigDict:
   """A validated, locked copy of `config` with dotted `overrides` set (unknown: KeyError)."""
@@ -164,7 +160,7 @@ def slug(overrides: Mapping[str, Any], base: ml_collections.ConfigDict) -> str:
   """Directory name of a variant; overrides equal to the base's values are dropped, so the
   same configuration reached from different grids shares one workdir."""
   return _values({k: v for k, v in overrides.items()
-                  if _norm(_get(base, k)) != _norm(v)}) or "default"
+                  if _norm(config_lib.get(base, k)) != _norm(v)}) or "default"
 
 
 def _norm(v: Any) -> str:
@@ -241,10 +237,7 @@ def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str
     reuse_stages(config, workdir, share_root)
   metrics = {k: v if isinstance(v, str) else float(v)
              for k, v in pipeline.run(config, workdir).items()}
-  tmp = os.path.join(workdir, RESULT + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, RESULT))
+  atomic.write_json(os.path.join(workdir, RESULT), metrics)
   return metrics
 
 
@@ -449,7 +442,7 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
     main = (pick("teacher", lambda r: r["variant"] == "teacher", "teacher")
             + pick("OD-Rec (TT)", lambda r: r["variant"] == "TT")
             + pick("student (EODRec)", lambda r: r in cells and all(
-                _get(base, k) == v for k, v in r["overrides"].items())))
+                config_lib.get(base, k) == v for k, v in r["overrides"].items())))
     table3 = summarize(main, four + size + [UNIQUE])
     tables[name + "_main"] = table3, markdown_table(
         table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR", UNIQUE: "unique codes"},
@@ -472,10 +465,10 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
     raise ValueError(f"unknown grid {name!r}")
   os.makedirs(out_dir, exist_ok=True)
   for key, (summary, md) in tables.items():  # OUT_DIR/<table>.md and .json (the summary)
-    with open(os.path.join(out_dir, key + ".md"), "w") as f:
+    with atomic.writing(os.path.join(out_dir, key + ".md")) as f:
       f.write(md + "\n")
-    with open(os.path.join(out_dir, key + ".json"), "w") as f:
-      json.dump(list(summary), f, indent=1, default=str)
+    atomic.write_json(os.path.join(out_dir, key + ".json"), list(summary), sort_keys=False,
+                      default=str)
   plt = plots.pyplot()
   for key, fig in figures.items():
     fig.savefig(os.path.join(out_dir, key + ".png"), dpi=120)

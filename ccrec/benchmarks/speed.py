@@ -15,8 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ccrec import config as config_lib
-from ccrec.data import SessionDataset, prefix_batches, steps_per_epoch, window_batches
+from ccrec.data import SessionDataset, hot_mask, prefix_batches, steps_per_epoch, window_batches
+from ccrec.models.build import build_models
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
+from ccrec.models.views import DistillHeads
+from ccrec.train import distill as distill_lib
 from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState, make_optimizer
 
@@ -77,12 +80,7 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   as the distillation step's teacher is), interleaved step
   by step so machine load affects both alike; compile excluded; medians.
   """
-  from ccrec.data import hot_mask
-  from ccrec.models.views import DistillHeads
-  from ccrec.train import distill as distill_lib
-  from ccrec.train import pipeline
-
-  teacher, student = pipeline.build_models(config, dataset.num_items)
+  teacher, student = build_models(config, dataset.num_items)
   tx = make_optimizer(config.train)
   key = jax.random.key(0)
   teacher_vars = init_variables(teacher, key)

@@ -1,6 +1,7 @@
-"""Workdir bookkeeping: the saved config, the dataset fingerprint, loading the data.
+"""Workdir bookkeeping: its layout, the saved config, the dataset fingerprint, loading the data.
 
-WORKDIR/config.json holds the resolved config of the experiment. Running a
+Layout (docs/DESIGN.md, "Workdir layout"): CONFIG_FILE, DATASET_FILE, METRICS_FILE,
+EVAL_FILE at the top, and one directory per stage of `STAGES`. WORKDIR/config.json holds the resolved config of the experiment. Running a
 different config in the same workdir is an error naming the differing fields
 (nothing is overwritten). WORKDIR/dataset.json records the dataset's item
 count, split sizes and a sha256 of its contents; a dataset that disagrees with it is an
@@ -18,7 +19,21 @@ import jax
 import ml_collections
 import numpy as np
 
+from ccrec import atomic
+from ccrec import config as config_lib
 from ccrec.data import SessionDataset, load_dataset, synthetic_dataset
+
+CONFIG_FILE = "config.json"  # the resolved config
+DATASET_FILE = "dataset.json"  # the dataset's fingerprint
+METRICS_FILE = "metrics.jsonl"  # one JSON object per log/eval event
+EVAL_FILE = "eval.json"  # launch/evaluate.py's metrics
+STAGES = config_lib.STAGES  # each stage's checkpoints (or codes) live in WORKDIR/<stage>/
+
+
+def stage_dir(workdir: str, stage: str) -> str:
+  if stage not in STAGES:
+    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+  return os.path.join(workdir, stage)
 
 
 class WorkdirError(RuntimeError):
@@ -46,7 +61,6 @@ def config_differences(saved: dict, now: dict) -> list[str]:
   `now` keeps its default (the old run behaved as that default); any other
   value of it is a difference.
   """
-  from ccrec import config as config_lib
   defaults = flatten(config_dict(config_lib.base_config()))
   return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
                 and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
@@ -55,7 +69,7 @@ def config_differences(saved: dict, now: dict) -> list[str]:
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
   """Raises WorkdirError if the workdir holds another config; True if it holds this one,
   False if it holds none yet. Writes nothing."""
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return False
   a, b = flatten(read_config_json(workdir)), flatten(config_dict(config))
@@ -72,15 +86,12 @@ def _write_json(path: str, obj: Any) -> None:
   """Process 0 writes `obj` to `path` through a temporary name (never half a file)."""
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, obj)
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates the workdir and writes its config.json (after `check_config` found none)."""
-  _write_json(os.path.join(workdir, "config.json"), config_dict(config))
+  _write_json(os.path.join(workdir, CONFIG_FILE), config_dict(config))
 
 
 def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -90,7 +101,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def read_config_json(workdir: str) -> dict:
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f"{path} not found: {workdir} is not a ccrec workdir (train into it first)")
   try:
@@ -102,14 +113,13 @@ def read_config_json(workdir: str) -> dict:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The saved config of a workdir, as a locked ConfigDict."""
-  from ccrec import config as config_lib
   base = config_lib.base_config()
   saved = read_config_json(workdir)
   try:
     base.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
                                      for k, v in flatten(saved).items()})
   except (KeyError, AttributeError, TypeError) as e:
-    raise WorkdirError(f"{workdir}/config.json does not match the config schema: {e}") from e
+    raise WorkdirError(f"{os.path.join(workdir, CONFIG_FILE)} does not match the config schema: {e}") from e
   return config_lib.lock(base)
 
 
@@ -137,10 +147,9 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
   """Records the dataset's fingerprint, or checks it against the recorded one.
 
   The record holds the item count, split sizes and a sha256 of the contents, so a dataset
-  rebuilt from other data with the same sizes is refused too (workdirs written before the
-  sha256 existed are checked on the rest).
+  rebuilt from other data with the same sizes is refused too.
   """
-  path = os.path.join(workdir, "dataset.json")
+  path = os.path.join(workdir, DATASET_FILE)
   mine = {"name": dataset.name, "num_items": int(dataset.num_items),
           "train_sequences": int(len(dataset.train)), "valid": int(len(dataset.valid.targets)),
           "test": int(len(dataset.test.targets)), "sha256": fingerprint(dataset)}
@@ -154,14 +163,11 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
     if not isinstance(saved, dict):
       raise WorkdirError(f"{path} must hold a JSON object (the dataset record), got "
                          f"{type(saved).__name__}")
-    compared = mine if "sha256" in saved else {k: v for k, v in mine.items() if k != "sha256"}
-    if saved != compared:
-      diff = sorted(k for k in set(saved) | set(compared) if saved.get(k) != compared.get(k))
-      shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {compared.get(k)!r}" for k in diff)
+    if saved != mine:
+      diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+      shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
       raise WorkdirError(
           f"the dataset loaded now differs from the one this workdir was trained on ({path}); "
           f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)")
-    if "sha256" in saved:
-      return
-    # A record written before the sha256 existed, equal on the rest: it gains the sha256.
+    return
   _write_json(path, mine)

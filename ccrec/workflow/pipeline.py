@@ -19,19 +19,24 @@ import numpy as np
 from absl import logging
 
 from ccrec import config as config_lib
-from ccrec.checkpoint import Checkpointer
 from ccrec import data as data_lib
+from ccrec import parallel
+from ccrec.checkpoint import Checkpointer
 from ccrec.data import SessionDataset, hot_mask, prefix_batches, window_batches
 from ccrec.evaluation.evaluator import Evaluator
-from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
+from ccrec.models.build import build_models, model_fns
+from ccrec.models.codes import compression_stats, set_codes
+from ccrec.models.embeddings import with_item_table
+from ccrec.models.recommender import SessionRecommender, init_variables
+from ccrec.models.tt import tt_bytes
 from ccrec.models.views import DistillHeads
 from ccrec.train import distill as distill_lib
-from ccrec.train.codes_stage import learn_codes
 from ccrec.train import teacher as teacher_lib
-from ccrec.train import workdir as workdir_lib
 from ccrec.train.loop import fit
 from ccrec.train.state import TrainState, make_optimizer
 from ccrec.train.writer import MetricWriter
+from ccrec.workflow import codes_stage
+from ccrec.workflow import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -54,18 +59,16 @@ class Context:
     """Puts a host batch on the device(s): sharded along the mesh's data axis if any."""
     if self.mesh is None:
       return batch
-    from ccrec import parallel
     return parallel.shard_batch(batch, self.mesh)
 
   def place(self, state: Any) -> Any:
     """Places a train state on the device(s): replicated (items sharded when configured)."""
     if self.mesh is None:
       return state
-    from ccrec import parallel
-    return parallel.place_state(state, self.mesh, self.config)
+    return parallel.place_state(state, self.mesh)
 
   def stage_dir(self, stage: str) -> str:
-    return os.path.join(self.workdir, stage)
+    return workdir_lib.stage_dir(self.workdir, stage)
 
   def batches(self, epoch: int, seed_offset: int = 0, batch_size: int | None = None):
     """The epoch's shuffled training batches (`batch_size` defaults to train.batch_size)."""
@@ -96,22 +99,11 @@ class Context:
     if name in self._evaluators:
       return self._evaluators[name]
     c = self.config
-    self._evaluators[name] = Evaluator(name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
-                     batch_size=c.eval.batch_size, max_len=c.data.max_len,
-                     item_chunk=c.eval.item_chunk, to_device=self.to_device)
+    self._evaluators[name] = Evaluator(
+        name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
+        batch_size=c.eval.batch_size, max_len=c.data.max_len, item_chunk=c.eval.item_chunk,
+        to_device=self.to_device)
     return self._evaluators[name]
-
-
-def build_models(config: ml_collections.ConfigDict, num_items: int
-                 ) -> tuple[SessionRecommender, SessionRecommender]:
-  common = dict(max_len=config.data.max_len)
-  teacher = SessionRecommender(ModelSpec.from_config(config.model, num_items, embedding="table",
-                                                     **common))
-  student = SessionRecommender(ModelSpec.from_config(
-      config.model, num_items, embedding=config.student.embedding,
-      num_codebooks=config.codes.num_codebooks, codebook_size=config.codes.codebook_size,
-      tt_rank=config.student.tt_rank, **common))
-  return teacher, student
 
 
 def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True
@@ -131,25 +123,22 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
   teacher, student = build_models(config, dataset.num_items)
   # A mesh whenever there are several devices (or an item axis is asked for); every process
   # feeds its rows of each global batch through Context.to_device -> parallel.shard_batch.
-  from ccrec import parallel
-  mesh = parallel.mesh_from_config(config.parallel)
-  parallel.check_config(config, mesh, dataset.num_items)
+  mesh = parallel.default_mesh(config.parallel.data, config.parallel.model)
+  # distill.batch_size 0 (= train.batch_size) passes when train.batch_size does.
+  parallel.check_sizes({"train.batch_size": config.train.batch_size,
+                        "eval.batch_size": config.eval.batch_size,
+                        "distill.batch_size": config_lib.distill_batch_size(config)},
+                       mesh, dataset.num_items)
   logging.info("devices: %s", parallel.describe(mesh))
   if not saved:
     workdir_lib.save_config(workdir, config)
   workdir_lib.check_dataset(workdir, dataset)
   return Context(config=config, workdir=workdir, dataset=dataset, hot=hot,
                  teacher=teacher, student=student, key=jax.random.key(config.seed),
-                 writer=MetricWriter(workdir), mesh=mesh)
+                 writer=MetricWriter(os.path.join(workdir, workdir_lib.METRICS_FILE)), mesh=mesh)
 
 
 # ---------------------------------------------------------------------------- encode/score fns
-
-
-def model_fns(model: SessionRecommender):
-  encode = lambda v, items: model.apply(v, items)["session"]
-  score = lambda v, s, ids: model.apply(v, s, ids, method="score")
-  return encode, score
 
 
 def mixed_fns(teacher: SessionRecommender, student: SessionRecommender, eta: float):
@@ -189,12 +178,33 @@ def train_teacher(ctx: Context) -> TrainState:
   return result.state
 
 
+def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
+  """Stage 'codes' (`codes_stage.learn_codes`) on the teacher's table; a rerun reads them back."""
+  c = ctx.config
+  saved = codes_stage.read_codes(ctx.stage_dir("codes"), ctx.dataset.num_items,
+                                 c.codes.num_codebooks, c.codes.codebook_size, c.model.d)
+  if saved is not None:
+    return saved
+  # Gathered from every process when the table is split across hosts; each
+  # process then learns the same codes (same table, same seed), process 0 writes.
+  table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
+  return codes_stage.learn_codes(ctx.stage_dir("codes"), table, ctx.dataset.item_counts,
+                                 c.codes, seed=c.seed,
+                                 evaluate=teacher_on_table(ctx, teacher_state), writer=ctx.writer)
+
+
+def teacher_on_table(ctx: Context, teacher_state: TrainState) -> codes_stage.EvaluateFn:
+  """table [V+1, d] -> the teacher's validation metrics with its item table replaced by it."""
+  evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
+  return lambda table: evaluator.evaluate(with_item_table(teacher_state.variables(), table),
+                                          "valid", ctx.dataset.valid)
+
+
 def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
   """Fresh student variables with the learned codes and codebooks put in."""
   variables = init_variables(ctx.student, jax.random.fold_in(ctx.key, 2))
   if codes is None:
     return variables
-  from ccrec.models.codes import set_codes
   try:
     return set_codes(variables, codes["codes"], codes["codebooks"])
   except ValueError as e:
@@ -320,9 +330,7 @@ def report(ctx: Context, trained: Trained, splits=("valid", "test")) -> dict[str
 def compression_figures(ctx: Context) -> dict[str, float]:
   c, v, d = ctx.config, ctx.dataset.num_items, ctx.config.model.d
   if c.student.embedding != "codes":
-    from ccrec.models.tt import tt_bytes
     return {f"student/compression/{k}": x for k, x in tt_bytes(v, d, c.student.tt_rank).items()}
-  from ccrec.models.codes import compression_stats
   stats = compression_stats(v, c.codes.num_codebooks, c.codes.codebook_size, d)
   return {f"student/compression/{k}": x for k, x in stats.items()}
 

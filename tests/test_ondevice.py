@@ -2,7 +2,7 @@
 
 import pytest
 
-from ccrec.serving import benchmark
+from ccrec.benchmarks import ondevice as benchmark
 
 
 def test_benchmark_structure():

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from ccrec import atomic
 from ccrec.data.synthetic import synthetic_sessions
 
 START = 1396310400.0  # 2014-04-01T00:00:00Z, Yoochoose's first day
@@ -100,8 +101,6 @@ def format_yoochoose(log: RawLog, lo: int, hi: int) -> bytes:
 def write_yoochoose(log: RawLog, path: str | os.PathLike, *,
                     lines_per_block: int = 2_000_000) -> None:
   """Writes the log as a yoochoose-clicks.dat file."""
-  tmp = f"{os.fspath(path)}.tmp"
-  with open(tmp, "wb") as f:
+  with atomic.writing(path, "wb") as f:
     for lo in range(0, len(log.session), lines_per_block):
       f.write(format_yoochoose(log, lo, min(lo + lines_per_block, len(log.session))))
-  os.replace(tmp, path)
