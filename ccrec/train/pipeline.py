@@ -25,6 +25,7 @@ from ccrec.data import SessionDataset, hot_mask, prefix_batches, window_batches
 from ccrec.evaluation.evaluator import Evaluator
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads
+from ccrec.ops import sampled
 from ccrec.train import distill as distill_lib
 from ccrec.train.codes_stage import learn_codes
 from ccrec.train import teacher as teacher_lib
@@ -178,7 +179,8 @@ def train_teacher(ctx: Context) -> TrainState:
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
                                      label_smoothing=c.train.label_smoothing,
                                      rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach,
-                                     fused_chunk=c.train.fused_chunk)
+                                     fused_chunk=c.train.fused_chunk,
+                                     sampler=sampled.from_config(c.train, ctx.dataset.item_counts))
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
@@ -228,7 +230,9 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
                                         eta_decay_steps=c.student.eta_decay_epochs
                                         * ctx.steps_per_epoch(),
                                         label_smoothing=c.train.label_smoothing,
-                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk)
+                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk,
+                                        sampler=sampled.from_config(c.train,
+                                                                    ctx.dataset.item_counts))
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -251,7 +255,9 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
       c.data.max_len, ctx.optimizer(batch_size), student_ema_decay=c.student.ema_decay))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective,
-                                       label_smoothing=c.train.label_smoothing)
+                                       label_smoothing=c.train.label_smoothing,
+                                       sampler=sampled.from_config(c.train,
+                                                                   ctx.dataset.item_counts))
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),
