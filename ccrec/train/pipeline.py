@@ -174,8 +174,11 @@ def _select(config) -> str:
 def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
-  state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
-                                      ctx.optimizer()))
+  from ccrec import parallel
+  tx = ctx.optimizer()  # one object: both traces of the sharded init see the same
+  state = ctx.place(parallel.create_sharded(  # an item table split over 'model' is born split
+      lambda k: TrainState.create(init_variables(ctx.teacher, k), tx), ctx.mesh,
+      jax.random.fold_in(key, 0)))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
                                      label_smoothing=c.train.label_smoothing,
                                      rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach,
