@@ -101,7 +101,7 @@ def test_presets():
           tmall.max_length) == (40_728, 351_268, 25_898, 6.69, 40)
   control = sc.PRESETS["synthetic-40k-unstructured"]
   assert control.structure == 0.0 and control.replace(structure=tmall.structure) == tmall
-  assert sc.PRESETS["synthetic-1m"].num_items == 1_000_000
+  assert (sc.PRESETS["synthetic-1m"].num_items + 1) % 64 == 0  # splits over a model axis
 
 
 def test_prepare_path_caches_and_prints_the_table(tmp_path):

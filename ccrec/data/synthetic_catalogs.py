@@ -3,7 +3,8 @@
 `synthetic-40k` has the statistics of the paper's Tmall data (METHOD.md §1, counted as
 the paper counts them, after prefix augmentation): 40,728 items, 351,268 training
 examples, 25,898 test examples, mean session length 6.69 (sessions of 2..40 clicks).
-`synthetic-1m` is a million-item catalog with the same shape. Each is built exactly:
+`synthetic-1m` is a million-item catalog (999,999 items, so that the 10^6 rows of an
+item array split evenly over a mesh's model axis) with the same shape. Each is built exactly:
 the items, the train and test example counts are the requested ones, the mean length
 is within rounding; a seeded `valid_fraction` share of the training-period sessions is
 held out on top of the training examples (the paper had no validation split).
@@ -100,10 +101,11 @@ _TMALL = CatalogSpec(num_items=40_728, train_examples=351_268, test_examples=25_
 PRESETS: dict[str, CatalogSpec] = {
     "synthetic-40k": _TMALL,
     "synthetic-40k-unstructured": _TMALL.replace(structure=0.0),
-    # The Tmall shape at 1M items: examples per item and test share as above.
-    "synthetic-1m": _TMALL.replace(num_items=1_000_000, train_examples=8_625_000,
+    # The Tmall shape at a million items (examples per item and test share as above);
+    # 999,999 items: the V + 1 = 10^6 rows of item arrays split over 2..64 model-axis devices.
+    "synthetic-1m": _TMALL.replace(num_items=999_999, train_examples=8_625_000,
                                    test_examples=636_000, num_groups=100_000),
-    "synthetic-1m-unstructured": _TMALL.replace(num_items=1_000_000, train_examples=8_625_000,
+    "synthetic-1m-unstructured": _TMALL.replace(num_items=999_999, train_examples=8_625_000,
                                                 test_examples=636_000, num_groups=100_000,
                                                 structure=0.0),
 }
