@@ -17,8 +17,10 @@ popularity. With probability `structure` the successor groups are those of the
 previous item's GROUP (slot 0 being the group itself: browsing within a category);
 otherwise they are the previous ITEM's own, drawn independently per item (as
 `ccrec.data.synthetic` draws each item's successors). Both ways the next-item
-distribution has the same form and spread, so the two settings are equally hard for a
-model with one free vector per item; they differ in what items share. With structure 1
+distribution has the same form, a mixture of `group_successors` groups' popularity;
+the settings differ in what items share (and, through slot 0 keeping sessions inside
+a group, somewhat in how hard they are: compare models on each with its own
+baselines, `ccrec.data.sparse_baselines`). With structure 1
 every item of a group has the same next-item distribution, so similar items behave
 alike and a model that shares parameters between them (compositional codes) loses
 little; with structure 0 (`*-unstructured`, the control) items share nothing beyond
