@@ -57,6 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Teacher stage and student pre-training: rows per chunk of the fused scoring + loss
   # (ccrec/ops/fused.py); 0 = the reference path, materialised [N, V] logits and autodiff.
   c.train.fused_chunk = 0
+  c.train.loss = "full"  # 'full' (softmax over every item) or 'sampled' (ccrec/ops/sampled.py)
+  c.train.num_negatives = 1024  # loss='sampled': items drawn by popularity per step, shared
   c.train.epochs = 200  # upper bound; early stopping usually ends sooner
   c.train.patience = 5  # epochs without validation improvement before stopping
   c.train.select_metric = "NDCG@10"  # validation metric for model selection
@@ -167,6 +169,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.train.fused_chunk >= 0, "train.fused_chunk", "must be >= 0 (0 = not fused)")
   need(not (c.train.fused_chunk and c.train.rdrop_detach), "train.fused_chunk",
        "must be 0 with train.rdrop_detach=True (the fused loss has no detached form)")
+  need(c.train.loss in ("full", "sampled"), "train.loss", "must be 'full' or 'sampled'")
+  need(c.train.num_negatives >= 1, "train.num_negatives", "must be >= 1")
+  need(c.train.loss == "full" or not (c.train.fused_chunk or c.train.rdrop_detach), "train.loss",
+       "'sampled' needs train.fused_chunk=0 and train.rdrop_detach=False")
   need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
   need(c.train.epochs >= 1, "train.epochs", "must be >= 1")
   need(c.train.patience >= 1, "train.patience", "must be >= 1")

@@ -41,7 +41,7 @@ Decisions (see docs/scale_out.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -230,6 +230,23 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
     return replicated(mesh)
 
   return jax.tree_util.tree_map_with_path(one, state)
+
+
+def create_sharded(make: Callable[..., Any], mesh: Mesh | None, *args: Any) -> Any:
+  """`make(*args)`, a pure function that builds a state (init + optimizer state), computed
+  straight into the layout `state_shardings` gives it.
+
+  The shapes come from `jax.eval_shape(make, *args)`; `make` then runs under `jax.jit` with
+  those shardings as `out_shardings`, so each device writes its own shard and an item
+  table split over 'model' is never whole on one device (big_vision's sharded init).
+  Random values do not depend on the sharding (jax's partitionable threefry), so the
+  result equals `make(*args)` on one device. `make` must return the same static parts
+  (e.g. the same optimizer object) on every call. `mesh` None: `make(*args)` as it is.
+  """
+  if mesh is None:
+    return make(*args)
+  shardings = state_shardings(jax.eval_shape(make, *args), mesh)
+  return jax.jit(make, out_shardings=shardings)(*args)
 
 
 def place_state(state: Any, mesh: Mesh) -> Any:

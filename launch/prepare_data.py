@@ -2,6 +2,7 @@ r"""Prepares a session dataset and prints its statistics table.
 
   python launch/prepare_data.py --dataset=ml-100k
   python launch/prepare_data.py --dataset=diginetica --input=/data/train-item-views.csv
+  python launch/prepare_data.py --dataset=synthetic-40k   # generated: the paper's Tmall sizes
   python launch/prepare_data.py --dataset=pickle --input=train.txt --test_input=test.txt \
       --output=/data/tmall
 
@@ -23,10 +24,12 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from ccrec import data
+from ccrec.data import synthetic_catalogs
 
 _DATASET = flags.DEFINE_string(
-    "dataset", "ml-100k", f"one of {sorted(data.DATASETS)}, 'pickle' (SR-GNN-style train/test "
-    "pickles), or a path to a raw file or a prepared directory")
+    "dataset", "ml-100k", f"one of {sorted(data.DATASETS)}, a generated catalog "
+    f"{sorted(synthetic_catalogs.PRESETS)}, 'pickle' (SR-GNN-style train/test pickles), or a "
+    "path to a raw file or a prepared directory")
 _INPUT = flags.DEFINE_string("input", None, "raw file (datasets downloaded by hand; optional "
                              "local copy for ml-100k; train pickle for --dataset=pickle)")
 _TEST_INPUT = flags.DEFINE_string("test_input", None, "test pickle for --dataset=pickle")
@@ -72,6 +75,10 @@ _READER = {
     "delimiter": flags.DEFINE_string("delimiter", None, "generic: field delimiter"),
     "encoding": flags.DEFINE_string("encoding", None, "generic, .inter: text encoding of the file "
                                     "(default UTF-8; e.g. latin-1)"),
+    "structure": flags.DEFINE_float("structure", None, "synthetic-*: share of followed clicks "
+                                    "through the item's group (0 = unstructured)"),
+    "num_groups": flags.DEFINE_integer("num_groups", None, "synthetic-*: latent item groups"),
+    "data_seed": flags.DEFINE_integer("data_seed", None, "synthetic-*: seed of the catalog"),
 }
 
 

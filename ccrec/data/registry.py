@@ -16,7 +16,7 @@ import pathlib
 from typing import Any, Callable
 
 from ccrec.data import dataset as dataset_lib
-from ccrec.data import protocols, readers, sources
+from ccrec.data import protocols, readers, sources, synthetic_catalogs
 from ccrec.data.dataset import SessionDataset
 from ccrec.data.errors import DataError
 from ccrec.data.recipes import ClickLog, Recipe
@@ -121,6 +121,9 @@ def prepare(name_or_dir: str | os.PathLike, *, protocol: str | None = None,
   data, recipe or reader options unless `overwrite`.
   """
   name_or_dir = os.fspath(name_or_dir)
+  if name_or_dir in synthetic_catalogs.PRESETS:
+    return _prepare_synthetic(name_or_dir, protocol, max_len, data_dir, output, rebuild,
+                              dict(reader_options or {}), overwrite, recipe)
   if os.path.isdir(name_or_dir):
     if dataset_lib.is_prepared(name_or_dir):
       return dataset_lib.load(name_or_dir), pathlib.Path(name_or_dir)
@@ -158,6 +161,37 @@ def prepare(name_or_dir: str | os.PathLike, *, protocol: str | None = None,
   build = {"loo": protocols.loo, "session": protocols.session}[rec.protocol]
   ds = build(log, rec, name)
   ds.manifest.update(reader_options=options, cache_key=key)
+  dataset_lib.save(ds, out)
+  return ds, out
+
+
+def _prepare_synthetic(name: str, protocol, max_len, data_dir, output, rebuild: bool,
+                       options: dict, overwrite: bool, recipe: dict
+                       ) -> tuple[SessionDataset, pathlib.Path]:
+  """`prepare` for a generated catalog: reader_options are its CatalogSpec overrides."""
+  unknown = sorted(set(recipe) - set(synthetic_catalogs.RECIPE_FIELDS))
+  if unknown:
+    raise DataError(f"dataset {name!r} is generated, not filtered from a raw log: recipe "
+                    f"setting(s) {unknown} do not apply (it takes "
+                    f"{list(synthetic_catalogs.RECIPE_FIELDS)}; its own settings are reader "
+                    f"options: {sorted(synthetic_catalogs.CatalogSpec.__dataclass_fields__)})")
+  if protocol not in (None, "session"):
+    raise DataError(f"dataset {name!r} is generated in protocol 'session', got {protocol!r}")
+  rec = synthetic_catalogs.RECIPE.replace(**recipe, max_len=max_len)
+  spec = synthetic_catalogs.spec_for(name, options)
+  options = json.loads(json.dumps(options, default=str))
+  key = cache_key(name, rec, {**options, "generator": synthetic_catalogs.GENERATOR_VERSION})
+  out = pathlib.Path(output) if output is not None else (
+      sources.data_dir(data_dir) / "processed" / f"{name}-{rec.protocol}-{key}")
+  if not rebuild and dataset_lib.is_prepared(out) and _matches(out, rec, options, None):
+    manifest = dataset_lib.read_manifest(out)
+    if (manifest.get("synthetic") == spec.to_dict()
+        and manifest.get("generator") == synthetic_catalogs.GENERATOR_VERSION):
+      return dataset_lib.load(out), out
+  ds = synthetic_catalogs.build(name, spec, rec)
+  ds.manifest.update(reader_options=options, cache_key=key)
+  if output is not None:
+    dataset_lib.check_replace(out, ds.manifest, overwrite=overwrite)
   dataset_lib.save(ds, out)
   return ds, out
 

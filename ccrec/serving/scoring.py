@@ -5,7 +5,9 @@
   (M look-ups per item). It reads the [M, V+1] code bytes once and never
   builds the [V+1, d] table. Codes are kept codebook-major ([M, V+1]
   contiguous) and processed a chunk of items at a time, so the per-chunk
-  index buffer and partial sums stay in cache.
+  index buffer and partial sums stay in cache. `CodeScorer.top_k` with
+  pruned=True scores only the code groups whose upper bound can reach the top
+  k (`ccrec.serving.pruned`), with the full scan's result.
 - `TableScorer`: a materialised [V+1, d] table (the teacher's, a student's
   materialised table, a cached TT table): one matrix-vector product.
 - `TTScorer`: tensor-train cores; rebuilds every item's row on each call, as
@@ -43,9 +45,12 @@ class CodeScorer:
     codes: uint8/uint16 [M, V+1], codebook-major; column 0 is padding.
     codebooks: float32 [M, K, d] (dequantised if the bundle stores int8).
     chunk: items per chunk (single session); batches use chunk // B (>= 1024).
+    pruned: `top_k` skips the items that cannot enter the top k (`ccrec.serving.pruned`;
+      the same result as the full scan, after building an index of the codes).
   """
 
-  def __init__(self, codes: np.ndarray, codebooks: np.ndarray, chunk: int = 1 << 16):
+  def __init__(self, codes: np.ndarray, codebooks: np.ndarray, chunk: int = 1 << 16,
+               pruned: bool = False):
     codes = np.ascontiguousarray(codes)
     if codes.ndim != 2 or codes.shape[0] != codebooks.shape[0]:
       raise ValueError(f"codes {codes.shape} do not match codebooks {codebooks.shape}")
@@ -55,6 +60,10 @@ class CodeScorer:
     self.codebooks = np.ascontiguousarray(codebooks, dtype=np.float32)
     self.chunk = int(chunk)
     self.num_rows = codes.shape[1]
+    self.index = None
+    if pruned:
+      from ccrec.serving.pruned import PrunedIndex  # pruned builds on this module
+      self.index = PrunedIndex(codes, codebooks.shape[1])
 
   def lookup(self, ids: np.ndarray) -> np.ndarray:
     """ids int [...] in 0..V -> [..., d]; id 0 -> zeros."""
@@ -113,6 +122,18 @@ class CodeScorer:
         o += p
     out[0] = _NEG_INF
     return out
+
+  def top_k(self, s: np.ndarray, k: int, exclude: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k(score(s), k)` with the `exclude` ids scored -inf: through the pruned search
+    when the scorer was built with pruned=True, else the full scan."""
+    if self.index is not None:
+      t = code_tables(np.asarray(s, np.float32)[None], self.codebooks)[0]
+      return self.index.top_k(t, k, exclude)
+    scores = self.score(s)
+    if exclude is not None and len(exclude):
+      scores[np.asarray(exclude, np.int64)] = _NEG_INF
+    return top_k(scores, k)
 
 
 class TableScorer:

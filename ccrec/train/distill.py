@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from ccrec.models.recommender import SessionRecommender
 from ccrec.models.views import DistillHeads, init_heads
-from ccrec.ops import losses
+from ccrec.ops import losses, sampled
 from ccrec.train.state import TrainState
 from ccrec.train.teacher import recommendation_loss, session_targets
 
@@ -96,7 +96,13 @@ def reconstruction(composite: jax.Array, teacher_table: jax.Array) -> jax.Array:
                                    jnp.ones((v,), composite.dtype))
 
 
-def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0):
+def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0, sample=None):
+  """(logits, weighted CE sum): over every item, or over `sample` = (candidates, log counts)
+  with the sampled softmax (`ccrec.ops.sampled`)."""
+  if sample is not None:
+    lookup = lambda ids: model.apply(variables, ids, table=table, method="lookup")
+    logits = sampled.candidate_logits(s, lookup, targets, *sample)
+    return logits, sampled.cross_entropy_sums(logits, weights, label_smoothing)[0]
   logits = model.apply(variables, s, table=table, method="score")
   return logits, losses.softmax_cross_entropy_sums(logits, targets, weights, label_smoothing)[0]
 
@@ -104,7 +110,8 @@ def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0):
 def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bool, eta: float,
                        mse_weight: float, eta_decay_steps: int = 0,
                        label_smoothing: float = 0.0, rdrop: float = 0.0,
-                       fused_chunk: int = 0) -> Callable:
+                       fused_chunk: int = 0, sampler: sampled.Sampler | None = None
+                       ) -> Callable:
   """Student pre-training: L_rec(student on the mixup table) + w_mse L_mse, teacher fixed.
 
   With `eta_decay_steps` > 0 the mixup weight falls linearly from eta to 0 over
@@ -112,8 +119,8 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
   `rdrop` = alpha > 0 trains L_rec with R-Drop, as the teacher step does
   (`teacher.make_train_step`): two dropout passes, the mean of their cross-entropies plus
   alpha times their symmetric KL, logged as `student/rdrop`. `fused_chunk` > 0 computes
-  L_rec in chunks with closed-form gradients (`ccrec.ops.fused`). Both through
-  `teacher.recommendation_loss`.
+  L_rec in chunks with closed-form gradients (`ccrec.ops.fused`); `sampler` computes it
+  with the sampled softmax (`ccrec.ops.sampled`). All through `teacher.recommendation_loss`.
 
   Returns jitted `step(student_state, teacher_table, batch, key) -> (state, metric sums)`.
   """
@@ -126,7 +133,7 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
     rec, terms, count = recommendation_loss(
         student, variables, batch, [jax.random.fold_in(key, i) for i in range(2)]
         if rdrop > 0 else [key], objective=objective, label_smoothing=label_smoothing,
-        rdrop=rdrop, fused_chunk=fused_chunk, table=table)
+        rdrop=rdrop, fused_chunk=fused_chunk, table=table, sampler=sampler)
     mse = reconstruction(composite, teacher_table)
     loss = rec / jnp.maximum(count, 1.0) + mse_weight * mse
     return loss, {**{f"student/{k}": v for k, v in terms.items()}, "codes/mse": mse * count,
@@ -143,13 +150,16 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
 def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                       heads: DistillHeads, hot: jax.Array, distill_config: Any,
                       student_config: Any, objective: str,
-                      label_smoothing: float = 0.0) -> Callable:
+                      label_smoothing: float = 0.0,
+                      sampler: sampled.Sampler | None = None) -> Callable:
   """Returns jitted `step(state: DistillState, batch, key) -> (state, metric sums)`.
 
   `hot` is the bool [V + 1] hot-item mask. Config fields used: distill.{bidirectional,
   contrastive, soft_targets, beta, gamma, kd_temperature, con_temperature},
   student.{mixup, eta, eta_decay_epochs (> 0: eta = 0 here), mse_weight}.
   `label_smoothing` smooths the targets of both models' L_rec (never the soft targets).
+  `sampler` computes both L_rec and the soft-target KL over one candidate set per step
+  (the batch's targets + popularity draws, log-Q corrected; `ccrec.ops.sampled`).
   """
   dc, sc = distill_config, student_config
   bidirectional = bool(dc.bidirectional)
@@ -173,8 +183,11 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
                                        key=keys[1], table=s_table)
     count = weights.sum()
     norm = jnp.maximum(count, 1.0)
-    t_logits, t_ce = _ce(teacher, t_vars, t_s, targets, weights, None, label_smoothing)
-    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table, label_smoothing)
+    sample = None if sampler is None else (sampler.draw(keys[0], targets, weights),
+                                           sampler.log_counts(weights))
+    t_logits, t_ce = _ce(teacher, t_vars, t_s, targets, weights, None, label_smoothing, sample)
+    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table, label_smoothing,
+                         sample)
     mse = reconstruction(composite, teacher_table)
     total = s_ce / norm + sc.mse_weight * mse
     if bidirectional:

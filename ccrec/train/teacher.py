@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ccrec.models.recommender import SessionRecommender
-from ccrec.ops import fused, losses
+from ccrec.ops import fused, losses, sampled
 from ccrec.train.state import TrainState
 
 OBJECTIVES = ("window", "prefix")
@@ -45,7 +45,9 @@ def session_targets(model: SessionRecommender, variables: dict, batch: dict, *, 
 def recommendation_loss(model: SessionRecommender, variables: dict, batch: dict,
                         keys: list, *, objective: str, label_smoothing: float = 0.0,
                         rdrop: float = 0.0, fused_chunk: int = 0,
-                        table: jax.Array | None = None) -> tuple[jax.Array, dict, jax.Array]:
+                        table: jax.Array | None = None,
+                        sampler: sampled.Sampler | None = None
+                        ) -> tuple[jax.Array, dict, jax.Array]:
   """The next-item loss of a training batch: (differentiable sum, logged sums, count).
 
   One dropout pass per key: one for the cross-entropy, two for R-Drop (`rdrop` = alpha >
@@ -53,8 +55,13 @@ def recommendation_loss(model: SessionRecommender, variables: dict, batch: dict,
   and 'rdrop'). `table` None scores against the model's own items, else against `table`
   (the student's training table). `fused_chunk` > 0 computes the loss from the session
   vectors and the table in chunks (`ccrec.ops.fused`), never materialising the logits.
+  `sampler` (not with `fused_chunk`) scores a shared candidate set instead of every item:
+  the sampled softmax of `ccrec.ops.sampled`, candidates drawn from a stream of keys[0];
+  R-Drop's KL is then taken over the candidates too.
   Shared by the teacher step and the student's pre-training.
   """
+  if sampler is not None and fused_chunk:
+    raise ValueError("train.loss='sampled' needs train.fused_chunk=0")
   score_table = table  # fused: the table the chunks score against (built before the passes)
   if fused_chunk and table is None:
     score_table = model.apply(variables, method="table")
@@ -70,9 +77,16 @@ def recommendation_loss(model: SessionRecommender, variables: dict, batch: dict,
     ce = fused.cross_entropy_sums(s, score_table, targets, weights, label_smoothing,
                                   fused_chunk)
     return ce, {"ce": ce}, count
-  logits = [model.apply(variables, p[1], table=table, method="score") for p in passes]
-  ce = [losses.softmax_cross_entropy_sums(x, targets, weights, label_smoothing)[0]
-        for x in logits]
+  if sampler is not None:
+    candidates = sampler.draw(keys[0], targets, weights)
+    lookup = lambda ids: model.apply(variables, ids, table=table, method="lookup")
+    logits = [sampled.candidate_logits(p[1], lookup, targets, candidates,
+                                       sampler.log_counts(weights)) for p in passes]
+    ce = [sampled.cross_entropy_sums(x, weights, label_smoothing)[0] for x in logits]
+  else:
+    logits = [model.apply(variables, p[1], table=table, method="score") for p in passes]
+    ce = [losses.softmax_cross_entropy_sums(x, targets, weights, label_smoothing)[0]
+          for x in logits]
   if rdrop <= 0:
     return ce[0], {"ce": ce[0]}, count
   sym_kl = 0.5 * (losses.kl_soft_targets_sums(logits[0], logits[1], weights)[0]
@@ -83,7 +97,8 @@ def recommendation_loss(model: SessionRecommender, variables: dict, batch: dict,
 
 def make_train_step(model: SessionRecommender, objective: str, *, name: str = "teacher",
                     donate: bool = True, label_smoothing: float = 0.0, rdrop: float = 0.0,
-                    rdrop_detach: bool = False, fused_chunk: int = 0
+                    rdrop_detach: bool = False, fused_chunk: int = 0,
+                    sampler: sampled.Sampler | None = None
                     ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns a jitted `train_step(state, batch, key) -> (state, metric sums)`.
 
@@ -108,10 +123,16 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
   materialising the [N, V] logits and differentiating through them: same loss and
   gradients up to float rounding, no N x V array beyond one chunk. For R-Drop on 2 CPU
   cores it cuts the step by a third (BENCHMARKS.md §1). Not with `rdrop_detach`.
+
+  `sampler` trains with the sampled softmax (`ccrec.ops.sampled`, config train.loss=
+  'sampled'); not with `fused_chunk` or `rdrop_detach`.
   """
   if fused_chunk and rdrop_detach:
     raise ValueError("train.fused_chunk > 0 does not support train.rdrop_detach=True; "
                      "set train.fused_chunk=0")
+  if sampler is not None and (fused_chunk or rdrop_detach):
+    raise ValueError("train.loss='sampled' needs train.fused_chunk=0 and "
+                     "train.rdrop_detach=False")
 
   def loss_fn(params, state: TrainState, batch: dict, key: jax.Array):
     variables = state.variables(params)
@@ -119,7 +140,7 @@ def make_train_step(model: SessionRecommender, objective: str, *, name: str = "t
       total, sums, count = recommendation_loss(
           model, variables, batch, [jax.random.fold_in(key, i) for i in range(1 + (rdrop > 0))],
           objective=objective, label_smoothing=label_smoothing, rdrop=rdrop,
-          fused_chunk=fused_chunk)
+          fused_chunk=fused_chunk, sampler=sampler)
       return total / jnp.maximum(count, 1.0), (sums, count)
     _, s, targets, weights = session_targets(model, variables, batch, objective=objective,
                                              key=jax.random.fold_in(key, 0))

@@ -30,6 +30,7 @@ from ccrec.models.embeddings import with_item_table
 from ccrec.models.recommender import SessionRecommender, init_variables
 from ccrec.models.tt import tt_bytes
 from ccrec.models.views import DistillHeads
+from ccrec.ops import sampled
 from ccrec.train import distill as distill_lib
 from ccrec.train import teacher as teacher_lib
 from ccrec.train.loop import fit
@@ -162,12 +163,16 @@ def _select(config) -> str:
 def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
-  state = ctx.place(TrainState.create(init_variables(ctx.teacher, jax.random.fold_in(key, 0)),
-                                      ctx.optimizer()))
+  from ccrec import parallel
+  tx = ctx.optimizer()  # one object: both traces of the sharded init see the same
+  state = ctx.place(parallel.create_sharded(  # an item table split over 'model' is born split
+      lambda k: TrainState.create(init_variables(ctx.teacher, k), tx), ctx.mesh,
+      jax.random.fold_in(key, 0)))
   step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
                                      label_smoothing=c.train.label_smoothing,
                                      rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach,
-                                     fused_chunk=c.train.fused_chunk)
+                                     fused_chunk=c.train.fused_chunk,
+                                     sampler=sampled.from_config(c.train, ctx.dataset.item_counts))
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
   result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
                evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
@@ -238,7 +243,9 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
                                         eta_decay_steps=c.student.eta_decay_epochs
                                         * ctx.steps_per_epoch(),
                                         label_smoothing=c.train.label_smoothing,
-                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk)
+                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk,
+                                        sampler=sampled.from_config(c.train,
+                                                                    ctx.dataset.item_counts))
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="student_pretrain", state=state,
                train_step=lambda s, b, k: step(s, teacher_table, b, k),
@@ -261,7 +268,9 @@ def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
       c.data.max_len, ctx.optimizer(batch_size), student_ema_decay=c.student.ema_decay))
   step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
                                        c.student, c.train.objective,
-                                       label_smoothing=c.train.label_smoothing)
+                                       label_smoothing=c.train.label_smoothing,
+                                       sampler=sampled.from_config(c.train,
+                                                                   ctx.dataset.item_counts))
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
   result = fit(stage="distill", state=state, train_step=step,
                batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),
