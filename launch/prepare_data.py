@@ -72,6 +72,8 @@ _READER = {
     "delimiter": flags.DEFINE_string("delimiter", None, "generic: field delimiter"),
     "encoding": flags.DEFINE_string("encoding", None, "generic, .inter: text encoding of the file "
                                     "(default UTF-8; e.g. latin-1)"),
+    "strict": flags.DEFINE_bool("strict", None, "refuse a raw file whose last line has no line "
+                                "break (cut off?) instead of warning"),
 }
 
 
