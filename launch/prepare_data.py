@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import _errors
 from absl import app, flags
 
 try:
@@ -104,4 +105,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)
