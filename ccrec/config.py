@@ -2,12 +2,14 @@
 
 Config files under configs/ start from `base_config()` and override fields;
 the result is locked, so `--config.modle.d=64` (a misspelt key) is an error.
-`validate` checks values and names the offending field.
+`validate` checks values and names the offending field; every float must be
+finite (no NaN or infinity).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import ml_collections
@@ -119,11 +121,29 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+class ConfigError(ValueError):
+  """A config field holds an invalid value."""
+
+
+def _floats(c: ml_collections.ConfigDict, prefix: str = ""):
+  """(dotted field, value) of every float in `c`, tuples included."""
+  for key, value in c.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _floats(value, f"{prefix}{key}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{key}", value
+    elif isinstance(value, (tuple, list)):
+      yield from ((f"{prefix}{key}", v) for v in value if isinstance(v, float))
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the field for any invalid value."""
+  """Raises ConfigError (a ValueError) naming the field for any invalid value."""
   def need(ok: bool, field: str, what: str):
     if not ok:
-      raise ValueError(f"config.{field}: {what} (got {get(c, field)!r})")
+      raise ConfigError(f"config.{field}: {what} (got {get(c, field)!r})")
+
+  for field, value in _floats(c):
+    need(math.isfinite(value), field, "must be a finite number (not NaN or infinity)")
 
   need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
        f"must be a non-empty sequence of {STAGES}")

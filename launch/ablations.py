@@ -23,6 +23,7 @@ RESULTS.md, made before configs/eodrec.py distilled at batch 32 with label smoot
 
 import os
 
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags, logging
 
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+import _errors
 from absl import app, flags
 
 try:
@@ -94,4 +95,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

@@ -13,8 +13,9 @@ at the config's model sizes. With
 and every loss term) relative to a teacher-only step on the same batches.
 """
 
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from ccrec.benchmarks import speed
@@ -62,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

@@ -24,6 +24,7 @@ process 0 prints.
 import json
 
 import _distributed
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 import numpy as np
@@ -93,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

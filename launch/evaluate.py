@@ -10,6 +10,7 @@ restores its shards of the checkpoint, process 0 prints and writes eval.json.
 import json
 
 import _distributed
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

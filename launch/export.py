@@ -16,6 +16,7 @@ vs the JAX model's on the test split).
 
 import json
 
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 
@@ -43,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import _errors
 from absl import app, flags
 
 try:
@@ -79,6 +80,8 @@ _READER = {
                                     "through the item's group (0 = unstructured)"),
     "num_groups": flags.DEFINE_integer("num_groups", None, "synthetic-*: latent item groups"),
     "data_seed": flags.DEFINE_integer("data_seed", None, "synthetic-*: seed of the catalog"),
+    "strict": flags.DEFINE_bool("strict", None, "refuse a raw file whose last line has no line "
+                                "break (cut off?) instead of warning"),
 }
 
 
@@ -109,4 +112,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

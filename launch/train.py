@@ -10,6 +10,7 @@ through config.parallel; several hosts with --distributed (launch/gpu.sh, launch
 import json
 
 import _distributed
+import _errors
 import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags, logging
@@ -34,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _errors.run(main)

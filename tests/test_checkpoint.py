@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from ccrec.checkpoint import CheckpointError, Checkpointer
+from ccrec.checkpoint import CheckpointError, Checkpointer, meta_digest
 
 
 def _state(d=64):
@@ -43,9 +43,10 @@ def test_changed_files_fail_the_checksum(tmp_path):
   with open(path) as f:
     meta = json.load(f)
   meta["_state_checksum"] = "0" * 64  # as if the arrays no longer matched what was written
+  meta["_meta_checksum"] = meta_digest(meta)  # and the meta were intact
   with open(path, "w") as f:
     json.dump(meta, f)
-  with pytest.raises(CheckpointError, match="fails its checksum"):
+  with pytest.raises(CheckpointError, match=r"fails its checksum \(of the restored arrays"):
     ck.restore(_state(), "best")
   ck.restore(_state(), "latest")  # the other copy is intact
 
@@ -63,12 +64,12 @@ def test_flipped_byte_in_the_arrays_is_an_error(tmp_path):
 
 
 def test_checkpoint_without_a_checksum_still_restores(tmp_path):
-  # Checkpoints written before the checksum existed.
+  # Checkpoints written before the checksums existed.
   ck = _saved(tmp_path)
   path = _meta_file(tmp_path)
   with open(path) as f:
     meta = json.load(f)
-  del meta["_state_checksum"]
+  del meta["_state_checksum"], meta["_meta_checksum"]
   with open(path, "w") as f:
     json.dump(meta, f)
   _, got = ck.restore(_state(), "best")
@@ -106,3 +107,70 @@ def test_checksum_sees_any_single_bit(dtype):
     assert state_digest({"a": jnp.asarray(flipped), "key": jax.random.key(1)}) != base
   assert state_digest({"a": jnp.asarray(a), "key": jax.random.key(2)}) != base
   assert state_digest({"a": jnp.asarray(a).reshape(5, 7), "key": jax.random.key(1)}) != base
+
+
+META = {"epoch": 1, "best": 0.5, "best_epoch": 0, "bad_epochs": 0, "done": False,
+        "best_metrics": {"NDCG@10": 0.5}}
+
+
+def _saved_meta(tmp_path):
+  ck = Checkpointer(str(tmp_path / "ck"))
+  ck.save(3, _state(), META, best=True)
+  return ck, _meta_file(tmp_path, "latest")
+
+
+def _flip(path, offset, bit=0):
+  data = bytearray(open(path, "rb").read())
+  data[offset] ^= 1 << bit
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+
+
+@pytest.mark.parametrize("where", ['"epoch"', '"best": 0.5', '"bad_epochs": 0'])
+def test_one_flipped_bit_in_the_meta_is_a_named_error(tmp_path, where):
+  ck, path = _saved_meta(tmp_path)
+  end = open(path).read().index(where) + len(where)
+  _flip(path, end - 1 - where.endswith('"'))  # "epoch" -> "epoci", 0.5 -> 0.4, 0 -> 1
+  json.load(open(path))  # still valid JSON: only the checksum tells
+  with pytest.raises(CheckpointError, match=r"latest/3/meta/metadata fails its checksum.*delete "
+                     r".*/ck to train this stage again"):
+    ck.restore(_state(), meta_keys=META)
+  assert ck.restore(_state(), "best", meta_keys=META)[1] == META  # the other copy is intact
+
+
+def test_unreadable_meta_names_its_file(tmp_path):
+  ck, path = _saved_meta(tmp_path)
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(CheckpointError, match=r"latest/3/meta/metadata: not valid JSON"):
+    ck.restore(_state())
+
+
+def test_meta_without_checksums_is_checked_on_its_keys(tmp_path):
+  # A checkpoint written before the meta checksum: its keys are what is left to check.
+  ck, path = _saved_meta(tmp_path)
+  meta = json.load(open(path))
+  del meta["_meta_checksum"]
+  meta["epocd"] = meta.pop("epoch")
+  with open(path, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(CheckpointError, match=r"meta/metadata is damaged: it lacks \['epoch'\]; it "
+                     r"holds unknown keys \['epocd'\]"):
+    ck.restore(_state(), meta_keys=META)
+
+
+@pytest.mark.parametrize("target", ["state/manifest.ocdbt", "state/d/*"])
+def test_restore_error_names_the_file_and_the_cause_in_a_few_lines(tmp_path, target):
+  ck, _ = _saved_meta(tmp_path)
+  (path,) = glob.glob(str(tmp_path / "ck" / "latest" / "3" / target))
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(CheckpointError) as info:
+    ck.restore(_state())
+  message = str(info.value)
+  assert path in message and len(message) < 800, message
+  assert "tensorstore_spec" not in message and "'driver'" not in message

@@ -41,3 +41,31 @@ def test_configs_that_vary_the_main_config_differ_from_it_only_where_they_say(na
   derived = _flat(load_config_file(os.path.join(ROOT, "configs", name)))
   assert set(derived) == set(main)
   assert {k: v for k, v in derived.items() if main[k] != v} == changed
+def _float_fields(c, prefix=""):
+  for key, value in c.items():
+    if hasattr(value, "items"):
+      yield from _float_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_every_float_field_must_be_finite(value):
+  fields = list(_float_fields(config_lib.base_config()))
+  assert {"train.learning_rate", "codes.temperature", "distill.beta"} <= set(fields)
+  for field in fields:
+    c = config_lib.base_config()
+    section, name = field.rsplit(".", 1)
+    c[section][name] = value
+    with pytest.raises(config_lib.ConfigError, match=rf"config\.{field}: must be a finite "):
+      config_lib.validate(c)
+
+
+@pytest.mark.parametrize("field", ["train.learning_rate", "codes.temperature"])
+def test_non_finite_value_is_refused_before_the_workdir_is_written(tmp_path, field):
+  from helpers import tiny
+  from ccrec.train import pipeline
+  workdir = tmp_path / "w"
+  with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
+    pipeline.run(tiny(**{field: float("inf")}), str(workdir))
+  assert not workdir.exists()  # so the corrected command may use the same workdir

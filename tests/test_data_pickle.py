@@ -1,8 +1,10 @@
 """Tests for ccrec/data/safe_pickle.py: only lists, tuples and ints; nothing ever runs."""
 
+import json
 import os
 import pickle
 
+import helpers
 import numpy as np
 import pytest
 
@@ -93,7 +95,7 @@ def test_malicious_pickle_runs_nothing(tmp_path, payload):
     (([[1, 2]], [3, 4]), "1 prefixes but 2 targets"),
     (([[1, 0]], [3]), "example 0: the prefix"),
     (([[1, 2]], [-1]), "example 0: the target"),
-    (([[1.5]], [1]), "opcode BINFLOAT"),
+    (([[1.5]], [1]), r"byte \d+: the pickle holds the float 1.5; .*ids are integers"),
     ([1, 2, 3], "expected a pair"),
 ])
 def test_wrong_structure(tmp_path, obj, message):
@@ -116,3 +118,52 @@ def test_id_beyond_int32_names_file_and_value(tmp_path):
   test = _dump(tmp_path / "test.txt", ([[1]], [2]))
   with pytest.raises(DataError, match=r"train.txt: example 0: id 1099511627776 is out of range"):
     safe_pickle.from_pickles(train, test, valid_fraction=0.0)
+
+
+_LOAD = """
+import json, sys
+from ccrec.data import safe_pickle
+from ccrec.data.errors import DataError
+try:
+  if sys.argv[2] == "session":
+    prefixes, targets = safe_pickle.load_examples(sys.argv[1])
+    print(json.dumps({"examples": len(targets)}))
+  else:
+    ds = safe_pickle.from_pickles(sys.argv[1], sys.argv[3], strict=False)
+    print(json.dumps({"train": len(ds.train)}))
+except DataError as e:
+  print(json.dumps({"error": str(e)}))
+"""
+
+
+@pytest.mark.parametrize("role", ["session", "training"])
+def test_memo_references_cannot_amplify_a_small_pickle(tmp_path, role):
+  # 82 KB: one list of 1,000 ids, referenced 20,000 times through the memo (20M ids).
+  shared = list(range(1, 1001))
+  path = _dump(tmp_path / "train.txt", ([shared] * 20_000, [1] * 20_000), protocol=4)
+  assert os.path.getsize(path) < 100_000
+  test = _dump(tmp_path / "test.txt", ([[1]], [2]))
+  run = helpers.run_limited(_LOAD, memory_mib=1024, args=(path, role, test))
+  assert run.returncode == 0, run.stderr[-3000:]
+  error = json.loads(run.stdout).get("error", "")
+  assert ("train.txt: the pickle holds 20,020,000 ids counted with repetition, more than 82,"
+          in error)
+  assert "memo references" in error and "max_ids=" in error
+  # An explicit bound overrides the default, and files without repetition read as before.
+  with pytest.raises(DataError, match="more than 1,000 .max_ids."):
+    safe_pickle.load_examples(_dump(tmp_path / "small.txt", ([list(range(1, 600))] * 2, [1, 2])),
+                              max_ids=1000)
+  assert len(safe_pickle.load_examples(tmp_path / "small.txt")[0]) == 2
+
+
+def test_rebuilt_sessions_cannot_make_a_quadratic_validation_split(tmp_path):
+  # strict=False keeps sessions rebuilt from one long example each: prefix-augmenting one
+  # for validation would materialise 20,000 x 20,001 / 2 ids from a 600 KB file.
+  train = _dump(tmp_path / "train.txt", ([list(range(1, 20_001)) for _ in range(10)], [5] * 10),
+                protocol=4)
+  test = _dump(tmp_path / "test.txt", ([[1]], [2]))
+  with pytest.raises(DataError, match=r"train.txt: its validation examples would hold "
+                     r"200,010,000 ids .* pass max_len="):
+    safe_pickle.from_pickles(train, test, strict=False)
+  ds = safe_pickle.from_pickles(train, test, strict=False, max_len=50)
+  assert len(ds.valid) == 20_000 and ds.valid.prefixes.lengths().max() == 50

@@ -126,3 +126,18 @@ def test_prepare_non_utf8_ids_need_an_encoding(tmp_path):
   _prepare(f"--dataset={path}", f"--output={tmp_path / 'out'}", "--encoding=latin-1", *GENERIC)
   ds = dataset.load(tmp_path / "out")
   assert ds.num_items == 4 and set(ds.manifest["id_map"]) == {"café", "cafè", "thé", "tea"}
+
+
+def test_named_errors_print_alone_and_the_traceback_under_verbosity(tmp_path):
+  cut = tmp_path / "cut.inter"
+  cut.write_text((FIX / "sample.inter").read_text()[:-5])  # the last timestamp loses 4 digits
+  stderr = _prepare_fails(f"--dataset={cut}", f"--output={tmp_path / 'out'}", "--strict")
+  assert stderr.strip().splitlines() == [
+      f"DataError: {cut}, line 27: the last line has no line break, unlike the lines before it: "
+      "the file may be cut off mid-line (an interrupted download or copy?); refused (strict). "
+      "Complete or re-fetch the file, or add the line break if the line is whole"]
+  verbose = _prepare_fails(f"--dataset={cut}", f"--output={tmp_path / 'out'}", "--strict",
+                           "-v", "1")
+  assert "Traceback (most recent call last)" in verbose and "DataError" in verbose
+  out = _prepare(f"--dataset={cut}", f"--output={tmp_path / 'out'}")  # not strict: read, warned
+  assert "| cut |" in out

@@ -2,16 +2,19 @@
 
 import csv
 import datetime
+import json
 import pathlib
 import re
+import warnings
 
+import helpers
 import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
 
 from ccrec.data import delimited, readers
-from ccrec.data.errors import DataError
+from ccrec.data.errors import DataError, DataWarning
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 
@@ -162,10 +165,18 @@ def test_wrong_header(tmp_path):
     readers.read_generic(path, session_field="sess", item_field="b")
 
 
-def test_empty_file(tmp_path):
-  path = _write(tmp_path, "u.data", "")
-  with pytest.raises(DataError, match="no data rows"):
-    readers.read_udata(path)
+@pytest.mark.parametrize("name,read", [
+    ("u.data", readers.read_udata), ("ml-100k.inter", readers.read_inter),
+    ("train-item-views.csv", readers.read_diginetica),
+    ("clicks.csv", lambda p: readers.read_generic(p, session_field="s", item_field="i"))])
+def test_empty_file_is_named_empty(tmp_path, name, read):
+  path = _write(tmp_path, name, "")
+  with pytest.raises(DataError, match=rf"{re.escape(name)}: the file is empty"):
+    read(path)
+  path = _write(tmp_path, name, "user_id:token\titem_id:token\ttimestamp:float\n")
+  if name.endswith(".inter"):
+    with pytest.raises(DataError, match="no data rows"):
+      read(path)
 
 
 def test_blocks_across_block_boundaries(tmp_path):
@@ -181,8 +192,9 @@ def test_blocks_across_block_boundaries(tmp_path):
                                   np.concatenate([b.ints(field) for b in whole]))
   assert np.concatenate([b.lines for b in small]).tolist() == list(range(2, 2 + 127))
   crlf = _write(tmp_path, "train-item-views.csv", text.decode().replace("\n", "\r\n").rstrip("\n"))
-  np.testing.assert_array_equal(readers.read_diginetica(crlf).order,
-                                readers.read_diginetica(FIX / "train-item-views.csv").order)
+  with pytest.warns(DataWarning, match=r"line 128: the last line has no line break"):
+    np.testing.assert_array_equal(readers.read_diginetica(crlf).order,
+                                  readers.read_diginetica(FIX / "train-item-views.csv").order)
   import gzip
   gz = tmp_path / "train-item-views.csv.gz"
   gz.write_bytes(gzip.compress(text))
@@ -302,3 +314,144 @@ def test_integer_out_of_range_says_so():
   with pytest.raises(DataError, match=r"line 2, field 'x': integer 9223372036854775807 is out of "
                      r"range"):
     _block(["1", "9223372036854775807"]).ints("x")
+
+
+def _ml100k_sized(tmp_path, item_id):
+  """An .inter of ml-100k's size (100,000 rows) whose fifth row (line 6) has `item_id`."""
+  n = 100_000
+  rng = np.random.default_rng(0)
+  rows = [f"{u}\t{i}\t3\t{880000000 + k}" for k, (u, i) in
+          enumerate(zip(rng.integers(1, 944, n).tolist(), rng.integers(1, 1683, n).tolist()))]
+  rows[4] = f"7\t{item_id}\t3\t880000004"
+  return _write(tmp_path, "ml-100k.inter", "user_id:token\titem_id:token\trating:float\t"
+                "timestamp:float\n" + "\n".join(rows) + "\n")
+
+
+_READ_INTER = """
+import json, sys
+from ccrec.data import readers
+from ccrec.data.errors import DataError
+try:
+  log = readers.read_inter(sys.argv[1])
+except DataError as e:
+  print(json.dumps({"error": str(e)}))
+else:
+  print(json.dumps({"rows": len(log.item), "longest": max(map(len, map(str, log.item_vocab)))}))
+"""
+
+
+@pytest.mark.parametrize("length", [3000, 10_000])
+def test_one_long_id_costs_memory_in_proportion_to_the_file(tmp_path, length):
+  # A [rows, longest id] index would take 100,000 x length x 8 bytes: far above the 1 GiB cap.
+  path = _ml100k_sized(tmp_path, "x" * length)
+  run = helpers.run_limited(_READ_INTER, memory_mib=1024, args=(path,))
+  assert run.returncode == 0, run.stderr[-3000:]
+  got = json.loads(run.stdout)
+  if length <= delimited.MAX_ID_BYTES:
+    assert got == {"rows": 100_000, "longest": length}
+  else:
+    assert re.match(r".*ml-100k.inter, line 6, field 'item_id': an id of 10,000 bytes, longer "
+                    r"than any id", got.get("error", "")), got
+
+
+def test_long_ids_among_short_ones_read_exactly(tmp_path):
+  ids = ["1", "22", "x" * 300, "22", "ab", "x" * 299, "é" * 50, "1"]
+  rows = "".join(f"s{k % 3},{v}\n" for k, v in enumerate(ids))
+  path = _write(tmp_path, "g.csv", "s,i\n" + rows)
+  log = readers.read_generic(path, session_field="s", item_field="i")
+  assert [str(log.item_vocab[c]) for c in log.item] == ids
+  assert list(log.item_vocab) == sorted(set(ids))
+
+
+def _read_iso(path):
+  return readers.read_generic(path, session_field="s", item_field="i", time_field="time",
+                              time_format="iso")
+
+
+_DATED = {  # file: (header, a row with {} for its date, the date's field, reader)
+    "yoochoose-clicks.dat": ("", "1,{}T10:00:00.000Z,214757390,2053", "Timestamp",
+                             readers.read_yoochoose),
+    "train-item-views.csv": ("sessionId;userId;itemId;timeframe;eventdate\n",
+                             "1;NA;81766;1123827;{}", "eventdate", readers.read_diginetica),
+    "clicks.csv": ("s,i,time\n", "s1,a,{}", "time", _read_iso),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DATED))
+@pytest.mark.parametrize("date", ["2014-02-31", "2014-04-31", "2015-02-29", "1900-02-29",
+                                  "2014-13-01", "2014-01-00"])
+def test_impossible_dates_are_refused(tmp_path, name, date):
+  header, row, field, read = _DATED[name]
+  good = row.format("2016-02-29") + "\n"  # a leap day
+  assert len(read(_write(tmp_path, name, header + good)).item) == 1
+  path = _write(tmp_path, name, header + good + row.format(date) + "\n")
+  line = header.count("\n") + 2
+  with pytest.raises(DataError, match=rf"{re.escape(name)}, line {line}, field '{field}': "
+                     "expected a date"):
+    read(path)
+
+
+@pytest.mark.parametrize("mmdd", ["0229", "0431", "1301", "0100"])
+def test_impossible_tmall_days_are_refused(tmp_path, mmdd):
+  header = ",".join(readers.TMALL_HEADER) + "\n"
+  path = _write(tmp_path, "user_log_format1.csv", f"{header}1,2,3,4,5,0228,0\n1,2,3,4,5,{mmdd},0\n")
+  with pytest.raises(DataError, match=r"user_log_format1.csv, line 3, field 'time_stamp': "
+                     rf"expected a date MMDD of 2015, got {int(mmdd)}"):
+    readers.read_tmall(path)
+  if mmdd == "0229":
+    assert len(readers.read_tmall(path, year=2016).item) == 2
+
+
+def test_short_time_field_in_a_block_shorter_than_a_date(tmp_path):
+  # The whole block ("a,b,c\n") is shorter than YYYY-MM-DD: found by tests/test_fuzz.py.
+  path = _write(tmp_path, "tiny.csv", "s,i,t\na,b,c\n")
+  with pytest.raises(DataError, match=r"tiny.csv, line 2, field 't': expected a date"):
+    readers.read_generic(path, session_field="s", item_field="i", time_field="t",
+                         time_format="iso")
+
+
+def test_leap_years_follow_the_gregorian_calendar():
+  from ccrec.data.numeric import days_in_month
+  assert days_in_month(np.array([2016, 2015, 2000, 1900, 2024]), np.full(5, 2)).tolist() == [
+      29, 28, 29, 28, 29]
+  assert days_in_month(np.full(3, 2015), np.array([4, 13, 0])).tolist() == [30, 0, 0]
+
+
+def test_long_fraction_digits_are_checked_without_a_pass_per_digit():
+  stamps = ["2014-04-05T00:01:00." + "1" * 5000 + "Z", "2014-04-05T00:01:00.5Z"]
+  np.testing.assert_allclose(_block(stamps).datetimes("x"), [1396656060 + 1 / 9, 1396656060.5])
+  with pytest.raises(DataError, match="line 1, field 'x'"):
+    _block(["2014-04-05T00:01:00." + "1" * 5000 + "a1Z"]).datetimes("x")
+
+
+def test_file_cut_off_mid_line_warns_or_is_refused_when_strict(tmp_path):
+  text = (FIX / "sample.inter").read_text()
+  last = text.rstrip("\n").rsplit("\n", 1)[1]  # user, item, rating, timestamp
+  cut = text[:len(text.rstrip("\n")) - len(last.rsplit("\t", 1)[1]) + 3]  # 3 timestamp digits
+  path = _write(tmp_path, "ml-100k.inter", cut)
+  with pytest.warns(DataWarning, match=r"ml-100k.inter, line 27: the last line has no line "
+                    r"break.*cut off"):
+    log = readers.read_inter(path)
+  assert log.time[-1] == float(last.rsplit("\t", 1)[1][:3])  # read as it stands, but said
+  with pytest.raises(DataError, match=r"ml-100k.inter, line 27: the last line has no line "):
+    readers.read_inter(path, strict=True)
+  whole = readers.read_inter(FIX / "sample.inter", strict=True)
+  assert whole.time[-1] == float(last.rsplit("\t", 1)[1])
+
+
+@pytest.mark.parametrize("name,read", [
+    ("u.data", readers.read_udata), ("train-item-views.csv", readers.read_diginetica),
+    ("yoochoose-clicks.dat", readers.read_yoochoose), ("events.csv", readers.read_retailrocket),
+    ("user_log_format1.csv", readers.read_tmall),
+    ("generic.tsv", lambda p, **kw: readers.read_generic(p, session_field="session",
+                                                          item_field="product", **kw))])
+def test_every_reader_warns_of_a_missing_last_line_break(tmp_path, name, read):
+  path = _write(tmp_path, name, (FIX / name).read_text().rstrip("\n"))
+  with pytest.warns(DataWarning, match=re.escape(name)):
+    read(path)
+  with pytest.raises(DataError, match="the last line has no line break"):
+    read(path, strict=True)
+  one_line = _write(tmp_path, "one.tsv", "s\tp")  # no other line to compare with: no warning
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert len(list(delimited.blocks(one_line, "\t", ("s", "p")))) == 1

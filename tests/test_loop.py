@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from ccrec.checkpoint import Checkpointer
+from ccrec.checkpoint import CheckpointError, Checkpointer
 from ccrec.train.loop import NonFiniteLossError, fit
 from ccrec.train.state import TrainState
 from ccrec.train.writer import MetricWriter
@@ -89,3 +89,16 @@ def test_writer_starts_a_new_line_after_a_killed_runs_half_line(tmp_path):
     lines = f.read().split("\n")
   assert lines[1] == '{"stage": "t", "st' and lines[-1] == ""
   assert [json.loads(line)["step"] for line in lines[2:-1]] == [2, 3]
+
+
+def test_resume_with_a_damaged_meta_names_the_file_and_what_to_delete(tmp_path):
+  import glob
+  _fit(tmp_path, _step(lambda s: 1.0), lambda w: w, epochs=1)
+  (path,) = glob.glob(str(tmp_path / "ck" / "latest" / "*" / "meta" / "metadata"))
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text.replace('"epoch"', '"epoci"'))  # one flipped bit: h (0x68) -> i (0x69)
+  with pytest.raises(CheckpointError, match=r"meta/metadata fails its checksum.*delete "
+                     r".*/ck to train this stage again"):
+    _fit(tmp_path, _step(lambda s: 1.0), lambda w: w, epochs=3)

@@ -14,7 +14,8 @@ from ccrec.models.recommender import SessionRecommender
 from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving.export import export_model, flax_variables, spec_from_config
-from ccrec.serving.runtime import EmptySessionError, Recommender, UnknownItemError
+from ccrec.serving.runtime import (EmptySessionError, InvalidSessionError, Recommender,
+                                   UnknownItemError)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITEMS, MAX_LEN = 120, 6
@@ -149,6 +150,26 @@ def test_unknown_ids_skip_or_error(bundles):
     strict.recommend([3, 0], k=5)
   with pytest.raises(TypeError, match="not a single string"):
     rec.recommend("34", k=5)
+
+
+@pytest.mark.parametrize("session,kind", [
+    (None, "not None"), ({1: 2}, r"not a mapping \(dict\)"), ({3, 4}, r"not a set \(set\)"),
+    (3, r"not a single value \(int 3\)"), (2.5, "single value"), (b"34", "single string"),
+    (np.array([[3, 4]]), "not a 2-D array"), (np.array(3), "not a 0-D array")])
+def test_a_session_that_is_not_a_sequence_of_ids_is_named(bundles, session, kind):
+  _, _, path = bundles["codes"]
+  rec = Recommender.load(path)
+  with pytest.raises(InvalidSessionError, match=f"a session must be a sequence of item ids.*"
+                     f"{kind}"):
+    rec.recommend(session, k=5)
+  with pytest.raises(InvalidSessionError, match="the batch must be a sequence of sessions"):
+    rec.recommend_batch(None, k=5)
+  assert issubclass(InvalidSessionError, TypeError)
+  want = rec.recommend([3, 4], k=5).ids.tolist()
+  for fine in ((3, 4), iter([3, 4]), np.array([3, 4]), [np.int64(3), 4]):
+    assert rec.recommend(fine, k=5).ids.tolist() == want
+  assert [r.ids.tolist() for r in rec.recommend_batch(np.array([[3, 4], [3, 4]]), k=5)] == [
+      want, want]  # a 2-D array is a batch of sessions
 
 
 def test_empty_session_popularity_or_error(bundles):

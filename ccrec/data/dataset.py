@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -232,6 +233,9 @@ def read_manifest(directory: str | os.PathLike) -> dict:
   except json.JSONDecodeError as e:
     raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg}); the file is truncated or "
                     f"corrupt: {_REBUILD_HINT}") from None
+  except (ValueError, RecursionError) as e:  # a number too long to convert, nesting too deep
+    raise DataError(f"{path}: unreadable JSON ({type(e).__name__}: {str(e)[:100]}); the file "
+                    f"is corrupt: {_REBUILD_HINT}") from None
   if not isinstance(manifest, dict):
     raise DataError(f"{path}: expected a JSON object, got {type(manifest).__name__}; "
                     f"{_REBUILD_HINT}")
@@ -250,6 +254,37 @@ def _manifest_field(directory, manifest: dict, field: str, kind: type):
   return value
 
 
+_MAX_DEFLATE_RATIO = 1032  # no deflate stream expands more than this
+
+
+def _check_sizes(path: str) -> None:
+  """Raises ValueError if a member of the .npz claims more bytes than its file can hold.
+
+  np.load allocates the shape an .npy header declares before it reads any data, so
+  each header is checked against its member's size, and that size against the
+  bytes stored for it.
+  """
+  with zipfile.ZipFile(path) as z:
+    for info in z.infolist():
+      stored = info.compress_type == zipfile.ZIP_STORED
+      if info.file_size > info.compress_size * (1 if stored else _MAX_DEFLATE_RATIO):
+        raise ValueError(f"member {info.filename} claims {info.file_size:,} bytes from "
+                         f"{info.compress_size:,} stored")
+      with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+          raise ValueError(f"member {info.filename}: unsupported .npy version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        try:
+          shape, _, dtype = read_header(f)
+        except Exception as e:  # numpy's header parser also raises tokenize.TokenError
+          raise ValueError(f"member {info.filename}: damaged .npy header ({e})") from None
+      if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise ValueError(f"member {info.filename} declares shape {shape} of {dtype}, more than "
+                         f"its {info.file_size:,} bytes")
+
+
 def _read_arrays(path: str) -> dict:
   """The arrays of data.npz; any damage is one DataError naming the file."""
   try:
@@ -258,6 +293,7 @@ def _read_arrays(path: str) -> dict:
     # np.load would take anything that is not a zip for a pickle; never go there.
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
       raise ValueError("empty file" if not magic else "not a zip (.npz) archive")
+    _check_sizes(path)
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except FileNotFoundError:
@@ -289,9 +325,11 @@ def load(directory: str | os.PathLike) -> SessionDataset:
     ds = SessionDataset(name, num_items, Sequences(a["train_offsets"], a["train_items"]),
                         examples["valid"], examples["test"], a["item_counts"].astype(np.int64),
                         manifest)
+    _check(ds)
   except KeyError as e:
     raise DataError(f"{path}: prepared dataset lacks {e}; {_REBUILD_HINT}") from None
-  _check(ds)
+  except DataError as e:  # arrays that read but do not fit together
+    raise DataError(f"{path}: {e}; {_REBUILD_HINT}") from None
   return ds
 
 

@@ -11,6 +11,12 @@ Ids are kept byte for byte: text must decode strictly (UTF-8 unless an
 `encoding` is given), and an id with leading or trailing whitespace is an
 error rather than a silently different item. Every error names the file, the
 1-based line and the field.
+
+Memory stays in proportion to the file whatever its longest field: text ids
+are factorised one group of equal-width ids at a time, and an id longer than
+MAX_ID_BYTES is refused. A last line without a line break, in a file whose
+other lines have one, is read with a `DataWarning` naming the file (it may
+have been cut off mid-line), or refused with `strict=True`.
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ import dataclasses
 import gzip
 import os
 import re
+import warnings
 import zlib
 from typing import Iterator
 
 import numpy as np
 
-from ccrec.data.errors import DataError, at
-from ccrec.data.numeric import MAX_DIGITS, factorize_ints, parse_decimals, parse_ints, parse_iso
+from ccrec.data.errors import DataError, DataWarning, at
+from ccrec.data.numeric import (MAX_DIGITS, compact_text, concatenate_text, factorize_ints,
+                                parse_decimals, parse_ints, parse_iso)
 
+MAX_ID_BYTES = 4096  # longer ids are refused: no click log has them, a damaged file may
+_GATHER_BYTES = 1 << 22  # id bytes gathered by one fancy index (its int64 index is 8x this)
 _BLOCK_BYTES = 1 << 24  # 16 MiB of whole lines per block (column passes stay in cache)
 _WHITESPACE = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
@@ -70,6 +80,8 @@ def read_header(path: str | os.PathLike, encoding: str = "utf-8") -> str:
       line = f.readline()
   except _GZIP_ERRORS as e:
     raise _gzip_error(path, e) from None
+  if not line:
+    raise DataError(f"{path}: the file is empty; expected a header line")
   try:
     return line.decode(encoding).rstrip("\r\n").lstrip("\ufeff")
   except UnicodeDecodeError:
@@ -113,7 +125,7 @@ class Block:
   def _fail(self, bad: np.ndarray, field: str, what: str) -> None:
     row = int(np.flatnonzero(bad)[0])
     raise DataError(f"{at(self.path, int(self.lines[row]), field)}: expected {what}, "
-                    f"got {self.text(row, field)!r}")
+                    f"got {_excerpt(self.text(row, field))}")
 
   def ints(self, field: str) -> np.ndarray:
     """int64 [R]: the field as a (signed) decimal integer."""
@@ -145,7 +157,8 @@ class Block:
     """(codes int64 [R], vocab [U]) with vocab[codes] == the field's text.
 
     The vocab holds int64 when every value is a canonical integer (no leading
-    zeros, no -0), else str: distinct spellings stay distinct ids.
+    zeros, no -0), else str (see numeric.compact_text): distinct spellings stay
+    distinct ids.
     """
     s, e = self._span(field)
     if (e <= s).any():
@@ -161,36 +174,70 @@ class Block:
     if padded.any():
       row = int(np.flatnonzero(padded)[0])
       raise DataError(f"{at(self.path, int(self.lines[row]), field)}: id "
-                      f"{self.text(row, field)!r} has leading or trailing whitespace; ids are "
-                      "compared exactly (' 42', '42' and '42 ' would be three items), so remove "
-                      "the spaces from the file")
-    width = int((e - s).max())
-    cols = np.arange(width)
-    index = np.minimum(s[:, None] + cols[None, :], len(self.buf) - 1)
-    inside = cols[None, :] < (e - s)[:, None]
-    mat = np.where(inside, self.buf[index], 0).astype(np.uint8)
-    nul = (inside & (mat == 0)).any(axis=1)
-    if nul.any():
-      self._fail(nul, field, "an id without NUL bytes")
-    raw = np.ascontiguousarray(mat).view(f"S{width}").ravel()
-    vocab, codes = np.unique(raw, return_inverse=True)
-    return codes.astype(np.int64), self._decode(vocab, codes.astype(np.int64), field)
+                      f"{_excerpt(self.text(row, field))} has leading or trailing whitespace; ids "
+                      "are compared exactly (' 42', '42' and '42 ' would be three items), so "
+                      "remove the spaces from the file")
+    width = e - s
+    if (width > MAX_ID_BYTES).any():
+      row = int(np.flatnonzero(width > MAX_ID_BYTES)[0])
+      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: an id of "
+                      f"{int(width[row]):,} bytes, longer than any id ({MAX_ID_BYTES:,} bytes at "
+                      f"most; is a delimiter or line break missing?): "
+                      f"{_excerpt(self.text(row, field))}")
+    nul = np.flatnonzero(self.buf == 0)
+    if len(nul):
+      has_nul = np.searchsorted(nul, s) < np.searchsorted(nul, e)
+      if has_nul.any():
+        self._fail(has_nul, field, "an id without NUL bytes")
+    return self._factorize_text(s, width, field)
 
-  def _decode(self, vocab: np.ndarray, codes: np.ndarray, field: str) -> np.ndarray:
-    """str [U]: the byte-string vocab decoded strictly; a bad id names its first line."""
-    try:
-      text = np.char.decode(vocab, self.encoding).astype(str)
-    except UnicodeDecodeError:
-      bad = [k for k, raw in enumerate(vocab.tolist()) if not _decodes(raw, self.encoding)]
-      row = int(np.flatnonzero(np.isin(codes, bad))[0])
-      raw = bytes(vocab[codes[row]])
+  def _factorize_text(self, s: np.ndarray, width: np.ndarray,
+                      field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes int64 [R], sorted str vocab [U]) of text ids, one width at a time.
+
+    Ids of one width are compared as fixed-width byte strings, so no array is as
+    wide as the longest id times the number of rows. A bad id names its first line.
+    """
+    order = np.argsort(width, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(width[order])) + 1)
+    codes = np.empty(len(s), np.int64)
+    texts, undecodable, offset = [], [], 0
+    for rows in groups:
+      w = int(width[rows[0]])
+      raw = np.ascontiguousarray(self._gather(s[rows], w)).view(f"S{w}").ravel()
+      vocab, inverse = np.unique(raw, return_inverse=True)
+      inverse = inverse.ravel()
+      codes[rows] = inverse + offset
+      offset += len(vocab)
+      try:
+        texts.append(np.char.decode(vocab, self.encoding).astype(str))
+      except UnicodeDecodeError:
+        bad = [k for k, r in enumerate(vocab.tolist()) if not _decodes(r, self.encoding)]
+        undecodable.append(int(rows[np.flatnonzero(np.isin(inverse, bad))[0]]))
+    if undecodable:
+      row = min(undecodable)
+      raw = bytes(self.buf[s[row]:s[row] + width[row]])
       raise DataError(f"{at(self.path, int(self.lines[row]), field)}: not valid {self.encoding} "
-                      f"text: {raw!r}; pass the file's encoding (reader option "
-                      "encoding='latin-1', launch/prepare_data.py --encoding=latin-1)") from None
-    if len(np.unique(text)) != len(text):  # a non-injective codec would merge distinct ids
+                      f"text: {raw[:100]!r}; pass the file's encoding (reader option "
+                      "encoding='latin-1', launch/prepare_data.py --encoding=latin-1)")
+    text = texts[0] if len(texts) == 1 else concatenate_text(texts)
+    rank = np.argsort(text, kind="stable")
+    text = text[rank]
+    if len(text) > 1 and (text[1:] == text[:-1]).any():  # a non-injective codec merged ids
       raise DataError(f"{self.path}, field {field!r}: distinct ids decode to the same text "
                       f"with encoding {self.encoding!r}; use another encoding")
-    return text
+    code_of = np.empty(len(rank), np.int64)
+    code_of[rank] = np.arange(len(rank))
+    return code_of[codes], compact_text(text)
+
+  def _gather(self, starts: np.ndarray, w: int) -> np.ndarray:
+    """uint8 [n, w]: buf[starts[i]:starts[i] + w] for each i."""
+    if len(starts) * w <= _GATHER_BYTES:
+      return self.buf[starts[:, None] + np.arange(w)]
+    out = np.empty((len(starts), w), np.uint8)
+    for j in range(w):  # a column at a time: no index array 8x the size of the ids
+      out[:, j] = self.buf[starts + j]
+    return out
 
   def datetimes(self, field: str) -> np.ndarray:
     """float64 [R] unix seconds (UTC) from 'YYYY-MM-DD' or 'YYYY-MM-DDTHH:MM:SS[.fff][Z]'."""
@@ -199,6 +246,13 @@ class Block:
     if not ok.all():
       self._fail(~ok, field, "a date YYYY-MM-DD or time YYYY-MM-DDTHH:MM:SS[.fff][Z]")
     return seconds
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+  """repr of `text`, cut to its first `limit` characters."""
+  if len(text) <= limit:
+    return repr(text)
+  return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def _decodes(raw: bytes, encoding: str) -> bool:
@@ -268,22 +322,26 @@ def _split_block_general(path: str, buf: np.ndarray, first_line: int, delimiter:
 
 
 def blocks(path: str | os.PathLike, delimiter: str, fields: tuple[str, ...], *,
-           skip_lines: int = 0, block_bytes: int = _BLOCK_BYTES,
-           encoding: str = "utf-8") -> Iterator[Block]:
-  """The data rows of a delimited file, a block of whole lines at a time."""
+           skip_lines: int = 0, block_bytes: int = _BLOCK_BYTES, encoding: str = "utf-8",
+           strict: bool = False) -> Iterator[Block]:
+  """The data rows of a delimited file, a block of whole lines at a time.
+
+  strict: a last line without a line break (see the module docstring) is an error,
+  not a warning.
+  """
   path = os.fspath(path)
   delim = delimiter.encode()
   if len(delim) != 1:
     raise DataError(f"{path}: delimiter must be one byte, got {delimiter!r}")
   check_encoding(encoding)
   try:
-    yield from _blocks(path, delim, fields, skip_lines, block_bytes, encoding)
+    yield from _blocks(path, delim, fields, skip_lines, block_bytes, encoding, strict)
   except _GZIP_ERRORS as e:
     raise _gzip_error(path, e) from None
 
 
 def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, block_bytes: int,
-            encoding: str) -> Iterator[Block]:
+            encoding: str, strict: bool) -> Iterator[Block]:
   with open_binary(path) as f:
     for _ in range(skip_lines):
       f.readline()
@@ -294,6 +352,9 @@ def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, b
       data = carry + chunk
       if not chunk:
         if data:
+          last = line + data.count(b"\n")
+          if last > 1:  # the lines before it end with a line break
+            _unterminated(path, last, strict)
           data += b"\n"
         else:
           break
@@ -311,13 +372,28 @@ def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, b
         break
 
 
+def _unterminated(path: str, line: int, strict: bool) -> None:
+  """Warns (or, strict, raises) that the last line of `path` has no line break."""
+  message = (f"{at(path, line)}: the last line has no line break, unlike the lines before it: "
+             "the file may be cut off mid-line (an interrupted download or copy?)")
+  if strict:
+    raise DataError(f"{message}; refused (strict). Complete or re-fetch the file, or add the "
+                    "line break if the line is whole")
+  warnings.warn(f"{message}; its last line was read as it stands (strict=True, "
+                "launch/prepare_data.py --strict, refuses such a file)", DataWarning, stacklevel=2)
+
+
 def merge_tokens(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
   """Concatenates per-block (codes, vocab) into one (codes, vocab) with a shared vocab."""
   if not parts:
     return np.zeros(0, np.int64), np.zeros(0, np.int64)
   vocabs = [v for _, v in parts]
-  if any(v.dtype.kind != "i" for v in vocabs):
-    vocabs = [v.astype(str) for v in vocabs]
-  vocab = np.unique(np.concatenate(vocabs))
+  if all(v.dtype.kind == "i" for v in vocabs):
+    vocab = np.unique(np.concatenate(vocabs))
+  else:
+    vocabs = [v.astype(str) if v.dtype.kind == "i" else v for v in vocabs]
+    vocab = np.unique(concatenate_text(vocabs))
+    if vocab.dtype == object:
+      vocabs = [v.astype(object) for v in vocabs]
   codes = [np.searchsorted(vocab, v)[c] for (c, _), v in zip(parts, vocabs)]
-  return np.concatenate(codes), vocab
+  return np.concatenate(codes), vocab if vocab.dtype.kind == "i" else compact_text(vocab)

@@ -12,6 +12,10 @@ class DataError(ValueError):
   """Bad input data or an invalid data setting."""
 
 
+class DataWarning(UserWarning):
+  """Input that reads, but looks damaged (e.g. a last line without its line break)."""
+
+
 def at(path, line: int | None = None, field: str | None = None) -> str:
   """'path, line 12, field "item_id"' (the parts that are known)."""
   parts = [str(path)]

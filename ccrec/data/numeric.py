@@ -5,6 +5,10 @@ Each parser takes the bytes of a block (uint8 [B]) and the field spans
 the caller can name the first bad line. Digits are accumulated one column at
 a time over contiguous arrays (a gather, a subtract, a multiply-add), which
 keeps a 33M-row log to seconds without a compiled extension.
+
+Text vocabularies stay fixed-width numpy arrays while that costs about the size of
+their text, and become arrays of Python strings when one id is far longer than the
+rest (`compact_text`), so their memory follows the file, not its longest id.
 """
 
 from __future__ import annotations
@@ -117,12 +121,24 @@ def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
   return era * 146097 + doe - 719468
 
 
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+  """int64: the days of each (proleptic Gregorian) month; 0 for a month outside 1..12."""
+  year, month = np.asarray(year, np.int64), np.asarray(month, np.int64)
+  leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+  valid = (month >= 1) & (month <= 12)
+  return np.where(valid, _DAYS_IN_MONTH[np.where(valid, month, 0)] + (leap & (month == 2)), 0)
+
+
 def _fixed(buf: np.ndarray, s: np.ndarray, lo: int, hi: int, ok: np.ndarray) -> np.ndarray:
   """int64 value of the digits at buf[s + lo : s + hi]; clears ok where one is not a digit."""
   value = np.zeros(len(s), dtype=np.int32)
   top = np.zeros(len(s), dtype=np.uint8)
+  last = len(buf) - 1  # rows already failed may point past a short block's end
   for k in range(lo, hi):
-    digit = _column_digits(buf, s + k)
+    digit = _column_digits(buf, np.minimum(s + k, last))
     np.maximum(top, digit, out=top)
     value *= 10
     value += digit
@@ -133,7 +149,8 @@ def _fixed(buf: np.ndarray, s: np.ndarray, lo: int, hi: int, ok: np.ndarray) -> 
 def parse_iso(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """ISO-8601 dates/times in buf[s:e] as UTC unix seconds: (float64, ok bool).
 
-  Accepted: YYYY-MM-DD, and YYYY-MM-DD(T| )HH:MM:SS with an optional .fraction and 'Z'.
+  Accepted: YYYY-MM-DD, and YYYY-MM-DD(T| )HH:MM:SS with an optional .fraction and 'Z';
+  the date must exist (no 2014-02-31). Fraction digits past MAX_DIGITS are checked, not added.
   """
   width = e - s
   ok = width >= 10
@@ -154,7 +171,7 @@ def parse_iso(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
   month = _fixed(buf, safe, 5, 7, ok)
   day = _fixed(buf, safe, 8, 10, ok)
   ok &= char(4, b"-", safe) & char(7, b"-", safe)
-  ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+  ok &= (day >= 1) & (day <= days_in_month(year, month))
   seconds = days_from_civil(year, month, day).astype(np.float64) * 86400.0
   has_time = width > 10
   if not has_time.any():
@@ -175,11 +192,17 @@ def parse_iso(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
   frac = np.zeros(len(s))
   if frac_len.any():
     tail_ok &= (frac_len == 0) | char(19, b".", rows)
-    for k in range(int(frac_len.max())):
+    for k in range(min(int(frac_len.max()), MAX_DIGITS)):
       on = k < frac_len
       digit = _column_digits(buf, np.where(on, rows + 20 + k, 0))
       tail_ok &= ~on | (digit <= 9)
       frac += np.where(on, digit * 10.0 ** -(k + 1), 0.0)
+    long = np.flatnonzero(frac_len > MAX_DIGITS)
+    if len(long):  # digits beyond float precision: checked with one pass over the buffer
+      non_digits = np.flatnonzero((buf < 48) | (buf > 57))
+      tail = rows[long] + 20 + MAX_DIGITS
+      tail_ok[long] &= (np.searchsorted(non_digits, tail)
+                        == np.searchsorted(non_digits, tail + frac_len[long] - MAX_DIGITS))
   ok &= ~has_time | (time_ok & tail_ok)
   seconds += np.where(has_time, hour * 3600 + minute * 60 + sec + frac, 0.0)
   return seconds, ok
@@ -197,3 +220,35 @@ def factorize_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return code_of[values - lo], np.flatnonzero(present).astype(np.int64) + lo
   vocab = np.unique(values)
   return np.searchsorted(vocab, values).astype(np.int64), vocab
+
+
+def _text_size(vocab: np.ndarray) -> tuple[int, int]:
+  """(characters in all of `vocab`'s strings, the longest string's length)."""
+  if not len(vocab):
+    return 0, 0
+  lengths = (np.char.str_len(vocab) if vocab.dtype.kind == "U"
+             else np.fromiter(map(len, vocab), np.int64, len(vocab)))
+  return int(lengths.sum()), int(lengths.max())
+
+
+def _fixed_width_fits(count: int, chars: int, longest: int) -> bool:
+  """Whether `count` strings of `chars` characters in all fit a fixed-width array of about
+  4x their size (one long id among many short ones would not)."""
+  return count * longest <= 4 * chars + (1 << 16)
+
+
+def compact_text(vocab: np.ndarray) -> np.ndarray:
+  """str [U] as a fixed-width numpy array when that costs about the text's size, else as
+  Python strings (object dtype)."""
+  if _fixed_width_fits(len(vocab), *_text_size(vocab)):
+    return vocab if vocab.dtype.kind == "U" else vocab.astype(str)
+  return vocab if vocab.dtype == object else vocab.astype(object)
+
+
+def concatenate_text(parts: list[np.ndarray]) -> np.ndarray:
+  """One str array of `parts` (fixed-width or object), no wider than `compact_text` allows."""
+  sizes = [_text_size(p) for p in parts]
+  if all(p.dtype.kind == "U" for p in parts) and _fixed_width_fits(
+      sum(len(p) for p in parts), sum(c for c, _ in sizes), max(w for _, w in sizes)):
+    return np.concatenate(parts)
+  return np.concatenate([p.astype(object) for p in parts])

@@ -19,7 +19,9 @@ Each returns a `ClickLog` (one row per click, file order kept). Layouts:
 
 Text is UTF-8 unless `encoding` is given (RecBole and generic files, whose ids
 may be words); ids are kept byte for byte, never normalised. Errors name the
-file, line and field (see delimited.py).
+file, line and field (see delimited.py). Dates must exist in the calendar. A
+last line without a line break (a file cut off mid-line) is read with a
+warning, or refused with `strict=True`.
 """
 
 from __future__ import annotations
@@ -62,17 +64,19 @@ def _expect_header(path, delimiter: str, expected: tuple[str, ...]) -> None:
 
 
 def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, columns: dict,
-          encoding: str = "utf-8"):
+          encoding: str = "utf-8", strict: bool = False):
   """Parses the named columns block by block: {field: kind} -> {field: array}.
 
-  kinds: 'int', 'float', 'token' (-> (codes, vocab)), 'datetime'.
+  kinds: 'int', 'float', 'token' (-> (codes, vocab)), 'datetime', 'line' (the
+  1-based line number of each row; the field name is only a key).
   """
   parts: dict[str, list] = {f: [] for f in columns}
   for block in delimited.blocks(path, delimiter, fields, skip_lines=skip_lines,
-                                encoding=encoding):
+                                encoding=encoding, strict=strict):
     for field, kind in columns.items():
       parts[field].append({"int": block.ints, "float": block.floats, "token": block.tokens,
-                           "datetime": block.datetimes}[kind](field))
+                           "datetime": block.datetimes,
+                           "line": lambda _: block.lines}[kind](field))
   out = {}
   for field, kind in columns.items():
     if kind == "token":
@@ -85,14 +89,16 @@ def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, column
 def _log(path, fmt, session, items, time, order=None) -> ClickLog:
   codes, vocab = items
   if len(codes) == 0:
-    raise DataError(f"{path}: no data rows")
+    empty = not os.fspath(path).endswith(".gz") and os.path.getsize(path) == 0
+    raise DataError(f"{path}: {'the file is empty' if empty else 'no data rows'}")
   return ClickLog(session=np.asarray(session, np.int64), item=codes,
                   time=np.asarray(time, np.float64), item_vocab=vocab,
                   sources=_source(path, fmt), order=order)
 
 
 def read_inter(path, *, session_field: str | None = None, item_field: str = "item_id",
-               time_field: str | None = "timestamp", encoding: str = "utf-8") -> ClickLog:
+               time_field: str | None = "timestamp", encoding: str = "utf-8",
+               strict: bool = False) -> ClickLog:
   """RecBole atomic .inter file. session_field defaults to session_id, else user_id."""
   header = _header_fields(path, "\t", encoding)
   names = []
@@ -109,27 +115,28 @@ def read_inter(path, *, session_field: str | None = None, item_field: str = "ite
   columns = {session_field: "token", item_field: "token"}
   if time_field:
     columns[time_field] = "float"
-  cols = _read(path, "\t", tuple(names), 1, columns, encoding)
+  cols = _read(path, "\t", tuple(names), 1, columns, encoding, strict)
   session = cols[session_field][0]
   time = cols[time_field] if time_field else np.arange(len(session), dtype=np.float64)
   return _log(path, "recbole-inter", session, cols[item_field], time)
 
 
-def read_udata(path) -> ClickLog:
+def read_udata(path, *, strict: bool = False) -> ClickLog:
   """MovieLens u.data: `user item rating timestamp`, tab-separated, no header."""
   cols = _read(path, "\t", ("user", "item", "rating", "timestamp"), 0,
-               {"user": "token", "item": "token", "timestamp": "int"})
+               {"user": "token", "item": "token", "timestamp": "int"}, strict=strict)
   return _log(path, "movielens-udata", cols["user"][0], cols["item"], cols["timestamp"])
 
 
 DIGINETICA_HEADER = ("sessionId", "userId", "itemId", "timeframe", "eventdate")
 
 
-def read_diginetica(path) -> ClickLog:
+def read_diginetica(path, *, strict: bool = False) -> ClickLog:
   """Diginetica train-item-views.csv (CIKM Cup 2016)."""
   _expect_header(path, ";", DIGINETICA_HEADER)
   cols = _read(path, ";", DIGINETICA_HEADER, 1, {"sessionId": "int", "itemId": "token",
-                                                 "timeframe": "int", "eventdate": "datetime"})
+                                                 "timeframe": "int", "eventdate": "datetime"},
+               strict=strict)
   return _log(path, "diginetica", cols["sessionId"], cols["itemId"], cols["eventdate"],
               order=cols["timeframe"])
 
@@ -137,10 +144,10 @@ def read_diginetica(path) -> ClickLog:
 YOOCHOOSE_FIELDS = ("SessionID", "Timestamp", "ItemID", "Category")
 
 
-def read_yoochoose(path) -> ClickLog:
+def read_yoochoose(path, *, strict: bool = False) -> ClickLog:
   """Yoochoose yoochoose-clicks.dat (RecSys Challenge 2015)."""
   cols = _read(path, ",", YOOCHOOSE_FIELDS, 0, {"SessionID": "int", "Timestamp": "datetime",
-                                                "ItemID": "token"})
+                                                "ItemID": "token"}, strict=strict)
   return _log(path, "yoochoose", cols["SessionID"], cols["ItemID"], cols["Timestamp"])
 
 
@@ -148,7 +155,7 @@ RETAILROCKET_HEADER = ("timestamp", "visitorid", "event", "itemid", "transaction
 
 
 def read_retailrocket(path, *, gap_minutes: float = 30.0,
-                      events: tuple[str, ...] | None = None) -> ClickLog:
+                      events: tuple[str, ...] | None = None, strict: bool = False) -> ClickLog:
   """RetailRocket events.csv; sessions split at `gap_minutes` of inactivity.
 
   `events` keeps only those event types (view, addtocart, transaction); None = all.
@@ -157,7 +164,8 @@ def read_retailrocket(path, *, gap_minutes: float = 30.0,
     raise DataError(f"setting gap_minutes must be > 0, got {gap_minutes}")
   _expect_header(path, ",", RETAILROCKET_HEADER)
   cols = _read(path, ",", RETAILROCKET_HEADER, 1, {"timestamp": "int", "visitorid": "int",
-                                                   "event": "token", "itemid": "token"})
+                                                   "event": "token", "itemid": "token"},
+               strict=strict)
   time = cols["timestamp"] * _MS
   visitor = cols["visitorid"]
   codes, vocab = cols["itemid"]
@@ -181,7 +189,8 @@ TMALL_HEADER = ("user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_s
                 "action_type")
 
 
-def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015) -> ClickLog:
+def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015,
+               strict: bool = False) -> ClickLog:
   """Tmall IJCAI-15 user_log_format1.csv; session = one user's events of one day.
 
   `actions` keeps those action types (0 click, 1 add-to-cart, 2 purchase,
@@ -189,14 +198,15 @@ def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015
   """
   _expect_header(path, ",", TMALL_HEADER)
   cols = _read(path, ",", TMALL_HEADER, 1, {"user_id": "int", "item_id": "token",
-                                            "time_stamp": "int", "action_type": "int"})
+                                            "time_stamp": "int", "action_type": "int",
+                                            "line": "line"}, strict=strict)
   mmdd = cols["time_stamp"]
   month, day = mmdd // 100, mmdd % 100
-  bad = (month < 1) | (month > 12) | (day < 1) | (day > 31)
+  bad = (mmdd < 0) | (day < 1) | (day > numeric.days_in_month(np.full_like(month, year), month))
   if bad.any():
     row = int(np.flatnonzero(bad)[0])
-    raise DataError(f"{path}: data row {row + 1} (line {row + 2}), field 'time_stamp': "
-                    f"expected MMDD, got {int(mmdd[row])}")
+    raise DataError(f"{at(path, int(cols['line'][row]), 'time_stamp')}: expected a date MMDD "
+                    f"of {year}, got {int(mmdd[row])}")
   days = numeric.days_from_civil(np.full_like(month, year), month, day)
   codes, vocab = cols["item_id"]
   user = cols["user_id"]
@@ -219,7 +229,7 @@ def sniff_delimiter(path, encoding: str = "utf-8") -> str:
 
 def read_generic(path, *, session_field: str, item_field: str, time_field: str | None = None,
                  time_format: str = "seconds", delimiter: str | None = None,
-                 encoding: str = "utf-8") -> ClickLog:
+                 encoding: str = "utf-8", strict: bool = False) -> ClickLog:
   """A CSV/TSV with a header naming a session (or user) column, an item column and
   optionally a time column; time_format 'seconds', 'ms' or 'iso'. No time: file order.
   `encoding`: the text encoding (ASCII-compatible, e.g. 'latin-1'; default UTF-8)."""
@@ -233,7 +243,7 @@ def read_generic(path, *, session_field: str, item_field: str, time_field: str |
   columns = {session_field: "token", item_field: "token"}
   if time_field:
     columns[time_field] = "datetime" if time_format == "iso" else "float"
-  cols = _read(path, delimiter, tuple(names), 1, columns, encoding)
+  cols = _read(path, delimiter, tuple(names), 1, columns, encoding, strict)
   session = cols[session_field][0]
   if time_field:
     time = cols[time_field] * (_MS if time_format == "ms" else 1.0)

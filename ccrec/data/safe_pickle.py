@@ -9,7 +9,10 @@ when loaded, so this module never calls `pickle.load` on an unchecked file:
    PERSID, so no callable can even be named);
 2. the file is then unpickled by an Unpickler whose find_class and
    persistent_load refuse (a second wall);
-3. the result must be exactly a pair (list of int lists, list of ints).
+3. the result must be exactly a pair (list of int lists, list of ints), holding
+   at most `max_ids` ids counted with repetition (default: one per byte of the
+   file). Memo references let a small file repeat one list many times; every
+   repetition would be materialised later, so such a file is refused before.
 
 `from_pickles` turns a train/test pair into a SessionDataset. SR-GNN writes a
 session's prefixes longest-first: s[:-1] -> s[-1], s[:-2] -> s[-2], ..., so
@@ -45,6 +48,16 @@ ALLOWED_OPCODES = frozenset({
 
 MAX_ID = np.iinfo(np.int32).max  # prepared datasets store ids as int32
 
+# Opcodes that build plain values other than ints: named in the error instead of "objects".
+_OTHER_VALUES = {
+    "FLOAT": "the float", "BINFLOAT": "the float", "NONE": "None", "NEWTRUE": "True",
+    "NEWFALSE": "False", "STRING": "the string", "BINSTRING": "the string",
+    "SHORT_BINSTRING": "the string", "UNICODE": "the string", "BINUNICODE": "the string",
+    "SHORT_BINUNICODE": "the string", "BINUNICODE8": "the string", "BINBYTES": "the bytes",
+    "SHORT_BINBYTES": "the bytes", "BINBYTES8": "the bytes", "BYTEARRAY8": "the bytearray",
+    "EMPTY_DICT": "a dict", "DICT": "a dict", "EMPTY_SET": "a set", "FROZENSET": "a frozenset",
+}
+
 
 class _NoGlobals(pickle.Unpickler):
 
@@ -56,10 +69,17 @@ class _NoGlobals(pickle.Unpickler):
 
 
 def check_opcodes(data: bytes, path: str) -> None:
-  """Raises DataError at the first opcode outside ALLOWED_OPCODES (nothing is executed)."""
+  """Raises DataError at the first opcode outside ALLOWED_OPCODES (nothing is executed).
+
+  An opcode that names, builds or calls objects is reported first; a file that only holds
+  other plain values (a float id, a string) is reported at the first such value.
+  """
+  value = None
   try:
     for opcode, arg, pos in pickletools.genops(io.BytesIO(data)):
-      if opcode.name not in ALLOWED_OPCODES:
+      if opcode.name in _OTHER_VALUES:
+        value = value or (pos, _OTHER_VALUES[opcode.name], arg)
+      elif opcode.name not in ALLOWED_OPCODES:
         detail = f" {arg!r}" if isinstance(arg, str) else ""
         raise DataError(f"{path}, byte {pos}: pickle opcode {opcode.name}{detail} is not allowed; "
                         "a session pickle may hold only lists, tuples and ints, and this file "
@@ -67,11 +87,22 @@ def check_opcodes(data: bytes, path: str) -> None:
   except DataError:
     raise
   except Exception as e:  # pickletools raises ValueError and friends on garbage
-    raise DataError(f"{path}: not a valid pickle ({e})") from None
+    if value is None:
+      raise DataError(f"{path}: not a valid pickle ({e})") from None
+  if value is not None:
+    pos, what, arg = value
+    shown = f" {arg!r:.80}" if what.startswith("the ") else ""
+    raise DataError(f"{path}, byte {pos}: the pickle holds {what}{shown}; a session pickle may "
+                    "hold only lists, tuples and ints (ids are integers), so it is refused "
+                    "(nothing was run)")
 
 
-def load_examples(path: str | os.PathLike) -> tuple[list, list]:
-  """(prefixes, targets) from a session pickle, checked as described in the module doc."""
+def load_examples(path: str | os.PathLike, max_ids: int | None = None) -> tuple[list, list]:
+  """(prefixes, targets) from a session pickle, checked as described in the module doc.
+
+  max_ids: the most ids (prefix items and targets, counted with repetition) the file may
+    hold; None = one per byte of the file.
+  """
   path = os.fspath(path)
   try:
     with open(path, "rb") as f:
@@ -92,6 +123,17 @@ def load_examples(path: str | os.PathLike) -> tuple[list, list]:
     raise DataError(f"{path}: both halves of the pair must be lists")
   if len(prefixes) != len(targets):
     raise DataError(f"{path}: {len(prefixes)} prefixes but {len(targets)} targets")
+  for i, p in enumerate(prefixes):
+    if not isinstance(p, list):
+      raise DataError(f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, "
+                      f"got {type(p).__name__}")
+  limit = len(data) if max_ids is None else max_ids
+  total = sum(map(len, prefixes)) + len(targets)
+  if total > limit:
+    bound = "max_ids" if max_ids is not None else f"one per byte of the {len(data):,}-byte file"
+    raise DataError(f"{path}: the pickle holds {total:,} ids counted with repetition, more than "
+                    f"{limit:,} ({bound}): it repeats lists through memo references (built to "
+                    "exhaust memory, or damaged); pass max_ids= to allow more")
   for i, (p, t) in enumerate(zip(prefixes, targets)):
     if not isinstance(p, list) or not p or not all(type(x) is int and x > 0 for x in p):
       raise DataError(f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, "
@@ -123,19 +165,41 @@ def rebuild_sessions(prefixes: list, targets: list) -> tuple[Sequences, int]:
   return Sequences.from_lists(sessions), added
 
 
+VALID_IDS_PER_BYTE = 64  # default bound on validation ids per byte of the training pickle
+
+
+def _check_valid_size(train_path, lengths: np.ndarray, max_len: int | None,
+                      max_ids: int | None) -> None:
+  """Refuses validation examples whose prefixes would hold more than the bound's ids.
+
+  Prefix augmentation is quadratic in a session's length, and with strict=False a
+  rebuilt session may be far longer than any example in the file.
+  """
+  n = np.maximum(lengths - 1, 0)  # targets per session; the p-th prefix has min(p, max_len) ids
+  c = n if max_len is None else np.minimum(n, max_len)
+  ids = int((c * (c + 1) // 2 + (n - c) * c).sum())
+  limit = VALID_IDS_PER_BYTE * os.path.getsize(train_path) if max_ids is None else max_ids
+  if ids > limit:
+    raise DataError(f"{train_path}: its validation examples would hold {ids:,} ids (prefixes of "
+                    f"rebuilt sessions up to {int(lengths.max()):,} long), more than {limit:,}; "
+                    "pass max_len= to cut prefixes, or max_ids= to allow more")
+
+
 def from_pickles(train_path, test_path, *, name: str = "pickled", valid_fraction: float = 0.1,
-                 seed: int = 0, max_len: int | None = None, strict: bool = True):
+                 seed: int = 0, max_len: int | None = None, strict: bool = True,
+                 max_ids: int | None = None):
   """A SessionDataset from SR-GNN-style train/test pickles.
 
   Training sessions are rebuilt (see module doc); a seeded `valid_fraction` of
   them become validation (prefix-augmented); test examples are kept as given
   (prefixes truncated to `max_len` if given). Ids are kept; num_items = the
-  largest id seen.
+  largest id seen. `max_ids` bounds the ids of each file (see `load_examples`) and of
+  the validation examples (default: VALID_IDS_PER_BYTE per byte of the training file).
   """
   if not 0.0 <= valid_fraction < 1.0:
     raise DataError(f"setting valid_fraction must be in [0, 1), got {valid_fraction}")
-  tr_prefixes, tr_targets = load_examples(train_path)
-  te_prefixes, te_targets = load_examples(test_path)
+  tr_prefixes, tr_targets = load_examples(train_path, max_ids)
+  te_prefixes, te_targets = load_examples(test_path, max_ids)
   if not tr_prefixes or not te_prefixes:
     raise DataError(f"{train_path if not tr_prefixes else test_path}: no examples")
   sessions, added = rebuild_sessions(tr_prefixes, tr_targets)
@@ -149,6 +213,7 @@ def from_pickles(train_path, test_path, *, name: str = "pickled", valid_fraction
   is_valid = np.zeros(len(sessions), dtype=bool)
   is_valid[rng.choice(len(sessions), size=int(round(len(sessions) * valid_fraction)),
                       replace=False)] = True
+  _check_valid_size(train_path, sessions.lengths()[is_valid], max_len, max_ids)
   valid = prefix_augment(sessions.take(np.flatnonzero(is_valid)), max_len)
   sources = [{"path": os.path.abspath(p), "sha256": readers.sha256_file(p),
               "format": "session-pickle", "size": os.path.getsize(p)}

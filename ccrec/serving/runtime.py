@@ -13,6 +13,8 @@ an id map, and the returned `items` are raw ids (str); bundles without a map
 items and results are dense ids 1..V, as in ccrec's datasets and models.
 
 Bad input, never an IndexError:
+- a session that is not a sequence of ids (None, a string, a dict, a set, a
+  number, an array of other than one dimension) raises InvalidSessionError;
 - unknown ids (not in the id map, outside 1..V, padding 0, not integers):
   on_unknown='skip' (default) drops them and lists them in
   `Recommendation.skipped`; on_unknown='error' raises UnknownItemError.
@@ -29,7 +31,7 @@ never an empty or NaN-ranked list.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,28 @@ class UnknownItemError(ValueError):
 
 class EmptySessionError(ValueError):
   """A session has no known items (on_empty='error')."""
+
+
+class InvalidSessionError(TypeError):
+  """A session (or a batch of sessions) is not a sequence of item ids."""
+
+
+def _check_sequence(value: Any, what: str, of: str = "item ids", ndims: tuple = (1,)) -> None:
+  """Raises InvalidSessionError unless `value` is ordered (a list, tuple, iterator or an array
+  of one of `ndims` dimensions), not None, a string, a mapping, a set or a scalar."""
+  if isinstance(value, np.ndarray):
+    if value.ndim not in ndims:
+      raise InvalidSessionError(f"{what} must be a sequence of {of}, not a {value.ndim}-D array")
+    return
+  if isinstance(value, (str, bytes, bytearray)):
+    kind = f"a single string ({value!r:.40})"
+  elif isinstance(value, (Mapping, Set)):
+    kind = f"a {'mapping' if isinstance(value, Mapping) else 'set'} ({type(value).__name__})"
+  elif not isinstance(value, Iterable):
+    kind = "None" if value is None else f"a single value ({type(value).__name__} {value!r:.40})"
+  else:
+    return
+  raise InvalidSessionError(f"{what} must be a sequence of {of} (oldest first), not {kind}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +195,7 @@ class Recommender:
 
   def to_dense(self, session: Iterable[Any]) -> tuple[np.ndarray, tuple]:
     """Session items -> (dense ids int64 [n] of all known items, skipped inputs)."""
-    if isinstance(session, (str, bytes)):
-      raise TypeError("a session is a sequence of item ids, not a single string")
+    _check_sequence(session, "a session")
     try:
       arr = session if isinstance(session, np.ndarray) else np.asarray(session)
     except ValueError:  # ragged nested input: every element is checked below
@@ -252,6 +275,7 @@ class Recommender:
 
     exclude_seen: never recommend an item already in the session.
     """
+    _check_sequence(sessions, "the batch", "sessions", ndims=(1, 2))
     k = self._check_k(k)
     parsed = [self.to_dense(s) for s in sessions]
     live = [i for i, (dense, _) in enumerate(parsed) if len(dense)]

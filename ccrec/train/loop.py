@@ -55,7 +55,7 @@ def fit(*, stage: str, state: Any, train_step: StepFn,
   """
   meta = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "done": False,
           "best_metrics": {}}
-  restored = checkpointer.restore(state)
+  restored = checkpointer.restore(state, meta_keys=meta)
   if restored is not None:
     state, meta = restored
     logging.info("[%s] resumed from step %d (epoch %d)", stage, int(state.step), meta["epoch"])

@@ -1,0 +1,31 @@
+"""Runs a launch script's main: ccrec's named errors print as one line, not a traceback.
+
+`python launch/X.py ...` that fails on bad input (DataError, CheckpointError, WorkdirError,
+ConfigError, BundleError, ...) prints `ErrorName: message` to stderr and exits with status 1;
+with `-v 1` (absl's --verbosity) it prints the full traceback instead. Any other exception
+(a bug) always prints its traceback.
+"""
+
+import sys
+
+from absl import app, flags
+
+
+def _named(error: BaseException) -> bool:
+  """Whether `error` is one of ccrec's own error types (defined in a ccrec module)."""
+  return any(cls.__module__.split(".")[0] == "ccrec" for cls in type(error).__mro__)
+
+
+def run(main) -> None:
+  """absl's app.run(main), with named errors printed alone (see the module docstring)."""
+  def guarded(argv):
+    verbose = flags.FLAGS.verbosity >= 1  # read before main changes the logging verbosity
+    try:
+      return main(argv)
+    except Exception as e:  # pylint: disable=broad-except
+      if verbose or not _named(e):
+        raise
+      print(f"{type(e).__name__}: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(guarded)
