@@ -74,7 +74,7 @@ def _changed(a, b):
 
 
 def _assert_total_is_the_weighted_sum(m, dc, mse_weight=1.0):
-  """METHOD.md section 4: total = L_rec(student) + w L_mse [+ L_rec(teacher) if bidirectional]
+  """docs/method.md §4: total = L_rec(student) + w L_mse [+ L_rec(teacher) if bidirectional]
   + gamma KL + beta InfoNCE, each switched-off term absent (all logged as sums over targets)."""
   want = float(m["student/ce"]) + mse_weight * float(m["codes/mse"])
   if dc.bidirectional:

@@ -1,4 +1,4 @@
-"""Full-ranking metrics as sums and counts (METHOD.md §5, DESIGN.md "Metric keys").
+"""Full-ranking metrics as sums and counts (docs/method.md §5, DESIGN.md "Metric keys").
 
 Rank rule: rank = number of items in 1..V (padding id 0 excluded), other than
 the target, whose score is strictly higher than the target's, plus those that

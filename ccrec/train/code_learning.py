@@ -1,4 +1,4 @@
-"""Learning compositional codes on a trained item table (METHOD.md §3, stage 'codes').
+"""Learning compositional codes on a trained item table (docs/method.md §3.1, stage 'codes').
 
 `learn_codes` trains a `CodeLearner` (Gumbel-softmax autoencoder) with Adam on
 random item batches, checks the full-table reconstruction loss of the
