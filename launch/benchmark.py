@@ -20,7 +20,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_t
                            + ("false" if _THREADS_ARG == "1" else "true")
                            + f" intra_op_parallelism_threads={_THREADS_ARG}").strip()
 
-import _paths  # noqa: F401, E402  (puts the repo root on sys.path)
 from absl import app, flags, logging  # noqa: E402
 
 from ccrec.serving import benchmark  # noqa: E402

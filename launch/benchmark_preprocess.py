@@ -20,11 +20,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-try:
-  from ccrec import data
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from ccrec import data
+from ccrec import data
 from ccrec.data import protocols, readers, synthetic_logs
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/ccrec_bench", "where the log and output go")

@@ -13,7 +13,6 @@ at the config's model sizes. With
 and every loss term) relative to a teacher-only step on the same batches.
 """
 
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -24,7 +24,6 @@ process 0 prints.
 import json
 
 import _distributed
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 import numpy as np
 from absl import app, flags

@@ -10,7 +10,6 @@ restores its shards of the checkpoint, process 0 prints and writes eval.json.
 import json
 
 import _distributed
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags
 

@@ -16,7 +16,6 @@ vs the JAX model's on the test split).
 
 import json
 
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 
 from ccrec.serving.export import export_workdir

@@ -10,7 +10,6 @@ through config.parallel; several hosts with --distributed (launch/gpu.sh, launch
 import json
 
 import _distributed
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
