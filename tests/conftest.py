@@ -23,3 +23,9 @@ import tempfile  # noqa: E402
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"ccrec-tests-xla-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: multi-stage pipeline runs, subprocesses, notebooks, large "
+      "parametrizations; `pytest -m \"not slow\"` is the fast tier")

@@ -11,13 +11,16 @@ of its accuracy the codes alone keep, before any student training.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 from absl import logging
 
+from ccrec import console
 from ccrec.train import code_learning, code_refinement
 from ccrec.train.state import TrainState
 
@@ -57,6 +60,7 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
   path = os.path.join(ctx.stage_dir("codes"), "codes.npz")
   c = ctx.config.codes
   if os.path.exists(path):
+    logging.info("[codes] read %s", path)
     return read_codes(path, ctx.dataset.num_items, c.num_codebooks, c.codebook_size,
                        ctx.config.model.d)
   if c.codebook_size ** c.num_codebooks < ctx.dataset.num_items:
@@ -71,11 +75,15 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
   # process then learns the same codes (same table, same seed), process 0 writes.
   table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
   weights = code_refinement.popularity_weights(ctx.dataset.item_counts, c.weight_power)
-  result = code_learning.learn_codes(
-      table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
-      temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
-      max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
-      tolerance=c.tolerance, seed=ctx.config.seed, item_weights=weights)
+  started = time.perf_counter()
+  # max_steps is an upper bound: early stopping usually ends learning sooner.
+  with console.Progress("[codes] Gumbel-softmax step", c.max_steps) as bar:
+    result = code_learning.learn_codes(
+        table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
+        temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
+        max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
+        tolerance=c.tolerance, seed=ctx.config.seed, item_weights=weights,
+        on_check=lambda step, loss: bar.update(step, f"mse {loss:.4g}, may stop early"))
   codes, codebooks = result.codes, result.codebooks
   report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
   usage = np.asarray(result.report["usage"])
@@ -112,6 +120,15 @@ def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray
       json.dump(report, f, indent=1)
   ctx.writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+  final = "final_" if c.unique else "refined_" if c.refine_iterations > 0 else ""
+  mse = report.get("final_mse", report.get("refined_mse", report.get("refit_mse", report["mse"])))
+  logging.info("[codes] %d steps, reconstruction mse %.4g (Gumbel codes %.4g), %d of %d items "
+               "share a full code, teacher through the codes: valid %s %.4f, %s",
+               report["steps"], mse, report["mse"], report[f"{final}collisions"],
+               ctx.dataset.num_items, ctx.config.train.select_metric,
+               report.get(f"teacher_through_codes/valid/{ctx.config.train.select_metric}",
+                          math.nan),
+               console.duration(time.perf_counter() - started))
   return {"codes": codes, "codebooks": codebooks}
 
 
