@@ -10,15 +10,19 @@ setuptools.setup(
         "knowledge distillation for on-device session-based recommendation."
     ),
     packages=setuptools.find_packages(include=["ccrec", "ccrec.*"]),
-    python_requires=">=3.10",
+    # jax 0.10 and numpy 2.4 need Python 3.11.
+    python_requires=">=3.11",
+    # Lower bounds are the versions the test suite runs with; older ones are untested.
+    # Hard floors below them: jax.sharding.AxisType (ccrec/parallel.py) exists from jax
+    # 0.5.3 on, and flax 0.12.8 itself needs jax >= 0.10.
     install_requires=[
-        "jax>=0.4.35",
-        "flax>=0.10",
-        "optax>=0.2.3",
-        "orbax-checkpoint>=0.9",
-        "numpy>=1.26",
-        "absl-py>=2.1",
-        "ml-collections>=0.1.1",
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "numpy>=2.4",
+        "absl-py>=2.5.1",
+        "ml-collections>=1.1.0",
     ],
     extras_require={
         # pytest-xdist: the README runs the test files in 2 processes (CPU XLA compiles

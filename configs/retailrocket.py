@@ -1,4 +1,4 @@
-"""The paper's RetailRocket settings (METHOD.md §1-4), for users who have the data.
+"""The paper's RetailRocket settings (docs/method.md §1-4), for users who have the data.
 
   python launch/prepare_data.py --dataset=retailrocket --input=PATH/events.csv
   python launch/train.py --config=configs/retailrocket.py --workdir=runs/retailrocket

@@ -1,4 +1,4 @@
-"""The paper's Tmall (IJCAI-15) settings (METHOD.md §1-4), for users who have the data.
+"""The paper's Tmall (IJCAI-15) settings (docs/method.md §1-4), for users who have the data.
 
   python launch/prepare_data.py --dataset=tmall --input=PATH/user_log_format1.csv
   python launch/train.py --config=configs/tmall.py --workdir=runs/tmall

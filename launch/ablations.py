@@ -24,7 +24,6 @@ RESULTS.md, made before configs/eodrec.py distilled at batch 32 with label smoot
 import os
 
 import _errors
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags, logging
 
 from ccrec.workflow import experiments as ex

@@ -21,7 +21,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_t
                            + f" intra_op_parallelism_threads={_THREADS_ARG}").strip()
 
 import _errors  # noqa: E402
-import _paths  # noqa: F401, E402  (puts the repo root on sys.path)
 from absl import app, flags, logging  # noqa: E402
 
 from ccrec.benchmarks import ondevice as benchmark  # noqa: E402

@@ -21,11 +21,7 @@ from collections.abc import Sequence
 import _errors
 from absl import app, flags
 
-try:
-  from ccrec import data
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from ccrec import data
+from ccrec import data
 from ccrec.benchmarks import synthetic_logs
 from ccrec.data import protocols, readers
 

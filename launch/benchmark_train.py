@@ -14,8 +14,7 @@ and every loss term) relative to a teacher-only step on the same batches.
 """
 
 import _errors
-import _paths  # noqa: F401  (puts the repo root on sys.path)
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from ccrec.benchmarks import speed

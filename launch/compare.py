@@ -25,7 +25,6 @@ import json
 
 import _distributed
 import _errors
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 import numpy as np
 from absl import app, flags

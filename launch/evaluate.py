@@ -11,7 +11,6 @@ import json
 
 import _distributed
 import _errors
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 import jax
 from absl import app, flags
 

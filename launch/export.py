@@ -17,7 +17,6 @@ vs the JAX model's on the test split).
 import json
 
 import _errors
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags
 
 from ccrec.workflow.export import export_workdir

@@ -13,18 +13,12 @@ kept (an error) unless --overwrite.
 Recipe flags left unset keep the dataset's standard recipe (docs/data.md).
 """
 
-import os
-import sys
 from collections.abc import Sequence
 
 import _errors
 from absl import app, flags
 
-try:
-  from ccrec import data
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from ccrec import data
+from ccrec import data
 from ccrec.data import synthetic_catalogs
 
 _DATASET = flags.DEFINE_string(

@@ -1,4 +1,8 @@
-"""Shared test setup: small sizes, fast CPU, ml-100k from ../shared when present."""
+"""Shared test setup: this checkout's ccrec, a persistent compile cache, the `slow` marker.
+
+Tests that need MovieLens-100k read it from $CCREC_ML100K_INTER only (`helpers.needs_ml100k`
+skips them, naming the variable, when it is unset).
+"""
 
 import os
 import sys
@@ -6,10 +10,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
-
-SHARED_ML100K = os.path.join(ROOT, "..", "shared", "data", "ml-100k", "ml-100k.inter")
-if os.path.exists(SHARED_ML100K):
-  os.environ.setdefault("CCREC_ML100K_INTER", os.path.abspath(SHARED_ML100K))
+# Subprocesses (launch scripts, notebooks, multi-process runs) import this checkout's ccrec
+# too, not another installed copy.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != ROOT])
 
 # One persistent XLA compilation cache for the whole test run (and the notebook
 # and multi-process subprocesses, which inherit the environment): many tests
@@ -22,4 +26,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: long runs (tests/test_fuzz.py), selected with -m slow")
+  config.addinivalue_line(
+      "markers", "slow: multi-stage pipeline runs, subprocesses, notebooks, large "
+      "parametrizations; `pytest -m \"not slow\"` is the fast tier")

@@ -378,6 +378,7 @@ def test_weighted_deduplication_lets_the_heaviest_item_keep_the_code():
   assert tuple(out[worst]) == (1, 2) and tuple(out[best]) != (1, 2)
 
 
+@pytest.mark.slow
 def test_weighted_code_learning_reconstructs_heavy_items_better():
   table = _planted(3)
   weights = np.ones(len(table))

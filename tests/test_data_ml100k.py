@@ -1,26 +1,26 @@
 """MovieLens-100k through load_dataset: RecBole's leave-one-out counts, exactly.
 
-Reads ../shared/data/ml-100k/ml-100k.inter (via $CCREC_ML100K_INTER); skips
-cleanly when that file is absent. Never touches the network.
+Reads the file $CCREC_ML100K_INTER names; skips, naming the variable, when it is
+unset. Never touches the network.
 """
 
 import collections
-import pathlib
 
+import helpers
 import numpy as np
 import pytest
 
 from ccrec.data import load_dataset, sources
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/ml-100k/ml-100k.inter"
-pytestmark = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} absent")
+ML100K = helpers.ml100k_inter()
+pytestmark = helpers.needs_ml100k
 
 
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
   cache = tmp_path_factory.mktemp("cache")
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv(sources.ENV_INTER, str(SHARED))
+    mp.setenv(sources.ENV_INTER, str(ML100K))
     mp.setattr(sources, "_from_grouplens", None)  # must not be reached
     mp.setattr(sources, "_from_recbole_wheel", None)
     ds = load_dataset("ml-100k", data_dir=cache)
@@ -53,7 +53,7 @@ def test_cached_copy_is_reused_and_identical(ml100k):
 
 def test_matches_a_plain_python_leave_one_out(ml100k):
   ds, _ = ml100k
-  rows = [line.split("\t") for line in SHARED.read_text().splitlines()[1:]]
+  rows = [line.split("\t") for line in ML100K.read_text().splitlines()[1:]]
   hist = collections.defaultdict(list)
   for i, (u, item, _, ts) in enumerate(rows):
     hist[u].append((float(ts), i, item))

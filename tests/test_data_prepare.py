@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
@@ -15,7 +16,6 @@ from ccrec.data import dataset, readers, sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures"
-SHARED = ROOT.parent / "shared/data/ml-100k/ml-100k.inter"
 
 
 def _prepare(*flags, env=None):
@@ -55,10 +55,10 @@ def test_prepare_pickles(tmp_path):
   assert dataset.load(tmp_path / "out").train.to_lists() == [[1, 2, 3]]
 
 
-@pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} absent")
+@helpers.needs_ml100k
 def test_prepare_ml100k_prints_the_table(tmp_path):
   out = _prepare("--dataset=ml-100k", env={"CCREC_DATA_DIR": str(tmp_path),
-                                           sources.ENV_INTER: str(SHARED)})
+                                           sources.ENV_INTER: str(helpers.ml100k_inter())})
   assert "| ml-100k | 97,171 | 943 | 943 | 1,682 | 106.04 |" in out
 
 

@@ -4,21 +4,20 @@ import io
 import pathlib
 import zipfile
 
+import helpers
 import pytest
 
 from ccrec.data import sources
 from ccrec.data.errors import DataError
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/ml-100k/ml-100k.inter"
-needs_shared = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} absent")
+ML100K = helpers.ml100k_inter()  # read before `offline` unsets the variable
 
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-  """No env var, no shared copy, network sources that fail loudly if not replaced."""
+  """No env var, network sources that fail loudly if not replaced."""
   monkeypatch.delenv(sources.ENV_INTER, raising=False)
-  monkeypatch.setattr(sources, "shared_copy", lambda: tmp_path / "no-shared" / "ml-100k.inter")
 
   def unreachable(*args, **kwargs):
     raise OSError("network unreachable (test)")
@@ -31,8 +30,9 @@ def test_every_source_failing_names_each_one(offline):
   with pytest.raises(DataError) as e:
     sources.ml100k_inter(cache=offline)
   message = str(e.value)
-  for part in ("cache:", "shared copy:", sources.GROUPLENS_URL, "recbole==1.2.1", "unreachable"):
+  for part in ("cache:", sources.GROUPLENS_URL, "recbole==1.2.1", "unreachable"):
     assert part in message
+  assert "shared copy" not in message  # nothing beside the repository is looked at
 
 
 def test_checksum_mismatch_is_an_error(offline, monkeypatch):
@@ -51,24 +51,24 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
   assert sources.data_dir() == pathlib.Path("~/.cache/ccrec").expanduser()
 
 
-@needs_shared
+@helpers.needs_ml100k
 def test_local_inter_and_udata(offline, monkeypatch, tmp_path):
-  assert sources.ml100k_inter(SHARED, cache=offline) == SHARED
+  assert sources.ml100k_inter(ML100K, cache=offline) == ML100K
   udata = tmp_path / "u.data"
-  udata.write_bytes(SHARED.read_bytes()[len(sources.ML100K_HEADER):])
+  udata.write_bytes(ML100K.read_bytes()[len(sources.ML100K_HEADER):])
   cached = sources.ml100k_inter(udata, cache=offline)
   assert cached == offline / "raw/ml-100k/ml-100k.inter"
-  assert cached.read_bytes() == SHARED.read_bytes()
+  assert cached.read_bytes() == ML100K.read_bytes()
   assert sources.ml100k_inter(cache=offline) == cached  # now found in the cache
-  monkeypatch.setenv(sources.ENV_INTER, str(SHARED))
-  assert sources.ml100k_inter(cache=tmp_path / "other") == SHARED
+  monkeypatch.setenv(sources.ENV_INTER, str(ML100K))
+  assert sources.ml100k_inter(cache=tmp_path / "other") == ML100K
 
 
-@needs_shared
+@helpers.needs_ml100k
 def test_grouplens_archive(offline, monkeypatch):
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w") as z:
-    z.writestr("ml-100k/u.data", SHARED.read_bytes()[len(sources.ML100K_HEADER):])
+    z.writestr("ml-100k/u.data", ML100K.read_bytes()[len(sources.ML100K_HEADER):])
 
   class Response(io.BytesIO):
     def __enter__(self):
@@ -83,11 +83,11 @@ def test_grouplens_archive(offline, monkeypatch):
     return Response(buf.getvalue())
   monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
   path = sources.ml100k_inter(cache=offline)
-  assert path.read_bytes() == SHARED.read_bytes()
+  assert path.read_bytes() == ML100K.read_bytes()
   assert seen == {"url": sources.GROUPLENS_URL, "timeout": 10}
 
 
-@needs_shared
+@helpers.needs_ml100k
 def test_recbole_wheel(offline, monkeypatch):
   commands = []
 
@@ -95,10 +95,10 @@ def test_recbole_wheel(offline, monkeypatch):
     commands.append(cmd)
     out = pathlib.Path(cmd[cmd.index("-d") + 1])
     with zipfile.ZipFile(out / "recbole-1.2.1-py3-none-any.whl", "w") as z:
-      z.writestr(sources.RECBOLE_MEMBER, SHARED.read_bytes())
+      z.writestr(sources.RECBOLE_MEMBER, ML100K.read_bytes())
     return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
   monkeypatch.setattr(sources.subprocess, "run", run)
   path = sources.ml100k_inter(cache=offline)
-  assert path.read_bytes() == SHARED.read_bytes()
+  assert path.read_bytes() == ML100K.read_bytes()
   (cmd,) = commands
   assert cmd[-1] == "recbole==1.2.1" and "--no-deps" in cmd and "download" in cmd

@@ -74,7 +74,7 @@ def _changed(a, b):
 
 
 def _assert_total_is_the_weighted_sum(m, dc, mse_weight=1.0):
-  """METHOD.md section 4: total = L_rec(student) + w L_mse [+ L_rec(teacher) if bidirectional]
+  """docs/method.md §4: total = L_rec(student) + w L_mse [+ L_rec(teacher) if bidirectional]
   + gamma KL + beta InfoNCE, each switched-off term absent (all logged as sums over targets)."""
   want = float(m["student/ce"]) + mse_weight * float(m["codes/mse"])
   if dc.bidirectional:
@@ -103,6 +103,7 @@ def test_full_step_logs_every_term_and_updates_all_three():
   assert jax.tree.leaves(new.student.consts)[0].dtype == jnp.uint8
 
 
+@pytest.mark.slow
 def test_frozen_teacher_is_untouched():
   state, step, batch = _setup(bidirectional=False)
   before = jax.tree.map(np.array, state.teacher.params)
@@ -111,6 +112,7 @@ def test_frozen_teacher_is_untouched():
   assert int(new.teacher.step) == 0 and int(new.student.step) == 1
 
 
+@pytest.mark.slow
 def test_contrastive_gradient_reaches_the_teacher():
   # Bidirectional transfer: InfoNCE adds to the teacher's gradient (its CE alone otherwise).
   with_con = _teacher_gradient(soft_targets=False, contrastive=True, beta=1.0)
@@ -119,6 +121,7 @@ def test_contrastive_gradient_reaches_the_teacher():
   # The frozen teacher's case (no gradient at all) is test_frozen_teacher_is_untouched.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [{"soft_targets": True}, {"mse_weight": 0.0}])
 def test_soft_targets_and_reconstruction_leave_the_teacher_gradient_alone(settings):
   # Both terms hold the teacher fixed (stop_gradient): the KL's targets are the teacher's
@@ -130,6 +133,7 @@ def test_soft_targets_and_reconstruction_leave_the_teacher_gradient_alone(settin
   assert _changed(base, jax.tree.map(np.zeros_like, base))  # the teacher does get a gradient
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch,absent", [({"contrastive": False}, "kd/infonce"),
                                            ({"soft_targets": False}, "kd/kl"),
                                            ({"bidirectional": False}, None)])
@@ -204,6 +208,7 @@ def test_pretrain_mixup_weight_falls_to_zero_after_its_steps():
   np.testing.assert_allclose(ce[2:], uniform, rtol=1e-6)  # eta reached 0: the composite alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decay_epochs,uniform", [(5, True), (0, False)])
 def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epochs, uniform):
   teacher, student, t_vars, s_vars = _zero_codebook_models()
@@ -219,6 +224,7 @@ def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epo
   assert np.isclose(ce, np.log(V), rtol=1e-6) == uniform
 
 
+@pytest.mark.slow
 def test_label_smoothing_reaches_both_recommendation_losses_only():
   # The smoothed loss is linear in eps: L(eps) = (1 - eps) L(0) + eps L(1), for the teacher's
   # and the student's L_rec; the soft targets, InfoNCE and reconstruction do not change.
@@ -234,6 +240,7 @@ def test_label_smoothing_reaches_both_recommendation_losses_only():
     np.testing.assert_allclose(runs[0.3][term], runs[0.0][term], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_pretrain_rdrop_and_fused_loss_are_the_reference_computation():
   # student.rdrop: the pre-training L_rec becomes R-Drop's (two dropout passes, mean CE +
   # alpha x symmetric KL); train.fused_chunk computes it without the logits. With SGD

@@ -66,6 +66,7 @@ def test_bad_decay_is_refused(decay):
     _state(decay)
 
 
+@pytest.mark.slow
 def test_pipeline_selects_evaluates_and_restores_the_students_average(tmp_path, monkeypatch):
   from ccrec.train import distill as distill_lib
   handed = []

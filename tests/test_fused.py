@@ -86,6 +86,7 @@ def test_the_logged_terms_carry_no_gradient():
   assert not np.any(np.asarray(g))
 
 
+@pytest.mark.slow
 def test_the_result_does_not_depend_on_the_chunk_size():
   s1, s2, table, t, w = _inputs(4)
   results = [jax.value_and_grad(lambda a, b, c: fused.rdrop_sums(a, b, c, t, w, 0.3, 1.0, chunk)[0],

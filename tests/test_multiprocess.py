@@ -35,6 +35,7 @@ XLA_FLAGS = (f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
              " --xla_cpu_multi_thread_eigen=false")
 # Room on XLA:CPU's shared thunk pool for collectives that block (see test_parallel.py).
 POOL_THREADS = str(4 * LOCAL_DEVICES)
+pytestmark = pytest.mark.slow  # two processes train the tiny config
 
 
 def _free_port() -> int:

@@ -71,6 +71,7 @@ def test_no_model_code_in_cells():
     assert 'MODE = os.environ.get("CCREC_NOTEBOOK_MODE", "smoke")' in source
 
 
+@pytest.mark.slow
 def test_ablations_notebook(runs):
   nb = execute("ablations.ipynb")
   figures = os.path.join(runs, "smoke", "figures")
@@ -80,6 +81,7 @@ def test_ablations_notebook(runs):
   assert outputs(nb, "image/png") and any("±" in t or "|" in t for t in outputs(nb, "text/markdown"))
 
 
+@pytest.mark.slow
 def test_compression_notebook(runs):
   nb = execute("compression.ipynb")
   figures = os.path.join(runs, "smoke", "figures")
@@ -100,6 +102,7 @@ def test_compression_notebook(runs):
   assert len(outputs(nb, "image/png")) == 2
 
 
+@pytest.mark.slow
 def test_sensitivity_notebook(runs):
   nb = execute("sensitivity.ipynb")
   figures = os.path.join(runs, "smoke", "figures")

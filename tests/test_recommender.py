@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 
@@ -28,6 +29,7 @@ def test_scores_exclude_padding_and_match_table():
                              atol=1e-6)
 
 
+@pytest.mark.slow
 def test_all_positions_equal_prefix_sessions():
   model = SessionRecommender(ModelSpec(num_items=30, d=8, num_blocks=2, inner=16, max_len=6))
   v = init_variables(model, jax.random.key(0))

@@ -101,7 +101,8 @@ def test_ratio_and_its_interval():
   assert same.ratio == 1.0 and same.ratio_ci_low == 1.0 and same.ratio_ci_high == 1.0
   rank_b = np.maximum(rank_a - rng.integers(0, 6, size=800), 0)  # b never worse
   result = significance.compare(rank_a, rank_b, "NDCG@10", num_samples=1000)
-  assert result.ratio == pytest.approx(result.mean_b / result.mean_a)
+  ndcg = lambda r: np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0)  # by hand, rank 0 = top
+  assert result.ratio == pytest.approx(ndcg(rank_b).mean() / ndcg(rank_a).mean())
   assert 1.0 < result.ratio_ci_low < result.ratio < result.ratio_ci_high
   # The ratio's interval is that of the difference, divided by about mean_a.
   width = (result.ratio_ci_high - result.ratio_ci_low) * result.mean_a
@@ -122,7 +123,8 @@ def test_several_runs_are_averaged_example_by_example():
   assert pooled.mean_a == pytest.approx(np.mean([r.mean_a for r in per_run]))
   assert pooled.mean_b == pytest.approx(np.mean([r.mean_b for r in per_run]))
   assert pooled.diff == pytest.approx(np.mean([r.diff for r in per_run]))
-  assert pooled.ratio == pytest.approx(pooled.mean_b / pooled.mean_a)
+  ndcg = lambda r: np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0)
+  assert pooled.ratio == pytest.approx(ndcg(rank_b).mean() / ndcg(rank_a).mean())
   assert pooled.ci_low < pooled.diff < pooled.ci_high
   # Averaging runs shrinks the per-example noise: the pooled interval is narrower than a
   # single run's.

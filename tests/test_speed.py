@@ -1,6 +1,13 @@
-"""The training-speed measurements behind BENCHMARKS.md run and report sane figures."""
+"""The training-speed measurements behind BENCHMARKS.md, timed with a scripted clock.
 
-import math
+The steps run for real; `speed.time` is replaced by a clock whose readings advance by
+set amounts, so every reported time and ratio has a value known in advance.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
 
 from ccrec.data import window_batches
 from ccrec.benchmarks import speed
@@ -8,22 +15,53 @@ from ccrec.workflow import workdir
 from helpers import tiny
 
 
-def test_epoch_time_and_distill_ratio_on_tiny_config():
+class _Clock:
+  """perf_counter() readings that advance by `steps` in turn (cyclically)."""
+
+  def __init__(self, *steps):
+    self._steps = itertools.cycle(steps)
+    self._now = 0.0
+
+  def perf_counter(self):
+    now = self._now
+    self._now += next(self._steps)
+    return now
+
+
+def test_epoch_time_reports_the_median_step_and_counts_the_epochs_batches(monkeypatch):
   c = tiny()
   dataset = workdir.load_data(c)
+  # Every reading 0.5 s after the one before: each timed step takes 0.5 s.
+  monkeypatch.setattr(speed, "time", _Clock(0.5))
   r = speed.epoch_time(dataset, c, objective="window", batch_size=8, steps=3, warmup=1)
   # One epoch = the batches an epoch of training really yields (not a formula of its own).
-  assert r["steps_per_epoch"] == sum(1 for _ in window_batches(dataset.train, 8, c.data.max_len))
-  assert r["seconds_per_step"] > 0
-  assert math.isclose(r["seconds_per_epoch"], r["seconds_per_step"] * r["steps_per_epoch"])
+  batches = list(window_batches(dataset.train, 8, c.data.max_len, seed=0))
+  assert r["steps_per_epoch"] == len(batches)
+  assert r["seconds_per_step"] == 0.5
+  assert r["seconds_per_epoch"] == pytest.approx(0.5 * len(batches))
+  # Targets of the three timed steps (after one warm-up step), over their 1.5 s.
+  timed = sum(float(np.sum(b["weights"])) for b in batches[1:4])
+  assert r["targets_per_second"] == pytest.approx(timed / 1.5)
+
+
+@pytest.mark.slow
+def test_epoch_time_of_the_prefix_objective_counts_one_step_per_batch_of_prefixes():
+  c = tiny()
+  dataset = workdir.load_data(c)
   p = speed.epoch_time(dataset, c, objective="prefix", batch_size=8, steps=3, warmup=1)
   assert p["steps_per_epoch"] == -(-len(dataset.train_examples(c.data.max_len).targets) // 8)
+
+
+@pytest.mark.slow
+def test_distill_step_ratio_times_the_three_steps_it_names(monkeypatch):
+  c = tiny()
+  dataset = workdir.load_data(c)
+  # Four readings per step: teacher 1 s, student 2 s, distillation 3 s, then a gap.
+  monkeypatch.setattr(speed, "time", _Clock(1.0, 2.0, 3.0, 10.0))
   d = speed.distill_step_ratio(dataset, c, steps=3, warmup=1)
   # At the distillation stage's batch (tiny: distill.batch_size=16, train.batch_size=32).
   assert c.distill.batch_size != c.train.batch_size
   assert d["steps"] == 3 and d["batch_size"] == c.distill.batch_size
-  assert d["teacher_seconds_per_step"] > 0 and d["distill_seconds_per_step"] > 0
-  assert math.isclose(d["ratio"], d["distill_seconds_per_step"] / d["teacher_seconds_per_step"])
-  assert d["student_seconds_per_step"] > 0
-  assert math.isclose(d["two_models_ratio"],
-                      1 + d["student_seconds_per_step"] / d["teacher_seconds_per_step"])
+  assert (d["teacher_seconds_per_step"], d["student_seconds_per_step"],
+          d["distill_seconds_per_step"]) == (1.0, 2.0, 3.0)
+  assert d["ratio"] == 3.0 and d["two_models_ratio"] == 3.0

@@ -5,11 +5,10 @@ followed by GroupLens' u.data rows, byte for byte (sha256 below). Sources,
 in order:
 
   1. an explicitly given local file (`.inter` or GroupLens `u.data`);
-  2. $CCREC_ML100K_INTER (tests and CI point it at ../shared/data);
+  2. $CCREC_ML100K_INTER, a local copy (the tests read ml-100k only from there);
   3. the verified copy in the cache, $CCREC_DATA_DIR/raw/ml-100k/ml-100k.inter;
-  4. ../shared/data/ml-100k/ml-100k.inter next to the repository, when present;
-  5. the GroupLens archive (ml-100k.zip, u.data);
-  6. the recbole==1.2.1 wheel from PyPI (`pip download --no-deps`, read with zipfile;
+  4. the GroupLens archive (ml-100k.zip, u.data);
+  5. the recbole==1.2.1 wheel from PyPI (`pip download --no-deps`, read with zipfile;
      recbole is never installed).
 
 A u.data source is turned into the .inter bytes (header + rows) before the
@@ -46,11 +45,6 @@ def data_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
   if override is not None:
     return pathlib.Path(override).expanduser()
   return pathlib.Path(os.environ.get(ENV_DATA_DIR) or "~/.cache/ccrec").expanduser()
-
-
-def shared_copy() -> pathlib.Path:
-  """../shared/data/ml-100k/ml-100k.inter relative to the repository root."""
-  return pathlib.Path(__file__).resolve().parents[2].parent / "shared/data/ml-100k/ml-100k.inter"
 
 
 def _as_inter(data: bytes) -> bytes:
@@ -130,13 +124,12 @@ def ml100k_inter(path: str | os.PathLike | None = None, *,
     found = local(os.environ[ENV_INTER], f"${ENV_INTER}")
     if found is not None:
       return found
-  for candidate, label in ((cached, "cache"), (shared_copy(), "shared copy")):
-    if candidate.is_file():
-      found = local(candidate, label)
-      if found is not None:
-        return found
-    else:
-      tried.append(f"{label}: {candidate} absent")
+  if cached.is_file():
+    found = local(cached, "cache")
+    if found is not None:
+      return found
+  else:
+    tried.append(f"cache: {cached} absent")
   if network:
     for fetch, label in ((_from_grouplens, GROUPLENS_URL), (_from_recbole_wheel,
                                                             f"PyPI wheel {RECBOLE_WHEEL}")):

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ccrec import parallel
-from ccrec.data import Examples, prefix_batches
+from ccrec import console, parallel
+from ccrec.data import Examples, num_batches, prefix_batches
 from ccrec.evaluation import metrics as metrics_lib
 
 EncodeFn = Callable[[Any, jax.Array], jax.Array]  # (variables, items [B, L]) -> s [B, d]
@@ -81,9 +81,12 @@ class Evaluator:
     if len(examples.targets) == 0:
       raise ValueError(f"cannot evaluate {self.model_name} on an empty {split!r} split")
     total = None
-    for batch in prefix_batches(examples, self.batch_size, self.max_len):
-      sums = self._step(variables, self.to_device(batch))
-      total = sums if total is None else jax.tree.map(operator.add, total, sums)
+    batches = num_batches(len(examples.targets), self.batch_size)
+    with console.Progress(f"[{self.model_name}] evaluating {split}: batch", batches) as bar:
+      for i, batch in enumerate(prefix_batches(examples, self.batch_size, self.max_len)):
+        sums = self._step(variables, self.to_device(batch))
+        total = sums if total is None else jax.tree.map(operator.add, total, sums)
+        bar.update(i + 1)
     out = {}
     for group, group_sums in jax.device_get(total).items():
       host = {k: float(v) for k, v in group_sums.items()}

@@ -1,4 +1,4 @@
-"""Full-ranking metrics as sums and counts (METHOD.md §5, DESIGN.md "Metric keys").
+"""Full-ranking metrics as sums and counts (docs/method.md §5, DESIGN.md "Metric keys").
 
 The rank rule and the metrics of one example are `ccrec.evaluation.ranking`'s: ties
 count AGAINST the target. With continuous scores ties do not occur; with compositional

@@ -1,4 +1,4 @@
-"""Gumbel-softmax autoencoder that learns compositional codes (METHOD.md §3).
+"""Gumbel-softmax autoencoder that learns compositional codes (docs/method.md §3.1).
 
   h = tanh(X W + b),                      W [d, MK/2]
   logits = softplus(h W' + b'),           reshaped [.., M, K]

@@ -1,4 +1,4 @@
-"""Compositional-code item embeddings (METHOD.md §3, §8).
+"""Compositional-code item embeddings (docs/method.md §3, §8).
 
 Item v has a code (c_v^1..c_v^M), c_v^m in {0..K-1}, and embedding
 e_v = sum_m C_m[c_v^m] with codebooks C [M, K, d]. The codes are integers

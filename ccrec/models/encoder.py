@@ -1,4 +1,4 @@
-"""SASRec-style causal transformer session encoder (METHOD.md §2.1-2.2).
+"""SASRec-style causal transformer session encoder (docs/method.md §2.1-2.2).
 
 Post-LN blocks as in RecBole's SASRec: multi-head causal self-attention with a
 key-padding mask, residual + LayerNorm, GELU feed-forward, residual + LayerNorm.

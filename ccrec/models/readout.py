@@ -1,4 +1,4 @@
-"""Session readouts: the soft-attention readout (METHOD.md §2.3) and the last position.
+"""Session readouts: the soft-attention readout (docs/method.md §2.3) and the last position.
 
 Both have two forms: `__call__` reads the whole (left-aligned) session into one
 vector; `causal` gives, for every position t, the readout of positions <= t, so

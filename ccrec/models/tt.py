@@ -1,4 +1,4 @@
-"""Tensor-train item embeddings, the OD-Rec / TT-Rec baseline (METHOD.md intro, §6).
+"""Tensor-train item embeddings, the OD-Rec / TT-Rec baseline (docs/method.md intro, §6).
 
 The V+1 item rows are indexed by mixed-radix digits (i_1..i_K) with radices
 item_factors = (n_1..n_K), prod n_k >= V+1 (row = sum_k i_k * prod_{j>k} n_j,

@@ -1,4 +1,4 @@
-"""Hot/cold session views and their recombination (METHOD.md §4).
+"""Hot/cold session views and their recombination (docs/method.md §4).
 
 For each session, a hot view and a cold view are soft-attention readouts of
 the block outputs restricted to the positions holding hot (top 20% by

@@ -1,4 +1,4 @@
-"""Gumbel-softmax sampling with a straight-through hard variant (METHOD.md §3).
+"""Gumbel-softmax sampling with a straight-through hard variant (docs/method.md §3.1).
 
 o = softmax((logits + g) / tau), g = -log(-log u), u ~ U(0, 1). The hard
 variant returns the one-hot of argmax(o) in the forward pass and the gradient

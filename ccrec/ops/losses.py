@@ -1,4 +1,4 @@
-"""Loss functions of the method (METHOD.md §2.4, §3, §4). Pure jnp.
+"""Loss functions of the method (docs/method.md §2.4, §3, §4). Pure jnp.
 
 Conventions:
   * Every loss takes per-example `weights` (0 for filler/padding examples) and
@@ -111,7 +111,7 @@ def kl_soft_targets(teacher_logits: jax.Array, student_logits: jax.Array,
                     weights: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
   """Mean over weighted examples of KL(softmax(t/T) || softmax(s/T)), scalar.
 
-  METHOD.md §4 / §7: L_soft, reduced as the mean over the batch of per-example
+  docs/method.md §4 / §7.1: L_soft, reduced as the mean over the batch of per-example
   KL. No T^2 factor (the paper uses T = 1). Gradients flow into both logits;
   wrap the teacher's in jax.lax.stop_gradient for the frozen-teacher ablation.
   """
@@ -152,7 +152,7 @@ def info_nce_sums(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None
 
 def info_nce(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None,
              temperature: float = 0.2, symmetric: bool = False) -> jax.Array:
-  """InfoNCE with cosine similarity over the batch (METHOD.md §4), scalar.
+  """InfoNCE with cosine similarity over the batch (docs/method.md §4), scalar.
 
   For anchor row i (weight > 0): -log( exp(cos(z1_i, z2_i)/T) /
   sum_j exp(cos(z1_i, z2_j)/T) ), j over rows with weight > 0. The positive is
@@ -186,6 +186,6 @@ def reconstruction_mse_sums(pred: jax.Array, target: jax.Array,
 
 def reconstruction_mse(pred: jax.Array, target: jax.Array,
                        weights: jax.Array | None = None) -> jax.Array:
-  """L_mse = (1/|V|) sum_v ||e_v - X_v||^2 (METHOD.md §3): weighted mean over rows of the
+  """L_mse = (1/|V|) sum_v ||e_v - X_v||^2 (docs/method.md §3): weighted mean over rows of the
   squared L2 norm (summed over d, not averaged). pred, target [N, d]; weights [N]."""
   return _safe_mean(*reconstruction_mse_sums(pred, target, weights))

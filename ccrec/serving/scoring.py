@@ -1,4 +1,4 @@
-"""Scoring every item and selecting the top k, in numpy (METHOD.md §8).
+"""Scoring every item and selecting the top k, in numpy (docs/method.md §8).
 
 - `CodeScorer`: compositional codes. For a session vector s, T[m, k] =
   <s, C_m[k]> (M*K dot products), then score(v) = sum_m T[m, codes[m, v]]

@@ -1,4 +1,4 @@
-"""Learning compositional codes on a trained item table (METHOD.md §3, stage 'codes').
+"""Learning compositional codes on a trained item table (docs/method.md §3.1, stage 'codes').
 
 `learn_codes` trains a `CodeLearner` (Gumbel-softmax autoencoder) with Adam on
 random item batches, checks the full-table reconstruction loss of the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -174,7 +174,8 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
                 temperature: float = 0.3, learning_rate: float = 1e-3, batch_size: int = 256,
                 max_steps: int = 20000, eval_every: int = 200, patience: int = 10,
                 tolerance: float = 1e-3, seed: int | jax.Array = 0,
-                item_weights: np.ndarray | None = None) -> CodeResult:
+                item_weights: np.ndarray | None = None,
+                on_check: Callable[[int, float], None] | None = None) -> CodeResult:
   """Learns codes for the rows 1..V of `table` (row 0, padding, is left out).
 
   Args:
@@ -188,6 +189,7 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
     item_weights: None, or [V+1] item weights (row 0 ignored; e.g.
       `code_refinement.popularity_weights`): batches draw items in proportion to them and the
       checks (history, report mse) are the weighted mean (1/sum w) sum_v w_v ||e_v - X_v||^2.
+    on_check: called as on_check(step, loss) after every check (progress reporting).
 
   Returns:
     CodeResult of the best check.
@@ -224,6 +226,8 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
     if not math.isfinite(loss):
       raise FloatingPointError(f"code learning: reconstruction loss is {loss} at step {step}")
     history.append(loss)
+    if on_check is not None:
+      on_check(step, loss)
     if best[1] is None or loss < best[0] * (1.0 - tolerance):
       # Host copies: the next step donates (overwrites) the device buffers.
       best = (loss, np.asarray(codes), np.asarray(params["codebooks"]), step)

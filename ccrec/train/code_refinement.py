@@ -1,4 +1,4 @@
-"""Exact least-squares steps on frozen codes (METHOD.md §3, stage 'codes', after learning).
+"""Exact least-squares steps on frozen codes (docs/method.md §3.1, stage 'codes', after learning).
 
 With the codes fixed, the reconstruction sum_m C_m[c_v^m] is linear in the
 codebooks, so the best codebooks are one normal-equation solve

@@ -1,4 +1,4 @@
-"""Student pre-training and bidirectional self-supervised distillation (METHOD.md §3-4).
+"""Student pre-training and bidirectional self-supervised distillation (docs/method.md §3-4).
 
 Both steps are single jitted functions. The distillation step computes, for
 one batch, the teacher and student forwards (the student on its mixup table
@@ -62,7 +62,7 @@ def create_state(teacher_variables: dict, student_variables: dict, heads: Distil
 
 
 def mixup_table(teacher_table: jax.Array, student_table: jax.Array, eta: float) -> jax.Array:
-  """e' = eta * X + (1 - eta) * e: eta weights the TEACHER table (METHOD.md §3)."""
+  """e' = eta * X + (1 - eta) * e: eta weights the TEACHER table (docs/method.md §3.2)."""
   return eta * teacher_table + (1.0 - eta) * student_table
 
 

@@ -49,8 +49,11 @@ class MetricWriter:
       f.write(line)
 
   def log(self, stage: str, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
+    """`write`, and the same record as a debug log line (absl `-v=1` shows it; the console
+    summary is `ccrec.train.console`'s)."""
     self.write(stage, step, metrics, **extra)
-    shown = " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
-        for k, v in {**extra, **{k: to_python(v) for k, v in metrics.items()}}.items())
-    logging.info("[%s] step %d %s", stage, step, shown)
+    if logging.vlog_is_on(1):
+      shown = " ".join(
+          f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
+          for k, v in {**extra, **{k: to_python(v) for k, v in metrics.items()}}.items())
+      logging.debug("[%s] step %d %s", stage, step, shown)

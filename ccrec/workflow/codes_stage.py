@@ -10,7 +10,9 @@ student training.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable
 
 import jax
@@ -18,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ccrec import atomic
+from ccrec import atomic, console
 from ccrec.checkpoint import CheckpointError
 from ccrec.train import code_learning, code_refinement
 from ccrec.train.writer import MetricWriter
@@ -86,11 +88,15 @@ def learn_codes(directory: str, table: np.ndarray, item_counts: np.ndarray,
         "codes.codebook_size unless this is the point)", c.codebook_size, c.num_codebooks,
         full_codes, num_items, num_items - full_codes)
   weights = code_refinement.popularity_weights(item_counts, c.weight_power)
-  result = code_learning.learn_codes(
-      table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
-      temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
-      max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
-      tolerance=c.tolerance, seed=seed, item_weights=weights)
+  started = time.perf_counter()
+  # max_steps is an upper bound: early stopping usually ends learning sooner.
+  with console.Progress("[codes] Gumbel-softmax step", c.max_steps) as bar:
+    result = code_learning.learn_codes(
+        table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
+        temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
+        max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
+        tolerance=c.tolerance, seed=seed, item_weights=weights,
+        on_check=lambda step, loss: bar.update(step, f"mse {loss:.4g}, may stop early"))
   codes, codebooks = result.codes, result.codebooks
   report = {k: v for k, v in result.report.items() if np.ndim(v) == 0}
   usage = np.asarray(result.report["usage"])
@@ -125,6 +131,14 @@ def learn_codes(directory: str, table: np.ndarray, item_counts: np.ndarray,
     atomic.write_json(os.path.join(directory, REPORT_FILE), report, sort_keys=False)
   writer.log("codes", int(report["steps"]), {
       f"codes/{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+  final = "final_" if c.unique else "refined_" if c.refine_iterations > 0 else ""
+  mse = report.get("final_mse", report.get("refined_mse", report.get("refit_mse", report["mse"])))
+  logging.info("[codes] %d steps, reconstruction mse %.4g (Gumbel codes %.4g), %d of %d items "
+               "share a full code, teacher through the codes: valid %s %.4f, %s",
+               report["steps"], mse, report["mse"], report[f"{final}collisions"],
+               num_items, "NDCG@10",
+               report.get("teacher_through_codes/valid/NDCG@10", math.nan),
+               console.duration(time.perf_counter() - started))
   return {"codes": codes, "codebooks": codebooks}
 
 

@@ -39,7 +39,7 @@ RESULT = "result.json"
 STAGE_INPUTS = (("teacher", ("seed", "data", "model", "train", "eval", "parallel")),
                 ("codes", ("codes",)), ("student_pretrain", ("student",)))
 
-# The paper's ablation (Table 4 / METHOD.md section 6): each a switch of the full method.
+# The paper's ablation (Table 4 / docs/method.md §6): each a switch of the full method.
 COMPONENTS = {"full": {}, "base": {"distill.enabled": False},
               "w/o-c": {"distill.contrastive": False}, "w/o-b": {"distill.bidirectional": False},
               "w/o-s": {"distill.soft_targets": False}, "w/o-m": {"student.mixup": False}}

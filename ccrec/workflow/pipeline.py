@@ -347,7 +347,9 @@ def compression_figures(ctx: Context) -> dict[str, float]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config.stages in `workdir` and returns the final metrics (also logged)."""
   ctx = make_context(config, workdir)
-  logging.info("dataset %s: %s", ctx.dataset.name, ctx.dataset.statistics())
+  logging.info("dataset %s: %s", ctx.dataset.name, ", ".join(
+      f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int)
+      else f"{k} {v}" for k, v in ctx.dataset.statistics().items()))
   metrics = report(ctx, train(ctx))
   ctx.writer.write("final", 0, metrics)
   return metrics
