@@ -6,6 +6,8 @@ The graph tests need jax only; the file tests skip unless the export extra
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from ccrec.serving import convert, export, graph
 
 NUM_ITEMS = 80
 MAX_LEN = 5
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(embedding="codes", readout="soft_attention", **kw):
@@ -259,3 +262,30 @@ def test_export_file_refuses_a_wrong_extension_or_existing_file(converters, tmp_
   (tmp_path / "m.onnx").write_bytes(b"old")
   with pytest.raises(FileExistsError):
     convert.export_file(str(tmp_path / "m.onnx"), spec, variables, fmt="onnx")
+
+
+# ---------------------------------------------------------------------------- tiny config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  from ccrec.train import pipeline
+  from helpers import tiny
+  workdir = str(tmp_path_factory.mktemp("tiny"))
+  return workdir, pipeline.run(tiny(), workdir)
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+def test_launch_export_of_the_tiny_config(converters, tiny_run, tmp_path, fmt):
+  """launch/export.py --format=...: student and teacher, every test session verified."""
+  workdir, metrics = tiny_run
+  for model in ("student", "teacher"):
+    out = str(tmp_path / f"{model}{convert.EXTENSIONS[fmt]}")
+    subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export.py"),
+                    f"--workdir={workdir}", f"--format={fmt}", f"--model={model}",
+                    f"--output={out}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    report = json.load(open(convert.ids_path(out)))["export"]
+    check = report["verification"]
+    assert check["sessions"] == metrics[f"{model}/test/count"]
+    assert check["different"] == 0
+    assert report["kind"] == ("codes" if model == "student" else "table")
