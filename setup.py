@@ -19,7 +19,9 @@ setuptools.setup(
         "jax>=0.10.2",
         "flax>=0.12.8",
         "optax>=0.2.8",
-        "orbax-checkpoint>=0.12.8",
+        # 0.11.36: the newest that the export extra's jax2onnx 0.17.1 accepts (the checkpoint
+        # tests pass on it); the suite runs on 0.12.8.
+        "orbax-checkpoint>=0.11.36",
         "numpy>=2.4",
         "absl-py>=2.5.1",
         "ml-collections>=1.1.0",
@@ -30,5 +32,9 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient>=0.10",
                  "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8"],
         "notebooks": ["matplotlib>=3.8", "jupyter"],
+        # launch/export.py --format=litert|onnx (ccrec/serving/convert.py): converters and
+        # their runtimes, pinned to the versions the export is verified with (docs/export.md).
+        "export": ["litert-converter==0.5.0", "ai-edge-litert==2.3.0", "jax2onnx==0.17.1",
+                   "onnxruntime==1.32.0", "onnx==1.23.2"],
     },
 )

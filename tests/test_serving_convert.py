@@ -1,0 +1,291 @@
+"""Serving graph and model files: graph == Flax model, .tflite/.onnx contents, verification.
+
+The graph tests need jax only; the file tests skip unless the export extra
+(pip install -e '.[export]') is installed, as CI does.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from ccrec.models.recommender import SessionRecommender
+from ccrec.models.tt import auto_item_factors, factorize_exact
+from ccrec.serving import bundle as bundle_lib
+from ccrec.serving import convert, export, graph
+
+NUM_ITEMS = 80
+MAX_LEN = 5
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(embedding="codes", readout="soft_attention", **kw):
+  config = {"num_items": NUM_ITEMS, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16,
+            "max_len": MAX_LEN, "readout": readout, "layer_norm_eps": 1e-12,
+            "embedding": embedding}
+  if embedding == "codes":
+    config.update(num_codebooks=2, codebook_size=16, codebook_dtype="float32")
+  if embedding == "tt":
+    config["tt"] = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
+                    "d_factors": list(factorize_exact(8, 3)), "ranks": [2, 2]}
+  config.update(kw)
+  return config
+
+
+def _model(embedding="codes", readout="soft_attention", seed=0, **kw):
+  config = _config(embedding, readout, **kw)
+  arrays = bundle_lib.random_arrays(config, np.random.default_rng(seed), scale=0.3)
+  return export.spec_from_config(config), export.flax_variables(config, arrays)
+
+
+def _sessions(n=40, seed=3):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(1, NUM_ITEMS + 1, int(m)) for m in rng.integers(1, 9, n)]
+
+
+def _flax_top(spec, variables, items, k):
+  """The Flax model's top-k ids (score order, ties by the smaller id) and scores."""
+  scores = graph.flax_scores(spec, variables)(items)
+  ids = np.stack([np.lexsort((np.arange(len(r)), -r))[:k] for r in scores])
+  return ids, np.take_along_axis(scores, ids, axis=1)
+
+
+# ---------------------------------------------------------------------------- the graph (jax)
+
+
+@pytest.mark.parametrize("embedding", ["codes", "table", "tt"])
+@pytest.mark.parametrize("readout", ["soft_attention", "last"])
+def test_graph_gives_the_flax_models_top_k(embedding, readout):
+  spec, variables = _model(embedding, readout)
+  items = graph.pack_sessions(_sessions(16), MAX_LEN)
+  got_ids, got_scores = jax.jit(graph.serving_fn(spec, variables, 10, single=False))(items)
+  want_ids, want_scores = _flax_top(spec, variables, items, 10)
+  assert got_ids.dtype == np.int32 and got_scores.dtype == np.float32
+  np.testing.assert_array_equal(got_ids, want_ids)
+  np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_single_session_outputs_k_and_never_padding():
+  spec, variables = _model()
+  fn = jax.jit(graph.serving_fn(spec, variables, NUM_ITEMS))  # every item
+  ids, scores = fn(graph.pack_sessions([[3, 9, 4]], MAX_LEN))
+  assert ids.shape == scores.shape == (NUM_ITEMS,)
+  assert sorted(np.asarray(ids).tolist()) == list(range(1, NUM_ITEMS + 1))  # no 0, no repeat
+  assert np.all(np.diff(np.asarray(scores)) <= 0)
+
+
+def test_ids_outside_the_catalog_read_as_padding():
+  spec, variables = _model("table")
+  fn = jax.jit(graph.serving_fn(spec, variables, 5, single=False))
+  clean = np.array([[7, 3, 0, 0, 0]], np.int32)
+  dirty = np.array([[7, 3, NUM_ITEMS + 1, -4, 2 ** 31 - 1]], np.int32)
+  got, want = fn(dirty), fn(clean)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_tt_contraction_scores_every_row_like_the_table():
+  spec, variables = _model("tt")
+  model = SessionRecommender(spec)
+  s = np.random.default_rng(1).standard_normal((3, spec.d)).astype(np.float32)
+  want = np.asarray(model.apply(variables, s, None, method="score"))[:, 1:]
+  arrays = graph._runtime_arrays(graph.graph_arrays(spec, variables), jax.numpy.int32(0))
+  got = np.asarray(graph._Items(spec, arrays, jax.numpy.int32(0)).score(s))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_arrays_int8():
+  spec, variables = _model()
+  full = graph.graph_arrays(spec, variables)
+  q = graph.graph_arrays(spec, variables, "int8")
+  assert full["items/codes"].dtype == np.uint8 and full["items/codes"].shape == (2, NUM_ITEMS)
+  assert q["items/codebooks"].dtype == np.int8 and q["items/codebooks_scale"].shape == (32, 1)
+  kernel = "encoder/block_0/ff_in/kernel"
+  assert q[kernel].dtype == np.int8 and q[kernel + "_scale"].shape == (1, 16)  # per output unit
+  assert q["encoder/ln_in/scale"].dtype == np.float32  # only 2-D kernels and codebooks
+  back = graph.dequantize(q)
+  assert set(back) == set(full)
+  for name in (kernel, "items/codebooks"):
+    peak = np.abs(full[name]).max(axis=0 if name == kernel else 1, keepdims=True)
+    assert np.all(np.abs(back[name] - full[name]) <= peak / 254 + 1e-7), name
+  with pytest.raises(ValueError, match="quantize must be"):
+    graph.graph_arrays(spec, variables, "int4")
+
+
+def test_uint16_codes_for_more_than_256_codewords():
+  spec, variables = _model(codebook_size=300)
+  assert graph.graph_arrays(spec, variables)["items/codes"].dtype == np.uint16
+  items = graph.pack_sessions(_sessions(8), MAX_LEN)
+  want = _flax_top(spec, variables, items, 10)[0]
+  for int16_codes in (False, True):
+    fn = jax.jit(graph.serving_fn(spec, variables, 10, single=False, int16_codes=int16_codes))
+    np.testing.assert_array_equal(fn(items)[0], want)
+  bits = np.array([0, 1, 32767, 32768, 65535], np.uint16).view(np.int16)
+  np.testing.assert_array_equal(graph._Items.code_ints(jax.numpy.asarray(bits)),
+                                [0, 1, 32767, 32768, 65535])
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+def test_compare_statuses():
+  row = np.array([-np.inf, 1.0, 3.0, 3.0, 0.5, 2.0], np.float32)
+  ok = convert.compare(np.array([2, 3, 5]), np.array([3.0, 3.0, 2.0]), row)
+  assert ok["status"] == "identical"
+  tie = convert.compare(np.array([3, 2, 5]), np.array([3.0, 3.0, 2.0]), row)
+  assert tie["status"] == "tie_only"
+  order = convert.compare(np.array([2, 5, 3]), np.array([3.0, 2.0, 3.0]), row)
+  assert order["status"] == "different" and order["rank_gap"] == pytest.approx(1 / 3)
+  scores = convert.compare(np.array([2, 3, 5]), np.array([3.0, 3.0, 2.1]), row)
+  assert scores["status"] == "different" and scores["score_error"] == pytest.approx(0.1 / 3)
+  for bad in ([0, 2, 3], [2, 2, 3], [2, 3, 6]):  # padding, a repeat, out of range
+    assert convert.compare(np.array(bad), np.zeros(3), row)["status"] == "different"
+  nan = convert.compare(np.array([2, 3, 5]), np.array([3.0, np.nan, 2.0]), row)
+  assert nan["status"] == "different"
+
+
+def test_verify_names_the_different_sessions():
+  spec, variables = _model()
+  sessions = _sessions(7)
+  run = jax.jit(graph.serving_fn(spec, variables, 5))
+  reference = graph.flax_scores(spec, variables)
+  good = convert.verify(lambda x: run(x), reference, sessions, MAX_LEN)
+  assert good["identical"] + good["tie_only"] == 7 and good["different"] == 0
+
+  def broken(items):  # sessions starting with an even id get the wrong list
+    ids, scores = run(items)
+    return (ids[::-1], scores[::-1]) if items[0, 0] % 2 == 0 else (ids, scores)
+
+  bad = convert.verify(broken, reference, sessions, MAX_LEN)
+  want = [i for i, s in enumerate(sessions) if s[-MAX_LEN:][0] % 2 == 0]
+  assert bad["different_sessions"] == want and want
+
+
+# ---------------------------------------------------------------------------- files
+
+
+@pytest.fixture(scope="module")
+def converters():
+  for module in ("litert_converter", "ai_edge_litert", "jax2onnx", "onnxruntime", "onnx"):
+    pytest.importorskip(module, reason="the export extra is not installed "
+                                       "(pip install -e '.[export]')")
+
+
+def _codes_entry(report):
+  (entry,) = report["code_tensors"]  # exactly one copy of the codes in the file
+  return entry
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fmt, quantize):
+  spec, variables = _model()
+  out = str(tmp_path / f"student{convert.EXTENSIONS[fmt]}")
+  sessions = _sessions()
+  raw = [""] + [f"item{i}" for i in range(1, NUM_ITEMS + 1)]
+  report = convert.export_file(out, spec, variables, fmt=fmt, k=10, quantize=quantize,
+                               sessions=sessions, raw_ids=raw, popular=np.arange(1, 11))
+  check = report["verification"]
+  assert check["sessions"] == len(sessions) and check["different"] == 0
+  assert check["identical"] + check["tie_only"] == len(sessions)
+  # The tensor table, read back from the file: codes uint8, M * V bytes, nothing widened.
+  table = convert.tensor_table(out)
+  codes = [t for t in table if NUM_ITEMS in t["shape"]]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
+  assert _codes_entry(report)["dtype"] == "uint8"
+  books = [t for t in table if sorted(t["shape"])[-2:] == [8, 32]]
+  assert [t["dtype"] for t in books] == ["int8" if quantize else "float32"]
+  if quantize:
+    kernels = [t for t in table if t["shape"] in ([8, 16], [16, 8], [1, 8, 16], [1, 16, 8])]
+    assert sorted(t["dtype"] for t in kernels) == ["int8", "int8"]  # ff_in, ff_out
+  assert not os.path.exists(str(tmp_path / f"student.unverified{convert.EXTENSIONS[fmt]}"))
+  doc = json.load(open(convert.ids_path(out)))
+  assert doc["raw_ids"] == raw and doc["popular"] == list(range(1, 11))
+  assert doc["export"]["signature"]["outputs"][convert.OUTPUT_NAMES[fmt][0]] == ["int32", [10]]
+  # The runner on one session: the Flax model's list (ties aside).
+  ids, scores = convert.load_runner(out)(graph.pack_sessions([[4, 8, 15]], MAX_LEN))
+  reference = graph.flax_scores(spec, graph.dequantized_variables(spec, variables, quantize))
+  assert convert.compare(ids, scores, reference(graph.pack_sessions([[4, 8, 15]], MAX_LEN))[0]
+                         )["status"] != "different"
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+def test_uint16_codes_in_the_file(converters, tmp_path, fmt):
+  spec, variables = _model(codebook_size=300)
+  out = str(tmp_path / f"s{convert.EXTENSIONS[fmt]}")
+  report = convert.export_file(out, spec, variables, fmt=fmt, k=5, sessions=_sessions(5))
+  assert report["verification"]["different"] == 0
+  # LiteRT has no uint16 gather: the .tflite holds the same 16 bits as int16.
+  assert _codes_entry(report)["dtype"] == ("int16" if fmt == "litert" else "uint16")
+  assert _codes_entry(report)["bytes"] == 2 * 2 * NUM_ITEMS
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+@pytest.mark.parametrize("embedding", ["table", "tt"])
+def test_teacher_and_tt_files_batch_variant(converters, tmp_path, fmt, embedding):
+  spec, variables = _model(embedding, readout="last")
+  out = str(tmp_path / f"m{convert.EXTENSIONS[fmt]}")
+  sessions = _sessions(9)
+  report = convert.export_file(out, spec, variables, fmt=fmt, k=5, batch=4, sessions=sessions)
+  assert report["verification"]["different"] == 0 and report["verification"]["sessions"] == 9
+  ids, scores = convert.load_runner(out)(graph.pack_sessions(sessions[:4], MAX_LEN))
+  assert ids.shape == scores.shape == (4, 5) and ids.dtype == np.int32
+  if embedding == "table":  # the table is stored once, float32, rows 1..V
+    (table,) = [t for t in convert.tensor_table(out) if NUM_ITEMS in t["shape"]]
+    assert table["dtype"] == "float32" and table["bytes"] == NUM_ITEMS * 8 * 4
+
+
+def test_a_mismatch_fails_the_export_and_keeps_the_file(converters, tmp_path, monkeypatch):
+  spec, variables = _model()
+  out = str(tmp_path / "student.tflite")
+  flax_scores = graph.flax_scores
+
+  def negated(spec, variables):  # a reference that disagrees on every session
+    run = flax_scores(spec, variables)
+    return lambda items: run(items) * np.r_[1.0, -np.ones(NUM_ITEMS)].astype(np.float32)
+
+  monkeypatch.setattr(graph, "flax_scores", negated)
+  with pytest.raises(convert.VerificationError, match=r"on 3 of 3 sessions.*\[0, 1, 2\]"):
+    convert.export_file(out, spec, variables, fmt="litert", k=5, sessions=_sessions(3))
+  assert not os.path.exists(out) and not os.path.exists(convert.ids_path(out))
+  assert os.path.exists(str(tmp_path / "student.unverified.tflite"))
+
+
+def test_export_file_refuses_a_wrong_extension_or_existing_file(converters, tmp_path):
+  spec, variables = _model()
+  with pytest.raises(ValueError, match="writes a .onnx file"):
+    convert.export_file(str(tmp_path / "m.tflite"), spec, variables, fmt="onnx")
+  (tmp_path / "m.onnx").write_bytes(b"old")
+  with pytest.raises(FileExistsError):
+    convert.export_file(str(tmp_path / "m.onnx"), spec, variables, fmt="onnx")
+
+
+# ---------------------------------------------------------------------------- tiny config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  from ccrec.train import pipeline
+  from helpers import tiny
+  workdir = str(tmp_path_factory.mktemp("tiny"))
+  return workdir, pipeline.run(tiny(), workdir)
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+def test_launch_export_of_the_tiny_config(converters, tiny_run, tmp_path, fmt):
+  """launch/export.py --format=...: student and teacher, every test session verified."""
+  workdir, metrics = tiny_run
+  for model in ("student", "teacher"):
+    out = str(tmp_path / f"{model}{convert.EXTENSIONS[fmt]}")
+    subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export.py"),
+                    f"--workdir={workdir}", f"--format={fmt}", f"--model={model}",
+                    f"--output={out}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    report = json.load(open(convert.ids_path(out)))["export"]
+    check = report["verification"]
+    assert check["sessions"] == metrics[f"{model}/test/count"]
+    assert check["different"] == 0
+    assert report["kind"] == ("codes" if model == "student" else "table")
