@@ -6,7 +6,7 @@ side by side, for the student (M=4 and M=3, K=256; int8), the teacher and TT.
 
 Needs `pip install -e '.[export]'`. Writes a markdown table (command, machine,
 versions, per-file times, sizes, peak memory, the issue's targets) and the raw
-results as JSON. See ccrec/serving/file_benchmark.py. Every runtime runs with
+results as JSON. See ccrec/benchmarks/files.py. Every runtime runs with
 one thread; the V = 1,000,000 teacher needs several GB of memory and minutes to
 convert.
 """
@@ -14,11 +14,10 @@ convert.
 import json
 import sys
 
-import _paths  # noqa: F401  (puts the repo root on sys.path)
 from absl import app, flags, logging
 
-from ccrec.serving import benchmark as numpy_benchmark
-from ccrec.serving import file_benchmark
+from ccrec.benchmarks import ondevice as numpy_benchmark
+from ccrec.benchmarks import files as file_benchmark
 
 _CATALOGS = flags.DEFINE_string("catalogs", "all", "'all', or a comma list of presets "
                                 "(ml-100k=1682, tmall=40000, 1m=1000000) and item counts")

@@ -24,12 +24,11 @@ top-k against the Flax model's on every test session (ccrec/serving/convert.py).
 """
 
 import json
-import os
 
 import _errors
 from absl import app, flags
 
-from ccrec.workflow.export import export_workdir
+from ccrec.workflow.export import export_workdir, export_workdir_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Bundle directory (or .tflite / .onnx file) "
@@ -50,40 +49,14 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing bundle a
 flags.mark_flags_as_required(["workdir", "output"])
 
 
-def _export_file():
-  """--format=litert|onnx: the workdir's model -> a verified model file + id map."""
-  import numpy as np
-
-  from ccrec.data import popularity_ranking
-  from ccrec.evaluation.from_checkpoint import restore_trained
-  from ccrec.serving import convert
-  from ccrec.serving.export import POPULAR_SIZE, raw_id_array
-  from ccrec.train import pipeline
-  from ccrec.train import workdir as workdir_lib
-
-  ctx = pipeline.make_context(workdir_lib.load_config(_WORKDIR.value), _WORKDIR.value,
-                              check_workdir=False)
-  state = getattr(restore_trained(ctx), _MODEL.value)
-  if state is None:
-    raise app.UsageError(f"{_WORKDIR.value} has no trained {_MODEL.value} checkpoint")
-  net = ctx.teacher if _MODEL.value == "teacher" else ctx.student
-  data = ctx.dataset
-  sessions = [np.asarray(p) for p in data.test.prefixes] if _VERIFY.value else None
-  raw_ids = raw_id_array(data.manifest.get("id_map") or {}, data.num_items)
-  source = {"workdir": os.path.abspath(_WORKDIR.value), "model": _MODEL.value,
-            "dataset": data.name}
-  return convert.export_file(
-      _OUTPUT.value, net.spec, state.variables(), fmt=_FORMAT.value, k=_K.value,
-      batch=_BATCH.value or None, quantize=None if _QUANTIZE.value == "none" else "int8",
-      sessions=sessions, raw_ids=raw_ids, overwrite=_OVERWRITE.value, extra={"source": source},
-      popular=popularity_ranking(data.item_counts)[:POPULAR_SIZE])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _FORMAT.value != "bundle":
-    report = _export_file()
+    report = export_workdir_file(
+        _WORKDIR.value, _OUTPUT.value, fmt=_FORMAT.value, model=_MODEL.value, k=_K.value,
+        batch=_BATCH.value or None, quantize=None if _QUANTIZE.value == "none" else "int8",
+        verify=_VERIFY.value, overwrite=_OVERWRITE.value)
     print(json.dumps(report, indent=1, sort_keys=True))
     return
   if _QUANTIZE.value != "none":

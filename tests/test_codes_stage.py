@@ -1,4 +1,4 @@
-"""ccrec.train.codes_stage on the tiny config with an untrained teacher: what the stage
+"""ccrec.workflow.codes_stage on the tiny config with an untrained teacher: what the stage
 writes, that a rerun reads it back, and the checks on a saved codes file."""
 
 import json
@@ -11,7 +11,9 @@ import pytest
 
 from ccrec.checkpoint import CheckpointError
 from ccrec.models.recommender import init_variables
-from ccrec.train import code_learning, code_refinement, codes_stage, pipeline
+from ccrec.models.embeddings import with_item_table
+from ccrec.train import code_learning, code_refinement
+from ccrec.workflow import codes_stage, pipeline
 from ccrec.train.state import TrainState
 from helpers import tiny
 
@@ -21,7 +23,7 @@ def stage(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("codes"))
   ctx = pipeline.make_context(tiny(), workdir)
   teacher = TrainState.create(init_variables(ctx.teacher, jax.random.key(0)), optax.adam(1e-3))
-  return ctx, teacher, codes_stage.learn_codes(ctx, teacher)
+  return ctx, teacher, pipeline.learn_codes(ctx, teacher)
 
 
 def test_the_stage_writes_unique_codes_and_its_report(stage):
@@ -57,7 +59,7 @@ def test_a_rerun_reads_the_saved_codes(stage, monkeypatch):
   def no_learning(*args, **kwargs):
     raise AssertionError("the codes were learned again")
   monkeypatch.setattr(code_learning, "learn_codes", no_learning)
-  again = codes_stage.learn_codes(ctx, teacher)
+  again = pipeline.learn_codes(ctx, teacher)
   np.testing.assert_array_equal(again["codes"], learned["codes"])
   np.testing.assert_array_equal(again["codebooks"], learned["codebooks"])
 
@@ -67,7 +69,8 @@ def test_teacher_through_exact_codes_is_the_teacher(stage):
   table = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
   # One codebook whose codeword v is row v: the codes rebuild the table exactly.
   exact = codes_stage.teacher_through_codes(
-      ctx, teacher, np.arange(len(table))[:, None].astype(np.uint8), table[None])
+      pipeline.teacher_on_table(ctx, teacher), np.arange(len(table))[:, None].astype(np.uint8),
+      table[None])
   own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
       teacher.variables(), "valid", ctx.dataset.valid)
   assert exact["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
@@ -80,7 +83,7 @@ def test_teacher_through_exact_codes_is_the_teacher(stage):
     ("range", r"codes outside \[0, 8\)"),
 ])
 def test_a_damaged_codes_file_is_named(tmp_path, damage, error):
-  path = str(tmp_path / "codes.npz")
+  path = str(tmp_path / codes_stage.CODES_FILE)
   codes = np.zeros((61, 2), np.uint8)
   books = np.zeros((2, 8, 16), np.float32)
   if damage == "shape":
@@ -92,22 +95,22 @@ def test_a_damaged_codes_file_is_named(tmp_path, damage, error):
     data = open(path, "rb").read()
     open(path, "wb").write(data[:len(data) // 2])
   with pytest.raises(CheckpointError, match=error + r".*delete .* to learn the codes again"):
-    codes_stage.read_codes(path, 60, 2, 8, 16)
+    codes_stage.read_codes(str(tmp_path), 60, 2, 8, 16)
 
 
 def test_with_item_table_replaces_only_the_table():
   variables = {"params": {"items": {"embedding": np.zeros((4, 2), np.float32)},
                           "encoder": {"w": np.ones(3)}}}
   table = np.arange(8, dtype=np.float64).reshape(4, 2)
-  out = codes_stage.with_item_table(variables, table)
+  out = with_item_table(variables, table)
   got = out["params"]["items"]["embedding"]
   assert isinstance(got, np.ndarray) and got.dtype == np.float32
   np.testing.assert_array_equal(got, table)
   assert out["params"]["encoder"] is variables["params"]["encoder"]
   assert not variables["params"]["items"]["embedding"].any()  # the input is not modified
   device = {"params": {"items": {"embedding": jax.numpy.zeros((4, 2))}}}
-  placed = codes_stage.with_item_table(device, table)["params"]["items"]["embedding"]
+  placed = with_item_table(device, table)["params"]["items"]["embedding"]
   assert isinstance(placed, jax.Array)
   assert placed.sharding == device["params"]["items"]["embedding"].sharding
   with pytest.raises(ValueError, match=r"item table of shape \[3, 2\]"):
-    codes_stage.with_item_table(variables, table[:3])
+    with_item_table(variables, table[:3])

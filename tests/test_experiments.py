@@ -1,4 +1,4 @@
-"""ccrec.experiments on the tiny config: result caching, stage reuse across variants, tables."""
+"""ccrec.workflow.experiments on the tiny config: result caching, stage reuse across variants, tables."""
 
 import json
 import math

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from ccrec.serving import bundle as bundle_lib
-from ccrec.serving import file_benchmark
+from ccrec.benchmarks import files as file_benchmark
 
 
 def test_file_benchmark_smoke(tmp_path):

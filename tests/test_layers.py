@@ -17,6 +17,7 @@ LAYER_OF = {
     "ccrec": "base",  # the package itself (its __init__), exactly
     "ccrec.atomic": "base",
     "ccrec.config": "base",
+    "ccrec.console": "base",
     "ccrec.item_layout": "base",
     "ccrec.data": "data",
     "ccrec.ops": "ops",

@@ -269,7 +269,7 @@ def test_pipeline_trains_every_stage_with_the_sampled_loss(tmp_path):
   import json
   import os
 
-  from ccrec.train import pipeline
+  from ccrec.workflow import pipeline
   from helpers import tiny
   workdir = str(tmp_path / "w")
   metrics = pipeline.run(tiny(**{"train.loss": "sampled", "train.num_negatives": 16,

@@ -1,4 +1,4 @@
-"""ccrec.train.workdir: the saved config, the dataset record, loading data. No training."""
+"""ccrec.workflow.workdir: the saved config, the dataset record, loading data. No training."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ccrec.data import Examples, Sequences, SessionDataset
-from ccrec.train import workdir as workdir_lib
-from ccrec.train.workdir import WorkdirError
+from ccrec.workflow import workdir as workdir_lib
+from ccrec.workflow.workdir import WorkdirError
 from helpers import tiny
 
 

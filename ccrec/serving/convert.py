@@ -53,9 +53,9 @@ class VerificationError(ValueError):
 
 def to_litert(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
   """The .tflite flatbuffer of fn (one signature 'serving_default': items -> items, scores)."""
-  from litert_converter import converter_api_ext
-  from litert_converter.mlir import ir, passmanager
-  from litert_converter.mlir.dialects import stablehlo
+  from litert_converter import converter_api_ext  # the optional export extra
+  from litert_converter.mlir import ir, passmanager  # the optional export extra
+  from litert_converter.mlir.dialects import stablehlo  # the optional export extra
 
   exported = jax.export.export(jax.jit(fn))(example)
   context = ir.Context()
@@ -71,7 +71,7 @@ def to_litert(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
 
 def to_onnx(fn: Callable, example: jax.ShapeDtypeStruct):
   """The onnx.ModelProto of fn (input 'items'; outputs 'top_items', 'scores')."""
-  from jax2onnx import to_onnx as jax2onnx_to_onnx
+  from jax2onnx import to_onnx as jax2onnx_to_onnx  # the optional export extra
   return jax2onnx_to_onnx(fn, [example], model_name="ccrec", opset=ONNX_OPSET,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES["onnx"]))
 
@@ -85,7 +85,7 @@ def write_model(fmt: str, fn: Callable, example: jax.ShapeDtypeStruct, path: str
     with open(path, "wb") as f:
       f.write(data)
   elif fmt == "onnx":
-    import onnx
+    import onnx  # the optional export extra
     model = to_onnx(fn, example)
     large = model.ByteSize() > _PROTOBUF_LIMIT
     location = data_name or os.path.basename(path) + ".data"
@@ -106,7 +106,7 @@ def load_runner(path: str, *, num_threads: int = 1,
   .onnx: onnxruntime on CPU. Outputs keep the graph's shapes ([k] or [B, k]).
   """
   if path.endswith(".tflite"):
-    from ai_edge_litert import interpreter as litert
+    from ai_edge_litert import interpreter as litert  # the optional export extra
     resolver = (litert.OpResolverType.AUTO if xnnpack
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp = litert.Interpreter(model_path=path, num_threads=num_threads,
@@ -121,7 +121,7 @@ def load_runner(path: str, *, num_threads: int = 1,
     run.interpreter = interp  # keeps the interpreter alive with the runner
     return run
   if path.endswith(".onnx"):
-    import onnxruntime as ort
+    import onnxruntime as ort  # the optional export extra
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -154,7 +154,7 @@ def tensor_table(path: str) -> list[dict[str, Any]]:
 
 
 def _tflite_constants(path: str) -> list[dict[str, Any]]:
-  from ai_edge_litert import schema_py_generated as schema
+  from ai_edge_litert import schema_py_generated as schema  # the optional export extra
   with open(path, "rb") as f:
     data = f.read()
   model = schema.Model.GetRootAs(data, 0)
@@ -179,8 +179,8 @@ def _tflite_constants(path: str) -> list[dict[str, Any]]:
 
 
 def _onnx_constants(path: str) -> list[dict[str, Any]]:
-  import onnx
-  from onnx import numpy_helper
+  import onnx  # the optional export extra
+  from onnx import numpy_helper  # the optional export extra
   model = onnx.load(path)
   tensors = list(model.graph.initializer)
   for node in model.graph.node:

@@ -50,9 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from ccrec.item_layout import code_dtype
 from ccrec.models.readout import h_at
 from ccrec.models.recommender import ModelSpec, SessionRecommender
 from ccrec.models.tt import TTEmbedding
+from ccrec.serving.export import quantize_codebooks
 
 QUANTIZE = (None, "int8")
 SCALE = "_scale"  # graph_arrays: the scale of int8 array NAME is NAME + SCALE
@@ -72,7 +74,6 @@ def _at_runtime(x: np.ndarray, zero: jax.Array) -> jax.Array:
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """float [..., n] -> (int8 [..., n], float32 scale [..., 1]): symmetric, one scale per row
   (the bundle's codebook quantisation, ccrec.serving.export.quantize_codebooks)."""
-  from ccrec.serving.export import quantize_codebooks
   q, scale = quantize_codebooks(x)
   return q, scale[..., None]
 
@@ -94,7 +95,6 @@ def graph_arrays(spec: ModelSpec, variables: dict,
   out = {name: np.asarray(a, np.float32) for name, a in flat.items()
          if name.startswith(("encoder/", "readout/"))}
   if spec.embedding == "codes":
-    from ccrec.models.codes import code_dtype
     codes = np.asarray(variables["codes"]["items"]["codes"])                     # [V+1, M]
     if codes.size and int(codes.max()) >= spec.codebook_size:
       raise ValueError(f"codes hold {int(codes.max())} >= K={spec.codebook_size}")

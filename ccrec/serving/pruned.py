@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccrec.serving.scoring import _exact_top, top_k as full_top_k
+from ccrec.serving.topk import exact_top, top_k as full_top_k
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _PRESENCE_CAP = 1 << 26  # booleans of per-group codeword presence kept per pivot
@@ -144,7 +144,7 @@ class PrunedIndex:
       cand_ids, cand_vals = np.concatenate(batch_ids), np.concatenate(batch_vals)
       if len(excluded):
         cand_vals = np.where(np.isin(cand_ids, excluded), -np.inf, cand_vals).astype(np.float32)
-      ids, vals = _exact_top(cand_ids, cand_vals, k)
+      ids, vals = exact_top(cand_ids, cand_vals, k)
       if len(ids) >= k:
         theta = float(vals[k - 1])
     return ids.astype(np.int64), vals, scored

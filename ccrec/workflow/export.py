@@ -3,6 +3,7 @@
   python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec
   python launch/export.py --workdir=runs/eodrec --output=bundles/eodrec_int8 --codebooks=int8
   python launch/export.py --workdir=runs/eodrec --output=bundles/teacher --model=teacher
+  python launch/export.py --workdir=runs/eodrec --format=litert --output=out/student.tflite
 
 The model is restored at its best checkpoint (`from_checkpoint.restore`); the bundle
 itself is written by `ccrec.serving.export`.
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from ccrec.data import popularity_ranking
 from ccrec.serving import export as export_lib
 from ccrec.workflow import workdir as workdir_lib
 from ccrec.workflow.from_checkpoint import MODELS, restore
@@ -91,3 +93,26 @@ def export_workdir(workdir: str, output: str, *, model: str = "student",
     manifest["verification"] = export_lib.verify_bundle(
         output, spec, prefixes, batch_size=restored.config.eval.batch_size)
   return manifest
+
+
+def export_workdir_file(workdir: str, output: str, *, fmt: str, model: str = "student",
+                        k: int = 20, batch: int | None = None, quantize: str | None = None,
+                        verify: bool = True, overwrite: bool = False) -> dict:
+  """Exports the best checkpoint of `model` of a trained workdir as one LiteRT (`fmt`
+  'litert') or ONNX ('onnx') model file, verified on the test sessions
+  (`ccrec.serving.convert.export_file`), with the raw-id map beside it."""
+  from ccrec.serving import convert  # the converters are the optional 'export' extra
+  if model not in MODELS:
+    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
+  restored = restore(workdir)
+  if model not in restored.models:
+    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
+  spec, variables = restored.models[model]
+  data = restored.dataset
+  sessions = [np.asarray(p) for p in data.test.prefixes] if verify else None
+  raw_ids = export_lib.raw_id_array(data.manifest.get("id_map") or {}, data.num_items)
+  source = {"workdir": os.path.abspath(workdir), "model": model, "dataset": data.name}
+  return convert.export_file(
+      output, spec, variables, fmt=fmt, k=k, batch=batch, quantize=quantize, sessions=sessions,
+      raw_ids=raw_ids, overwrite=overwrite, extra={"source": source},
+      popular=popularity_ranking(data.item_counts)[:export_lib.POPULAR_SIZE])

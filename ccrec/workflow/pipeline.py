@@ -163,7 +163,6 @@ def _select(config) -> str:
 def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
-  from ccrec import parallel
   tx = ctx.optimizer()  # one object: both traces of the sharded init see the same
   state = ctx.place(parallel.create_sharded(  # an item table split over 'model' is born split
       lambda k: TrainState.create(init_variables(ctx.teacher, k), tx), ctx.mesh,

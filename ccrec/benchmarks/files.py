@@ -1,6 +1,6 @@
 """Speed, size and memory of the exported model files (launch/benchmark_export.py).
 
-For each catalog size V (d, max_len, blocks as ccrec.serving.benchmark.Case) it
+For each catalog size V (d, max_len, blocks as ccrec.benchmarks.ondevice.Case) it
 builds random weights of every model (timings do not depend on the values):
 
   student        compositional codes, for each (M, K) asked (float32 codebooks)
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from importlib import metadata
 import json
 import os
 import subprocess
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ccrec.serving import benchmark as numpy_benchmark
+from ccrec.benchmarks import ondevice as numpy_benchmark
 from ccrec.serving import bundle as bundle_lib
 
 RUNTIMES = ("litert_xnnpack", "litert", "onnxruntime", "numpy")
@@ -83,7 +84,7 @@ def _write_files(entry: dict, case: Case, directory: str, batch: int, seed: int,
                  log: Callable[[str], None]) -> list[dict[str, Any]]:
   """Exports one model (both formats, one session and `batch`) and its bundle; returns a
   row per file: format, batch, path, file_bytes (and array_bytes for model files)."""
-  from ccrec.serving import convert, export
+  from ccrec.serving import convert, export  # the export extra, in the timing subprocess
 
   config = dict(entry["config"], codebook_dtype="float32") if entry["quantize"] else entry[
       "config"]
@@ -141,9 +142,9 @@ def worker(path: str, runtime: str, batch: int, max_len: int, num_items: int, k:
   `batch` random full-length sessions. Returns times (s) and the peak RSS (VmHWM, reset
   after the imports) over the RSS before loading the model."""
   if runtime == "numpy":
-    from ccrec.serving.runtime import Recommender
+    from ccrec.serving.runtime import Recommender  # the export extra, in the timing subprocess
   else:
-    from ccrec.serving import convert
+    from ccrec.serving import convert  # the export extra, in the timing subprocess
     if runtime.startswith("litert"):
       import ai_edge_litert.interpreter  # noqa: F401  (imported before the baseline)
     else:
@@ -176,7 +177,7 @@ def _run_worker(path: str, runtime: str, batch: int, case: Case, repeats: int,
   env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-  code = ("import json, sys; from ccrec.serving.file_benchmark import worker; "
+  code = ("import json, sys; from ccrec.benchmarks.files import worker; "
           f"print('@@' + json.dumps(worker({path!r}, {runtime!r}, {batch}, {case.max_len}, "
           f"{case.num_items}, {case.k}, {repeats})))")
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -240,7 +241,6 @@ def run(cases: Sequence[Case], **kwargs) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-  from importlib import metadata
   out = {}
   for package in ("jax", "litert-converter", "ai-edge-litert", "jax2onnx", "onnxruntime",
                   "onnx", "numpy"):
