@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from ccrec.serving import bundle as bundle_lib
 from ccrec.benchmarks import files as file_benchmark
+from ccrec.serving import export
 
 
 def test_file_benchmark_smoke(tmp_path):
@@ -28,7 +28,9 @@ def test_file_benchmark_smoke(tmp_path):
     assert row["file_bytes"] > 0
   student = [r for r in res["rows"] if r["model"] == "student" and r["format"] == "litert"]
   config = file_benchmark.models(case)[0]["config"]
-  encoder = 4 * sum(math.prod(s) for s in bundle_lib.encoder_shapes(config).values())
+  layout = export.bundle_layout(export.spec_from_config(config))
+  encoder = sum(math.prod(shape) * dtype.itemsize for name, (shape, dtype) in layout.items()
+                if not name.startswith("items/"))
   assert student[0]["array_bytes"] == 2 * 120 + 2 * 16 * 8 * 4 + encoder  # uint8 codes
   result = {"machine": {"cpu": "x", "cores": 1, "load_avg": [0.0], "load_avg_end": [0.0],
                         "versions": {"jax": "0"}}, "date": "d", "seconds": 1.0,

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+from ccrec.benchmarks.ondevice import random_arrays
 from ccrec.models.recommender import SessionRecommender
 from ccrec.models.tt import auto_item_factors, factorize_exact
-from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import convert, export, graph
 
 NUM_ITEMS = 80
@@ -38,7 +38,7 @@ def _config(embedding="codes", readout="soft_attention", **kw):
 
 def _model(embedding="codes", readout="soft_attention", seed=0, **kw):
   config = _config(embedding, readout, **kw)
-  arrays = bundle_lib.random_arrays(config, np.random.default_rng(seed), scale=0.3)
+  arrays = random_arrays(config, np.random.default_rng(seed), scale=0.3)
   return export.spec_from_config(config), export.flax_variables(config, arrays)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ccrec.models.encoder import make_initializer
+from ccrec.models.initializers import make_initializer
 from ccrec.models.readout import SoftAttentionReadout
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.serving import nn as np_nn

@@ -88,7 +88,7 @@ def _write_files(entry: dict, case: Case, directory: str, batch: int, seed: int,
 
   config = dict(entry["config"], codebook_dtype="float32") if entry["quantize"] else entry[
       "config"]
-  arrays = bundle_lib.random_arrays(config, np.random.default_rng(seed))
+  arrays = numpy_benchmark.random_arrays(config, np.random.default_rng(seed))
   spec, variables = export.spec_from_config(config), export.flax_variables(config, arrays)
   name = entry["model"] + (f"_M{entry['M']}" if entry["M"] else "")
   rows = []
