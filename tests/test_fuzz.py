@@ -29,11 +29,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
-MEMORY_MIB = {"checkpoint": 3072}  # jax reserves address space at start
-FAST = {"checkpoint": 40}  # examples; other targets: DEFAULT_FAST
+MEMORY_MIB = {"checkpoint": 3072, "bundle": 3072}  # jax reserves address space at start
+FAST = {"checkpoint": 40, "bundle": 50}  # examples; other targets: DEFAULT_FAST
 DEFAULT_FAST, DEFAULT_MEMORY_MIB = 150, 1024
 TARGETS = ("inter", "udata", "diginetica", "yoochoose", "retailrocket", "tmall", "generic",
-           "pickle", "prepared", "checkpoint")
+           "pickle", "prepared", "checkpoint", "bundle")
 
 
 def _run(target: str, examples: int) -> None:
@@ -332,6 +332,51 @@ def _fuzz_checkpoint(workdir: str):
   return fuzz
 
 
+def _fuzz_bundle(workdir: str):
+  import glob
+  import hypothesis
+  import jax
+  import numpy as np
+  from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
+  from ccrec.serving.bundle import BundleError
+  from ccrec.serving.export import export_model
+  from ccrec.serving.runtime import Recommender
+  st, edits = _strategies()
+  spec = ModelSpec(num_items=30, d=8, num_blocks=1, num_heads=2, inner=16, max_len=5,
+                   embedding="codes", num_codebooks=2, codebook_size=4, readout="last")
+  base = os.path.join(workdir, "base")
+  export_model(base, spec, init_variables(SessionRecommender(spec), jax.random.key(0)),
+               item_counts=np.arange(31))
+  files = sorted(os.path.relpath(f, base) for f in glob.glob(f"{base}/*") if os.path.isfile(f))
+  sessions = [[1, 2, 3], [5], [30, 29, 28, 27, 26, 25], [7, 7]]
+  want = [Recommender.load(base).recommend(s, k=10) for s in sessions]
+
+  # Half the examples damage the manifest, half one of the arrays: every damage is a
+  # BundleError, or (an informational manifest field) the same recommendations.
+  @hypothesis.given(st.one_of(st.just("manifest.json"), st.sampled_from(files)), edits)
+  @hypothesis.example("manifest.json", [("flip", 0, 0, b"")])
+  def fuzz(name, edit_list):
+    copy = os.path.join(workdir, "copy")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(base, copy)
+    path = os.path.join(copy, name)
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(mutate(data, edit_list))
+    try:
+      with _Armed():
+        rec = Recommender.load(copy)
+        got = [rec.recommend(s, k=10) for s in sessions]
+    except BundleError:
+      return
+    for a, b in zip(got, want, strict=True):
+      np.testing.assert_array_equal(a.ids, b.ids)
+      np.testing.assert_array_equal(a.scores, b.scores)
+
+  return fuzz
+
+
 def main(target: str, examples: int) -> None:
   """Runs `examples` derandomized examples of `target` (in this capped child process)."""
   import hypothesis
@@ -346,6 +391,8 @@ def main(target: str, examples: int) -> None:
       fuzz = _fuzz_prepared(workdir)
     elif target == "checkpoint":
       fuzz = _fuzz_checkpoint(workdir)
+    elif target == "bundle":
+      fuzz = _fuzz_bundle(workdir)
     else:
       fuzz = _fuzz_reader(target, workdir)
     settings(fuzz)()
