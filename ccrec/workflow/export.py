@@ -64,6 +64,17 @@ def workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
           if k.startswith(f"{model}/") and isinstance(v, (int, float))}
 
 
+def _restore_model(workdir: str, model: str):
+  """(the restored workdir, spec, variables of `model`) at its best checkpoint."""
+  if model not in MODELS:
+    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
+  restored = restore(workdir)
+  if model not in restored.models:
+    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
+  spec, variables = restored.models[model]
+  return restored, spec, variables
+
+
 def export_workdir(workdir: str, output: str, *, model: str = "student",
                    codebook_dtype: str = "float32", evaluate: bool = True, verify: bool = True,
                    overwrite: bool = False) -> dict:
@@ -74,12 +85,7 @@ def export_workdir(workdir: str, output: str, *, model: str = "student",
     test prefixes and record the counts as manifest['verification'] (with
     int8 codebooks the reference is the JAX model on the dequantised codebooks).
   """
-  if model not in MODELS:
-    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
-  restored = restore(workdir)
-  if model not in restored.models:
-    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
-  spec, variables = restored.models[model]
+  restored, spec, variables = _restore_model(workdir, model)
   data = restored.dataset
   prefixes = [np.asarray(p) for p in data.test.prefixes]
   test = (prefixes, np.asarray(data.test.targets)) if evaluate else None
@@ -102,12 +108,7 @@ def export_workdir_file(workdir: str, output: str, *, fmt: str, model: str = "st
   'litert') or ONNX ('onnx') model file, verified on the test sessions
   (`ccrec.serving.convert.export_file`), with the raw-id map beside it."""
   from ccrec.serving import convert  # the converters are the optional 'export' extra
-  if model not in MODELS:
-    raise ValueError(f"model must be 'student' or 'teacher', got {model!r}")
-  restored = restore(workdir)
-  if model not in restored.models:
-    raise FileNotFoundError(f"{workdir} has no trained {model} checkpoint")
-  spec, variables = restored.models[model]
+  restored, spec, variables = _restore_model(workdir, model)
   data = restored.dataset
   sessions = [np.asarray(p) for p in data.test.prefixes] if verify else None
   raw_ids = export_lib.raw_id_array(data.manifest.get("id_map") or {}, data.num_items)
