@@ -1,11 +1,12 @@
 """Workdir bookkeeping: its layout, the saved config, the dataset fingerprint, loading the data.
 
 Layout (docs/DESIGN.md, "Workdir layout"): CONFIG_FILE, DATASET_FILE, METRICS_FILE,
-EVAL_FILE at the top, and one directory per stage of `STAGES`. WORKDIR/config.json holds the resolved config of the experiment. Running a
-different config in the same workdir is an error naming the differing fields
-(nothing is overwritten). WORKDIR/dataset.json records the dataset's item
-count, split sizes and a sha256 of its contents; a dataset that disagrees with it is an
-error.
+EVAL_FILE at the top, and one directory per stage of `STAGES`.
+
+WORKDIR/config.json holds the resolved config of the experiment. Running a different
+config in the same workdir is an error naming the differing fields (nothing is
+overwritten). WORKDIR/dataset.json records the dataset's item count, split sizes and a
+sha256 of its contents; a dataset that disagrees with it is an error.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     base.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
                                      for k, v in flatten(saved).items()})
   except (KeyError, AttributeError, TypeError) as e:
-    raise WorkdirError(f"{os.path.join(workdir, CONFIG_FILE)} does not match the config schema: {e}") from e
+    raise WorkdirError(f"{os.path.join(workdir, CONFIG_FILE)} does not match the config "
+                       f"schema: {e}") from e
   return config_lib.lock(base)
 
 
