@@ -212,8 +212,8 @@ def test_grids():
                                                  "w/o-m"]
   assert len(ex.grid("components", "smoke")) == 2
   full = ex.grid("compression", "full")
-  assert {"M=1,K=32", "M=5,K=32", "M=4,K=256", "teacher", "TT"} <= set(full)
-  assert len(full) == 7 + 2
+  assert {"M=1,K=32", "M=5,K=32", "M=4,K=256", "M=3,K=256", "teacher", "TT"} <= set(full)
+  assert len(full) == 8 + 2
   sens = ex.grid("sensitivity", "full")
   assert len(sens) == 15 + 1 and sens["beta=0.001"] == {"distill.beta": 0.001}
   for name in ("components", "compression", "sensitivity"):
