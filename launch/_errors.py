@@ -1,4 +1,7 @@
-"""Runs a launch script's main: ccrec's named errors print as one line, not a traceback.
+"""Runs a launch script's main: quiet third-party logs, and ccrec's named errors as one line.
+
+Every script that runs through `run` has `--verbose_libs` (third-party INFO logging such as
+orbax's checkpoint bookkeeping, hidden by default: `ccrec.console.configure`).
 
 `python launch/X.py ...` that fails on bad input (DataError, CheckpointError, WorkdirError,
 ConfigError, BundleError, ...) prints `ErrorName: message` to stderr and exits with status 1;
@@ -10,6 +13,11 @@ import sys
 
 from absl import app, flags
 
+from ccrec import console
+
+_VERBOSE_LIBS = flags.DEFINE_bool("verbose_libs", False,
+                                   "Show third-party libraries' INFO logging (orbax, jax).")
+
 
 def _named(error: BaseException) -> bool:
   """Whether `error` is one of ccrec's own error types (defined in a ccrec module)."""
@@ -20,6 +28,7 @@ def run(main) -> None:
   """absl's app.run(main), with named errors printed alone (see the module docstring)."""
   def guarded(argv):
     verbose = flags.FLAGS.verbosity >= 1  # read before main changes the logging verbosity
+    console.configure(verbose_libs=_VERBOSE_LIBS.value)
     try:
       return main(argv)
     except Exception as e:  # pylint: disable=broad-except

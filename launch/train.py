@@ -28,8 +28,6 @@ from ccrec.workflow import pipeline
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-_VERBOSE_LIBS = flags.DEFINE_bool("verbose_libs", False,
-                                   "Show third-party libraries' INFO logging (orbax, jax).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,7 +36,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # -v=1 (debug) keeps its value
     logging.set_verbosity(logging.INFO)
-  console.configure(verbose_libs=_VERBOSE_LIBS.value)
   _distributed.maybe_initialize()
   metrics = pipeline.run(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:

@@ -155,6 +155,7 @@ def test_compare_launcher_prints_the_paired_comparison(full_run):
          f"--b={workdir}:student", "--metrics=NDCG@10,HR@5", "--samples=200"]
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
+  assert "orbax" not in done.stderr  # third-party INFO logs hidden by every launch script
   out = json.loads(done.stdout[done.stdout.index("{"):])
   assert out["split"] == "test" and out["n"] == metrics["teacher/test/count"]
   for metric in ("NDCG@10", "HR@5"):
@@ -167,9 +168,10 @@ def test_compare_launcher_prints_the_paired_comparison(full_run):
     assert got["ratio"] == pytest.approx(student / teacher, rel=1e-5)
   # Runs pooled: two runs of the same models average to the same models.
   two = subprocess.run(cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher",
-                                  f"--b={workdir}:student,{workdir}:student"] + cmd[4:],
-                       capture_output=True, text=True, timeout=600)
+                                  f"--b={workdir}:student,{workdir}:student"] + cmd[4:]
+                       + ["--verbose_libs"], capture_output=True, text=True, timeout=600)
   assert two.returncode == 0, two.stderr[-3000:]
+  assert "orbax" in two.stderr  # ... unless --verbose_libs
   pooled = json.loads(two.stdout[two.stdout.index("{"):])
   assert pooled["runs"] == 2 and out["runs"] == 1
   for metric in ("NDCG@10", "HR@5"):
