@@ -315,8 +315,9 @@ def _machine() -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, catalogs: Sequence[int], *, steps: int = 10,
         warmup: int = 2, eval_examples: int = 2000, queries: int = 20,
         only: Sequence[str] | None = None, timeout: float | None = None,
-        log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-  """Every measurement at every catalog size, each in its own process."""
+        isolate: bool = True, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+  """Every measurement at every catalog size, each in its own process (`isolate`; False runs
+  them in this one, for tests: the peaks are then this process's so far)."""
   start = datetime.datetime.now(datetime.timezone.utc)
   options = {"steps": steps, "warmup": warmup, "eval_examples": eval_examples,
              "queries": queries}
@@ -327,7 +328,8 @@ def run(config: ml_collections.ConfigDict, catalogs: Sequence[int], *, steps: in
       if only and not any(name.startswith(o) for o in only):
         continue
       t = time.perf_counter()
-      row[name] = run_isolated(name, config, v, options, timeout)
+      row[name] = (run_isolated(name, config, v, options, timeout) if isolate
+                   else measure(name, config, v, options))
       log(f"V={v} {name}: {time.perf_counter() - t:.1f} s "
           f"{row[name].get('error', '')}".rstrip())
     rows.append(row)
@@ -464,14 +466,16 @@ def plot(result: dict[str, Any], path: str) -> None:
 
   fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5.5))
   sizes = [r["num_items"] for r in result["rows"]]
-  for label, unit, get in columns():
+  colors = plt.get_cmap("tab20").colors
+  for i, (label, unit, get) in enumerate(columns()):
     ax = ax_m if unit == "MiB" else ax_t
     if unit == "ms":
       continue
     pts = [(v, get(r)) for v, r in zip(sizes, result["rows"])]
     pts = [(v, y) for v, y in pts if y is not None and y > 0]
     if pts:
-      ax.plot(*zip(*pts), marker="o", label=label)
+      ax.plot(*zip(*pts), marker="o", label=label, color=colors[i % len(colors)],
+              linestyle="--" if "sampled" in label else "-")
   for ax, ylabel in ((ax_t, "seconds"), (ax_m, "MiB")):
     ax.set_xscale("log")
     ax.set_yscale("log")
