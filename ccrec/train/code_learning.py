@@ -109,16 +109,19 @@ def _init_params(key, *, features: int, num_codebooks: int, codebook_size: int,
   return model.init(key, jnp.zeros((1, features)))["params"]
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("learning_rate", "batch_size"),
+@functools.partial(jax.jit, static_argnames=_STATIC + ("num_items", "learning_rate", "batch_size"),
                    donate_argnames=("params", "opt_state"))
-def _train_steps(params, opt_state, x, key, start, num_steps, probs=None, *,
-                 num_codebooks: int, codebook_size: int, temperature: float,
+def _train_steps(params, opt_state, chunks, key, start, num_steps, probs=None, *,
+                 num_items: int, num_codebooks: int, codebook_size: int, temperature: float,
                  learning_rate: float, batch_size: int):
-  """`num_steps` (traced) Adam steps on random batches of x [V, d]; step s uses fold_in(key, s).
+  """`num_steps` (traced) Adam steps on random batches of the items; step s uses fold_in(key, s).
 
-  probs: None (uniform batches) or [V] sampling probabilities (item weights / their sum), so
-  the expected batch loss is the weighted reconstruction loss.
+  chunks: [C, S, d], the items 0..num_items-1 then zero filler (`_chunked`, the array the
+  checks read: one copy of the table on the device). probs: None (uniform batches) or
+  [num_items] sampling probabilities (item weights / their sum), so the expected batch loss
+  is the weighted reconstruction loss.
   """
+  x = chunks.reshape(-1, chunks.shape[-1])  # [C*S, d]; batches draw from the first num_items
   model = _model(x, num_codebooks, codebook_size, temperature)
   optimizer = optax.adam(learning_rate)
 
@@ -130,9 +133,9 @@ def _train_steps(params, opt_state, x, key, start, num_steps, probs=None, *,
     p, state, total = carry
     batch_key, gumbel_key = jax.random.split(jax.random.fold_in(key, start + i))
     if probs is None:
-      idx = jax.random.randint(batch_key, (batch_size,), 0, x.shape[0])
+      idx = jax.random.randint(batch_key, (batch_size,), 0, num_items)
     else:
-      idx = jax.random.choice(batch_key, x.shape[0], (batch_size,), p=probs)
+      idx = jax.random.choice(batch_key, num_items, (batch_size,), p=probs)
     loss, grads = jax.value_and_grad(loss_fn)(p, jnp.take(x, idx, axis=0), gumbel_key)
     updates, state = optimizer.update(grads, state, p)
     return optax.apply_updates(p, updates), state, total + loss
@@ -150,8 +153,13 @@ def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int,
 
   def one(args):
     xc, wc = args
-    recon = model.apply({"params": params}, xc, train=False)
-    codes = model.apply({"params": params}, xc, method="codes")
+    # The encoder once per chunk: the argmax codes, and their reconstruction (what
+    # model(xc, train=False) gives).
+    log_alpha = model.apply({"params": params}, xc, method="log_alpha")
+    best = jnp.argmax(log_alpha, axis=-1)
+    one_hot = jax.nn.one_hot(best, codebook_size, dtype=log_alpha.dtype)
+    recon = model.apply({"params": params}, one_hot, method="decode")
+    codes = best.astype(code_dtype(codebook_size))
     return losses.reconstruction_mse_sums(recon, xc, wc)[0], codes
 
   sums, codes = jax.lax.map(one, (chunks, weights))
@@ -209,8 +217,9 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   opt_state = optax.adam(learning_rate).init(params)
   probs = None if w is None else jnp.asarray(w / w.sum(), jnp.float32)
   total_weight = num_items if w is None else float(w.sum())
-  x_device = jnp.asarray(x)
-  chunks, weights = _chunked(x, min(_EVAL_CHUNK, num_items), w)
+  # One copy of the table on the device, in the chunks the checks scan (memory O(V * d) plus
+  # O(_EVAL_CHUNK * M * K) per check, never [V, M, K]); the batches are drawn from it too.
+  chunks, weights = (jnp.asarray(a) for a in _chunked(x, min(_EVAL_CHUNK, num_items), w))
 
   best = (math.inf, None, None, 0)        # loss, codes, codebooks, step
   history: list[float] = []
@@ -218,8 +227,8 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   while step < max_steps and bad < patience:
     num_steps = min(eval_every, max_steps - step)
     params, opt_state, _ = _train_steps(
-        params, opt_state, x_device, train_key, jnp.int32(step), jnp.int32(num_steps), probs,
-        learning_rate=float(learning_rate), batch_size=min(batch_size, num_items), **static)
+        params, opt_state, chunks, train_key, jnp.int32(step), jnp.int32(num_steps), probs,
+        num_items=num_items, learning_rate=float(learning_rate), batch_size=min(batch_size, num_items), **static)
     step += num_steps
     total, codes = _check(params, chunks, weights, **static)
     loss = float(total) / total_weight
@@ -238,7 +247,9 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   loss, codes, codebooks, best_step = best
   out = np.zeros((num_items + 1, num_codebooks), code_dtype(codebook_size))
   out[1:] = codes[:num_items]
-  variance = float(np.mean(np.sum(np.square(x - x.mean(0)), axis=1)))
+  mean = x.mean(0, dtype=np.float64).astype(np.float32)
+  variance = sum(float(np.sum(np.square(x[i:i + _EVAL_CHUNK] - mean), dtype=np.float64))
+                 for i in range(0, num_items, _EVAL_CHUNK)) / num_items
   report = code_report(out, codebook_size)
   report.update(mse=loss, weighted=w is not None, table_variance=variance,
                 relative_mse=loss / variance if variance > 0 else math.inf,

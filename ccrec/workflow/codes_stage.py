@@ -120,8 +120,7 @@ def learn_codes(directory: str, table: np.ndarray, item_counts: np.ndarray,
     usage = np.asarray(final["usage"])
     report.update({f"final_{k}": v for k, v in final.items() if np.ndim(v) == 0})
   if weights is not None:  # the *_mse above are popularity-weighted; the plain mean beside them
-    recon = code_refinement.reconstruct(codes, codebooks)[1:]
-    report["unweighted_mse"] = float(np.mean(np.sum(np.square(recon - table[1:]), axis=1)))
+    report["unweighted_mse"] = code_refinement.weighted_mse(table, codes, codebooks)
   report["weight_power"] = float(c.weight_power)
   report.update(teacher_through_codes(evaluate, codes, codebooks))
   if jax.process_index() == 0:
