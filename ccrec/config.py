@@ -39,7 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.5  # hidden dropout
   c.model.attn_dropout = 0.5  # dropout on attention weights
   c.model.readout = "soft_attention"  # 'soft_attention' (the paper's) or 'last' (plain SASRec)
-  c.model.init = "truncated_normal"  # 'truncated_normal' | 'normal' | 'uniform' (paper: U(-0.1, 0.1))
+  # 'truncated_normal' | 'normal' | 'uniform' (paper: U(-0.1, 0.1))
+  c.model.init = "truncated_normal"
   c.model.init_scale = 0.02  # stddev, or the bound for 'uniform'
   c.model.layer_norm_eps = 1e-12  # as RecBole's SASRec
 
@@ -117,7 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Device mesh (ccrec/parallel.py, docs/scale_out.md). Multi-host settings are launch flags.
   c.parallel = ml_collections.ConfigDict()
   c.parallel.data = -1  # data-axis size (batch split); -1 = all devices // parallel.model
-  c.parallel.model = 1  # item-axis size: item table / codes / logits split; needs (V+1) % model == 0
+  # item-axis size: item table / codes / logits split; needs (V+1) % model == 0
+  c.parallel.model = 1
   return c
 
 

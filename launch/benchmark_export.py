@@ -16,8 +16,8 @@ import sys
 
 from absl import app, flags, logging
 
-from ccrec.benchmarks import ondevice as numpy_benchmark
 from ccrec.benchmarks import files as file_benchmark
+from ccrec.benchmarks import ondevice as numpy_benchmark
 
 _CATALOGS = flags.DEFINE_string("catalogs", "all", "'all', or a comma list of presets "
                                 "(ml-100k=1682, tmall=40000, 1m=1000000) and item counts")

@@ -14,7 +14,7 @@ and every loss term) relative to a teacher-only step on the same batches.
 """
 
 import _errors
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from ccrec.benchmarks import speed

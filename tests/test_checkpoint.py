@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from ccrec.checkpoint import CheckpointError, Checkpointer, meta_digest
+from ccrec.checkpoint import Checkpointer, CheckpointError, meta_digest
 
 
 def _state(d=64):
@@ -86,6 +86,7 @@ def test_other_model_is_refused_naming_the_array(tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "uint8", "int32", "bool"])
 def test_checksum_sees_any_single_bit(dtype):
   import jax
+
   from ccrec.checkpoint import state_digest
   rng = np.random.default_rng(0)
   a = (rng.integers(0, 2, (7, 5)) if dtype == "bool" else rng.normal(size=(7, 5)) * 50

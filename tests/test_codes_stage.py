@@ -10,11 +10,12 @@ import optax
 import pytest
 
 from ccrec.checkpoint import CheckpointError
-from ccrec.models.recommender import init_variables
 from ccrec.models.embeddings import with_item_table
+from ccrec.models.recommender import init_variables
 from ccrec.train import code_learning, code_refinement
-from ccrec.workflow import codes_stage, pipeline
 from ccrec.train.state import TrainState
+from ccrec.workflow import codes_stage, pipeline
+
 from helpers import tiny
 
 

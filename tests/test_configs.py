@@ -63,8 +63,9 @@ def test_every_float_field_must_be_finite(value):
 
 @pytest.mark.parametrize("field", ["train.learning_rate", "codes.temperature"])
 def test_non_finite_value_is_refused_before_the_workdir_is_written(tmp_path, field):
-  from helpers import tiny
   from ccrec.workflow import pipeline
+
+  from helpers import tiny
   workdir = tmp_path / "w"
   with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
     pipeline.run(tiny(**{field: float("inf")}), str(workdir))

@@ -7,8 +7,8 @@ import numpy as np
 
 from ccrec import config as config_lib
 from ccrec.data import synthetic_catalogs
-from ccrec.workflow.experiments import load_config_file
 from ccrec.workflow import workdir as workdir_lib
+from ccrec.workflow.experiments import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

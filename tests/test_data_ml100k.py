@@ -6,11 +6,12 @@ unset. Never touches the network.
 
 import collections
 
-import helpers
 import numpy as np
 import pytest
 
 from ccrec.data import load_dataset, sources
+
+import helpers
 
 ML100K = helpers.ml100k_inter()
 pytestmark = helpers.needs_ml100k

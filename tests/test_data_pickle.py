@@ -4,12 +4,13 @@ import json
 import os
 import pickle
 
-import helpers
 import numpy as np
 import pytest
 
 from ccrec.data import safe_pickle
 from ccrec.data.errors import DataError
+
+import helpers
 
 SESSIONS = [[1, 2, 3, 4], [5, 1], [2, 6, 2]]
 

@@ -7,12 +7,12 @@ import pickle
 import subprocess
 import sys
 
-import helpers
 import numpy as np
-import pytest
 
 from ccrec.benchmarks import synthetic_logs
 from ccrec.data import dataset, readers, sources
+
+import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures"

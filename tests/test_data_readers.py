@@ -7,7 +7,6 @@ import pathlib
 import re
 import warnings
 
-import helpers
 import hypothesis
 import hypothesis.strategies as st
 import numpy as np
@@ -15,6 +14,8 @@ import pytest
 
 from ccrec.data import delimited, readers
 from ccrec.data.errors import DataError, DataWarning
+
+import helpers
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 

@@ -4,11 +4,12 @@ import io
 import pathlib
 import zipfile
 
-import helpers
 import pytest
 
 from ccrec.data import sources
 from ccrec.data.errors import DataError
+
+import helpers
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 ML100K = helpers.ml100k_inter()  # read before `offline` unsets the variable

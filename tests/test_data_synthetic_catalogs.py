@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ccrec import data
-from ccrec.data import sparse_baselines, synthetic, synthetic_catalogs as sc
+from ccrec.data import sparse_baselines, synthetic
+from ccrec.data import synthetic_catalogs as sc
 from ccrec.data.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

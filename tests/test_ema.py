@@ -10,10 +10,11 @@ import pytest
 
 from ccrec.checkpoint import Checkpointer
 from ccrec.models.build import model_fns
-from ccrec.workflow.from_checkpoint import evaluate_workdir, restore_trained
-from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
+from ccrec.workflow import pipeline
+from ccrec.workflow.from_checkpoint import evaluate_workdir, restore_trained
 from ccrec.workflow.workdir import load_config
+
 from helpers import tiny
 
 

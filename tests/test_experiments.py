@@ -1,4 +1,5 @@
-"""ccrec.workflow.experiments on the tiny config: result caching, stage reuse across variants, tables."""
+"""ccrec.workflow.experiments on the tiny config: result caching, stage reuse across variants,
+tables."""
 
 import json
 import math
@@ -8,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ccrec.workflow import experiments as ex
 from ccrec.checkpoint import Checkpointer
+from ccrec.workflow import experiments as ex
 from ccrec.workflow import pipeline
 from ccrec.workflow.workdir import WorkdirError
 

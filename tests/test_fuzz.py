@@ -159,6 +159,7 @@ def _check_log(log, file_bytes: int) -> None:
 
 def _fuzz_reader(target: str, workdir: str):
   import hypothesis
+
   from ccrec.data.errors import DataError
   st, edits = _strategies()
   cases = _readers()[target]
@@ -209,7 +210,9 @@ class _Exploit:
 
 def _fuzz_pickle(workdir: str):
   import pickle
+
   import hypothesis
+
   from ccrec.data import safe_pickle
   from ccrec.data.errors import DataError
   st, edits = _strategies()
@@ -256,6 +259,7 @@ def _fuzz_pickle(workdir: str):
 
 def _fuzz_prepared(workdir: str):
   import hypothesis
+
   from ccrec.data import dataset, synthetic
   from ccrec.data.errors import DataError
   st, edits = _strategies()
@@ -288,12 +292,14 @@ META = {"epoch": 2, "best": 0.25, "best_epoch": 1, "bad_epochs": 0, "done": Fals
 
 def _fuzz_checkpoint(workdir: str):
   import glob
+
   import hypothesis
   import jax
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from ccrec.checkpoint import CheckpointError, Checkpointer
+
+  from ccrec.checkpoint import Checkpointer, CheckpointError
   from ccrec.train.state import TrainState
   st, edits = _strategies()
   table = jnp.sin(jnp.arange(40 * 8, dtype=jnp.float32)).reshape(40, 8)
@@ -334,9 +340,11 @@ def _fuzz_checkpoint(workdir: str):
 
 def _fuzz_bundle(workdir: str):
   import glob
+
   import hypothesis
   import jax
   import numpy as np
+
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
   from ccrec.serving.bundle import BundleError
   from ccrec.serving.export import export_model

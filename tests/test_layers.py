@@ -177,7 +177,7 @@ def test_imports_inside_functions_say_why():
   for module in sorted(MODULES):
     with open(MODULES[module], encoding="utf-8") as f:
       lines = f.read().splitlines()
-    for line, imported, nested, node in _imports(module):
+    for line, imported, nested, _ in _imports(module):
       if not nested:
         continue
       here = lines[line - 1]

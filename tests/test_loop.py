@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from ccrec.checkpoint import CheckpointError, Checkpointer
+from ccrec.checkpoint import Checkpointer, CheckpointError
 from ccrec.train.loop import NonFiniteLossError, fit
 from ccrec.train.state import TrainState
 from ccrec.train.writer import MetricWriter

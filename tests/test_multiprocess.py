@@ -113,7 +113,8 @@ def test_both_processes_see_one_runtime(run):
 def test_each_process_feeds_its_own_rows(run):
   for i, r in enumerate(run["reports"]):
     rep = r["report"]
-    assert rep["host_rows"] == [4 * i, 4 * i + 4]  # 8 rows over 4 devices: 4 per process, 2 per device
+    # 8 rows over 4 devices: 4 per process, 2 per device.
+    assert rep["host_rows"] == [4 * i, 4 * i + 4]
     assert rep["local_rows_ok"]
     assert rep["global_sum"] == rep["expected_sum"]
 

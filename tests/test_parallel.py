@@ -206,9 +206,9 @@ def _worker() -> dict:
   from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
   from ccrec.models.views import DistillHeads, init_heads
   from ccrec.train import distill as distill_lib
-  from ccrec.workflow import pipeline
   from ccrec.train import teacher as teacher_lib
   from ccrec.train.state import TrainState
+  from ccrec.workflow import pipeline
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   out: dict = {}

@@ -14,13 +14,14 @@ import optax
 import pytest
 
 from ccrec import data as data_lib
-from ccrec.checkpoint import CheckpointError, Checkpointer
-from ccrec.workflow.from_checkpoint import evaluate_workdir
-from ccrec.models.build import build_models, model_fns
+from ccrec.checkpoint import Checkpointer, CheckpointError
+from ccrec.models.build import build_models
 from ccrec.models.recommender import init_variables
-from ccrec.workflow import pipeline
 from ccrec.train.state import TrainState
+from ccrec.workflow import pipeline
+from ccrec.workflow.from_checkpoint import evaluate_workdir
 from ccrec.workflow.workdir import WorkdirError
+
 from helpers import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,8 +77,8 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   assert len({tuple(c) for c in stored[1:]}) == 60
   assert codes_report["final_unresolved"] == 0 and codes_report["final_collisions"] == 0
   assert codes_report["final_unique_codes"] == 60
-  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  distill_terms = set().union(*(l.keys() for l in lines if l["stage"] == "distill"))
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  distill_terms = set().union(*(r.keys() for r in records if r["stage"] == "distill"))
   assert {"teacher/ce", "student/ce", "codes/mse", "kd/kl", "kd/infonce"} <= distill_terms
   # Each stage's epoch has the steps of its own batch size: the distillation stage
   # runs at distill.batch_size (16), the others at train.batch_size (32).
@@ -86,9 +87,9 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   steps = lambda b: data_lib.steps_per_epoch(dataset.train, "window", b, c.data.max_len)
   assert steps(16) > steps(32)
   first_eval = {}
-  for l in lines:
-    if l.get("epoch") == 0 and "best" in l:
-      first_eval.setdefault(l["stage"], l["step"])
+  for r in records:
+    if r.get("epoch") == 0 and "best" in r:
+      first_eval.setdefault(r["stage"], r["step"])
   assert first_eval == {"teacher": steps(32), "student_pretrain": steps(32),
                         "distill": steps(16)}
   # ... and so has its optimizer's epoch (train.lr_decay decays the rate once per epoch).
@@ -291,9 +292,9 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
 
 @pytest.mark.slow
 def test_popularity_weighted_codes_stage(full_run, tmp_path):
-  from ccrec.workflow.from_checkpoint import restore_trained
-  from ccrec.workflow import codes_stage
   from ccrec.train.code_refinement import popularity_weights
+  from ccrec.workflow import codes_stage
+  from ccrec.workflow.from_checkpoint import restore_trained
   source, _ = full_run
   workdir = str(tmp_path / "w")
   shutil.copytree(os.path.join(source, "teacher"), os.path.join(workdir, "teacher"))

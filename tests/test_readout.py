@@ -108,7 +108,7 @@ def test_soft_attention_reads_only_the_allowed_positions_of_a_mask_with_gaps():
   ro = SoftAttentionReadout(4, INIT)
   params = ro.init(jax.random.key(1), h, hot)
   for form in ("__call__", "causal"):
-    apply = lambda x: np.asarray(ro.apply(params, x, hot, method=form))
+    apply = lambda x, form=form: np.asarray(ro.apply(params, x, hot, method=form))
     base = apply(h)
     np.testing.assert_array_equal(apply(h + 5.0 * ~hot[..., None]), base)
     assert np.abs(apply(h.at[0, 4].add(1.0)) - base).max() > 1e-3

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ccrec import config as config_lib
-from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.embeddings import mask_padding_column
+from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads, init_heads
 from ccrec.ops import losses, sampled
 from ccrec.train import distill as distill_lib
@@ -270,6 +270,7 @@ def test_pipeline_trains_every_stage_with_the_sampled_loss(tmp_path):
   import os
 
   from ccrec.workflow import pipeline
+
   from helpers import tiny
   workdir = str(tmp_path / "w")
   metrics = pipeline.run(tiny(**{"train.loss": "sampled", "train.num_negatives": 16,

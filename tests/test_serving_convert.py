@@ -270,6 +270,7 @@ def test_export_file_refuses_a_wrong_extension_or_existing_file(converters, tmp_
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   from ccrec.workflow import pipeline
+
   from helpers import tiny
   workdir = str(tmp_path_factory.mktemp("tiny"))
   return workdir, pipeline.run(tiny(), workdir)

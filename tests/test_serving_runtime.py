@@ -14,8 +14,12 @@ from ccrec.models.recommender import SessionRecommender
 from ccrec.models.tt import auto_item_factors, factorize_exact
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving.export import export_model, flax_variables, spec_from_config
-from ccrec.serving.runtime import (EmptySessionError, InvalidSessionError, Recommender,
-                                   UnknownItemError)
+from ccrec.serving.runtime import (
+    EmptySessionError,
+    InvalidSessionError,
+    Recommender,
+    UnknownItemError,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITEMS, MAX_LEN = 120, 6

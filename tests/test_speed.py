@@ -9,9 +9,10 @@ import itertools
 import numpy as np
 import pytest
 
-from ccrec.data import window_batches
 from ccrec.benchmarks import speed
+from ccrec.data import window_batches
 from ccrec.workflow import workdir
+
 from helpers import tiny
 
 

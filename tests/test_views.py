@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ccrec.workflow import experiments
 from ccrec.models.views import DistillHeads, init_heads
+from ccrec.workflow import experiments
 
 D, L = 4, 6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

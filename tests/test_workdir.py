@@ -9,6 +9,7 @@ import pytest
 from ccrec.data import Examples, Sequences, SessionDataset
 from ccrec.workflow import workdir as workdir_lib
 from ccrec.workflow.workdir import WorkdirError
+
 from helpers import tiny
 
 

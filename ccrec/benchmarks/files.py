@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from importlib import metadata
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np

@@ -297,8 +297,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     c = res["case"]
     t = {r["method"]: r["median_ms"] for r in res["rows"] if r["batch"] == 1}
     s = t["student_codes"]
+    case = f"V={c['num_items']:,} d={c['d']} M={c['num_codebooks']} K={c['codebook_size']}"
     out.append({
-        "case": f"V={c['num_items']:,} d={c['d']} M={c['num_codebooks']} K={c['codebook_size']}",
+        "case": case,
         "headline": (c["num_items"] >= 1_000_000 and c["d"] == 256 and c["num_codebooks"] == 4
                      and c["codebook_size"] == 256),
         "teacher/student": t["teacher_table"] / s,

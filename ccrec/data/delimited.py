@@ -33,8 +33,15 @@ from typing import Iterator
 import numpy as np
 
 from ccrec.data.errors import DataError, DataWarning, at
-from ccrec.data.numeric import (MAX_DIGITS, compact_text, concatenate_text, factorize_ints,
-                                parse_decimals, parse_ints, parse_iso)
+from ccrec.data.numeric import (
+    MAX_DIGITS,
+    compact_text,
+    concatenate_text,
+    factorize_ints,
+    parse_decimals,
+    parse_ints,
+    parse_iso,
+)
 
 MAX_ID_BYTES = 4096  # longer ids are refused: no click log has them, a damaged file may
 _GATHER_BYTES = 1 << 22  # id bytes gathered by one fancy index (its int64 index is 8x this)

@@ -25,8 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from ccrec.data import recipes
-from ccrec.data.dataset import (Examples, SessionDataset, Sequences, make_dataset, prefix_augment,
-                                truncate)
+from ccrec.data.dataset import (
+    Examples,
+    Sequences,
+    SessionDataset,
+    make_dataset,
+    prefix_augment,
+    truncate,
+)
 from ccrec.data.errors import DataError
 from ccrec.data.recipes import ClickLog, Recipe
 

@@ -74,9 +74,11 @@ def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, column
   for block in delimited.blocks(path, delimiter, fields, skip_lines=skip_lines,
                                 encoding=encoding, strict=strict):
     for field, kind in columns.items():
-      parts[field].append({"int": block.ints, "float": block.floats, "token": block.tokens,
-                           "datetime": block.datetimes,
-                           "line": lambda _: block.lines}[kind](field))
+      if kind == "line":
+        parts[field].append(block.lines)
+      else:
+        parts[field].append({"int": block.ints, "float": block.floats, "token": block.tokens,
+                             "datetime": block.datetimes}[kind](field))
   out = {}
   for field, kind in columns.items():
     if kind == "token":

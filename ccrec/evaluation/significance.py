@@ -21,6 +21,7 @@ import numpy as np
 
 from ccrec.evaluation.ranking import per_example
 
+
 def check_same_examples(targets_a: np.ndarray, targets_b: np.ndarray, name_a: str,
                         name_b: str) -> None:
   """Raises ValueError unless the two rankings have the same targets, example by example.

@@ -22,8 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ccrec.item_layout import (Ranks, auto_item_factors, factorize_exact, tt_core_shapes,
-                               tt_digits)
+from ccrec.item_layout import Ranks, auto_item_factors, factorize_exact, tt_core_shapes, tt_digits
 
 
 def tt_num_params(item_factors: Sequence[int], d_factors: Sequence[int], rank: Ranks) -> int:

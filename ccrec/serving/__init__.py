@@ -11,8 +11,13 @@
 """
 
 from ccrec.serving.bundle import FORMAT_VERSION, BundleError, read_bundle, write_bundle
-from ccrec.serving.runtime import (EmptySessionError, InvalidSessionError, Recommendation,
-                                   Recommender, UnknownItemError)
+from ccrec.serving.runtime import (
+    EmptySessionError,
+    InvalidSessionError,
+    Recommendation,
+    Recommender,
+    UnknownItemError,
+)
 
 __all__ = ["FORMAT_VERSION", "BundleError", "EmptySessionError", "InvalidSessionError",
            "Recommendation", "Recommender", "UnknownItemError", "read_bundle", "write_bundle"]

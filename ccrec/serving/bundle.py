@@ -47,9 +47,17 @@ from typing import Any
 import numpy as np
 
 from ccrec import atomic
-from ccrec.serving.manifest import (CHECKSUM_FIELD, FORMAT_VERSION, KINDS, MODEL_FIELDS,
-                                    REEXPORT, BundleError, check_config, check_sealed,
-                                    manifest_sha256)
+from ccrec.serving.manifest import (
+    CHECKSUM_FIELD,
+    FORMAT_VERSION,
+    KINDS,
+    MODEL_FIELDS,
+    REEXPORT,
+    BundleError,
+    check_config,
+    check_sealed,
+    manifest_sha256,
+)
 
 MANIFEST_FILE = "manifest.json"
 ARRAY_KINDS = "biufU"  # numpy dtype kinds a bundle array may have

@@ -56,7 +56,8 @@ def check_sealed(manifest: dict[str, Any], where: str) -> None:
   try:
     actual = manifest_sha256(manifest)
   except ValueError as e:  # NaN or Inf in a sealed field: never written by an export
-    raise BundleError(f"{where}: the model fields hold a non-JSON number ({e}); {REEXPORT}")
+    raise BundleError(
+        f"{where}: the model fields hold a non-JSON number ({e}); {REEXPORT}") from e
   if stored != actual:
     raise BundleError(
         f"{where}: checksum mismatch of the model fields {list(MODEL_FIELDS)}: one of them "

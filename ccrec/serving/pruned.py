@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccrec.serving.topk import exact_top, top_k as full_top_k
+from ccrec.serving.topk import exact_top
+from ccrec.serving.topk import top_k as full_top_k
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _PRESENCE_CAP = 1 << 26  # booleans of per-group codeword presence kept per pivot

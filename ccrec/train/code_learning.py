@@ -148,7 +148,8 @@ def _train_steps(params, opt_state, chunks, key, start, num_steps, probs=None, *
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int,
            temperature: float):
-  """chunks [C, S, d], weights [C, S] -> (sum of squared errors of the argmax codes, codes [C*S, M])."""
+  """chunks [C, S, d], weights [C, S] -> (sum of squared errors of the argmax codes,
+  codes [C*S, M])."""
   model = _model(chunks, num_codebooks, codebook_size, temperature)
 
   def one(args):

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 import jax
 from absl import logging
 
-from ccrec.checkpoint import Checkpointer
 from ccrec import console
+from ccrec.checkpoint import Checkpointer
 from ccrec.train.writer import MetricWriter
 
 StepFn = Callable[[Any, dict, jax.Array], tuple[Any, dict]]

@@ -28,8 +28,7 @@ from absl import logging
 
 from ccrec import atomic
 from ccrec import config as config_lib
-from ccrec.workflow import plots
-from ccrec.workflow import pipeline
+from ccrec.workflow import pipeline, plots
 from ccrec.workflow import workdir as workdir_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # the repository
