@@ -30,13 +30,26 @@ setuptools.setup(
         # pytest-xdist: the README runs the test files in 2 processes (CPU XLA compiles
         # are single-threaded and dominate the suite's time). pyink and ruff (configured in
         # pyproject.toml, run by .ci/run) are pinned: another version may format differently.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient>=0.10",
-                 "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8", "pyink==26.5.1",
-                 "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
+            "pyink==26.5.1",
+            "ruff==0.17.6",
+        ],
         "notebooks": ["matplotlib>=3.8", "jupyter"],
         # launch/export.py --format=litert|onnx (ccrec/serving/convert.py): converters and
         # their runtimes, pinned to the versions the export is verified with (docs/export.md).
-        "export": ["litert-converter==0.5.0", "ai-edge-litert==2.3.0", "jax2onnx==0.17.1",
-                   "onnxruntime==1.32.0", "onnx==1.23.2"],
+        "export": [
+            "litert-converter==0.5.0",
+            "ai-edge-litert==2.3.0",
+            "jax2onnx==0.17.1",
+            "onnxruntime==1.32.0",
+            "onnx==1.23.2",
+        ],
     },
 )

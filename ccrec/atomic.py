@@ -31,8 +31,9 @@ def writing(path: str | os.PathLike, mode: str = "w", **open_args: Any) -> Itera
     raise
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 1, sort_keys: bool = True,
-               **dump_args: Any) -> None:
+def write_json(
+    path: str | os.PathLike, obj: Any, *, indent: int = 1, sort_keys: bool = True, **dump_args: Any
+) -> None:
   """Writes `obj` as JSON to `path` through `writing`."""
   with writing(path, "w") as f:
     json.dump(obj, f, indent=indent, sort_keys=sort_keys, **dump_args)

@@ -71,8 +71,7 @@ def state_digest(state: Any) -> str:
   Meant to catch damaged files, not tampering: per-leaf position-weighted sums of the
   bits, reduced on device, then sha256 of those sums with the shapes and dtypes.
   """
-  leaves = [jnp.asarray(x) if not isinstance(x, jax.Array) else x
-            for x in jax.tree.leaves(state)]
+  leaves = [jnp.asarray(x) if not isinstance(x, jax.Array) else x for x in jax.tree.leaves(state)]
   sums = np.asarray(jax.device_get(_leaf_sums(leaves)))
   h = hashlib.sha256(sums.astype("<u4").tobytes())
   for x in leaves:
@@ -115,7 +114,7 @@ def _cause(error: BaseException, step_dir: str) -> tuple[str, str]:
   innermost = chain[-1]
   text = _SPEC.sub("", str(innermost)).strip()
   named = list(_LOCAL_FILE_COLON.finditer(text))
-  text = text[named[-1].end():] if named else text  # what went wrong in the last file named
+  text = text[named[-1].end() :] if named else text  # what went wrong in the last file named
   cause = f"{type(innermost).__name__}: {(text.splitlines() or [''])[0]}"[:300]
   if array and not files:
     cause = f"array {array}: {cause}"
@@ -149,8 +148,9 @@ class Checkpointer:
 
   def __init__(self, directory: str):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, enable_async_checkpointing=False
+    )
     self._managers = {
         name: ocp.CheckpointManager(os.path.join(self.directory, name), options=options)
         for name in ("latest", "best")
@@ -169,8 +169,9 @@ class Checkpointer:
       manager.save(int(step), args=args, force=True)
       manager.wait_until_finished()
 
-  def restore(self, abstract_state: Any, which: str = "latest", *,
-              meta_keys: Iterable[str] | None = None) -> tuple[Any, dict] | None:
+  def restore(
+      self, abstract_state: Any, which: str = "latest", *, meta_keys: Iterable[str] | None = None
+  ) -> tuple[Any, dict] | None:
     """Restores into the structure of `abstract_state`; None if there is no checkpoint.
 
     meta_keys: if given, the keys the saved meta holds; a missing or unknown key is
@@ -186,29 +187,39 @@ class Checkpointer:
     fix = f"Restore it from a copy, or delete {self.directory} to train this stage again."
     self._check_shapes(where, os.path.join(step_dir, "state"), abstract)
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      restored = manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+          ),
+      )
     except Exception as e:  # orbax raises many types for corrupt or mismatched files.
       path, cause = _cause(e, step_dir)
       raise CheckpointError(
           f"cannot restore {where}: {path}: {cause}. The checkpoint is "
           f"damaged or was written by a different model/dataset (item count, sizes). {fix}"
-          ) from e
+      ) from e
     meta_file = os.path.join(step_dir, "meta", "metadata")
     if not isinstance(restored.meta, dict):
-      raise CheckpointError(f"{meta_file} is damaged: it holds {type(restored.meta).__name__}, "
-                            f"not a JSON object ({where}). {fix}")
+      raise CheckpointError(
+          f"{meta_file} is damaged: it holds {type(restored.meta).__name__}, "
+          f"not a JSON object ({where}). {fix}"
+      )
     meta = dict(restored.meta)
     meta_want = meta.pop(_META_DIGEST, None)
     if meta_want is not None and meta_digest(meta) != meta_want:
-      raise CheckpointError(f"{meta_file} fails its checksum: the meta of {where} was changed "
-                            f"or damaged after it was saved. {fix}")
+      raise CheckpointError(
+          f"{meta_file} fails its checksum: the meta of {where} was changed "
+          f"or damaged after it was saved. {fix}"
+      )
     if meta_keys is not None:
       missing = sorted(set(meta_keys) - set(meta))
       unknown = sorted(set(meta) - set(meta_keys) - {_DIGEST})
       if missing or unknown:
-        what = "; ".join(([f"it lacks {missing}"] if missing else [])
-                         + ([f"it holds unknown keys {unknown}"] if unknown else []))
+        what = "; ".join(
+            ([f"it lacks {missing}"] if missing else [])
+            + ([f"it holds unknown keys {unknown}"] if unknown else [])
+        )
         raise CheckpointError(f"{meta_file} is damaged: {what} ({where}). {fix}")
     want = meta.pop(_DIGEST, None)
     if want is not None:
@@ -217,7 +228,8 @@ class Checkpointer:
         raise CheckpointError(
             f"{where} fails its checksum (of the restored arrays {got[:12]}... vs "
             f"{want[:12]}... when written): its files were changed or damaged after it was "
-            f"saved. {fix}")
+            f"saved. {fix}"
+        )
     return restored.state, meta
 
   @staticmethod
@@ -230,11 +242,14 @@ class Checkpointer:
     have, want = _shapes(stored), _shapes(abstract)
     if set(have) != set(want):
       return  # structures spelled differently: leave the comparison to orbax
-    bad = [f"{k}: stored {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
-           for k in sorted(want, key=lambda k: ("params" not in k.split("/"), k))
-           if have[k] != want[k]]
+    bad = [
+        f"{k}: stored {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
+        for k in sorted(want, key=lambda k: ("params" not in k.split("/"), k))
+        if have[k] != want[k]
+    ]
     if bad:
       raise CheckpointError(
           f"{where} does not fit this model: {'; '.join(bad[:4])}"
           f"{f' (and {len(bad) - 4} more)' if len(bad) > 4 else ''}. It was written by a "
-          "different model or dataset (sizes, item count).")
+          "different model or dataset (sizes, item count)."
+      )

@@ -140,6 +140,7 @@ def _floats(c: ml_collections.ConfigDict, prefix: str = ""):
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) naming the field for any invalid value."""
+
   def need(ok: bool, field: str, what: str):
     if not ok:
       raise ConfigError(f"config.{field}: {what} (got {get(c, field)!r})")
@@ -147,14 +148,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field, value in _floats(c):
     need(math.isfinite(value), field, "must be a finite number (not NaN or infinity)")
 
-  need(all(s in STAGES for s in c.stages) and len(c.stages) > 0, "stages",
-       f"must be a non-empty sequence of {STAGES}")
+  need(
+      all(s in STAGES for s in c.stages) and len(c.stages) > 0,
+      "stages",
+      f"must be a non-empty sequence of {STAGES}",
+  )
   # Each stage starts from the one before it (the teacher's table, its codes, the pre-trained
   # student), so a run is a prefix of the pipeline; a TT student has no codes to learn.
   needed = tuple(s for s in STAGES if s != "codes" or c.student.embedding != "tt")
   run = tuple(s for s in c.stages if s in needed)
-  need(run == needed[:len(run)], "stages", f"must be a prefix of {STAGES} (each stage needs the one before it; "
-       "student.embedding='tt' may leave out 'codes')")
+  need(
+      run == needed[: len(run)],
+      "stages",
+      f"must be a prefix of {STAGES} (each stage needs the one before it; "
+      "student.embedding='tt' may leave out 'codes')",
+  )
   need(c.data.protocol in ("loo", "session"), "data.protocol", "must be 'loo' or 'session'")
   need(c.data.max_len >= 1, "data.max_len", "must be >= 1")
   need(0 < c.data.hot_fraction < 1, "data.hot_fraction", "must be in (0, 1)")
@@ -163,10 +171,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.model.d % c.model.num_heads == 0, "model.d", "must be divisible by model.num_heads")
   for f in ("dropout", "attn_dropout"):
     need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
-  need(c.model.readout in ("soft_attention", "last"), "model.readout",
-       "must be 'soft_attention' or 'last'")
-  need(c.model.init in ("truncated_normal", "normal", "uniform"), "model.init",
-       "must be 'truncated_normal', 'normal' or 'uniform'")
+  need(
+      c.model.readout in ("soft_attention", "last"),
+      "model.readout",
+      "must be 'soft_attention' or 'last'",
+  )
+  need(
+      c.model.init in ("truncated_normal", "normal", "uniform"),
+      "model.init",
+      "must be 'truncated_normal', 'normal' or 'uniform'",
+  )
   need(c.model.init_scale > 0, "model.init_scale", "must be > 0")
   need(c.model.layer_norm_eps > 0, "model.layer_norm_eps", "must be > 0")
   need(c.train.optimizer in ("adam", "adamw"), "train.optimizer", "must be 'adam' or 'adamw'")
@@ -174,27 +188,39 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.train[f] >= 0, f"train.{f}", "must be >= 0 (0 disables it)")
   need(c.train.log_every >= 1, "train.log_every", "must be >= 1")
   metric, _, k = str(c.train.select_metric).partition("@")
-  need(metric in ("HR", "MRR", "NDCG") and k in ("5", "10", "20"), "train.select_metric",
-       "must be HR, MRR or NDCG @ 5, 10 or 20, e.g. 'NDCG@10'")
+  need(
+      metric in ("HR", "MRR", "NDCG") and k in ("5", "10", "20"),
+      "train.select_metric",
+      "must be HR, MRR or NDCG @ 5, 10 or 20, e.g. 'NDCG@10'",
+  )
   need(c.eval.item_chunk >= 0, "eval.item_chunk", "must be >= 0 (0 = the whole catalog)")
   need(c.data.synthetic_items >= 2, "data.synthetic_items", "must be >= 2")
   need(c.data.synthetic_sessions >= 1, "data.synthetic_sessions", "must be >= 1")
   need(c.train.objective in ("window", "prefix"), "train.objective", "must be 'window' or 'prefix'")
   need(0.0 < c.train.lr_decay <= 1.0, "train.lr_decay", "must be in (0, 1]")
   need(c.train.batch_size >= 1, "train.batch_size", "must be >= 1")
-  need(0 <= c.train.window_stride <= c.data.max_len, "train.window_stride",
-       "must be in [0, data.max_len] (0 = max_len)")
+  need(
+      0 <= c.train.window_stride <= c.data.max_len,
+      "train.window_stride",
+      "must be in [0, data.max_len] (0 = max_len)",
+  )
   need(c.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
   need(0 <= c.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
   need(c.train.rdrop >= 0, "train.rdrop", "must be >= 0")
   need(isinstance(c.train.rdrop_detach, bool), "train.rdrop_detach", "must be True or False")
   need(c.train.fused_chunk >= 0, "train.fused_chunk", "must be >= 0 (0 = not fused)")
-  need(not (c.train.fused_chunk and c.train.rdrop_detach), "train.fused_chunk",
-       "must be 0 with train.rdrop_detach=True (the fused loss has no detached form)")
+  need(
+      not (c.train.fused_chunk and c.train.rdrop_detach),
+      "train.fused_chunk",
+      "must be 0 with train.rdrop_detach=True (the fused loss has no detached form)",
+  )
   need(c.train.loss in ("full", "sampled"), "train.loss", "must be 'full' or 'sampled'")
   need(c.train.num_negatives >= 1, "train.num_negatives", "must be >= 1")
-  need(c.train.loss == "full" or not (c.train.fused_chunk or c.train.rdrop_detach), "train.loss",
-       "'sampled' needs train.fused_chunk=0 and train.rdrop_detach=False")
+  need(
+      c.train.loss == "full" or not (c.train.fused_chunk or c.train.rdrop_detach),
+      "train.loss",
+      "'sampled' needs train.fused_chunk=0 and train.rdrop_detach=False",
+  )
   need(c.train.learning_rate > 0, "train.learning_rate", "must be > 0")
   need(c.train.epochs >= 1, "train.epochs", "must be >= 1")
   need(c.train.patience >= 1, "train.patience", "must be >= 1")
@@ -205,8 +231,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for f in ("batch_size", "max_steps", "eval_every", "patience"):
     need(c.codes[f] >= 1, f"codes.{f}", "must be >= 1")
   need(c.codes.tolerance >= 0, "codes.tolerance", "must be >= 0")
-  need(0 <= c.codes.weight_power < float("inf"), "codes.weight_power",
-       "must be a finite number >= 0 (0 = unweighted)")
+  need(
+      0 <= c.codes.weight_power < float("inf"),
+      "codes.weight_power",
+      "must be a finite number >= 0 (0 = unweighted)",
+  )
   need(c.codes.refine_iterations >= 0, "codes.refine_iterations", "must be >= 0 (0 = off)")
   need(c.student.tt_rank >= 1, "student.tt_rank", "must be >= 1")
   need(c.student.mse_weight >= 0, "student.mse_weight", "must be >= 0")

@@ -44,8 +44,11 @@ class _LibraryFilter(std_logging.Filter):
     self.ours = tuple(d + os.sep for d in (_CCREC_DIR, _main_dir()) if d)
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    keep = (self.verbose_libs or record.levelno >= std_logging.WARNING
-            or os.path.abspath(record.pathname).startswith(self.ours))
+    keep = (
+        self.verbose_libs
+        or record.levelno >= std_logging.WARNING
+        or os.path.abspath(record.pathname).startswith(self.ours)
+    )
     if keep and _active is not None:
       _active.clear()  # the record starts on a fresh line; the next update redraws
     return keep
@@ -58,8 +61,9 @@ def configure(verbose_libs: bool = False) -> None:
     handler.removeFilter(f)
   handler.addFilter(_LibraryFilter(verbose_libs))
   for name in _LIBRARY_LOGGERS:
-    std_logging.getLogger(name).setLevel(std_logging.NOTSET if verbose_libs
-                                         else std_logging.WARNING)
+    std_logging.getLogger(name).setLevel(
+        std_logging.NOTSET if verbose_libs else std_logging.WARNING
+    )
 
 
 def duration(seconds: float) -> str:
@@ -82,16 +86,24 @@ class Progress:
   (with no total: every `min_interval_s`), so short loops print nothing.
   """
 
-  def __init__(self, label: str, total: int | None, *, every_percent: int = 10,
-               min_interval_s: float = 30.0, redraw_s: float = 0.25,
-               stream: TextIO | None = None, tty: bool | None = None):
+  def __init__(
+      self,
+      label: str,
+      total: int | None,
+      *,
+      every_percent: int = 10,
+      min_interval_s: float = 30.0,
+      redraw_s: float = 0.25,
+      stream: TextIO | None = None,
+      tty: bool | None = None,
+  ):
     self.label = label
     self.total = total if total and total > 0 else None
     self.every_percent = every_percent
     self.min_interval_s = min_interval_s
     self.redraw_s = redraw_s
     self.stream = stream if stream is not None else sys.stderr
-    self.tty = (getattr(self.stream, "isatty", lambda: False)() if tty is None else tty)
+    self.tty = getattr(self.stream, "isatty", lambda: False)() if tty is None else tty
     self.start = self._last_line = time.monotonic()
     self._last_draw = -math.inf
     self._last_bucket = 0
@@ -161,10 +173,21 @@ def train_loss(means: Mapping[str, float]) -> tuple[str, float] | None:
   return None
 
 
-def epoch_line(stage: str, epoch: int, epochs: int, *, loss: tuple[str, float] | None,
-               select: str | None, value: float | None, best: float, best_epoch: int,
-               examples_per_s: float | None, elapsed_s: float, left_patience_s: float | None,
-               left_budget_s: float) -> str:
+def epoch_line(
+    stage: str,
+    epoch: int,
+    epochs: int,
+    *,
+    loss: tuple[str, float] | None,
+    select: str | None,
+    value: float | None,
+    best: float,
+    best_epoch: int,
+    examples_per_s: float | None,
+    elapsed_s: float,
+    left_patience_s: float | None,
+    left_budget_s: float,
+) -> str:
   """One line per finished epoch: loss, validation metric, best so far, speed, time.
 
   `epoch` counts from 1. The time left is given as two bounds: the stage ends after
@@ -183,13 +206,16 @@ def epoch_line(stage: str, epoch: int, epochs: int, *, loss: tuple[str, float] |
   if left_patience_s is None:
     parts.append(f"left <= {duration(left_budget_s)} (epoch budget)")
   else:
-    parts.append(f"left {duration(left_patience_s)} (patience) to {duration(left_budget_s)} "
-                 "(epoch budget)")
+    parts.append(
+        f"left {duration(left_patience_s)} (patience) to {duration(left_budget_s)} "
+        "(epoch budget)"
+    )
   return ", ".join(parts[:1]) + ": " + ", ".join(parts[1:])
 
 
-def results_table(metrics: Mapping[str, Any], splits=("valid", "test"),
-                  names=("HR@10", "NDCG@10", "MRR@10")) -> str:
+def results_table(
+    metrics: Mapping[str, Any], splits=("valid", "test"), names=("HR@10", "NDCG@10", "MRR@10")
+) -> str:
   """Models x (split, metric) as aligned text, from `{model}/{split}/{metric}` keys."""
   models = []
   for key in metrics:

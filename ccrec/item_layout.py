@@ -37,7 +37,7 @@ def auto_item_factors(num_rows: int, num_factors: int = 3) -> tuple[int, ...]:
   if num_rows < 1 or num_factors < 1:
     raise ValueError(f"need num_rows >= 1 and num_factors >= 1, got {num_rows}, {num_factors}")
   base = max(1, round(num_rows ** (1.0 / num_factors)))
-  while base ** num_factors < num_rows:
+  while base**num_factors < num_rows:
     base += 1
   factors = [base] * num_factors
   for i in range(num_factors):
@@ -74,15 +74,17 @@ def _internal_ranks(rank: Ranks, num_cores: int) -> tuple[int, ...]:
   return rank
 
 
-def tt_core_shapes(item_factors: Sequence[int], d_factors: Sequence[int],
-                   rank: Ranks) -> list[tuple[int, int, int, int]]:
+def tt_core_shapes(
+    item_factors: Sequence[int], d_factors: Sequence[int], rank: Ranks
+) -> list[tuple[int, int, int, int]]:
   """Shapes [r_{k-1}, n_k, d_k, r_k] of the cores (r_0 = r_K = 1)."""
   if len(item_factors) != len(d_factors):
-    raise ValueError(f"item_factors {tuple(item_factors)} and d_factors {tuple(d_factors)} "
-                     "must have the same length")
+    raise ValueError(
+        f"item_factors {tuple(item_factors)} and d_factors {tuple(d_factors)} "
+        "must have the same length"
+    )
   ranks = (1,) + _internal_ranks(rank, len(item_factors)) + (1,)
-  return [(ranks[k], n, d, ranks[k + 1])
-          for k, (n, d) in enumerate(zip(item_factors, d_factors))]
+  return [(ranks[k], n, d, ranks[k + 1]) for k, (n, d) in enumerate(zip(item_factors, d_factors))]
 
 
 def tt_digits(rows: Any, item_factors: Sequence[int]) -> list[Any]:

@@ -83,14 +83,18 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   """
   n = len(devices) if devices is not None else jax.device_count()
   if model < 1 or n % model:
-    raise MeshError(f"config.parallel.model={model} must be >= 1 and divide the number of "
-                    f"devices ({n}, over {jax.process_count()} process(es))")
+    raise MeshError(
+        f"config.parallel.model={model} must be >= 1 and divide the number of "
+        f"devices ({n}, over {jax.process_count()} process(es))"
+    )
   if data == -1:
     data = n // model
   if data < 1 or data * model != n:
-    raise MeshError(f"config.parallel.data={data} x config.parallel.model={model} must equal the "
-                    f"number of devices ({n}, over {jax.process_count()} process(es)); "
-                    "parallel.data=-1 takes all devices left over")
+    raise MeshError(
+        f"config.parallel.data={data} x config.parallel.model={model} must equal the "
+        f"number of devices ({n}, over {jax.process_count()} process(es)); "
+        "parallel.data=-1 takes all devices left over"
+    )
   axis_types = (AxisType.Auto, AxisType.Auto)
   if devices is None:
     return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types)
@@ -136,7 +140,8 @@ def check_batch_size(batch_size: int, mesh: Mesh | None, field: str) -> None:
     raise BatchSizeError(
         f"config.{field}={batch_size} is not divisible by the mesh's data axis ({k} = "
         f"{jax.device_count()} devices / parallel.model={model_size(mesh)}): set config.{field} "
-        f"to a multiple of {k}")
+        f"to a multiple of {k}"
+    )
 
 
 def check_items(num_items: int, mesh: Mesh | None) -> None:
@@ -148,7 +153,8 @@ def check_items(num_items: int, mesh: Mesh | None) -> None:
     raise ItemShardingError(
         f"config.parallel.model={m} splits the item axis, but num_items + 1 = {num_items + 1} "
         f"(row 0 is padding) is not divisible by {m}: jax arrays cannot be sharded unevenly. "
-        f"Model-axis sizes that fit this catalog on {n} devices: {ok}")
+        f"Model-axis sizes that fit this catalog on {n} devices: {ok}"
+    )
 
 
 def check_sizes(batch_sizes: Mapping[str, int], mesh: Mesh | None, num_items: int) -> None:
@@ -172,8 +178,10 @@ def host_rows(mesh: Mesh, global_rows: int) -> slice:
   rows = slice(starts[0], stops[-1])
   covered = sum(b - a for a, b in zip(starts, stops))
   if covered != rows.stop - rows.start:
-    raise MeshError(f"this process's devices hold non-contiguous batch rows {starts}..{stops}; "
-                    "build the mesh with jax.make_mesh (process-major device order)")
+    raise MeshError(
+        f"this process's devices hold non-contiguous batch rows {starts}..{stops}; "
+        "build the mesh with jax.make_mesh (process-major device order)"
+    )
   return rows
 
 
@@ -196,7 +204,8 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
           f"batch[{name!r}] has {x.shape[0] if x.ndim else 0} rows, not a multiple of the mesh's "
           f"data axis ({k}): config.train.batch_size, eval.batch_size and distill.batch_size "
           f"must be multiples of {k} ({jax.device_count()} devices / "
-          f"parallel.model={model_size(mesh)})")
+          f"parallel.model={model_size(mesh)})"
+      )
     if jax.process_count() == 1:
       out[name] = jax.device_put(x, sharding)
     else:
@@ -272,6 +281,7 @@ def place_state(state: Any, mesh: Mesh) -> Any:
 
 def to_host(x: Any) -> Any:
   """Device arrays -> numpy, gathering shards held by other processes if needed."""
+
   def one(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
       return np.asarray(multihost_utils.process_allgather(a, tiled=True))
@@ -283,20 +293,25 @@ def to_host(x: Any) -> Any:
 # ---------------------------------------------------------------------------- processes
 
 
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> None:
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
   """`jax.distributed.initialize`; empty/0/-1 arguments are auto-detected (TPU, SLURM, ...).
 
   Must run before anything queries jax devices.
   """
-  jax.distributed.initialize(coordinator_address=coordinator_address or None,
-                             num_processes=num_processes or None,
-                             process_id=None if process_id < 0 else process_id)
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address or None,
+      num_processes=num_processes or None,
+      process_id=None if process_id < 0 else process_id,
+  )
 
 
 def describe(mesh: Mesh | None) -> str:
   if mesh is None:
     return f"single device ({jax.devices()[0].platform})"
-  return (f"mesh data={data_size(mesh)} x model={model_size(mesh)} over {mesh.devices.size} "
-          f"{jax.devices()[0].platform} devices, {jax.process_count()} process(es), "
-          f"{math.prod(mesh.devices.shape) // jax.process_count()} per process")
+  return (
+      f"mesh data={data_size(mesh)} x model={model_size(mesh)} over {mesh.devices.size} "
+      f"{jax.devices()[0].platform} devices, {jax.process_count()} process(es), "
+      f"{math.prod(mesh.devices.shape) // jax.process_count()} per process"
+  )

@@ -15,8 +15,9 @@ from absl import app, flags
 
 from ccrec import console
 
-_VERBOSE_LIBS = flags.DEFINE_bool("verbose_libs", False,
-                                   "Show third-party libraries' INFO logging (orbax, jax).")
+_VERBOSE_LIBS = flags.DEFINE_bool(
+    "verbose_libs", False, "Show third-party libraries' INFO logging (orbax, jax)."
+)
 
 
 def _named(error: BaseException) -> bool:
@@ -26,6 +27,7 @@ def _named(error: BaseException) -> bool:
 
 def run(main) -> None:
   """absl's app.run(main), with named errors printed alone (see the module docstring)."""
+
   def guarded(argv):
     verbose = flags.FLAGS.verbosity >= 1  # read before main changes the logging verbosity
     console.configure(verbose_libs=_VERBOSE_LIBS.value)

@@ -16,18 +16,23 @@ import sys
 _THREADS_ARG = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--threads=")), "1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
   os.environ[_var] = _THREADS_ARG
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                           + ("false" if _THREADS_ARG == "1" else "true")
-                           + f" intra_op_parallelism_threads={_THREADS_ARG}").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_cpu_multi_thread_eigen="
+    + ("false" if _THREADS_ARG == "1" else "true")
+    + f" intra_op_parallelism_threads={_THREADS_ARG}"
+).strip()
 
 import _errors  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from ccrec.benchmarks import ondevice as benchmark  # noqa: E402
 
-_CATALOGS = flags.DEFINE_string("catalogs", "all",
-                                "'all', or a comma list of presets (ml-100k=1682, tmall=40000, "
-                                "1m=1000000) and item counts")
+_CATALOGS = flags.DEFINE_string(
+    "catalogs",
+    "all",
+    "'all', or a comma list of presets (ml-100k=1682, tmall=40000, " "1m=1000000) and item counts",
+)
 _NUM_ITEMS = flags.DEFINE_list("num_items", None, "item counts; overrides --catalogs")
 _D = flags.DEFINE_list("d", ["128", "256"], "embedding sizes")
 _M = flags.DEFINE_integer("M", 4, "codebooks")
@@ -38,8 +43,11 @@ _REPEATS = flags.DEFINE_integer("repeats", 7, "timed calls per method, one sessi
 _BATCH_REPEATS = flags.DEFINE_integer("batch_repeats", 3, "timed calls per method, batch")
 _JAX = flags.DEFINE_bool("jax", True, "also time the jitted JAX code-table path")
 _BUNDLES = flags.DEFINE_bool("bundle_sizes", True, "write each bundle once to measure its size")
-_THREADS = flags.DEFINE_integer("threads", 1, "BLAS / XLA threads (1: the on-device case, and "
-                                "stable timings on a shared machine)")
+_THREADS = flags.DEFINE_integer(
+    "threads",
+    1,
+    "BLAS / XLA threads (1: the on-device case, and " "stable timings on a shared machine)",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "markdown file to write (default: print only)")
 _JSON = flags.DEFINE_string("json", None, "also write the raw results as JSON here")
 
@@ -48,13 +56,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  catalogs = ([int(v) for v in _NUM_ITEMS.value] if _NUM_ITEMS.value
-              else benchmark.parse_catalogs(_CATALOGS.value))
-  cases = benchmark.cases_from(catalogs, [int(d) for d in _D.value], _M.value, _K.value,
-                               _TT_RANK.value)
-  result = benchmark.run(cases, batch=_BATCH.value, repeats=_REPEATS.value,
-                         batch_repeats=_BATCH_REPEATS.value, use_jax=_JAX.value,
-                         bundle_sizes=_BUNDLES.value, log=logging.info)
+  catalogs = (
+      [int(v) for v in _NUM_ITEMS.value]
+      if _NUM_ITEMS.value
+      else benchmark.parse_catalogs(_CATALOGS.value)
+  )
+  cases = benchmark.cases_from(
+      catalogs, [int(d) for d in _D.value], _M.value, _K.value, _TT_RANK.value
+  )
+  result = benchmark.run(
+      cases,
+      batch=_BATCH.value,
+      repeats=_REPEATS.value,
+      batch_repeats=_BATCH_REPEATS.value,
+      use_jax=_JAX.value,
+      bundle_sizes=_BUNDLES.value,
+      log=logging.info,
+  )
   result["machine"]["threads"] = _THREADS.value
   text = benchmark.markdown(result, command="python " + " ".join(sys.argv))
   if _OUTPUT.value:

@@ -19,8 +19,11 @@ from absl import app, flags, logging
 from ccrec.benchmarks import files as file_benchmark
 from ccrec.benchmarks import ondevice as numpy_benchmark
 
-_CATALOGS = flags.DEFINE_string("catalogs", "all", "'all', or a comma list of presets "
-                                "(ml-100k=1682, tmall=40000, 1m=1000000) and item counts")
+_CATALOGS = flags.DEFINE_string(
+    "catalogs",
+    "all",
+    "'all', or a comma list of presets " "(ml-100k=1682, tmall=40000, 1m=1000000) and item counts",
+)
 _D = flags.DEFINE_integer("d", 256, "embedding size")
 _CODEBOOKS = flags.DEFINE_list("codebooks", ["4x256", "3x256"], "MxK of each student")
 _TT_RANK = flags.DEFINE_integer("tt_rank", 8, "TT rank of the baseline")
@@ -39,12 +42,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   codebooks = tuple(tuple(int(x) for x in mk.lower().split("x")) for mk in _CODEBOOKS.value)
-  cases = [file_benchmark.Case(v, _D.value, codebooks, _TT_RANK.value, _MAX_LEN.value,
-                               _BLOCKS.value)
-           for v in numpy_benchmark.parse_catalogs(_CATALOGS.value)]
-  result = file_benchmark.run(cases, batch=_BATCH.value, repeats=_REPEATS.value,
-                              batch_repeats=_BATCH_REPEATS.value, directory=_KEEP.value,
-                              log=logging.info)
+  cases = [
+      file_benchmark.Case(v, _D.value, codebooks, _TT_RANK.value, _MAX_LEN.value, _BLOCKS.value)
+      for v in numpy_benchmark.parse_catalogs(_CATALOGS.value)
+  ]
+  result = file_benchmark.run(
+      cases,
+      batch=_BATCH.value,
+      repeats=_REPEATS.value,
+      batch_repeats=_BATCH_REPEATS.value,
+      directory=_KEEP.value,
+      log=logging.info,
+  )
   text = file_benchmark.markdown(result, command="python " + " ".join(sys.argv))
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w") as f:

@@ -35,8 +35,11 @@ _MAX_LEN = flags.DEFINE_integer("max_len", 50, "prefix truncation for the augmen
 
 
 def _log_path() -> str:
-  return os.path.join(_WORKDIR.value, f"yoochoose-clicks-{_SESSIONS.value}-{_ITEMS.value}-"
-                      f"{_MEAN_LENGTH.value}-{_SEED.value}.dat")
+  return os.path.join(
+      _WORKDIR.value,
+      f"yoochoose-clicks-{_SESSIONS.value}-{_ITEMS.value}-"
+      f"{_MEAN_LENGTH.value}-{_SEED.value}.dat",
+  )
 
 
 def _peak_gib() -> float:
@@ -50,16 +53,26 @@ def main(argv: Sequence[str]) -> None:
   path = _log_path()
   if _GENERATE_ONLY.value:
     start = time.perf_counter()
-    log = synthetic_logs.yoochoose_like_log(_SESSIONS.value, _ITEMS.value,
-                                            mean_length=_MEAN_LENGTH.value, seed=_SEED.value)
+    log = synthetic_logs.yoochoose_like_log(
+        _SESSIONS.value, _ITEMS.value, mean_length=_MEAN_LENGTH.value, seed=_SEED.value
+    )
     synthetic_logs.write_yoochoose(log, path)
     print(f"wrote {len(log.session):,} clicks to {path} in {time.perf_counter() - start:.1f} s")
     return
   if not os.path.exists(path):
-    subprocess.run([sys.executable, os.path.abspath(__file__), "--generate_only",
-                    f"--workdir={_WORKDIR.value}", f"--num_sessions={_SESSIONS.value}",
-                    f"--num_items={_ITEMS.value}", f"--mean_length={_MEAN_LENGTH.value}",
-                    f"--seed={_SEED.value}"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--generate_only",
+            f"--workdir={_WORKDIR.value}",
+            f"--num_sessions={_SESSIONS.value}",
+            f"--num_items={_ITEMS.value}",
+            f"--mean_length={_MEAN_LENGTH.value}",
+            f"--seed={_SEED.value}",
+        ],
+        check=True,
+    )
   size_gib = os.path.getsize(path) / 2**30
   times = {}
   t0 = time.perf_counter()
@@ -78,16 +91,20 @@ def main(argv: Sequence[str]) -> None:
   times["train prefix augmentation (extra)"] = time.perf_counter() - t
   clicks, sessions = len(log), int(log.session.max())
   del log
-  print(f"log: {path} ({size_gib:.2f} GiB, {clicks:,} clicks, {sessions:,} sessions, "
-        f"{_ITEMS.value:,} items)")
+  print(
+      f"log: {path} ({size_gib:.2f} GiB, {clicks:,} clicks, {sessions:,} sessions, "
+      f"{_ITEMS.value:,} items)"
+  )
   print(data.statistics_table([ds]))
   print(f"train examples materialised: {len(train_examples):,}")
   for stage, seconds in times.items():
     print(f"  {stage:36s} {seconds:7.1f} s")
   print(f"  {'total (parse -> saved dataset)':36s} {total:7.1f} s")
   print(f"peak memory (ru_maxrss): {_peak_gib():.2f} GiB")
-  print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
-        f"python {platform.python_version()}")
+  print(
+      f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
+      f"python {platform.python_version()}"
+  )
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ import shlex
 import sys
 
 import _errors
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ccrec.benchmarks import scale
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic_1m.py", "Config file.")
-_CATALOGS = flags.DEFINE_list("catalogs", [str(v) for v in scale.DEFAULT_CATALOGS],
-                              "Catalog sizes V.")
+_CATALOGS = flags.DEFINE_list(
+    "catalogs", [str(v) for v in scale.DEFAULT_CATALOGS], "Catalog sizes V."
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per measurement.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compile).")
 _EVAL = flags.DEFINE_integer("eval_examples", 2000, "Test prefixes timed per evaluation.")
@@ -34,10 +35,17 @@ _NAME = flags.DEFINE_string("name", "bench_scale", "File name stem of the report
 def main(argv):
   del argv
   catalogs = [int(v.replace("_", "")) for v in _CATALOGS.value]
-  result = scale.run(_CONFIG.value, catalogs, steps=_STEPS.value, warmup=_WARMUP.value,
-                     eval_examples=_EVAL.value, queries=_QUERIES.value,
-                     only=_ONLY.value or None, timeout=_TIMEOUT.value,
-                     log=lambda s: logging.info("[scale] %s", s))
+  result = scale.run(
+      _CONFIG.value,
+      catalogs,
+      steps=_STEPS.value,
+      warmup=_WARMUP.value,
+      eval_examples=_EVAL.value,
+      queries=_QUERIES.value,
+      only=_ONLY.value or None,
+      timeout=_TIMEOUT.value,
+      log=lambda s: logging.info("[scale] %s", s),
+  )
   command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
   for path in scale.write(result, _OUT.value, command, _NAME.value):
     print(path)

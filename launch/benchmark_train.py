@@ -22,9 +22,12 @@ from ccrec.workflow import workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/teacher.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per setting.")
-_MODE = flags.DEFINE_enum("mode", "objectives", ["objectives", "distill"],
-                          "objectives: teacher epoch time per objective; distill: "
-                          "distillation step vs teacher step.")
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "objectives",
+    ["objectives", "distill"],
+    "objectives: teacher epoch time per objective; distill: " "distillation step vs teacher step.",
+)
 
 
 def main(argv):
@@ -33,12 +36,16 @@ def main(argv):
   dataset = workdir.load_data(c)
   if _MODE.value == "distill":
     r = speed.distill_step_ratio(dataset, c, steps=_STEPS.value)
-    print("| batch | teacher s/step | student s/step | distillation s/step | ratio | "
-          "(teacher + student) / teacher |")
+    print(
+        "| batch | teacher s/step | student s/step | distillation s/step | ratio | "
+        "(teacher + student) / teacher |"
+    )
     print("|---|---|---|---|---|---|")
-    print(f"| {r['batch_size']} | {r['teacher_seconds_per_step']:.4f} | "
-          f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
-          f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |")
+    print(
+        f"| {r['batch_size']} | {r['teacher_seconds_per_step']:.4f} | "
+        f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
+        f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |"
+    )
     return
   # The config's step (and, if it is fused, the same step on materialised logits), then
   # the plain cross-entropy step (RecBole's loss) per objective, not fused.
@@ -46,19 +53,35 @@ def main(argv):
   settings = [own] if c.train.rdrop or c.train.fused_chunk else []
   if c.train.fused_chunk:
     settings.append(own[:4] + (0,))
-  settings += [("window", c.train.batch_size, None, 0.0, 0), ("window", 64, 10, 0.0, 0),
-               ("prefix", 256, None, 0.0, 0)]
+  settings += [
+      ("window", c.train.batch_size, None, 0.0, 0),
+      ("window", 64, 10, 0.0, 0),
+      ("prefix", 256, None, 0.0, 0),
+  ]
   settings = list(dict.fromkeys(settings))  # a fused plain config's unfused row is the plain one
-  print("| objective | stride | batch | R-Drop | fused chunk | steps/epoch | s/step | s/epoch | "
-        "targets/s |")
+  print(
+      "| objective | stride | batch | R-Drop | fused chunk | steps/epoch | s/step | s/epoch | "
+      "targets/s |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for objective, batch, stride, rdrop, chunk in settings:
-    r = speed.epoch_time(dataset, c, objective=objective, batch_size=batch, stride=stride,
-                         rdrop=rdrop, fused_chunk=chunk, steps=_STEPS.value)
-    print(f"| {r['objective']} | {r['stride'] if objective == 'window' else '-'} | {batch} | "
-          f"{rdrop or 'off'} | {chunk or 'off'} | {r['steps_per_epoch']} | "
-          f"{r['seconds_per_step']:.3f} | {r['seconds_per_epoch']:.1f} | "
-          f"{r['targets_per_second']:.0f} |", flush=True)
+    r = speed.epoch_time(
+        dataset,
+        c,
+        objective=objective,
+        batch_size=batch,
+        stride=stride,
+        rdrop=rdrop,
+        fused_chunk=chunk,
+        steps=_STEPS.value,
+    )
+    print(
+        f"| {r['objective']} | {r['stride'] if objective == 'window' else '-'} | {batch} | "
+        f"{rdrop or 'off'} | {chunk or 'off'} | {r['steps_per_epoch']} | "
+        f"{r['seconds_per_step']:.3f} | {r['seconds_per_epoch']:.1f} | "
+        f"{r['targets_per_second']:.0f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

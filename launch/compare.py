@@ -33,8 +33,12 @@ from ccrec.evaluation import significance
 from ccrec.workflow.from_checkpoint import MODELS, workdir_ranks
 
 _A = flags.DEFINE_list("a", None, "WORKDIR:MODEL of the reference model (several: runs of it).")
-_B = flags.DEFINE_list("b", None, "WORKDIR:MODEL of the model compared with it (diff = b - a); "
-                       "as many as --a, paired in order.")
+_B = flags.DEFINE_list(
+    "b",
+    None,
+    "WORKDIR:MODEL of the model compared with it (diff = b - a); "
+    "as many as --a, paired in order.",
+)
 _SPLIT = flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to rank.")
 _METRICS = flags.DEFINE_list("metrics", ["NDCG@10", "HR@10", "MRR@10"], "HR@k, MRR@k, NDCG@k.")
 _SAMPLES = flags.DEFINE_integer("samples", 10_000, "Bootstrap resamples.")
@@ -59,8 +63,10 @@ def main(argv):
     except ValueError as e:
       raise app.UsageError(f"--metrics: {e}") from e
   if len(_A.value) != len(_B.value) or not _A.value:
-    raise app.UsageError(f"--a names {len(_A.value or [])} runs and --b {len(_B.value or [])}: "
-                         "give the same number (>= 1), paired in order")
+    raise app.UsageError(
+        f"--a names {len(_A.value or [])} runs and --b {len(_B.value or [])}: "
+        "give the same number (>= 1), paired in order"
+    )
   sides = [(_side(a, "a"), _side(b, "b")) for a, b in zip(_A.value, _B.value)]
   _distributed.maybe_initialize()
   runs_a, runs_b, first = [], [], None
@@ -81,13 +87,23 @@ def main(argv):
     runs_a.append(ranks_a)
     runs_b.append(ranks_b)
   ranks_a, ranks_b = np.stack(runs_a), np.stack(runs_b)  # [runs, N]; one run is [1, N]
-  out = {"a": ",".join(_A.value), "b": ",".join(_B.value), "split": _SPLIT.value,
-         "n": int(ranks_a.shape[-1]), "runs": len(sides)}
+  out = {
+      "a": ",".join(_A.value),
+      "b": ",".join(_B.value),
+      "split": _SPLIT.value,
+      "n": int(ranks_a.shape[-1]),
+      "runs": len(sides),
+  }
   for metric in _METRICS.value:
-    result = significance.compare(ranks_a, ranks_b, metric, num_samples=_SAMPLES.value,
-                                  confidence=_CONFIDENCE.value, seed=_SEED.value)
-    out[metric] = {k: v for k, v in result.to_dict().items()
-                   if k not in ("metric", "n", "runs")}
+    result = significance.compare(
+        ranks_a,
+        ranks_b,
+        metric,
+        num_samples=_SAMPLES.value,
+        confidence=_CONFIDENCE.value,
+        seed=_SEED.value,
+    )
+    out[metric] = {k: v for k, v in result.to_dict().items() if k not in ("metric", "n", "runs")}
   if jax.process_index() == 0:
     print(json.dumps(out, indent=1))
 

@@ -31,18 +31,32 @@ from absl import app, flags
 from ccrec.workflow.export import export_workdir, export_workdir_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
-_OUTPUT = flags.DEFINE_string("output", None, "Bundle directory (or .tflite / .onnx file) "
-                               "to write.")
-_FORMAT = flags.DEFINE_enum("format", "bundle", ["bundle", "litert", "onnx"],
-                            "bundle: numpy bundle directory; litert: .tflite; onnx: .onnx.")
-_QUANTIZE = flags.DEFINE_enum("quantize", "none", ["none", "int8"], "litert/onnx: int8 "
-                              "codebooks and Dense kernels (bundles: --codebooks=int8).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Bundle directory (or .tflite / .onnx file) " "to write."
+)
+_FORMAT = flags.DEFINE_enum(
+    "format",
+    "bundle",
+    ["bundle", "litert", "onnx"],
+    "bundle: numpy bundle directory; litert: .tflite; onnx: .onnx.",
+)
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize",
+    "none",
+    ["none", "int8"],
+    "litert/onnx: int8 " "codebooks and Dense kernels (bundles: --codebooks=int8).",
+)
 _K = flags.DEFINE_integer("k", 20, "litert/onnx: items the model file returns.")
-_BATCH = flags.DEFINE_integer("batch", 0, "litert/onnx: 0 = one session per call (outputs "
-                              "[k]); B = a fixed batch of B sessions (outputs [B, k]).")
+_BATCH = flags.DEFINE_integer(
+    "batch",
+    0,
+    "litert/onnx: 0 = one session per call (outputs "
+    "[k]); B = a fixed batch of B sessions (outputs [B, k]).",
+)
 _MODEL = flags.DEFINE_enum("model", "student", ["student", "teacher"], "Which model to export.")
-_CODEBOOKS = flags.DEFINE_enum("codebooks", "float32", ["float32", "int8"],
-                               "Codebook storage (int8: per-codeword scale).")
+_CODEBOOKS = flags.DEFINE_enum(
+    "codebooks", "float32", ["float32", "int8"], "Codebook storage (int8: per-codeword scale)."
+)
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Record the runtime's test metrics.")
 _VERIFY = flags.DEFINE_bool("verify", True, "Compare the runtime's top-20 with the JAX model's.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing bundle at --output.")
@@ -54,18 +68,36 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _FORMAT.value != "bundle":
     report = export_workdir_file(
-        _WORKDIR.value, _OUTPUT.value, fmt=_FORMAT.value, model=_MODEL.value, k=_K.value,
-        batch=_BATCH.value or None, quantize=None if _QUANTIZE.value == "none" else "int8",
-        verify=_VERIFY.value, overwrite=_OVERWRITE.value)
+        _WORKDIR.value,
+        _OUTPUT.value,
+        fmt=_FORMAT.value,
+        model=_MODEL.value,
+        k=_K.value,
+        batch=_BATCH.value or None,
+        quantize=None if _QUANTIZE.value == "none" else "int8",
+        verify=_VERIFY.value,
+        overwrite=_OVERWRITE.value,
+    )
     print(json.dumps(report, indent=1, sort_keys=True))
     return
   if _QUANTIZE.value != "none":
     raise app.UsageError("--quantize is for --format=litert|onnx; bundles use --codebooks=int8")
-  manifest = export_workdir(_WORKDIR.value, _OUTPUT.value, model=_MODEL.value,
-                            codebook_dtype=_CODEBOOKS.value, evaluate=_EVALUATE.value,
-                            verify=_VERIFY.value, overwrite=_OVERWRITE.value)
-  print(json.dumps({k: manifest.get(k) for k in ("kind", "config", "sizes", "metrics",
-                                                  "verification")}, indent=1, sort_keys=True))
+  manifest = export_workdir(
+      _WORKDIR.value,
+      _OUTPUT.value,
+      model=_MODEL.value,
+      codebook_dtype=_CODEBOOKS.value,
+      evaluate=_EVALUATE.value,
+      verify=_VERIFY.value,
+      overwrite=_OVERWRITE.value,
+  )
+  print(
+      json.dumps(
+          {k: manifest.get(k) for k in ("kind", "config", "sizes", "metrics", "verification")},
+          indent=1,
+          sort_keys=True,
+      )
+  )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ def check_item_weights(item_weights: np.ndarray | None, num_items: int) -> np.nd
     return None
   w = np.asarray(item_weights, np.float64)
   if w.shape != (num_items + 1,):
-    raise ValueError(f"item_weights must be [V+1] = [{num_items + 1}] (row 0 padding), "
-                     f"got shape {list(w.shape)}")
+    raise ValueError(
+        f"item_weights must be [V+1] = [{num_items + 1}] (row 0 padding), "
+        f"got shape {list(w.shape)}"
+    )
   w = w[1:]
   if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
     raise ValueError("item_weights must be finite and >= 0 with a positive sum over items 1..V")
@@ -69,9 +71,13 @@ def reconstruct(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
   return out
 
 
-def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
-                    ridge: float = 1e-6, item_weights: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, float]:
+def refit_codebooks(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebook_size: int,
+    ridge: float = 1e-6,
+    item_weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
   """Least-squares codebooks for frozen codes: argmin_C sum_v w_v ||sum_m C_m[c_v^m] - X_v||^2.
 
   With the codes fixed the reconstruction is linear in the codebooks, so the
@@ -97,8 +103,9 @@ def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
   k = codebook_size
   flat = c + np.arange(m)[None, :] * k  # [V, M] column index into the M*K unknowns
   gram = np.zeros((m * k, m * k))
-  np.add.at(gram, (np.repeat(flat, m, axis=1).ravel(), np.tile(flat, (1, m)).ravel()),
-            np.repeat(w, m * m))
+  np.add.at(
+      gram, (np.repeat(flat, m, axis=1).ravel(), np.tile(flat, (1, m)).ravel()), np.repeat(w, m * m)
+  )
   rhs = np.zeros((m * k, x.shape[1]))
   for j in range(m):
     np.add.at(rhs, flat[:, j], x * w[:, None])
@@ -108,10 +115,15 @@ def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
   return solution.reshape(m, k, -1).astype(np.float32), mse
 
 
-def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
-                 iterations: int = 10, ridge: float = 1e-6,
-                 item_weights: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def refine_codes(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebook_size: int,
+    *,
+    iterations: int = 10,
+    ridge: float = 1e-6,
+    item_weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
   """Alternating refinement of learned codes (additive quantisation), never worse.
 
   Each iteration (1) refits the codebooks by least squares for the current
@@ -148,16 +160,19 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
       best = np.argmax(2.0 * residual @ books[j].T - np.sum(books[j] ** 2, axis=1), axis=1)
       recon = recon - books[j][current[:, j]] + books[j][best]
       current[:, j] = best
-    books, mse = refit_codebooks(table, with_padding(current), codebook_size, ridge,
-                                 item_weights)
+    books, mse = refit_codebooks(table, with_padding(current), codebook_size, ridge, item_weights)
     history.append(mse)
     if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
       break
   return with_padding(current), books, history
 
 
-def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray,
-                      item_weights: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+def deduplicate_codes(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebooks: np.ndarray,
+    item_weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
   """Gives every item its own full code, at the least reconstruction cost.
 
   Items that share a full code get identical composite embeddings, so the
@@ -184,8 +199,9 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
   used: dict[tuple, int] = {}
   movers = []
   w = check_item_weights(item_weights, len(x))
-  order = (np.argsort(error, kind="stable") if w is None
-           else np.lexsort((error, -w)))  # heaviest, then best reconstructed, keep their code
+  order = (
+      np.argsort(error, kind="stable") if w is None else np.lexsort((error, -w))
+  )  # heaviest, then best reconstructed, keep their code
   for item in order:
     key = tuple(current[item])
     if key in used:
@@ -197,9 +213,12 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
     code = current[item]
     residual = x[item] - recon[item]  # target minus reconstruction with the current code
     # delta[j, c] = change of the squared error when codeword j is set to c alone
-    delta = np.stack([
-        np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
-        for j in range(m)])                                        # [M, K]
+    delta = np.stack(
+        [
+            np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
+            for j in range(m)
+        ]
+    )  # [M, K]
     candidates = [(delta[j, c], ((j, c),)) for j in range(m) for c in range(k) if c != code[j]]
     candidates.sort(key=lambda t: t[0])
     chosen = _first_free(code, candidates, used)

@@ -22,7 +22,8 @@ def ml100k_inter() -> pathlib.Path | None:
 
 needs_ml100k = pytest.mark.skipif(
     ml100k_inter() is None,
-    reason=f"needs MovieLens-100k: set ${ML100K_ENV} to a copy of RecBole's ml-100k.inter")
+    reason=f"needs MovieLens-100k: set ${ML100K_ENV} to a copy of RecBole's ml-100k.inter",
+)
 
 
 def tiny(**overrides):
@@ -41,13 +42,23 @@ def tiny(**overrides):
   return c
 
 
-def run_limited(code: str, memory_mib: int = 1024, timeout: float = 300,
-                args: tuple = ()) -> subprocess.CompletedProcess:
+def run_limited(
+    code: str, memory_mib: int = 1024, timeout: float = 300, args: tuple = ()
+) -> subprocess.CompletedProcess:
   """Runs `code` in a fresh Python whose address space is capped at `memory_mib` (RLIMIT_AS),
   so an input that makes a reader allocate without bound fails there with MemoryError
   instead of taking the machine down. This checkout's ccrec is imported."""
-  prelude = ("import resource\n"
-             f"resource.setrlimit(resource.RLIMIT_AS, ({memory_mib << 20}, {memory_mib << 20}))\n")
+  prelude = (
+      "import resource\n"
+      f"resource.setrlimit(resource.RLIMIT_AS, ({memory_mib << 20}, {memory_mib << 20}))\n"
+  )
   env = dict(os.environ, PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-  return subprocess.run([sys.executable, "-c", prelude + code, *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run(
+      [sys.executable, "-c", prelude + code, *map(str, args)],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )

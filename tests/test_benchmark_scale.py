@@ -41,9 +41,16 @@ def test_structured_table_and_batches():
 
 def test_run_and_report_at_two_tiny_catalogs(tmp_path):
   c = _tiny_config()
-  result = scale.run(c, [40, 90], steps=1, warmup=1, eval_examples=16, queries=1,
-                     only=["train/teacher/sampled", "codes", "eval", "scoring"],
-                     isolate=False)
+  result = scale.run(
+      c,
+      [40, 90],
+      steps=1,
+      warmup=1,
+      eval_examples=16,
+      queries=1,
+      only=["train/teacher/sampled", "codes", "eval", "scoring"],
+      isolate=False,
+  )
   assert [r["num_items"] for r in result["rows"]] == [40, 90]
   for row in result["rows"]:
     assert row["bytes"]["teacher"] == (row["num_items"] + 1) * 8 * 4
@@ -51,14 +58,18 @@ def test_run_and_report_at_two_tiny_catalogs(tmp_path):
     assert "train/teacher/full" not in row  # not asked for
     assert row["codes"]["seconds"]["total"] > 0 and row["codes"]["unresolved"] >= 0
     assert row["eval"]["test_examples"] >= 1 and row["scoring"]["identical"]
-    assert all(r["peak_rss_bytes"] > 0 for r in row.values() if isinstance(r, dict)
-               and "wall_s" in r)
+    assert all(
+        r["peak_rss_bytes"] > 0 for r in row.values() if isinstance(r, dict) and "wall_s" in r
+    )
   exps = scale.fit(result)
   assert set(exps) == {label for label, _, _ in scale.columns()}
   assert exps["teacher items"] is not None and exps["teacher epoch (full)"] is None
   paths = scale.write(result, str(tmp_path), "python launch/benchmark_scale.py ...")
   assert [os.path.basename(p) for p in paths] == [
-      "bench_scale.md", "bench_scale.json", "bench_scale.png"]
+      "bench_scale.md",
+      "bench_scale.json",
+      "bench_scale.png",
+  ]
   text = open(paths[0]).read()
   assert "| V=40 | V=90 | exponent |" in text and "codes stage" in text
   assert json.load(open(paths[1]))["exponents"]["teacher items"] > 0

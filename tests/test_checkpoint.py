@@ -15,6 +15,7 @@ from ccrec.checkpoint import Checkpointer, CheckpointError, meta_digest
 def _state(d=64):
   # Big enough (77 kB of table) that the largest data file is mostly array values.
   from ccrec.train.state import TrainState
+
   table = jnp.sin(jnp.arange(300 * d, dtype=jnp.float32)).reshape(300, d)
   params = {"table": table, "bias": jnp.ones(d)}
   return TrainState.create({"params": params}, optax.adam(1e-3))
@@ -78,8 +79,11 @@ def test_checkpoint_without_a_checksum_still_restores(tmp_path):
 
 def test_other_model_is_refused_naming_the_array(tmp_path):
   ck = _saved(tmp_path)
-  with pytest.raises(CheckpointError, match=r"params/table: stored \(300, 64\) float32, model "
-                                            r"\(300, 32\) float32.*different model or dataset"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"params/table: stored \(300, 64\) float32, model "
+      r"\(300, 32\) float32.*different model or dataset",
+  ):
     ck.restore(_state(d=32), "best")
 
 
@@ -88,9 +92,11 @@ def test_checksum_sees_any_single_bit(dtype):
   import jax
 
   from ccrec.checkpoint import state_digest
+
   rng = np.random.default_rng(0)
-  a = (rng.integers(0, 2, (7, 5)) if dtype == "bool" else rng.normal(size=(7, 5)) * 50
-       ).astype(jnp.dtype(dtype))
+  a = (rng.integers(0, 2, (7, 5)) if dtype == "bool" else rng.normal(size=(7, 5)) * 50).astype(
+      jnp.dtype(dtype)
+  )
   tree = {"a": jnp.asarray(a), "key": jax.random.key(1)}
   base = state_digest(tree)
   assert base == state_digest({"a": jnp.asarray(a.copy()), "key": jax.random.key(1)})
@@ -110,8 +116,14 @@ def test_checksum_sees_any_single_bit(dtype):
   assert state_digest({"a": jnp.asarray(a).reshape(5, 7), "key": jax.random.key(1)}) != base
 
 
-META = {"epoch": 1, "best": 0.5, "best_epoch": 0, "bad_epochs": 0, "done": False,
-        "best_metrics": {"NDCG@10": 0.5}}
+META = {
+    "epoch": 1,
+    "best": 0.5,
+    "best_epoch": 0,
+    "bad_epochs": 0,
+    "done": False,
+    "best_metrics": {"NDCG@10": 0.5},
+}
 
 
 def _saved_meta(tmp_path):
@@ -133,8 +145,11 @@ def test_one_flipped_bit_in_the_meta_is_a_named_error(tmp_path, where):
   end = open(path).read().index(where) + len(where)
   _flip(path, end - 1 - where.endswith('"'))  # "epoch" -> "epoci", 0.5 -> 0.4, 0 -> 1
   json.load(open(path))  # still valid JSON: only the checksum tells
-  with pytest.raises(CheckpointError, match=r"latest/3/meta/metadata fails its checksum.*delete "
-                     r".*/ck to train this stage again"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"latest/3/meta/metadata fails its checksum.*delete "
+      r".*/ck to train this stage again",
+  ):
     ck.restore(_state(), meta_keys=META)
   assert ck.restore(_state(), "best", meta_keys=META)[1] == META  # the other copy is intact
 
@@ -144,7 +159,7 @@ def test_unreadable_meta_names_its_file(tmp_path):
   with open(path, "rb") as f:
     data = f.read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 2])
+    f.write(data[: len(data) // 2])
   with pytest.raises(CheckpointError, match=r"latest/3/meta/metadata: not valid JSON"):
     ck.restore(_state())
 
@@ -157,8 +172,11 @@ def test_meta_without_checksums_is_checked_on_its_keys(tmp_path):
   meta["epocd"] = meta.pop("epoch")
   with open(path, "w") as f:
     json.dump(meta, f)
-  with pytest.raises(CheckpointError, match=r"meta/metadata is damaged: it lacks \['epoch'\]; it "
-                     r"holds unknown keys \['epocd'\]"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"meta/metadata is damaged: it lacks \['epoch'\]; it "
+      r"holds unknown keys \['epocd'\]",
+  ):
     ck.restore(_state(), meta_keys=META)
 
 
@@ -169,7 +187,7 @@ def test_restore_error_names_the_file_and_the_cause_in_a_few_lines(tmp_path, tar
   with open(path, "rb") as f:
     data = f.read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 2])
+    f.write(data[: len(data) // 2])
   with pytest.raises(CheckpointError) as info:
     ck.restore(_state())
   message = str(info.value)

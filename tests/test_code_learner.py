@@ -24,8 +24,10 @@ LEARNER = CodeLearner(M, K, D, temperature=0.5)
 @jax.jit
 def _outputs(variables, x, key):
   """Everything the module computes for x [N, d], in one compiled program."""
+
   def call(method, **kwargs):
     return LEARNER.apply(variables, x, method=method, **kwargs)
+
   return {
       "log_alpha": call("log_alpha"),
       "codes": call("codes"),
@@ -43,8 +45,12 @@ def setup():
 
 def _all_sums(codebooks):
   """[K^M, d] every sum of one codeword per codebook."""
-  return np.stack([sum(codebooks[m, k] for m, k in enumerate(ks))
-                   for ks in itertools.product(range(K), repeat=M)])
+  return np.stack(
+      [
+          sum(codebooks[m, k] for m, k in enumerate(ks))
+          for ks in itertools.product(range(K), repeat=M)
+      ]
+  )
 
 
 # --- the module ------------------------------------------------------------------------
@@ -63,8 +69,10 @@ def test_parameters_and_code_distribution(setup):
   codes = out["codes"]
   assert codes.dtype == jnp.uint8 and codes.shape == (32, M)
   np.testing.assert_array_equal(np.asarray(codes), np.asarray(log_alpha.argmax(-1)))
-  wide = jax.eval_shape(lambda v: CodeLearner(1, 300, D).apply(v, x, method="codes"),
-                        jax.eval_shape(CodeLearner(1, 300, D).init, _key(0), x[:1]))
+  wide = jax.eval_shape(
+      lambda v: CodeLearner(1, 300, D).apply(v, x, method="codes"),
+      jax.eval_shape(CodeLearner(1, 300, D).init, _key(0), x[:1]),
+  )
   assert wide.dtype == jnp.uint16
 
 
@@ -96,12 +104,13 @@ def test_gumbel_stream_determinism_and_straight_through_gradients(setup):
     def loss(p, train):
       recon = LEARNER.apply({"params": p}, x, train=train, rngs={"gumbel": _key(5)})
       return jnp.mean(jnp.sum((recon - x) ** 2, -1))
+
     return jax.grad(loss)(params, True), jax.grad(loss)(params, False)
 
   g_train, g_eval = grads(variables["params"])
   for layer in ("hidden", "logits"):
-    assert float(jnp.abs(g_train[layer]["kernel"]).max()) > 0       # straight-through
-    assert float(jnp.abs(g_eval[layer]["kernel"]).max()) == 0       # argmax: no gradient
+    assert float(jnp.abs(g_train[layer]["kernel"]).max()) > 0  # straight-through
+    assert float(jnp.abs(g_eval[layer]["kernel"]).max()) == 0  # argmax: no gradient
   assert float(jnp.abs(g_train["codebooks"]).max()) > 0
 
 
@@ -109,7 +118,7 @@ def test_gumbel_stream_determinism_and_straight_through_gradients(setup):
 
 
 def test_code_report_hand_made():
-  codes = np.array([[0, 0], [0, 1], [0, 1], [1, 2], [0, 1]], np.uint8)   # row 0: padding
+  codes = np.array([[0, 0], [0, 1], [0, 1], [1, 2], [0, 1]], np.uint8)  # row 0: padding
   report = code_learning.code_report(codes, 3)
   np.testing.assert_array_equal(report["usage"], [[3, 1, 0], [0, 3, 1]])
   np.testing.assert_array_equal(report["dead_codewords"], [1, 1])
@@ -131,8 +140,14 @@ def test_code_report_hand_made():
 # variance) within a test's step budget; with this setting it reaches < 7%
 # for every seed tried.
 PLANTED = {"num_items": 128, "M": 2, "K": 4, "d": 16}
-SETTINGS = {"num_codebooks": 2, "codebook_size": 16, "temperature": 1.0, "learning_rate": 1e-2,
-            "batch_size": 64, "eval_every": 100}
+SETTINGS = {
+    "num_codebooks": 2,
+    "codebook_size": 16,
+    "temperature": 1.0,
+    "learning_rate": 1e-2,
+    "batch_size": 64,
+    "eval_every": 100,
+}
 
 
 @functools.cache
@@ -153,8 +168,9 @@ def _planted(seed=0):
 
 @pytest.fixture(scope="module")
 def learned():
-  return code_learning.learn_codes(_planted(), max_steps=1500, patience=100, tolerance=1e-3,
-                                   seed=_key(0), **SETTINGS)
+  return code_learning.learn_codes(
+      _planted(), max_steps=1500, patience=100, tolerance=1e-3, seed=_key(0), **SETTINGS
+  )
 
 
 def test_learning_recovers_planted_codes(learned):
@@ -188,16 +204,18 @@ def test_result_layout_and_consistency(learned):
 
 def test_stopping_rule_stops_after_patience_checks():
   # tolerance 1: no check can improve by 100%, so it stops after 1 + patience checks.
-  result = code_learning.learn_codes(_planted(), max_steps=10_000, patience=2, tolerance=1.0,
-                                     seed=_key(1), **SETTINGS)
+  result = code_learning.learn_codes(
+      _planted(), max_steps=10_000, patience=2, tolerance=1.0, seed=_key(1), **SETTINGS
+  )
   assert len(result.history) == 3 and result.report["steps"] == 300
   assert result.report["stopped_early"] and result.report["best_step"] == 100
   assert result.report["mse"] == result.history[0]
 
 
 def test_max_steps_is_honoured_when_not_a_multiple_of_eval_every():
-  result = code_learning.learn_codes(_planted(), max_steps=250, patience=100, seed=_key(2),
-                                     **SETTINGS)
+  result = code_learning.learn_codes(
+      _planted(), max_steps=250, patience=100, seed=_key(2), **SETTINGS
+  )
   assert result.report["steps"] == 250 and len(result.history) == 3
   assert not result.report["stopped_early"]
 
@@ -211,6 +229,7 @@ def test_non_finite_table_fails_loudly():
 
 def test_refit_codebooks_is_exact_for_planted_codes():
   from ccrec.train.code_refinement import refit_codebooks
+
   rng = np.random.default_rng(0)
   m, k, d, v = 3, 5, 4, 200
   books = rng.normal(size=(m, k, d))
@@ -228,12 +247,13 @@ def test_refit_codebooks_is_exact_for_planted_codes():
 def test_refine_codes_never_worsens_and_breaks_collisions():
   from ccrec.train.code_learning import code_report
   from ccrec.train.code_refinement import refine_codes, refit_codebooks
+
   rng = np.random.default_rng(1)
   m, k, d, v = 2, 8, 6, 300
   books = rng.normal(size=(m, k, d))
   planted = rng.integers(0, k, (v + 1, m))
   planted[0] = 0
-  table = (sum(books[j][planted[:, j]] for j in range(m)) + 0.01 * rng.normal(size=(v + 1, d)))
+  table = sum(books[j][planted[:, j]] for j in range(m)) + 0.01 * rng.normal(size=(v + 1, d))
   table[0] = 0
   # A collapsed start: every item on the same code (the low-temperature failure mode).
   start = np.zeros((v + 1, m), np.uint8)
@@ -248,6 +268,7 @@ def test_refine_codes_never_worsens_and_breaks_collisions():
 def test_deduplicate_codes_gives_every_item_its_own_code_at_least_cost():
   from ccrec.train.code_learning import code_report
   from ccrec.train.code_refinement import deduplicate_codes
+
   rng = np.random.default_rng(2)
   m, k, d, v = 2, 8, 5, 12
   books = rng.normal(size=(m, k, d)).astype(np.float32)
@@ -278,8 +299,9 @@ def test_deduplicate_codes_gives_every_item_its_own_code_at_least_cost():
     assert tuple(out[i]) != (1, 2)
     # One-codeword moves are tried first: the moved item's code is the cheapest
     # free code among those differing from (1, 2) in one codebook.
-    neighbours = [c for c in ((a, 2) for a in range(k)) if c != (1, 2)] + \
-                 [c for c in ((1, b) for b in range(k)) if c != (1, 2)]
+    neighbours = [c for c in ((a, 2) for a in range(k)) if c != (1, 2)] + [
+        c for c in ((1, b) for b in range(k)) if c != (1, 2)
+    ]
     free_at_end = [c for c in neighbours if c == tuple(out[i]) or c not in taken]  # free then too
     assert tuple(out[i]) in neighbours
     assert err(i, out[i]) <= min(err(i, c) for c in free_at_end) + 1e-5
@@ -304,8 +326,9 @@ def test_popularity_weights():
   assert code_refinement.popularity_weights(counts, 0.0) is None
   w = code_refinement.popularity_weights(counts, 1.0)
   np.testing.assert_allclose(w, np.array([0, 4, 1, 1, 9]) / 3.75)
-  np.testing.assert_allclose(code_refinement.popularity_weights(counts, 0.5)[1:],
-                             np.array([2, 1, 1, 3]) / 1.75)
+  np.testing.assert_allclose(
+      code_refinement.popularity_weights(counts, 0.5)[1:], np.array([2, 1, 1, 3]) / 1.75
+  )
   for bad in (-1.0, float("nan"), float("inf")):
     with pytest.raises(ValueError, match="power"):
       code_refinement.popularity_weights(counts, bad)
@@ -322,6 +345,7 @@ def _random_problem(seed, m=2, k=4, d=3, v=40):
 
 def test_weighted_refit_is_the_fit_on_rows_repeated_by_their_weight():
   from ccrec.train.code_refinement import refit_codebooks
+
   rng, table, codes = _random_problem(3)
   repeats = rng.integers(1, 4, len(table))
   repeats[0] = 1
@@ -337,13 +361,15 @@ def test_weighted_refit_is_the_fit_on_rows_repeated_by_their_weight():
   assert mse == pytest.approx(want_mse, rel=1e-6)
   # Unit weights are the unweighted fit, to the bit.
   ones = np.ones(len(table))
-  for a, b in zip(refit_codebooks(table, codes, 4, item_weights=ones),
-                  refit_codebooks(table, codes, 4)):
+  for a, b in zip(
+      refit_codebooks(table, codes, 4, item_weights=ones), refit_codebooks(table, codes, 4)
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items():
   from ccrec.train.code_refinement import refine_codes, refit_codebooks
+
   rng, table, codes = _random_problem(4, v=120)
   weights = np.ones(len(table))
   weights[1:21] = 50.0  # twenty heavy items
@@ -352,8 +378,9 @@ def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items()
   got, books, history = refine_codes(table, codes, 4, iterations=20, item_weights=weights)
   assert all(b <= a + 1e-9 for a, b in zip([start] + history, history))
   plain, plain_books, _ = refine_codes(table, codes, 4, iterations=20)
-  err = lambda c, bk: np.sum((sum(bk[j][c[1:, j].astype(int)] for j in range(2))
-                              - table[1:]) ** 2, axis=1)
+  err = lambda c, bk: np.sum(
+      (sum(bk[j][c[1:, j].astype(int)] for j in range(2)) - table[1:]) ** 2, axis=1
+  )
   heavy_w, heavy_p = err(got, books)[:20].mean(), err(plain, plain_books)[:20].mean()
   assert heavy_w < heavy_p  # the heavy items are reconstructed better with the weights...
   assert err(got, books)[20:].mean() > err(plain, plain_books)[20:].mean()  # ...at the others' cost
@@ -362,6 +389,7 @@ def test_weighted_refinement_lowers_the_weighted_error_and_favours_heavy_items()
 def test_weighted_deduplication_lets_the_heaviest_item_keep_the_code():
   from ccrec.train.code_learning import code_report
   from ccrec.train.code_refinement import deduplicate_codes
+
   rng, table, codes = _random_problem(5, k=8, v=10)
   books = rng.normal(size=(2, 8, 3)).astype(np.float32)
   codes[1:5] = (1, 2)
@@ -384,8 +412,9 @@ def test_weighted_code_learning_reconstructs_heavy_items_better():
   weights = np.ones(len(table))
   weights[0] = 0
   weights[1:17] = 100.0
-  kwargs = dict(SETTINGS, max_steps=300, patience=100, seed=_key(4), num_codebooks=1,
-                codebook_size=8)
+  kwargs = dict(
+      SETTINGS, max_steps=300, patience=100, seed=_key(4), num_codebooks=1, codebook_size=8
+  )
   plain = code_learning.learn_codes(table, **kwargs)
   heavy = code_learning.learn_codes(table, item_weights=weights, **kwargs)
   assert heavy.report["weighted"] and not plain.report["weighted"]
@@ -393,13 +422,18 @@ def test_weighted_code_learning_reconstructs_heavy_items_better():
   assert err(heavy)[:16].mean() < err(plain)[:16].mean()
   # The reported error is the weighted mean of these codes with these codebooks.
   assert heavy.report["mse"] == pytest.approx(
-      np.sum(weights[1:] * err(heavy)) / weights.sum(), rel=1e-4)
+      np.sum(weights[1:] * err(heavy)) / weights.sum(), rel=1e-4
+  )
 
 
-@pytest.mark.parametrize("bad, match", [(np.ones(5), r"\[V\+1\]"),
-                                        (-np.ones(129), "finite and >= 0"),
-                                        (np.full(129, np.nan), "finite and >= 0")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.ones(5), r"\[V\+1\]"),
+        (-np.ones(129), "finite and >= 0"),
+        (np.full(129, np.nan), "finite and >= 0"),
+    ],
+)
 def test_bad_item_weights_are_refused(bad, match):
   with pytest.raises(ValueError, match=match):
-    code_learning.learn_codes(_planted(), max_steps=10, seed=_key(5), item_weights=bad,
-                              **SETTINGS)
+    code_learning.learn_codes(_planted(), max_steps=10, seed=_key(5), item_weights=bad, **SETTINGS)

@@ -5,17 +5,25 @@ ccrec.train.code_refinement streams the item table in chunks (no [V, M*K], [V, K
 arrays. They must agree to float rounding, for chunks that do not divide V.
 """
 
+import dense_code_refinement as dense
 import numpy as np
 import pytest
 
-import dense_code_refinement as dense
 from ccrec.train import code_refinement as cr
 
 CHUNKS = (1, 7, 64, 10_000)  # one item, chunks that do not divide V, one chunk
 
 
-def _problem(seed: int, v: int = 211, m: int = 3, k: int = 8, d: int = 5, *,
-             weighted: bool = False, collisions: bool = False):
+def _problem(
+    seed: int,
+    v: int = 211,
+    m: int = 3,
+    k: int = 8,
+    d: int = 5,
+    *,
+    weighted: bool = False,
+    collisions: bool = False,
+):
   """A table near planted codes (so refinement has structure to find), start codes, weights."""
   rng = np.random.default_rng(seed)
   books = rng.normal(size=(m, k, d)).astype(np.float32)
@@ -25,7 +33,7 @@ def _problem(seed: int, v: int = 211, m: int = 3, k: int = 8, d: int = 5, *,
   codes = np.zeros((v + 1, m), np.uint8)
   codes[1:] = rng.integers(0, k, (v, m))
   if collisions:
-    codes[1:v // 3] = codes[1]  # a third of the items on one code
+    codes[1 : v // 3] = codes[1]  # a third of the items on one code
   weights = None
   if weighted:
     weights = np.zeros(v + 1)
@@ -46,8 +54,9 @@ def test_normal_equations_and_refit_match_the_dense_solve(chunk, weighted):
   w = np.ones(len(codes) - 1) if weights is None else weights[1:]
   gram, rhs = cr.normal_equations(table, codes, k, weights, chunk=chunk)
   np.testing.assert_allclose(gram, design.T @ (w[:, None] * design), rtol=1e-12, atol=1e-12)
-  np.testing.assert_allclose(rhs, design.T @ (w[:, None] * table[1:].astype(np.float64)),
-                             rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(
+      rhs, design.T @ (w[:, None] * table[1:].astype(np.float64)), rtol=1e-10, atol=1e-10
+  )
   books, mse = cr.refit_codebooks(table, codes, k, item_weights=weights, chunk=chunk)
   ref_books, ref_mse = dense.refit_codebooks(table, codes, k, item_weights=weights)
   assert books.dtype == np.float32 and books.shape == (m, k, d)
@@ -61,10 +70,10 @@ def test_reconstruct_and_mse_match_the_dense_sum(chunk):
   out = cr.reconstruct(codes, books, chunk=chunk)
   np.testing.assert_array_equal(out, dense.reconstruct(codes, books))
   err = np.sum(np.square(out[1:] - table[1:]).astype(np.float64), axis=1)
-  assert cr.weighted_mse(table, codes, books, chunk=chunk) == pytest.approx(err.mean(),
-                                                                            rel=1e-6)
+  assert cr.weighted_mse(table, codes, books, chunk=chunk) == pytest.approx(err.mean(), rel=1e-6)
   assert cr.weighted_mse(table, codes, books, weights, chunk=chunk) == pytest.approx(
-      np.sum(weights[1:] * err) / weights[1:].sum(), rel=1e-6)
+      np.sum(weights[1:] * err) / weights[1:].sum(), rel=1e-6
+  )
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
@@ -85,8 +94,9 @@ def test_refine_codes_matches_the_dense_refinement(chunk, weighted):
 def test_deduplicate_codes_matches_the_dense_search(chunk, weighted, shape):
   m, k, d, v = shape  # (2, 4, .., 30): 16 codes for 30 items, some stay shared; the pair
   # search runs whenever the M*K single changes are all taken.
-  table, codes, books, weights = _problem(3 + m, v=v, m=m, k=k, d=d, weighted=weighted,
-                                          collisions=True)
+  table, codes, books, weights = _problem(
+      3 + m, v=v, m=m, k=k, d=d, weighted=weighted, collisions=True
+  )
   before = codes.copy()
   got, left = cr.deduplicate_codes(table, codes, books, weights, chunk=chunk)
   ref, ref_left = dense.deduplicate_codes(table, codes, books, weights)

@@ -52,8 +52,9 @@ def test_variables_layout_and_dtypes(variables):
 
 def test_init_is_deterministic(variables):
   again = _init(_key(0))
-  np.testing.assert_array_equal(np.asarray(again["codes"]["codes"]),
-                                np.asarray(variables["codes"]["codes"]))
+  np.testing.assert_array_equal(
+      np.asarray(again["codes"]["codes"]), np.asarray(variables["codes"]["codes"])
+  )
 
 
 def test_lookup_is_sum_of_gathered_codewords_and_padding_is_zero(variables):
@@ -91,7 +92,7 @@ def test_score_never_builds_the_table(variables):
       for var in eqn.outvars:
         yield tuple(getattr(var.aval, "shape", ()))
       for param in eqn.params.values():
-        sub = getattr(param, "jaxpr", param)          # ClosedJaxpr -> Jaxpr
+        sub = getattr(param, "jaxpr", param)  # ClosedJaxpr -> Jaxpr
         if hasattr(sub, "eqns"):
           yield from shapes(sub)
 
@@ -105,6 +106,7 @@ def test_codes_are_not_trainable(variables):
   # Through the project's TrainState: the codes travel as a constant collection, the
   # optimizer sees only the codebooks, and steps leave the integer codes bit-identical.
   from ccrec.train.state import TrainState
+
   ids = jnp.array([1, 2, 3])
   state = TrainState.create(variables, optax.adam(0.1))
   assert set(state.params) == {"codebooks"} and set(state.consts) == {"codes"}
@@ -114,6 +116,7 @@ def test_codes_are_not_trainable(variables):
   def step(state):
     def loss(params):
       return jnp.sum(_model().apply(state.variables(params), ids) ** 2)
+
     return state.apply_gradients(jax.grad(loss)(state.params))
 
   for _ in range(3):
@@ -121,8 +124,9 @@ def test_codes_are_not_trainable(variables):
   got = np.asarray(state.consts["codes"]["codes"])
   np.testing.assert_array_equal(got, codes_before)
   assert got.dtype == codes_before.dtype == np.uint8
-  assert not np.allclose(np.asarray(state.params["codebooks"]),
-                         np.asarray(variables["params"]["codebooks"]))
+  assert not np.allclose(
+      np.asarray(state.params["codebooks"]), np.asarray(variables["params"]["codebooks"])
+  )
 
 
 def test_set_codes_replaces_codes_and_codebooks(variables):
@@ -151,7 +155,6 @@ def test_compression_stats_match_the_paper():
   assert round(rr["paper_ratio"]) == 31
   assert tmall["codes_bytes"] == 40729 * 4 and tmall["codebook_bytes"] == 4 * 32 * 128 * 4
   assert tmall["table_bytes"] == 40729 * 128 * 4
-  np.testing.assert_allclose(tmall["bytes_ratio"],
-                             40729 * 512 / (40729 * 4 + 65536))
+  np.testing.assert_allclose(tmall["bytes_ratio"], 40729 * 512 / (40729 * 4 + 65536))
   wide = codes_lib.compression_stats(10, 2, 1000, 8)
   assert wide["codes_bytes"] == 11 * 2 * 2

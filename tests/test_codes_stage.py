@@ -57,8 +57,10 @@ def test_the_stage_writes_unique_codes_and_its_report(stage):
 
 def test_a_rerun_reads_the_saved_codes(stage, monkeypatch):
   ctx, teacher, learned = stage
+
   def no_learning(*args, **kwargs):
     raise AssertionError("the codes were learned again")
+
   monkeypatch.setattr(code_learning, "learn_codes", no_learning)
   again = pipeline.learn_codes(ctx, teacher)
   np.testing.assert_array_equal(again["codes"], learned["codes"])
@@ -70,19 +72,26 @@ def test_teacher_through_exact_codes_is_the_teacher(stage):
   table = np.asarray(ctx.teacher.apply(teacher.variables(), method="table"))
   # One codebook whose codeword v is row v: the codes rebuild the table exactly.
   exact = codes_stage.teacher_through_codes(
-      pipeline.teacher_on_table(ctx, teacher), np.arange(len(table))[:, None].astype(np.uint8),
-      table[None])
+      pipeline.teacher_on_table(ctx, teacher),
+      np.arange(len(table))[:, None].astype(np.uint8),
+      table[None],
+  )
   own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
-      teacher.variables(), "valid", ctx.dataset.valid)
+      teacher.variables(), "valid", ctx.dataset.valid
+  )
   assert exact["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
-      own["teacher/valid/NDCG@10"], abs=1e-6)
+      own["teacher/valid/NDCG@10"], abs=1e-6
+  )
 
 
-@pytest.mark.parametrize("damage,error", [
-    ("truncate", r"is damaged"),
-    ("shape", r"holds codes .* this config needs \[61, 2\] integer codes"),
-    ("range", r"codes outside \[0, 8\)"),
-])
+@pytest.mark.parametrize(
+    "damage,error",
+    [
+        ("truncate", r"is damaged"),
+        ("shape", r"holds codes .* this config needs \[61, 2\] integer codes"),
+        ("range", r"codes outside \[0, 8\)"),
+    ],
+)
 def test_a_damaged_codes_file_is_named(tmp_path, damage, error):
   path = str(tmp_path / codes_stage.CODES_FILE)
   codes = np.zeros((61, 2), np.uint8)
@@ -94,14 +103,15 @@ def test_a_damaged_codes_file_is_named(tmp_path, damage, error):
   np.savez(path, codes=codes, codebooks=books)
   if damage == "truncate":
     data = open(path, "rb").read()
-    open(path, "wb").write(data[:len(data) // 2])
+    open(path, "wb").write(data[: len(data) // 2])
   with pytest.raises(CheckpointError, match=error + r".*delete .* to learn the codes again"):
     codes_stage.read_codes(str(tmp_path), 60, 2, 8, 16)
 
 
 def test_with_item_table_replaces_only_the_table():
-  variables = {"params": {"items": {"embedding": np.zeros((4, 2), np.float32)},
-                          "encoder": {"w": np.ones(3)}}}
+  variables = {
+      "params": {"items": {"embedding": np.zeros((4, 2), np.float32)}, "encoder": {"w": np.ones(3)}}
+  }
   table = np.arange(8, dtype=np.float64).reshape(4, 2)
   out = with_item_table(variables, table)
   got = out["params"]["items"]["embedding"]

@@ -31,16 +31,21 @@ def _flat(c, prefix=""):
   return out
 
 
-@pytest.mark.parametrize("name,changed", [
-    ("tt.py", {"student.embedding": "tt"}),  # tt_rank 8 is the default
-    ("teacher.py", {"stages": ("teacher",), "train.rdrop": 1.0, "train.fused_chunk": 128}),
-])
+@pytest.mark.parametrize(
+    "name,changed",
+    [
+        ("tt.py", {"student.embedding": "tt"}),  # tt_rank 8 is the default
+        ("teacher.py", {"stages": ("teacher",), "train.rdrop": 1.0, "train.fused_chunk": 128}),
+    ],
+)
 def test_configs_that_vary_the_main_config_differ_from_it_only_where_they_say(name, changed):
   # A change to configs/eodrec.py reaches the configs derived from it: they cannot drift.
   main = _flat(load_config_file(os.path.join(ROOT, "configs", "eodrec.py")))
   derived = _flat(load_config_file(os.path.join(ROOT, "configs", name)))
   assert set(derived) == set(main)
   assert {k: v for k, v in derived.items() if main[k] != v} == changed
+
+
 def _float_fields(c, prefix=""):
   for key, value in c.items():
     if hasattr(value, "items"):
@@ -66,6 +71,7 @@ def test_non_finite_value_is_refused_before_the_workdir_is_written(tmp_path, fie
   from ccrec.workflow import pipeline
 
   from helpers import tiny
+
   workdir = tmp_path / "w"
   with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
     pipeline.run(tiny(**{field: float("inf")}), str(workdir))

@@ -35,10 +35,16 @@ def _changes(base, derived):
 def test_each_synthetic_config_changes_only_what_it_says():
   assert _changes("tmall.py", "synthetic_40k.py") == {"data.dataset": "synthetic-40k"}
   assert _changes("synthetic_40k.py", "synthetic_40k_m3k256.py") == {
-      "codes.num_codebooks": 3, "codes.codebook_size": 256}
+      "codes.num_codebooks": 3,
+      "codes.codebook_size": 256,
+  }
   assert _changes("synthetic_40k.py", "synthetic_1m.py") == {
-      "data.dataset": "synthetic-1m", "codes.codebook_size": 256, "train.loss": "sampled",
-      "train.num_negatives": 8192, "eval.item_chunk": 65_536}
+      "data.dataset": "synthetic-1m",
+      "codes.codebook_size": 256,
+      "train.loss": "sampled",
+      "train.num_negatives": 8192,
+      "eval.item_chunk": 65_536,
+  }
   c = _load("synthetic_40k.py")
   assert (c.codes.num_codebooks, c.codes.codebook_size, c.data.protocol) == (4, 32, "session")
   for name in ("synthetic_40k.py", "synthetic_1m.py"):

@@ -70,8 +70,9 @@ def test_progress_elsewhere_prints_only_for_long_loops(monkeypatch):
   monkeypatch.setattr(console.logging, "info", lambda fmt, *args: lines.append(fmt % args))
   clock = itertools.count(0.0, 10.0)  # every reading of the clock 10 s later
   monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
-  bar = console.Progress("[t] step", 100, stream=io.StringIO(), tty=False, every_percent=10,
-                         min_interval_s=30.0)
+  bar = console.Progress(
+      "[t] step", 100, stream=io.StringIO(), tty=False, every_percent=10, min_interval_s=30.0
+  )
   for i in range(1, 101):
     bar.update(i)
   # A line at a 10% boundary only when 30 s have passed since the last one, never at 100%.
@@ -86,12 +87,24 @@ def test_progress_elsewhere_prints_only_for_long_loops(monkeypatch):
 
 def test_epoch_line():
   line = console.epoch_line(
-      "teacher", 3, 200, loss=("teacher/ce", 7.01234), select="teacher/valid/NDCG@10",
-      value=0.0671, best=0.0683, best_epoch=1, examples_per_s=22851.2, elapsed_s=65,
-      left_patience_s=40, left_budget_s=3300)
-  assert line == ("[teacher] epoch 3/200: train teacher/ce 7.012, valid NDCG@10 0.0671 "
-                  "(best 0.0683 at epoch 2), 22,851 ex/s, elapsed 1:05, left 0:40 (patience) "
-                  "to 55:00 (epoch budget)")
+      "teacher",
+      3,
+      200,
+      loss=("teacher/ce", 7.01234),
+      select="teacher/valid/NDCG@10",
+      value=0.0671,
+      best=0.0683,
+      best_epoch=1,
+      examples_per_s=22851.2,
+      elapsed_s=65,
+      left_patience_s=40,
+      left_budget_s=3300,
+  )
+  assert line == (
+      "[teacher] epoch 3/200: train teacher/ce 7.012, valid NDCG@10 0.0671 "
+      "(best 0.0683 at epoch 2), 22,851 ex/s, elapsed 1:05, left 0:40 (patience) "
+      "to 55:00 (epoch budget)"
+  )
 
 
 def test_train_loss_prefers_the_total():
@@ -101,10 +114,15 @@ def test_train_loss_prefers_the_total():
 
 
 def test_results_table():
-  metrics = {"teacher/valid/HR@10": 0.5, "teacher/valid/NDCG@10": 0.25,
-             "teacher/valid/MRR@10": 0.125, "teacher/test/HR@10": 0.375,
-             "student/test/NDCG@10": 0.0625, "student/test_hot/NDCG@10": 1.0,
-             "student/compression/bytes_ratio": 3.0}
+  metrics = {
+      "teacher/valid/HR@10": 0.5,
+      "teacher/valid/NDCG@10": 0.25,
+      "teacher/valid/MRR@10": 0.125,
+      "teacher/test/HR@10": 0.375,
+      "student/test/NDCG@10": 0.0625,
+      "student/test_hot/NDCG@10": 1.0,
+      "student/compression/bytes_ratio": 3.0,
+  }
   rows = console.results_table(metrics).splitlines()
   assert len(rows) == 3 and "valid HR@10" in rows[0] and "test MRR@10" in rows[0]
   assert rows[1].split() == ["teacher", "0.5000", "0.2500", "0.1250", "0.3750", "-", "-"]
@@ -116,18 +134,35 @@ def test_results_table():
 def test_main_job_console_is_a_few_lines_per_stage(tmp_path):
   """launch/train.py on configs/tiny.py: no library INFO, one line per epoch, a results table."""
   workdir = tmp_path / "w"
-  run = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),
-                        "--config=" + os.path.join(ROOT, "configs", "tiny.py"),
-                        f"--workdir={workdir}"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=900, check=False)
+  run = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(ROOT, "launch", "train.py"),
+          "--config=" + os.path.join(ROOT, "configs", "tiny.py"),
+          f"--workdir={workdir}",
+      ],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      timeout=900,
+      check=False,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   metrics = json.loads(run.stdout)  # stdout is the JSON alone
   assert "student/test/NDCG@10" in metrics
   lines = run.stderr.splitlines()
-  ours = {f for d in ("ccrec", "launch") for _, _, files in os.walk(os.path.join(ROOT, d))
-          for f in files if f.endswith(".py")}
-  sources = [m.group(1) for m in (re.match(r"^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", line)
-                                  for line in lines) if m]
+  ours = {
+      f
+      for d in ("ccrec", "launch")
+      for _, _, files in os.walk(os.path.join(ROOT, d))
+      for f in files
+      if f.endswith(".py")
+  }
+  sources = [
+      m.group(1)
+      for m in (re.match(r"^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", line) for line in lines)
+      if m
+  ]
   assert sources and set(sources) <= ours, sorted(set(sources) - ours)
   assert not any("orbax" in line or "checkpoint_manager" in line for line in lines)
   assert not any(re.search(r"\] \[\w+\] step \d+ ", line) for line in lines)  # per-step: debug

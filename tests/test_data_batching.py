@@ -70,11 +70,15 @@ def test_strided_windows_hand_computed():
   seqs = Sequences.from_lists([list(range(1, 13)), [20, 21, 22]])
   # m = 11 targets, L = 4, stride 2: windows end at 11, 9, 7, 5, 3 (the last starts at 0).
   (b,) = batching.window_batches(seqs, 8, 4, shuffle=False, stride=2)
-  np.testing.assert_array_equal(b["items"][:6], [[8, 9, 10, 11], [6, 7, 8, 9], [4, 5, 6, 7],
-                                                 [2, 3, 4, 5], [1, 2, 3, 0], [20, 21, 0, 0]])
+  np.testing.assert_array_equal(
+      b["items"][:6],
+      [[8, 9, 10, 11], [6, 7, 8, 9], [4, 5, 6, 7], [2, 3, 4, 5], [1, 2, 3, 0], [20, 21, 0, 0]],
+  )
   # Only the last `stride` targets of a window count, except in the earliest window.
-  np.testing.assert_array_equal(b["targets"][:6], [[0, 0, 11, 12], [0, 0, 9, 10], [0, 0, 7, 8],
-                                                   [0, 0, 5, 6], [2, 3, 4, 0], [21, 22, 0, 0]])
+  np.testing.assert_array_equal(
+      b["targets"][:6],
+      [[0, 0, 11, 12], [0, 0, 9, 10], [0, 0, 7, 8], [0, 0, 5, 6], [2, 3, 4, 0], [21, 22, 0, 0]],
+  )
   assert batching.num_windows(seqs, 4, 2) == 6
   with pytest.raises(ValueError, match="stride"):
     batching.num_windows(seqs, 4, 5)

@@ -107,14 +107,21 @@ def test_corrupt_arrays_file_is_one_clear_error(tmp_path, how):
   assert "allow_pickle" not in str(e.value)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda m: {**m, "num_items": "seven"}, r"manifest.json, field 'num_items': expected an "
-     r"integer >= 0, got 'seven'"),
-    (lambda m: {**m, "name": 3}, r"manifest.json, field 'name': expected a string, got 3"),
-    (lambda m: {k: v for k, v in m.items() if k != "name"},
-     r"manifest.json, field 'name': missing"),
-    (lambda m: [1, 2], r"manifest.json: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda m: {**m, "num_items": "seven"},
+            r"manifest.json, field 'num_items': expected an " r"integer >= 0, got 'seven'",
+        ),
+        (lambda m: {**m, "name": 3}, r"manifest.json, field 'name': expected a string, got 3"),
+        (
+            lambda m: {k: v for k, v in m.items() if k != "name"},
+            r"manifest.json, field 'name': missing",
+        ),
+        (lambda m: [1, 2], r"manifest.json: expected a JSON object, got list"),
+    ],
+)
 def test_bad_manifest_names_file_and_field(tmp_path, edit, message):
   ds_lib.save(_tiny(), tmp_path)
   path = tmp_path / "manifest.json"
@@ -139,13 +146,15 @@ def _npz_with_header(tmp_path, shape, descr="<i8"):
   """A saved dataset whose train_offsets.npy header declares `shape` over 64 bytes of data."""
   import io
   import zipfile
+
   ds_lib.save(_tiny(), tmp_path)
   path = tmp_path / "data.npz"
   with zipfile.ZipFile(path) as z:
     members = {name: z.read(name) for name in z.namelist()}
   header = io.BytesIO()
-  np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False,
-                                                "shape": shape})
+  np.lib.format.write_array_header_1_0(
+      header, {"descr": descr, "fortran_order": False, "shape": shape}
+  )
   members["train_offsets.npy"] = header.getvalue() + b"\0" * 64
   with zipfile.ZipFile(path, "w") as z:
     for name, data in members.items():
@@ -155,16 +164,20 @@ def _npz_with_header(tmp_path, shape, descr="<i8"):
 def test_array_header_larger_than_its_file_is_refused_before_allocating(tmp_path):
   # np.load would allocate 745 GiB for this header before reading its 64 bytes.
   _npz_with_header(tmp_path, (10**11,))
-  with pytest.raises(DataError, match=r"data.npz: corrupt .*train_offsets.npy declares shape "
-                     r"\(100000000000,\) of int64, more than its"):
+  with pytest.raises(
+      DataError,
+      match=r"data.npz: corrupt .*train_offsets.npy declares shape "
+      r"\(100000000000,\) of int64, more than its",
+  ):
     ds_lib.load(tmp_path)
   _npz_with_header(tmp_path, (8,))  # 64 bytes: read, then refused for what it holds
   with pytest.raises(DataError, match=r"data.npz: Sequences: offsets must run from 0"):
     ds_lib.load(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["[" * 100_000, '{"num_items": 1' + "0" * 5000 + "}"],
-                         ids=["deep", "long_int"])
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000, '{"num_items": 1' + "0" * 5000 + "}"], ids=["deep", "long_int"]
+)
 def test_manifest_json_that_python_cannot_hold_is_named(tmp_path, text):
   ds_lib.save(_tiny(), tmp_path)
   (tmp_path / "manifest.json").write_text(text)

@@ -42,7 +42,11 @@ def test_recbole_loo_counts(ml100k):
   assert len(ds.train_examples()) == 97_171
   st = ds.manifest["statistics"]
   assert (st["users"], st["train_examples"], st["valid_examples"], st["test_examples"]) == (
-      943, 97_171, 943, 943)
+      943,
+      97_171,
+      943,
+      943,
+  )
   assert ds.manifest["sources"][0]["sha256"] == sources.ML100K_SHA256
 
 

@@ -68,6 +68,7 @@ def test_incomplete_runs_are_refused_unless_not_strict(tmp_path):
 
 
 class _Exploit:
+
   def __reduce__(self):
     return (os.system, (f"touch {self.marker}",))
 
@@ -77,8 +78,7 @@ def test_malicious_pickle_runs_nothing(tmp_path, payload):
   marker = tmp_path / "pwned"
   exploit = _Exploit()
   exploit.marker = marker
-  obj = {"reduce": exploit, "numpy": np.arange(3),
-         "nested": ([[1, 2], [exploit]], [3, 4])}[payload]
+  obj = {"reduce": exploit, "numpy": np.arange(3), "nested": ([[1, 2], [exploit]], [3, 4])}[payload]
   path = tmp_path / "train.txt"
   path.write_bytes(pickle.dumps(obj))
   message = r"train.txt, byte \d+: pickle opcode .* not allowed.*nothing was run"
@@ -91,14 +91,17 @@ def test_malicious_pickle_runs_nothing(tmp_path, payload):
   assert not marker.exists()
 
 
-@pytest.mark.parametrize("obj,message", [
-    ({"a": 1}, "opcode"),
-    (([[1, 2]], [3, 4]), "1 prefixes but 2 targets"),
-    (([[1, 0]], [3]), "example 0: the prefix"),
-    (([[1, 2]], [-1]), "example 0: the target"),
-    (([[1.5]], [1]), r"byte \d+: the pickle holds the float 1.5; .*ids are integers"),
-    ([1, 2, 3], "expected a pair"),
-])
+@pytest.mark.parametrize(
+    "obj,message",
+    [
+        ({"a": 1}, "opcode"),
+        (([[1, 2]], [3, 4]), "1 prefixes but 2 targets"),
+        (([[1, 0]], [3]), "example 0: the prefix"),
+        (([[1, 2]], [-1]), "example 0: the target"),
+        (([[1.5]], [1]), r"byte \d+: the pickle holds the float 1.5; .*ids are integers"),
+        ([1, 2, 3], "expected a pair"),
+    ],
+)
 def test_wrong_structure(tmp_path, obj, message):
   path = _dump(tmp_path / "x.pkl", obj)
   with pytest.raises(DataError, match=message):
@@ -147,24 +150,29 @@ def test_memo_references_cannot_amplify_a_small_pickle(tmp_path, role):
   run = helpers.run_limited(_LOAD, memory_mib=1024, args=(path, role, test))
   assert run.returncode == 0, run.stderr[-3000:]
   error = json.loads(run.stdout).get("error", "")
-  assert ("train.txt: the pickle holds 20,020,000 ids counted with repetition, more than 82,"
-          in error)
+  assert (
+      "train.txt: the pickle holds 20,020,000 ids counted with repetition, more than 82," in error
+  )
   assert "memo references" in error and "max_ids=" in error
   # An explicit bound overrides the default, and files without repetition read as before.
   with pytest.raises(DataError, match="more than 1,000 .max_ids."):
-    safe_pickle.load_examples(_dump(tmp_path / "small.txt", ([list(range(1, 600))] * 2, [1, 2])),
-                              max_ids=1000)
+    safe_pickle.load_examples(
+        _dump(tmp_path / "small.txt", ([list(range(1, 600))] * 2, [1, 2])), max_ids=1000
+    )
   assert len(safe_pickle.load_examples(tmp_path / "small.txt")[0]) == 2
 
 
 def test_rebuilt_sessions_cannot_make_a_quadratic_validation_split(tmp_path):
   # strict=False keeps sessions rebuilt from one long example each: prefix-augmenting one
   # for validation would materialise 20,000 x 20,001 / 2 ids from a 600 KB file.
-  train = _dump(tmp_path / "train.txt", ([list(range(1, 20_001)) for _ in range(10)], [5] * 10),
-                protocol=4)
+  train = _dump(
+      tmp_path / "train.txt", ([list(range(1, 20_001)) for _ in range(10)], [5] * 10), protocol=4
+  )
   test = _dump(tmp_path / "test.txt", ([[1]], [2]))
-  with pytest.raises(DataError, match=r"train.txt: its validation examples would hold "
-                     r"200,010,000 ids .* pass max_len="):
+  with pytest.raises(
+      DataError,
+      match=r"train.txt: its validation examples would hold " r"200,010,000 ids .* pass max_len=",
+  ):
     safe_pickle.from_pickles(train, test, strict=False)
   ds = safe_pickle.from_pickles(train, test, strict=False, max_len=50)
   assert len(ds.valid) == 20_000 and ds.valid.prefixes.lengths().max() == 50

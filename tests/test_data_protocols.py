@@ -76,28 +76,45 @@ def test_recipe_settings_are_checked():
     Recipe(protocol="loo").replace(min_session_length=2)
 
 
-@pytest.mark.parametrize("setting,value,message", [
-    ("min_item_count", "5", r"min_item_count must be an integer, got '5' \(str\)"),
-    ("valid_fraction", "0.1", r"valid_fraction must be a number, got '0.1'"),
-    ("filter_until_stable", 1, r"filter_until_stable must be True or False, got 1"),
-    ("max_len", 2.0, r"max_len must be an integer or None, got 2.0"),
-    ("test_days", True, r"test_days must be a number, got True"),
-])
+@pytest.mark.parametrize(
+    "setting,value,message",
+    [
+        ("min_item_count", "5", r"min_item_count must be an integer, got '5' \(str\)"),
+        ("valid_fraction", "0.1", r"valid_fraction must be a number, got '0.1'"),
+        ("filter_until_stable", 1, r"filter_until_stable must be True or False, got 1"),
+        ("max_len", 2.0, r"max_len must be an integer or None, got 2.0"),
+        ("test_days", True, r"test_days must be a number, got True"),
+    ],
+)
 def test_recipe_setting_types_are_checked(tmp_path, setting, value, message):
   with pytest.raises(DataError, match=message):
-    load_dataset(FIX / "generic.tsv", data_dir=tmp_path, **{setting: value},
-                 reader_options={"session_field": "session", "item_field": "product"})
-  numpy_scalars = {"min_item_count": np.int64(5), "valid_fraction": np.float32(0.25),
-                   "filter_until_stable": np.bool_(False), "max_len": np.int32(7)}
+    load_dataset(
+        FIX / "generic.tsv",
+        data_dir=tmp_path,
+        **{setting: value},
+        reader_options={"session_field": "session", "item_field": "product"},
+    )
+  numpy_scalars = {
+      "min_item_count": np.int64(5),
+      "valid_fraction": np.float32(0.25),
+      "filter_until_stable": np.bool_(False),
+      "max_len": np.int32(7),
+  }
   assert Recipe().replace(**numpy_scalars).min_item_count == 5
 
 
 def test_loo_hand_computed():
   # user 7: times tie between items 30 and 10 -> file order; user 8 has 3 clicks.
-  log = ClickLog(np.array([7, 8, 7, 7, 8, 7, 8]), np.array([2, 0, 0, 1, 1, 3, 2]),
-                 np.array([5., 1, 3, 3, 2, 9, 3]), np.array([10, 20, 30, 40]), [{"path": "mem"}])
-  ds = protocols.loo(log, Recipe(protocol="loo", min_item_count=0, min_session_length=3, max_len=2),
-                     "tiny")
+  log = ClickLog(
+      np.array([7, 8, 7, 7, 8, 7, 8]),
+      np.array([2, 0, 0, 1, 1, 3, 2]),
+      np.array([5.0, 1, 3, 3, 2, 9, 3]),
+      np.array([10, 20, 30, 40]),
+      [{"path": "mem"}],
+  )
+  ds = protocols.loo(
+      log, Recipe(protocol="loo", min_item_count=0, min_session_length=3, max_len=2), "tiny"
+  )
   raw = {v: int(k) for k, v in ds.manifest["id_map"].items()}
   as_raw = lambda a: [raw[x] for x in a]
   # user 7 sorted: (3: 10), (3: 20), (5: 30), (9: 40); user 8: (1: 10), (2: 20), (3: 30)
@@ -171,41 +188,70 @@ def _srgnn(path, dataset):
 def _date(text, dataset):
   fmt = "%Y-%m-%d" if dataset == "diginetica" else "%Y-%m-%dT%H:%M:%S"
   # mktime in UTC: only differences matter.
-  return datetime.datetime.strptime(text[:19] if dataset != "diginetica" else text, fmt).replace(
-      tzinfo=datetime.timezone.utc).timestamp()
+  return (
+      datetime.datetime.strptime(text[:19] if dataset != "diginetica" else text, fmt)
+      .replace(tzinfo=datetime.timezone.utc)
+      .timestamp()
+  )
 
 
-@pytest.mark.parametrize("dataset,file", [("diginetica", "train-item-views.csv"),
-                                          ("yoochoose", "yoochoose-clicks.dat")])
+@pytest.mark.parametrize(
+    "dataset,file", [("diginetica", "train-item-views.csv"), ("yoochoose", "yoochoose-clicks.dat")]
+)
 def test_session_protocol_reproduces_srgnn(tmp_path, dataset, file):
   train, examples, item_dict = _srgnn(FIX / file, dataset)
   ds = load_dataset(dataset, raw=FIX / file, data_dir=tmp_path, valid_fraction=0.0, max_len=None)
   assert ds.train.to_lists() == train
   assert {k: v for k, v in ds.manifest["id_map"].items()} == {
-      str(k[0] if isinstance(k, tuple) else k): v for k, v in item_dict.items()}
+      str(k[0] if isinstance(k, tuple) else k): v for k, v in item_dict.items()
+  }
   got = sorted((tuple(ds.test.prefixes[i]), int(t)) for i, t in enumerate(ds.test.targets))
   assert got == sorted(examples)
   assert ds.num_items == len(item_dict)
 
 
 def test_session_protocol_valid_and_fractions(tmp_path):
-  full = load_dataset("yoochoose", raw=FIX / "yoochoose-clicks.dat", data_dir=tmp_path,
-                      min_item_count=1, valid_fraction=0.0)
-  ds = load_dataset("yoochoose", raw=FIX / "yoochoose-clicks.dat", data_dir=tmp_path,
-                    min_item_count=1, valid_fraction=0.25, seed=3)
+  full = load_dataset(
+      "yoochoose",
+      raw=FIX / "yoochoose-clicks.dat",
+      data_dir=tmp_path,
+      min_item_count=1,
+      valid_fraction=0.0,
+  )
+  ds = load_dataset(
+      "yoochoose",
+      raw=FIX / "yoochoose-clicks.dat",
+      data_dir=tmp_path,
+      min_item_count=1,
+      valid_fraction=0.25,
+      seed=3,
+  )
   assert len(ds.train) + ds.manifest["statistics"]["valid_sessions"] == len(full.train)
   assert len(ds.train_examples()) + len(ds.valid) == len(full.train_examples())
-  again = load_dataset("yoochoose", raw=FIX / "yoochoose-clicks.dat", data_dir=tmp_path,
-                       min_item_count=1, valid_fraction=0.25, seed=3, rebuild=True)
+  again = load_dataset(
+      "yoochoose",
+      raw=FIX / "yoochoose-clicks.dat",
+      data_dir=tmp_path,
+      min_item_count=1,
+      valid_fraction=0.25,
+      seed=3,
+      rebuild=True,
+  )
   np.testing.assert_array_equal(ds.valid.targets, again.valid.targets)
-  quarter = load_dataset("yoochoose1_4", raw=FIX / "yoochoose-clicks.dat", data_dir=tmp_path,
-                         min_item_count=1, valid_fraction=0.0)
+  quarter = load_dataset(
+      "yoochoose1_4",
+      raw=FIX / "yoochoose-clicks.dat",
+      data_dir=tmp_path,
+      min_item_count=1,
+      valid_fraction=0.0,
+  )
   assert len(quarter.train) == len(full.train) // 4
   # the most recent quarter: the last sessions of the full (time-ordered) training set
   inv = {v: k for k, v in full.manifest["id_map"].items()}
   inv_q = {v: k for k, v in quarter.manifest["id_map"].items()}
   assert [[inv_q[x] for x in s] for s in quarter.train.to_lists()] == [
-      [inv[x] for x in s] for s in full.train.to_lists()[-len(quarter.train):]]
+      [inv[x] for x in s] for s in full.train.to_lists()[-len(quarter.train) :]
+  ]
   # every test item was seen in training
   assert set(quarter.test.targets.tolist()) <= set(quarter.train.items.tolist())
 
@@ -213,8 +259,9 @@ def test_session_protocol_valid_and_fractions(tmp_path):
 def test_empty_after_filtering_names_file_and_setting(tmp_path):
   message = r"train-item-views.csv: .* empty after preprocessing.*min_item_count"
   with pytest.raises(DataError, match=message):
-    load_dataset("diginetica", raw=FIX / "train-item-views.csv", data_dir=tmp_path,
-                 min_item_count=1000)
+    load_dataset(
+        "diginetica", raw=FIX / "train-item-views.csv", data_dir=tmp_path, min_item_count=1000
+    )
 
 
 def test_unknown_dataset_and_missing_raw(tmp_path):
@@ -227,13 +274,18 @@ def test_unknown_dataset_and_missing_raw(tmp_path):
 
 
 def test_other_readers_through_the_session_protocol(tmp_path):
-  rr = load_dataset("retailrocket", raw=FIX / "events.csv", data_dir=tmp_path, min_item_count=1,
-                    test_days=1)
+  rr = load_dataset(
+      "retailrocket", raw=FIX / "events.csv", data_dir=tmp_path, min_item_count=1, test_days=1
+  )
   tm = load_dataset("tmall", raw=FIX / "user_log_format1.csv", data_dir=tmp_path, min_item_count=1)
-  gen = load_dataset(FIX / "generic.tsv", data_dir=tmp_path, min_item_count=1,
-                     test_days=0.1 / 86400, valid_fraction=0.0,
-                     reader_options={"session_field": "session", "item_field": "product",
-                                     "time_field": "ts"})
+  gen = load_dataset(
+      FIX / "generic.tsv",
+      data_dir=tmp_path,
+      min_item_count=1,
+      test_days=0.1 / 86400,
+      valid_fraction=0.0,
+      reader_options={"session_field": "session", "item_field": "product", "time_field": "ts"},
+  )
   for ds in (rr, tm, gen):
     assert len(ds.train_examples()) > 0 and len(ds.test) > 0
     assert ds.item_counts.sum() == len(ds.train.items)
@@ -249,16 +301,24 @@ def test_other_readers_through_the_session_protocol(tmp_path):
 def test_output_with_a_different_dataset_is_not_replaced(tmp_path):
   out = tmp_path / "P"
   options = {"session_field": "session", "item_field": "product", "time_field": "ts"}
-  settings = dict(output=out, min_item_count=1, test_days=0.1 / 86400, valid_fraction=0.0,
-                  reader_options=options)
+  settings = dict(
+      output=out,
+      min_item_count=1,
+      test_days=0.1 / 86400,
+      valid_fraction=0.0,
+      reader_options=options,
+  )
   first, _ = registry.prepare(FIX / "generic.tsv", **settings)
   other = tmp_path / "b" / "generic.tsv"
   other.parent.mkdir()
   other.write_text((FIX / "generic.tsv").read_text().replace("\tA\t", "\tZ\t"))
   before = (out / "data.npz").read_bytes(), (out / "manifest.json").read_bytes()
-  with pytest.raises(DataError, match=r"P: already holds a different prepared dataset "
-                     r"\(sources\[0\]: \S*/generic.tsv sha256 \w+ -> \S*b/generic.tsv sha256 "
-                     r"\w+\); pass overwrite=True"):
+  with pytest.raises(
+      DataError,
+      match=r"P: already holds a different prepared dataset "
+      r"\(sources\[0\]: \S*/generic.tsv sha256 \w+ -> \S*b/generic.tsv sha256 "
+      r"\w+\); pass overwrite=True",
+  ):
     registry.prepare(other, **settings)
   with pytest.raises(DataError, match=r"P: already holds .*recipe.min_item_count: 1 -> 2"):
     registry.prepare(FIX / "generic.tsv", **{**settings, "min_item_count": 2})

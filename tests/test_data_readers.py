@@ -44,7 +44,10 @@ def _same_grouping(codes, keys):
 
 def test_inter_and_udata_agree_with_csv():
   ref = _csv("u.data", "\t", header=False)
-  for path, read in ((FIX / "sample.inter", readers.read_inter), (FIX / "u.data", readers.read_udata)):
+  for path, read in (
+      (FIX / "sample.inter", readers.read_inter),
+      (FIX / "u.data", readers.read_udata),
+  ):
     log = read(path)
     got = _rows(log)
     assert [(i, t) for _, i, t in got] == [(r[1], float(r[3])) for r in ref]
@@ -101,16 +104,24 @@ def test_tmall_sessions_are_user_days():
 
 
 def test_generic_with_string_ids():
-  log = readers.read_generic(FIX / "generic.tsv", session_field="session", item_field="product",
-                             time_field="ts")
+  log = readers.read_generic(
+      FIX / "generic.tsv", session_field="session", item_field="product", time_field="ts"
+  )
   assert [(str(log.item_vocab[i]), t) for i, t in zip(log.item, log.time)] == [
-      ("A", 10.5), ("B", 11.0), ("A", 9.0), ("C", 12.0), ("C", 12.25), ("B", 20.0)]
+      ("A", 10.5),
+      ("B", 11.0),
+      ("A", 9.0),
+      ("C", 12.0),
+      ("C", 12.25),
+      ("B", 20.0),
+  ]
   _same_grouping(log.session.tolist(), ["s1", "s1", "s2", "s2", "s1", "s3"])
   no_time = readers.read_generic(FIX / "generic.tsv", session_field="session", item_field="product")
   assert no_time.time.tolist() == list(range(6))
 
 
 # Bad input: each error names the file and the line and field (or the setting).
+
 
 def _write(tmp_path, name, text):
   path = tmp_path / name
@@ -137,15 +148,19 @@ def test_malformed_row_names_line(tmp_path):
 
 
 def test_non_integer_id_names_line_and_field(tmp_path):
-  path = _write(tmp_path, "yoochoose-clicks.dat",
-                "1,2014-04-07T10:51:09.277Z,214536502,0\nabc,2014-04-07T10:51:09.277Z,2,0\n")
+  path = _write(
+      tmp_path,
+      "yoochoose-clicks.dat",
+      "1,2014-04-07T10:51:09.277Z,214536502,0\nabc,2014-04-07T10:51:09.277Z,2,0\n",
+  )
   with pytest.raises(DataError, match=r"line 2, field 'SessionID': expected an integer, got 'abc'"):
     readers.read_yoochoose(path)
 
 
 def test_bad_timestamp_names_line_and_field(tmp_path):
-  path = _write(tmp_path, "yoochoose-clicks.dat",
-                "1,2014-04-07T10:51:09.277Z,2,0\n1,2014-13-07T10:51,2,0\n")
+  path = _write(
+      tmp_path, "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277Z,2,0\n1,2014-13-07T10:51,2,0\n"
+  )
   with pytest.raises(DataError, match=r"line 2, field 'Timestamp'"):
     readers.read_yoochoose(path)
   path = _write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tsoon\n")
@@ -154,8 +169,11 @@ def test_bad_timestamp_names_line_and_field(tmp_path):
 
 
 def test_wrong_header(tmp_path):
-  path = _write(tmp_path, "train-item-views.csv",
-                "session;user;item;timeframe;eventdate\n1;NA;2;3;2016-01-01\n")
+  path = _write(
+      tmp_path,
+      "train-item-views.csv",
+      "session;user;item;timeframe;eventdate\n1;NA;2;3;2016-01-01\n",
+  )
   with pytest.raises(DataError, match=r"train-item-views.csv, line 1: expected the header"):
     readers.read_diginetica(path)
   path = _write(tmp_path, "y.inter", "user_id\titem_id\n1\t2\n")
@@ -166,10 +184,15 @@ def test_wrong_header(tmp_path):
     readers.read_generic(path, session_field="sess", item_field="b")
 
 
-@pytest.mark.parametrize("name,read", [
-    ("u.data", readers.read_udata), ("ml-100k.inter", readers.read_inter),
-    ("train-item-views.csv", readers.read_diginetica),
-    ("clicks.csv", lambda p: readers.read_generic(p, session_field="s", item_field="i"))])
+@pytest.mark.parametrize(
+    "name,read",
+    [
+        ("u.data", readers.read_udata),
+        ("ml-100k.inter", readers.read_inter),
+        ("train-item-views.csv", readers.read_diginetica),
+        ("clicks.csv", lambda p: readers.read_generic(p, session_field="s", item_field="i")),
+    ],
+)
 def test_empty_file_is_named_empty(tmp_path, name, read):
   path = _write(tmp_path, name, "")
   with pytest.raises(DataError, match=rf"{re.escape(name)}: the file is empty"):
@@ -183,24 +206,34 @@ def test_empty_file_is_named_empty(tmp_path, name, read):
 def test_blocks_across_block_boundaries(tmp_path):
   """Tiny blocks (lines split across reads) parse exactly like one block; CRLF and gzip too."""
   text = (FIX / "train-item-views.csv").read_bytes()
-  whole = list(delimited.blocks(FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER,
-                                skip_lines=1))
-  small = list(delimited.blocks(FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER,
-                                skip_lines=1, block_bytes=50))
+  whole = list(
+      delimited.blocks(FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER, skip_lines=1)
+  )
+  small = list(
+      delimited.blocks(
+          FIX / "train-item-views.csv", ";", readers.DIGINETICA_HEADER, skip_lines=1, block_bytes=50
+      )
+  )
   assert len(small) > 10
   for field in ("sessionId", "timeframe"):
-    np.testing.assert_array_equal(np.concatenate([b.ints(field) for b in small]),
-                                  np.concatenate([b.ints(field) for b in whole]))
+    np.testing.assert_array_equal(
+        np.concatenate([b.ints(field) for b in small]),
+        np.concatenate([b.ints(field) for b in whole]),
+    )
   assert np.concatenate([b.lines for b in small]).tolist() == list(range(2, 2 + 127))
   crlf = _write(tmp_path, "train-item-views.csv", text.decode().replace("\n", "\r\n").rstrip("\n"))
   with pytest.warns(DataWarning, match=r"line 128: the last line has no line break"):
-    np.testing.assert_array_equal(readers.read_diginetica(crlf).order,
-                                  readers.read_diginetica(FIX / "train-item-views.csv").order)
+    np.testing.assert_array_equal(
+        readers.read_diginetica(crlf).order,
+        readers.read_diginetica(FIX / "train-item-views.csv").order,
+    )
   import gzip
+
   gz = tmp_path / "train-item-views.csv.gz"
   gz.write_bytes(gzip.compress(text))
-  np.testing.assert_array_equal(readers.read_diginetica(gz).item,
-                                readers.read_diginetica(FIX / "train-item-views.csv").item)
+  np.testing.assert_array_equal(
+      readers.read_diginetica(gz).item, readers.read_diginetica(FIX / "train-item-views.csv").item
+  )
 
 
 def _block(values):
@@ -211,21 +244,23 @@ def _block(values):
 
 
 @hypothesis.settings(database=None, deadline=None)
-@hypothesis.given(st.lists(st.integers(-10**17, 10**17), min_size=1, max_size=50))
+@hypothesis.given(st.lists(st.integers(-(10**17), 10**17), min_size=1, max_size=50))
 def test_ints_roundtrip(values):
   np.testing.assert_array_equal(_block([str(v) for v in values]).ints("x"), values)
 
 
 @hypothesis.settings(database=None, deadline=None)
-@hypothesis.given(st.lists(st.decimals(-10**6, 10**6, places=3, allow_nan=False), min_size=1,
-                           max_size=50))
+@hypothesis.given(
+    st.lists(st.decimals(-(10**6), 10**6, places=3, allow_nan=False), min_size=1, max_size=50)
+)
 def test_decimals_roundtrip(values):
   got = _block([str(v) for v in values]).floats("x")
   np.testing.assert_allclose(got, [float(v) for v in values], rtol=1e-12, atol=1e-9)
 
 
-_token = st.text(st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1,
-                 max_size=12).filter(lambda t: t[0] not in " \t\v\f" and t[-1] not in " \t\v\f")
+_token = st.text(
+    st.characters(codec="ascii", exclude_characters=',\n\r"\x00'), min_size=1, max_size=12
+).filter(lambda t: t[0] not in " \t\v\f" and t[-1] not in " \t\v\f")
 
 
 @hypothesis.settings(database=None, deadline=None)
@@ -241,19 +276,26 @@ def test_nul_in_id_is_an_error():
 
 
 @hypothesis.settings(database=None, deadline=None)
-@hypothesis.given(st.lists(st.datetimes(datetime.datetime(1971, 1, 1),
-                                        datetime.datetime(2099, 1, 1)), min_size=1, max_size=30))
+@hypothesis.given(
+    st.lists(
+        st.datetimes(datetime.datetime(1971, 1, 1), datetime.datetime(2099, 1, 1)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_iso_roundtrip(values):
   text = [v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z" for v in values]
   utc = datetime.timezone.utc
-  want = [v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=utc).timestamp()
-          for v in values]
+  want = [
+      v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=utc).timestamp() for v in values
+  ]
   np.testing.assert_allclose(_block(text).datetimes("x"), want, atol=1e-6)
 
 
 @hypothesis.settings(database=None, deadline=None)
-@hypothesis.given(st.text(st.characters(codec="ascii", exclude_characters=",\n\r"), min_size=1,
-                          max_size=12))
+@hypothesis.given(
+    st.text(st.characters(codec="ascii", exclude_characters=",\n\r"), min_size=1, max_size=12)
+)
 def test_ints_never_silently_misparse(text):
   """An int field is either a plain decimal integer or an error naming line and field."""
   unquoted = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
@@ -266,6 +308,7 @@ def test_ints_never_silently_misparse(text):
 
 def test_corrupt_gzip_names_the_file(tmp_path):
   import gzip
+
   text = (FIX / "train-item-views.csv").read_bytes()
   truncated = tmp_path / "train-item-views.csv.gz"
   truncated.write_bytes(gzip.compress(text)[:400])
@@ -294,6 +337,7 @@ def test_invalid_utf8_id_is_an_error_unless_encoding_given(tmp_path):
     with pytest.raises(DataError, match="not ASCII-compatible"):
       readers.read_generic(path, session_field="sid", item_field="item", encoding=wide)
   from ccrec.data.delimited import check_encoding
+
   for fine in ("utf-8-sig", "latin-1", "cp1252", "ascii"):
     check_encoding(fine)
 
@@ -312,8 +356,9 @@ def test_distinct_integer_spellings_stay_distinct(values):
 
 
 def test_integer_out_of_range_says_so():
-  with pytest.raises(DataError, match=r"line 2, field 'x': integer 9223372036854775807 is out of "
-                     r"range"):
+  with pytest.raises(
+      DataError, match=r"line 2, field 'x': integer 9223372036854775807 is out of " r"range"
+  ):
     _block(["1", "9223372036854775807"]).ints("x")
 
 
@@ -321,11 +366,18 @@ def _ml100k_sized(tmp_path, item_id):
   """An .inter of ml-100k's size (100,000 rows) whose fifth row (line 6) has `item_id`."""
   n = 100_000
   rng = np.random.default_rng(0)
-  rows = [f"{u}\t{i}\t3\t{880000000 + k}" for k, (u, i) in
-          enumerate(zip(rng.integers(1, 944, n).tolist(), rng.integers(1, 1683, n).tolist()))]
+  rows = [
+      f"{u}\t{i}\t3\t{880000000 + k}"
+      for k, (u, i) in enumerate(
+          zip(rng.integers(1, 944, n).tolist(), rng.integers(1, 1683, n).tolist())
+      )
+  ]
   rows[4] = f"7\t{item_id}\t3\t880000004"
-  return _write(tmp_path, "ml-100k.inter", "user_id:token\titem_id:token\trating:float\t"
-                "timestamp:float\n" + "\n".join(rows) + "\n")
+  return _write(
+      tmp_path,
+      "ml-100k.inter",
+      "user_id:token\titem_id:token\trating:float\t" "timestamp:float\n" + "\n".join(rows) + "\n",
+  )
 
 
 _READ_INTER = """
@@ -351,8 +403,10 @@ def test_one_long_id_costs_memory_in_proportion_to_the_file(tmp_path, length):
   if length <= delimited.MAX_ID_BYTES:
     assert got == {"rows": 100_000, "longest": length}
   else:
-    assert re.match(r".*ml-100k.inter, line 6, field 'item_id': an id of 10,000 bytes, longer "
-                    r"than any id", got.get("error", "")), got
+    assert re.match(
+        r".*ml-100k.inter, line 6, field 'item_id': an id of 10,000 bytes, longer " r"than any id",
+        got.get("error", ""),
+    ), got
 
 
 def test_long_ids_among_short_ones_read_exactly(tmp_path):
@@ -365,30 +419,41 @@ def test_long_ids_among_short_ones_read_exactly(tmp_path):
 
 
 def _read_iso(path):
-  return readers.read_generic(path, session_field="s", item_field="i", time_field="time",
-                              time_format="iso")
+  return readers.read_generic(
+      path, session_field="s", item_field="i", time_field="time", time_format="iso"
+  )
 
 
 _DATED = {  # file: (header, a row with {} for its date, the date's field, reader)
-    "yoochoose-clicks.dat": ("", "1,{}T10:00:00.000Z,214757390,2053", "Timestamp",
-                             readers.read_yoochoose),
-    "train-item-views.csv": ("sessionId;userId;itemId;timeframe;eventdate\n",
-                             "1;NA;81766;1123827;{}", "eventdate", readers.read_diginetica),
+    "yoochoose-clicks.dat": (
+        "",
+        "1,{}T10:00:00.000Z,214757390,2053",
+        "Timestamp",
+        readers.read_yoochoose,
+    ),
+    "train-item-views.csv": (
+        "sessionId;userId;itemId;timeframe;eventdate\n",
+        "1;NA;81766;1123827;{}",
+        "eventdate",
+        readers.read_diginetica,
+    ),
     "clicks.csv": ("s,i,time\n", "s1,a,{}", "time", _read_iso),
 }
 
 
 @pytest.mark.parametrize("name", sorted(_DATED))
-@pytest.mark.parametrize("date", ["2014-02-31", "2014-04-31", "2015-02-29", "1900-02-29",
-                                  "2014-13-01", "2014-01-00"])
+@pytest.mark.parametrize(
+    "date", ["2014-02-31", "2014-04-31", "2015-02-29", "1900-02-29", "2014-13-01", "2014-01-00"]
+)
 def test_impossible_dates_are_refused(tmp_path, name, date):
   header, row, field, read = _DATED[name]
   good = row.format("2016-02-29") + "\n"  # a leap day
   assert len(read(_write(tmp_path, name, header + good)).item) == 1
   path = _write(tmp_path, name, header + good + row.format(date) + "\n")
   line = header.count("\n") + 2
-  with pytest.raises(DataError, match=rf"{re.escape(name)}, line {line}, field '{field}': "
-                     "expected a date"):
+  with pytest.raises(
+      DataError, match=rf"{re.escape(name)}, line {line}, field '{field}': " "expected a date"
+  ):
     read(path)
 
 
@@ -396,8 +461,11 @@ def test_impossible_dates_are_refused(tmp_path, name, date):
 def test_impossible_tmall_days_are_refused(tmp_path, mmdd):
   header = ",".join(readers.TMALL_HEADER) + "\n"
   path = _write(tmp_path, "user_log_format1.csv", f"{header}1,2,3,4,5,0228,0\n1,2,3,4,5,{mmdd},0\n")
-  with pytest.raises(DataError, match=r"user_log_format1.csv, line 3, field 'time_stamp': "
-                     rf"expected a date MMDD of 2015, got {int(mmdd)}"):
+  with pytest.raises(
+      DataError,
+      match=r"user_log_format1.csv, line 3, field 'time_stamp': "
+      rf"expected a date MMDD of 2015, got {int(mmdd)}",
+  ):
     readers.read_tmall(path)
   if mmdd == "0229":
     assert len(readers.read_tmall(path, year=2016).item) == 2
@@ -407,14 +475,19 @@ def test_short_time_field_in_a_block_shorter_than_a_date(tmp_path):
   # The whole block ("a,b,c\n") is shorter than YYYY-MM-DD: found by tests/test_fuzz.py.
   path = _write(tmp_path, "tiny.csv", "s,i,t\na,b,c\n")
   with pytest.raises(DataError, match=r"tiny.csv, line 2, field 't': expected a date"):
-    readers.read_generic(path, session_field="s", item_field="i", time_field="t",
-                         time_format="iso")
+    readers.read_generic(path, session_field="s", item_field="i", time_field="t", time_format="iso")
 
 
 def test_leap_years_follow_the_gregorian_calendar():
   from ccrec.data.numeric import days_in_month
+
   assert days_in_month(np.array([2016, 2015, 2000, 1900, 2024]), np.full(5, 2)).tolist() == [
-      29, 28, 29, 28, 29]
+      29,
+      28,
+      29,
+      28,
+      29,
+  ]
   assert days_in_month(np.full(3, 2015), np.array([4, 13, 0])).tolist() == [30, 0, 0]
 
 
@@ -428,10 +501,11 @@ def test_long_fraction_digits_are_checked_without_a_pass_per_digit():
 def test_file_cut_off_mid_line_warns_or_is_refused_when_strict(tmp_path):
   text = (FIX / "sample.inter").read_text()
   last = text.rstrip("\n").rsplit("\n", 1)[1]  # user, item, rating, timestamp
-  cut = text[:len(text.rstrip("\n")) - len(last.rsplit("\t", 1)[1]) + 3]  # 3 timestamp digits
+  cut = text[: len(text.rstrip("\n")) - len(last.rsplit("\t", 1)[1]) + 3]  # 3 timestamp digits
   path = _write(tmp_path, "ml-100k.inter", cut)
-  with pytest.warns(DataWarning, match=r"ml-100k.inter, line 27: the last line has no line "
-                    r"break.*cut off"):
+  with pytest.warns(
+      DataWarning, match=r"ml-100k.inter, line 27: the last line has no line " r"break.*cut off"
+  ):
     log = readers.read_inter(path)
   assert log.time[-1] == float(last.rsplit("\t", 1)[1][:3])  # read as it stands, but said
   with pytest.raises(DataError, match=r"ml-100k.inter, line 27: the last line has no line "):
@@ -440,12 +514,22 @@ def test_file_cut_off_mid_line_warns_or_is_refused_when_strict(tmp_path):
   assert whole.time[-1] == float(last.rsplit("\t", 1)[1])
 
 
-@pytest.mark.parametrize("name,read", [
-    ("u.data", readers.read_udata), ("train-item-views.csv", readers.read_diginetica),
-    ("yoochoose-clicks.dat", readers.read_yoochoose), ("events.csv", readers.read_retailrocket),
-    ("user_log_format1.csv", readers.read_tmall),
-    ("generic.tsv", lambda p, **kw: readers.read_generic(p, session_field="session",
-                                                          item_field="product", **kw))])
+@pytest.mark.parametrize(
+    "name,read",
+    [
+        ("u.data", readers.read_udata),
+        ("train-item-views.csv", readers.read_diginetica),
+        ("yoochoose-clicks.dat", readers.read_yoochoose),
+        ("events.csv", readers.read_retailrocket),
+        ("user_log_format1.csv", readers.read_tmall),
+        (
+            "generic.tsv",
+            lambda p, **kw: readers.read_generic(
+                p, session_field="session", item_field="product", **kw
+            ),
+        ),
+    ],
+)
 def test_every_reader_warns_of_a_missing_last_line_break(tmp_path, name, read):
   path = _write(tmp_path, name, (FIX / name).read_text().rstrip("\n"))
   with pytest.warns(DataWarning, match=re.escape(name)):

@@ -22,6 +22,7 @@ def offline(monkeypatch, tmp_path):
 
   def unreachable(*args, **kwargs):
     raise OSError("network unreachable (test)")
+
   monkeypatch.setattr(sources.urllib.request, "urlopen", unreachable)
   monkeypatch.setattr(sources.subprocess, "run", unreachable)
   return tmp_path / "cache"
@@ -56,7 +57,7 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 def test_local_inter_and_udata(offline, monkeypatch, tmp_path):
   assert sources.ml100k_inter(ML100K, cache=offline) == ML100K
   udata = tmp_path / "u.data"
-  udata.write_bytes(ML100K.read_bytes()[len(sources.ML100K_HEADER):])
+  udata.write_bytes(ML100K.read_bytes()[len(sources.ML100K_HEADER) :])
   cached = sources.ml100k_inter(udata, cache=offline)
   assert cached == offline / "raw/ml-100k/ml-100k.inter"
   assert cached.read_bytes() == ML100K.read_bytes()
@@ -69,19 +70,22 @@ def test_local_inter_and_udata(offline, monkeypatch, tmp_path):
 def test_grouplens_archive(offline, monkeypatch):
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w") as z:
-    z.writestr("ml-100k/u.data", ML100K.read_bytes()[len(sources.ML100K_HEADER):])
+    z.writestr("ml-100k/u.data", ML100K.read_bytes()[len(sources.ML100K_HEADER) :])
 
   class Response(io.BytesIO):
+
     def __enter__(self):
       return self
 
     def __exit__(self, *args):
       return False
+
   seen = {}
 
   def urlopen(url, timeout):
     seen.update(url=url, timeout=timeout)
     return Response(buf.getvalue())
+
   monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
   path = sources.ml100k_inter(cache=offline)
   assert path.read_bytes() == ML100K.read_bytes()
@@ -98,6 +102,7 @@ def test_recbole_wheel(offline, monkeypatch):
     with zipfile.ZipFile(out / "recbole-1.2.1-py3-none-any.whl", "w") as z:
       z.writestr(sources.RECBOLE_MEMBER, ML100K.read_bytes())
     return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+
   monkeypatch.setattr(sources.subprocess, "run", run)
   path = sources.ml100k_inter(cache=offline)
   assert path.read_bytes() == ML100K.read_bytes()

@@ -1,6 +1,5 @@
 """Tests for ccrec/data/synthetic.py: planted signal, scale, determinism."""
 
-
 import numpy as np
 import pytest
 

@@ -16,8 +16,15 @@ from ccrec.data.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = sc.RECIPE
-SMALL = sc.CatalogSpec(num_items=300, train_examples=12_000, test_examples=1_500,
-                       mean_length=5.5, max_length=20, num_groups=30, follow=0.8)
+SMALL = sc.CatalogSpec(
+    num_items=300,
+    train_examples=12_000,
+    test_examples=1_500,
+    mean_length=5.5,
+    max_length=20,
+    num_groups=30,
+    follow=0.8,
+)
 
 
 def _build(**overrides):
@@ -63,7 +70,7 @@ def test_group_structure_is_planted_as_designed():
   share_c = sc.within_group_share(control.train, groups)
   # Chance: two independent popularity draws share a group.
   p = np.bincount(groups[1:], weights=sc.item_popularity(SMALL)[1:], minlength=30)
-  chance = float(np.sum(p ** 2))
+  chance = float(np.sum(p**2))
   # structure 1: a followed click (0.8) picks slot 0, the own group, 1 time in 4.
   designed = 0.8 / SMALL.group_successors
   assert abs(share_s - chance - designed) < 0.05, (share_s, chance)
@@ -76,10 +83,12 @@ def test_baselines_bound_the_signal_and_pooling_needs_the_structure():
   for ds in (structured, control):
     assert sparse_baselines.markov_hit_rate(ds) > sparse_baselines.popularity_hit_rate(ds) + 0.02
   # Pooling transitions over groups helps only where items of a group behave alike.
-  gain_s = (sparse_baselines.group_markov_hit_rate(structured, groups)
-            - sparse_baselines.markov_hit_rate(structured))
-  gain_c = (sparse_baselines.group_markov_hit_rate(control, groups)
-            - sparse_baselines.markov_hit_rate(control))
+  gain_s = sparse_baselines.group_markov_hit_rate(
+      structured, groups
+  ) - sparse_baselines.markov_hit_rate(structured)
+  gain_c = sparse_baselines.group_markov_hit_rate(
+      control, groups
+  ) - sparse_baselines.markov_hit_rate(control)
   assert gain_s > 0.03 and gain_c < 0.0, (gain_s, gain_c)
 
 
@@ -89,33 +98,44 @@ def test_sparse_baselines_equal_the_dense_ones(seed):
   for split in ("valid", "test"):
     for k in (1, 10):
       assert sparse_baselines.markov_hit_rate(ds, k, split) == synthetic.markov_hit_rate(
-          ds, k, split)
+          ds, k, split
+      )
       assert sparse_baselines.popularity_hit_rate(ds, k, split) == (
-          synthetic.popularity_hit_rate(ds, k, split))
+          synthetic.popularity_hit_rate(ds, k, split)
+      )
   ds = _build()
   assert sparse_baselines.markov_hit_rate(ds) == synthetic.markov_hit_rate(ds)
 
 
 def test_presets():
   tmall = sc.PRESETS["synthetic-40k"]
-  assert (tmall.num_items, tmall.train_examples, tmall.test_examples, tmall.mean_length,
-          tmall.max_length) == (40_728, 351_268, 25_898, 6.69, 40)
+  assert (
+      tmall.num_items,
+      tmall.train_examples,
+      tmall.test_examples,
+      tmall.mean_length,
+      tmall.max_length,
+  ) == (40_728, 351_268, 25_898, 6.69, 40)
   control = sc.PRESETS["synthetic-40k-unstructured"]
   assert control.structure == 0.0 and control.replace(structure=tmall.structure) == tmall
   assert (sc.PRESETS["synthetic-1m"].num_items + 1) % 64 == 0  # splits over a model axis
 
 
 def test_prepare_path_caches_and_prints_the_table(tmp_path):
-  small = {k: v for k, v in SMALL.to_dict().items()
-           if k in ("num_items", "train_examples", "test_examples", "num_groups")}
+  small = {
+      k: v
+      for k, v in SMALL.to_dict().items()
+      if k in ("num_items", "train_examples", "test_examples", "num_groups")
+  }
   ds, out = data.prepare("synthetic-40k", data_dir=tmp_path, reader_options=small)
   assert out.parent == tmp_path / "processed" and out.name.startswith("synthetic-40k-session-")
   assert ds.statistics()["train_examples"] == 12_000 and ds.num_items == 300
   again = data.load_dataset("synthetic-40k", data_dir=tmp_path, reader_options=small)
   np.testing.assert_array_equal(again.train.items, ds.train.items)
   assert data.load(out).manifest["reader_options"] == small
-  other, out2 = data.prepare("synthetic-40k", data_dir=tmp_path,
-                             reader_options={**small, "structure": 0.0})
+  other, out2 = data.prepare(
+      "synthetic-40k", data_dir=tmp_path, reader_options={**small, "structure": 0.0}
+  )
   assert out2 != out and other.manifest["synthetic"]["structure"] == 0.0
   with pytest.raises(DataError, match=r"min_item_count.*do not apply"):
     data.prepare("synthetic-40k", data_dir=tmp_path, min_item_count=3)
@@ -125,10 +145,21 @@ def test_prepare_path_caches_and_prints_the_table(tmp_path):
     data.prepare("synthetic-40k", data_dir=tmp_path, reader_options={"groups": 3})
   # The launcher: one command, the statistics table printed as for ml-100k.
   env = dict(os.environ, PYTHONPATH=ROOT, CCREC_DATA_DIR=str(tmp_path))
-  run = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "prepare_data.py"),
-                        "--dataset=synthetic-40k", "--num_groups=30", "--structure=0.5",
-                        f"--output={tmp_path / 'cli'}"],
-                       env=env, capture_output=True, text=True, check=False, timeout=300)
+  run = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(ROOT, "launch", "prepare_data.py"),
+          "--dataset=synthetic-40k",
+          "--num_groups=30",
+          "--structure=0.5",
+          f"--output={tmp_path / 'cli'}",
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+      timeout=300,
+  )
   assert run.returncode == 0, run.stderr[-2000:]
   assert "| synthetic-40k | 351,268 |" in run.stdout and "| 25,898 | 40,728 | 6.69 |" in run.stdout
   manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())

@@ -19,39 +19,59 @@ from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState
 
 V, D, L = 12, 16, 6
-SEQS = Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7, 8, 9], [2, 4, 6, 8], [10, 11, 12, 1],
-                             [9, 8, 7, 6, 5]])
+SEQS = Sequences.from_lists(
+    [[1, 2, 3, 4, 5, 6], [7, 8, 9], [2, 4, 6, 8], [10, 11, 12, 1], [9, 8, 7, 6, 5]]
+)
 HOT = np.zeros(V + 1, bool)
 HOT[[1, 2, 8]] = True
 
 
 def _configs(**distill):
-  d = ml_collections.ConfigDict(dict(bidirectional=True, contrastive=True, soft_targets=True,
-                                     beta=0.5, gamma=0.3, kd_temperature=1.0,
-                                     con_temperature=0.2))
+  d = ml_collections.ConfigDict(
+      dict(
+          bidirectional=True,
+          contrastive=True,
+          soft_targets=True,
+          beta=0.5,
+          gamma=0.3,
+          kd_temperature=1.0,
+          con_temperature=0.2,
+      )
+  )
   d.update(distill)
   s = ml_collections.ConfigDict(dict(mixup=True, eta=0.8, mse_weight=1.0))
   return d, s
 
 
 def _setup(tx=None, mse_weight=1.0, label_smoothing=0.0, **distill):
-  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.1,
-              attn_dropout=0.1, max_len=L)
+  spec = dict(
+      num_items=V,
+      d=D,
+      num_blocks=1,
+      num_heads=2,
+      inner=32,
+      dropout=0.1,
+      attn_dropout=0.1,
+      max_len=L,
+  )
   teacher = SessionRecommender(ModelSpec(**spec))
-  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
-                                         codebook_size=4))
+  student = SessionRecommender(
+      ModelSpec(**spec, embedding="codes", num_codebooks=2, codebook_size=4)
+  )
   heads = DistillHeads(D)
   s_vars = init_variables(student, jax.random.key(1))
   codes = np.random.default_rng(0).integers(0, 4, (V + 1, 2))
   codes[0] = 0
   s_vars = set_codes(s_vars, codes)
   tx = tx or optax.adam(1e-2)
-  state = distill_lib.create_state(init_variables(teacher, jax.random.key(0)), s_vars, heads,
-                                  jax.random.key(2), L, tx)
+  state = distill_lib.create_state(
+      init_variables(teacher, jax.random.key(0)), s_vars, heads, jax.random.key(2), L, tx
+  )
   dc, sc = _configs(**distill)
   sc.mse_weight = mse_weight
-  step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window",
-                                       label_smoothing=label_smoothing)
+  step = distill_lib.make_distill_step(
+      teacher, student, heads, HOT, dc, sc, "window", label_smoothing=label_smoothing
+  )
   batch = next(window_batches(SEQS, 8, L, shuffle=False))
   return state, step, batch
 
@@ -127,16 +147,22 @@ def test_soft_targets_and_reconstruction_leave_the_teacher_gradient_alone(settin
   # Both terms hold the teacher fixed (stop_gradient): the KL's targets are the teacher's
   # distribution, L_mse pulls the codes toward the teacher table, never the reverse.
   base = _teacher_gradient(contrastive=False, soft_targets=False, mse_weight=1.0)
-  other = _teacher_gradient(**{"contrastive": False, "soft_targets": False, "mse_weight": 1.0,
-                               **settings})
+  other = _teacher_gradient(
+      **{"contrastive": False, "soft_targets": False, "mse_weight": 1.0, **settings}
+  )
   assert not _changed(base, other)
   assert _changed(base, jax.tree.map(np.zeros_like, base))  # the teacher does get a gradient
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("switch,absent", [({"contrastive": False}, "kd/infonce"),
-                                           ({"soft_targets": False}, "kd/kl"),
-                                           ({"bidirectional": False}, None)])
+@pytest.mark.parametrize(
+    "switch,absent",
+    [
+        ({"contrastive": False}, "kd/infonce"),
+        ({"soft_targets": False}, "kd/kl"),
+        ({"bidirectional": False}, None),
+    ],
+)
 def test_ablation_switches_remove_their_term(switch, absent):
   # Not only unlogged: the total is the sum of the remaining terms with their weights.
   state, step, batch = _setup(**switch)
@@ -155,11 +181,20 @@ def test_mixup_weights_the_teacher_table():
 
 
 def test_pretrain_step_lowers_its_objective_and_keeps_codes():
-  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.0,
-              attn_dropout=0.0, max_len=L)
+  spec = dict(
+      num_items=V,
+      d=D,
+      num_blocks=1,
+      num_heads=2,
+      inner=32,
+      dropout=0.0,
+      attn_dropout=0.0,
+      max_len=L,
+  )
   teacher = SessionRecommender(ModelSpec(**spec))
-  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
-                                         codebook_size=4))
+  student = SessionRecommender(
+      ModelSpec(**spec, embedding="codes", num_codebooks=2, codebook_size=4)
+  )
   t_table = teacher.apply(init_variables(teacher, jax.random.key(0)), method="table")
   state = TrainState.create(init_variables(student, jax.random.key(1)), optax.adam(1e-2))
   codes = np.array(jax.tree.leaves(state.consts)[0])
@@ -178,16 +213,24 @@ def test_pretrain_step_lowers_its_objective_and_keeps_codes():
 def _zero_codebook_models():
   """Models without dropout; the student's composite table is all zeros, so its mixup table is
   exactly eta * teacher table, and at eta = 0 every item scores the same (CE = log V)."""
-  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.0,
-              attn_dropout=0.0, max_len=L)
+  spec = dict(
+      num_items=V,
+      d=D,
+      num_blocks=1,
+      num_heads=2,
+      inner=32,
+      dropout=0.0,
+      attn_dropout=0.0,
+      max_len=L,
+  )
   teacher = SessionRecommender(ModelSpec(**spec))
-  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
-                                         codebook_size=4))
+  student = SessionRecommender(
+      ModelSpec(**spec, embedding="codes", num_codebooks=2, codebook_size=4)
+  )
   t_vars = init_variables(teacher, jax.random.key(0))
   s_vars = init_variables(student, jax.random.key(1))
   params = dict(s_vars["params"])
-  params["items"] = {**params["items"],
-                     "codebooks": jnp.zeros_like(params["items"]["codebooks"])}
+  params["items"] = {**params["items"], "codebooks": jnp.zeros_like(params["items"]["codebooks"])}
   return teacher, student, t_vars, dict(s_vars, params=params)
 
 
@@ -195,8 +238,9 @@ def test_pretrain_mixup_weight_falls_to_zero_after_its_steps():
   teacher, student, t_vars, s_vars = _zero_codebook_models()
   t_table = 50.0 * teacher.apply(t_vars, method="table")  # scores far from uniform at eta > 0
   state = TrainState.create(s_vars, optax.set_to_zero())  # frozen: only eta changes per step
-  step = distill_lib.make_pretrain_step(student, "window", mixup=True, eta=0.8, mse_weight=0.0,
-                                        eta_decay_steps=2)
+  step = distill_lib.make_pretrain_step(
+      student, "window", mixup=True, eta=0.8, mse_weight=0.0, eta_decay_steps=2
+  )
   batch = next(window_batches(SEQS, 8, L, shuffle=False))
   ce = []
   for i in range(4):
@@ -213,8 +257,7 @@ def test_pretrain_mixup_weight_falls_to_zero_after_its_steps():
 def test_distillation_trains_the_composite_alone_after_a_mixup_warm_up(decay_epochs, uniform):
   teacher, student, t_vars, s_vars = _zero_codebook_models()
   heads = DistillHeads(D)
-  state = distill_lib.create_state(t_vars, s_vars, heads, jax.random.key(2), L,
-                                  optax.set_to_zero())
+  state = distill_lib.create_state(t_vars, s_vars, heads, jax.random.key(2), L, optax.set_to_zero())
   dc, sc = _configs(contrastive=False, soft_targets=False)
   sc.eta_decay_epochs = decay_epochs
   step = distill_lib.make_distill_step(teacher, student, heads, HOT, dc, sc, "window")
@@ -234,8 +277,9 @@ def test_label_smoothing_reaches_both_recommendation_losses_only():
     runs[eps] = {k: float(v) for k, v in step(state, batch, jax.random.key(0))[1].items()}
   for term in ("teacher/ce", "student/ce"):
     assert abs(runs[1.0][term] - runs[0.0][term]) > 1e-3, term
-    np.testing.assert_allclose(runs[0.3][term], 0.7 * runs[0.0][term] + 0.3 * runs[1.0][term],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        runs[0.3][term], 0.7 * runs[0.0][term] + 0.3 * runs[1.0][term], rtol=1e-5
+    )
   for term in ("kd/kl", "kd/infonce", "codes/mse", "count"):
     np.testing.assert_allclose(runs[0.3][term], runs[0.0][term], rtol=1e-6)
 
@@ -246,10 +290,19 @@ def test_pretrain_rdrop_and_fused_loss_are_the_reference_computation():
   # alpha x symmetric KL); train.fused_chunk computes it without the logits. With SGD
   # (updates = gradients) the fused step equals the reference step, plain and with R-Drop,
   # and the R-Drop step equals one step on the loss written by hand.
-  spec = dict(num_items=V, d=D, num_blocks=1, num_heads=2, inner=32, dropout=0.3,
-              attn_dropout=0.3, max_len=L)
-  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
-                                         codebook_size=4))
+  spec = dict(
+      num_items=V,
+      d=D,
+      num_blocks=1,
+      num_heads=2,
+      inner=32,
+      dropout=0.3,
+      attn_dropout=0.3,
+      max_len=L,
+  )
+  student = SessionRecommender(
+      ModelSpec(**spec, embedding="codes", num_codebooks=2, codebook_size=4)
+  )
   codes = np.random.default_rng(0).integers(0, 4, (V + 1, 2))
   codes[0] = 0
   s_vars = set_codes(init_variables(student, jax.random.key(1)), codes)
@@ -260,8 +313,9 @@ def test_pretrain_rdrop_and_fused_loss_are_the_reference_computation():
 
   def run(**extra):
     step = distill_lib.make_pretrain_step(student, "window", **kw, **extra)
-    return step(TrainState.create(jax.tree.map(jnp.copy, s_vars), optax.sgd(1.0)), t_table,
-                batch, key)
+    return step(
+        TrainState.create(jax.tree.map(jnp.copy, s_vars), optax.sgd(1.0)), t_table, batch, key
+    )
 
   def close(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -278,17 +332,23 @@ def test_pretrain_rdrop_and_fused_loss_are_the_reference_computation():
 
   def loss(params):  # by hand, with the step's dropout keys
     v = dict(s_vars, params=params)
-    composite, table = distill_lib.student_table_for_training(student, v, t_table, mixup=True,
-                                                              eta=0.5)
+    composite, table = distill_lib.student_table_for_training(
+        student, v, t_table, mixup=True, eta=0.5
+    )
     k = jax.random.fold_in(key, 1)
-    outs = [teacher_lib.session_targets(student, v, batch, objective="window",
-                                        key=jax.random.fold_in(k, i), table=table)
-            for i in (0, 1)]
+    outs = [
+        teacher_lib.session_targets(
+            student, v, batch, objective="window", key=jax.random.fold_in(k, i), table=table
+        )
+        for i in (0, 1)
+    ]
     logits = [student.apply(v, o[1], table=table, method="score") for o in outs]
     t, w = outs[0][2], outs[0][3]
     ce = 0.5 * sum(losses.softmax_cross_entropy_sums(x, t, w, 0.2)[0] for x in logits)
-    kl = 0.5 * (losses.kl_soft_targets_sums(logits[0], logits[1], w)[0]
-                + losses.kl_soft_targets_sums(logits[1], logits[0], w)[0])
+    kl = 0.5 * (
+        losses.kl_soft_targets_sums(logits[0], logits[1], w)[0]
+        + losses.kl_soft_targets_sums(logits[1], logits[0], w)[0]
+    )
     return (ce + 2.0 * kl) / w.sum() + distill_lib.reconstruction(composite, t_table)
 
   grads = jax.grad(loss)(s_vars["params"])

@@ -19,8 +19,11 @@ from helpers import tiny
 
 
 def _state(decay):
-  return TrainState.create({"params": {"w": jnp.zeros((2,))}, "consts": {"c": jnp.ones(())}},
-                           optax.sgd(1.0), ema_decay=decay)
+  return TrainState.create(
+      {"params": {"w": jnp.zeros((2,))}, "consts": {"c": jnp.ones(())}},
+      optax.sgd(1.0),
+      ema_decay=decay,
+  )
 
 
 def test_ema_follows_the_warmed_up_recursion_and_is_what_variables_returns():
@@ -70,6 +73,7 @@ def test_bad_decay_is_refused(decay):
 @pytest.mark.slow
 def test_pipeline_selects_evaluates_and_restores_the_students_average(tmp_path, monkeypatch):
   from ccrec.train import distill as distill_lib
+
   handed = []
   create = distill_lib.create_state
 
@@ -84,8 +88,10 @@ def test_pipeline_selects_evaluates_and_restores_the_students_average(tmp_path, 
   trained = restore_trained(ctx)
   student, teacher = trained.student, trained.teacher
   assert student.ema is not None and student.ema_decay == 0.9 and teacher.ema is None
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(student.params),
-                                                      jax.tree.leaves(student.ema)))
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(student.params), jax.tree.leaves(student.ema))
+  )
   # The training report, a later evaluation from the checkpoint and the average's own
   # metrics agree: the average is what was selected and evaluated, not the raw params.
   evaluated = evaluate_workdir(workdir)
@@ -98,12 +104,17 @@ def test_pipeline_selects_evaluates_and_restores_the_students_average(tmp_path, 
     assert (max(diffs) < 1e-6) == same
   # Distillation started from the pre-trained student's average.
   pre, _ = Checkpointer(ctx.stage_dir("student_pretrain")).restore(
-      ctx.place(TrainState.create(pipeline.init_student(ctx, None), ctx.optimizer(),
-                                  ema_decay=0.9)), "best")
+      ctx.place(
+          TrainState.create(pipeline.init_student(ctx, None), ctx.optimizer(), ema_decay=0.9)
+      ),
+      "best",
+  )
   assert handed  # [0]: the distillation stage's (evaluation rebuilds abstract states after)
   jax.tree.map(np.testing.assert_array_equal, handed[0], jax.tree.map(np.array, pre.ema))
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(pre.params),
-                                                      jax.tree.leaves(pre.ema)))
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(pre.params), jax.tree.leaves(pre.ema))
+  )
 
 
 def test_bad_ema_decay_in_the_config_names_the_field(tmp_path):

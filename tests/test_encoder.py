@@ -10,8 +10,16 @@ from ccrec.models.initializers import make_initializer
 
 
 def _encoder(**kw):
-  args = dict(features=16, num_blocks=2, num_heads=2, inner=32, dropout=0.3, attn_dropout=0.3,
-              max_len=6, kernel_init=make_initializer("truncated_normal", 0.02))
+  args = dict(
+      features=16,
+      num_blocks=2,
+      num_heads=2,
+      inner=32,
+      dropout=0.3,
+      attn_dropout=0.3,
+      max_len=6,
+      kernel_init=make_initializer("truncated_normal", 0.02),
+  )
   args.update(kw)
   return SessionEncoder(**args)
 

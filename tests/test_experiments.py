@@ -57,8 +57,10 @@ def test_second_call_returns_cached_result_without_training(grid_runs, monkeypat
   base, _, rows = grid_runs
   workdir = rows["full"]["workdir"]
   log_size = os.path.getsize(os.path.join(workdir, "metrics.jsonl"))
+
   def no_training(*args, **kwargs):
     raise AssertionError("pipeline.run called for a cached variant")
+
   monkeypatch.setattr(pipeline, "run", no_training)
   again = ex.run_variant(ex.apply(base, {"seed": base.seed}), workdir)
   assert again == ex.read_result(workdir)
@@ -100,8 +102,10 @@ def test_variant_reuses_the_base_teacher_codes_and_pretrained_student(grid_runs)
   for stage in ("teacher", "student_pretrain"):
     step = Checkpointer(os.path.join(variant, stage)).latest_step()
     assert step is not None and step == Checkpointer(os.path.join(full, stage)).latest_step()
-  with np.load(os.path.join(full, "codes", "codes.npz")) as a, \
-       np.load(os.path.join(variant, "codes", "codes.npz")) as b:
+  with (
+      np.load(os.path.join(full, "codes", "codes.npz")) as a,
+      np.load(os.path.join(variant, "codes", "codes.npz")) as b,
+  ):
     np.testing.assert_array_equal(a["codes"], b["codes"])
   # The variant trained nothing itself: its log holds no training stage, only the report.
   assert _stages_logged(variant) == {"final"}
@@ -109,14 +113,19 @@ def test_variant_reuses_the_base_teacher_codes_and_pretrained_student(grid_runs)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides, expected", [
-    ({"distill.beta": 0.5, "distill.contrastive": False},
-     ["teacher", "codes", "student_pretrain"]),
-    ({"student.eta": 0.5}, ["teacher", "codes"]),
-    ({"codes.codebook_size": 4}, ["teacher"]),
-    ({"model.d": 8}, []),
-    ({"seed": 1}, []),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"distill.beta": 0.5, "distill.contrastive": False},
+            ["teacher", "codes", "student_pretrain"],
+        ),
+        ({"student.eta": 0.5}, ["teacher", "codes"]),
+        ({"codes.codebook_size": 4}, ["teacher"]),
+        ({"model.d": 8}, []),
+        ({"seed": 1}, []),
+    ],
+)
 def test_reuse_only_copies_stages_with_equal_inputs(grid_runs, tmp_path, overrides, expected):
   base, root, _ = grid_runs
   workdir = str(tmp_path / "variant")
@@ -130,15 +139,19 @@ def test_reuse_only_copies_stages_with_equal_inputs(grid_runs, tmp_path, overrid
 
 @pytest.mark.slow
 def test_donor_older_than_a_config_field_is_reused_while_the_field_keeps_its_default(
-    grid_runs, tmp_path):
+    grid_runs, tmp_path
+):
   base, _, rows = grid_runs
   root = str(tmp_path / "root")
   donor = os.path.join(root, "default", "seed0")
   shutil.copytree(rows["full"]["workdir"], donor)
   _drop_saved_field(donor, "train", "label_smoothing")
   variant = ex.apply(base, {"distill.beta": 0.5})
-  assert ex.reuse_stages(variant, str(tmp_path / "a"), root) == \
-      ["teacher", "codes", "student_pretrain"]
+  assert ex.reuse_stages(variant, str(tmp_path / "a"), root) == [
+      "teacher",
+      "codes",
+      "student_pretrain",
+  ]
   smoothed = ex.apply(base, {"train.label_smoothing": 0.1})  # the donor trained without it
   assert ex.reuse_stages(smoothed, str(tmp_path / "b"), root) == []
 
@@ -155,34 +168,52 @@ def test_stage_not_run_by_the_variant_is_not_copied(grid_runs, tmp_path):
 def test_apply_slug_and_caps():
   base = ex.base_config("smoke")
   assert ex.slug({"codes.num_codebooks": base.codes.num_codebooks}, base) == "default"
-  assert ex.slug({"distill.beta": 1.0, "codes.codebook_size": 4}, base) == \
-      "codes.codebook_size=4+distill.beta=1.0"
+  assert (
+      ex.slug({"distill.beta": 1.0, "codes.codebook_size": 4}, base)
+      == "codes.codebook_size=4+distill.beta=1.0"
+  )
   assert ex.slug(ex.TEACHER, base) == "stages=teacher"
   with pytest.raises(KeyError, match="betta"):
     ex.apply(base, {"distill.betta": 1.0})
   with pytest.raises(ValueError, match="student.eta"):
     ex.apply(base, {"student.eta": 2.0})
   capped = ex.base_config("full", epochs_cap=3, codes_steps_cap=100)
-  assert (capped.train.epochs, capped.student.pretrain_epochs, capped.distill.epochs,
-          capped.codes.max_steps) == (3, 3, 3, 100)
+  assert (
+      capped.train.epochs,
+      capped.student.pretrain_epochs,
+      capped.distill.epochs,
+      capped.codes.max_steps,
+  ) == (3, 3, 3, 100)
   assert capped.data.dataset == "ml-100k"
   assert ex.runs_root("r", "full", 3, 100) == os.path.join("r", "full-cap3-codes100")
   assert ex.runs_root("r", "full") == os.path.join("r", "full")
 
 
 def test_base_config_overrides_and_their_run_root():
-  overrides = ex.parse_overrides(["distill.batch_size=8", "model.readout=soft_attention",
-                                  "stages=('teacher', 'codes')", "distill.beta=0.5"])
-  assert overrides == {"distill.batch_size": 8, "model.readout": "soft_attention",
-                       "stages": ("teacher", "codes"), "distill.beta": 0.5}
+  overrides = ex.parse_overrides(
+      [
+          "distill.batch_size=8",
+          "model.readout=soft_attention",
+          "stages=('teacher', 'codes')",
+          "distill.beta=0.5",
+      ]
+  )
+  assert overrides == {
+      "distill.batch_size": 8,
+      "model.readout": "soft_attention",
+      "stages": ("teacher", "codes"),
+      "distill.beta": 0.5,
+  }
   c = ex.setup("smoke", "r", overrides={"distill.batch_size": 8, "distill.beta": 0.5})[0]
   assert (c.distill.batch_size, c.distill.beta) == (8, 0.5)
   assert c.train.batch_size == ex.base_config("smoke").train.batch_size  # the rest unchanged
   # Another base config is another run directory; the overrides' order does not matter.
-  assert ex.runs_root("r", "full", 3, 0, {"distill.batch_size": 0, "model.d": 32}) == \
-      os.path.join("r", "full-cap3-set-distill.batch_size=0+model.d=32")
-  assert ex.runs_root("r", "full", overrides={"model.d": 32, "distill.batch_size": 0}) == \
-      os.path.join("r", "full-set-distill.batch_size=0+model.d=32")
+  assert ex.runs_root("r", "full", 3, 0, {"distill.batch_size": 0, "model.d": 32}) == os.path.join(
+      "r", "full-cap3-set-distill.batch_size=0+model.d=32"
+  )
+  assert ex.runs_root(
+      "r", "full", overrides={"model.d": 32, "distill.batch_size": 0}
+  ) == os.path.join("r", "full-set-distill.batch_size=0+model.d=32")
   for bad in (["distill.batch_size"], ["=3"]):
     with pytest.raises(ValueError, match="FIELD=VALUE"):
       ex.parse_overrides(bad)
@@ -198,8 +229,9 @@ def test_setup_places_runs_and_tables_by_the_base_config():
   assert base.distill.batch_size == 32  # configs/eodrec.py
   # An override equal to the base's value is no other experiment: same directory, same out.
   assert ex.setup("full", "r", overrides={"distill.batch_size": 32})[1:] == (root, out)
-  base, root, out = ex.setup("full", "r", overrides={"distill.batch_size": 0,
-                                                     "data.data_dir": "/tmp/d"})
+  base, root, out = ex.setup(
+      "full", "r", overrides={"distill.batch_size": 0, "data.data_dir": "/tmp/d"}
+  )
   assert base.distill.batch_size == 0 and base.data.data_dir == "/tmp/d"
   assert root == os.path.join("r", "full-set-data.data_dir=_tmp_d+distill.batch_size=0")
   assert out == os.path.join(root, "figures")  # never results/: not the method config
@@ -209,8 +241,7 @@ def test_setup_places_runs_and_tables_by_the_base_config():
 
 
 def test_grids():
-  assert list(ex.grid("components", "full")) == ["full", "base", "w/o-c", "w/o-b", "w/o-s",
-                                                 "w/o-m"]
+  assert list(ex.grid("components", "full")) == ["full", "base", "w/o-c", "w/o-b", "w/o-s", "w/o-m"]
   assert len(ex.grid("components", "smoke")) == 2
   full = ex.grid("compression", "full")
   assert {"M=1,K=32", "M=5,K=32", "M=4,K=256", "M=3,K=256", "teacher", "TT"} <= set(full)
@@ -229,16 +260,19 @@ def test_select_variants_joins_names_split_on_commas():
   assert list(picked) == ["M=2,K=32", "TT", "M=4,K=256"]
   assert picked["M=4,K=256"] == {"codes.num_codebooks": 4, "codes.codebook_size": 256}
   assert list(ex.select_variants(ex.grid("components", "full"), ["w/o-c", "base"])) == [
-      "w/o-c", "base"]
+      "w/o-c",
+      "base",
+  ]
   for bad in (["M=2,K=33"], ["M=2"], ["full"], ["TT", "nope"]):
     with pytest.raises(ValueError, match="unknown variant"):
       ex.select_variants(grid, ",".join(bad).split(","))
 
 
 def test_summarize_mean_sd_and_markdown():
-  rows = [{"variant": "a", "seed": s, "workdir": "w", "overrides": {}, "m": v}
-          for s, v in enumerate((0.1, 0.2, 0.3))] + [
-          {"variant": "b", "seed": 0, "workdir": "w", "overrides": {}, "m": 0.5}]
+  rows = [
+      {"variant": "a", "seed": s, "workdir": "w", "overrides": {}, "m": v}
+      for s, v in enumerate((0.1, 0.2, 0.3))
+  ] + [{"variant": "b", "seed": 0, "workdir": "w", "overrides": {}, "m": 0.5}]
   summary = ex.summarize(rows, ["m"])
   assert [e["variant"] for e in summary] == ["a", "b"]
   assert summary[0]["n"] == 3
@@ -257,6 +291,7 @@ def test_cached_result_of_a_run_older_than_a_config_field(tmp_path):
   plain = ex.apply(base, {"distill.batch_size": 0})
   workdir = str(tmp_path / "old")
   from ccrec.workflow import workdir as workdir_lib
+
   workdir_lib.prepare(workdir, plain)
   _drop_saved_field(workdir, "distill", "batch_size")
   assert ex.read_cached(plain, workdir) is None  # no result.json yet

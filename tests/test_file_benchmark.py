@@ -12,14 +12,25 @@ from ccrec.serving import export
 def test_file_benchmark_smoke(tmp_path):
   for module in ("litert_converter", "ai_edge_litert", "jax2onnx", "onnxruntime"):
     pytest.importorskip(module, reason="the export extra is not installed")
-  case = file_benchmark.Case(120, d=8, codebooks=((2, 16),), tt_rank=2, max_len=5,
-                             num_blocks=1, k=5)
-  res = file_benchmark.run_case(case, batch=3, repeats=2, batch_repeats=1,
-                                directory=str(tmp_path), only_models=("student", "teacher"),
-                                runtimes=("litert_xnnpack", "onnxruntime", "numpy"))
+  case = file_benchmark.Case(
+      120, d=8, codebooks=((2, 16),), tt_rank=2, max_len=5, num_blocks=1, k=5
+  )
+  res = file_benchmark.run_case(
+      case,
+      batch=3,
+      repeats=2,
+      batch_repeats=1,
+      directory=str(tmp_path),
+      only_models=("student", "teacher"),
+      runtimes=("litert_xnnpack", "onnxruntime", "numpy"),
+  )
   got = {(r["model"], r["format"], r["runtime"], r["batch"]) for r in res["rows"]}
-  want = {(m, f, r, b) for m in ("student", "teacher") for b in (1, 3)
-          for f, r in (("litert", "litert_xnnpack"), ("onnx", "onnxruntime"), ("bundle", "numpy"))}
+  want = {
+      (m, f, r, b)
+      for m in ("student", "teacher")
+      for b in (1, 3)
+      for f, r in (("litert", "litert_xnnpack"), ("onnx", "onnxruntime"), ("bundle", "numpy"))
+  }
   assert got == want
   for row in res["rows"]:
     assert "error" not in row, row
@@ -29,17 +40,32 @@ def test_file_benchmark_smoke(tmp_path):
   student = [r for r in res["rows"] if r["model"] == "student" and r["format"] == "litert"]
   config = file_benchmark.models(case)[0]["config"]
   layout = export.bundle_layout(export.spec_from_config(config))
-  encoder = sum(math.prod(shape) * dtype.itemsize for name, (shape, dtype) in layout.items()
-                if not name.startswith("items/"))
+  encoder = sum(
+      math.prod(shape) * dtype.itemsize
+      for name, (shape, dtype) in layout.items()
+      if not name.startswith("items/")
+  )
   assert student[0]["array_bytes"] == 2 * 120 + 2 * 16 * 8 * 4 + encoder  # uint8 codes
-  result = {"machine": {"cpu": "x", "cores": 1, "load_avg": [0.0], "load_avg_end": [0.0],
-                        "versions": {"jax": "0"}}, "date": "d", "seconds": 1.0,
-            "results": [res]}
+  result = {
+      "machine": {
+          "cpu": "x",
+          "cores": 1,
+          "load_avg": [0.0],
+          "load_avg_end": [0.0],
+          "versions": {"jax": "0"},
+      },
+      "date": "d",
+      "seconds": 1.0,
+      "results": [res],
+  }
   (target,) = file_benchmark.targets(result)
   assert (target["M"], target["K"]) == (2, 16)
   assert target["teacher / student bytes"] == pytest.approx(
       [r for r in res["rows"] if r["model"] == "teacher" and r["format"] == "litert"][0][
-          "file_bytes"] / student[0]["file_bytes"])
+          "file_bytes"
+      ]
+      / student[0]["file_bytes"]
+  )
   text = file_benchmark.markdown(result, command="python launch/benchmark_export.py --x")
   assert "`python launch/benchmark_export.py --x`" in text
   assert text.count("| 120 | 8 |") == len(res["rows"]) + 1  # rows + the targets row

@@ -54,8 +54,10 @@ def test_rdrop_equals_the_reference_in_value_terms_and_gradient(eps, alpha, chun
 
   def ref(s1, s2, table):
     a, b = (mask_padding_column(s @ table.T) for s in (s1, s2))
-    ce = 0.5 * (losses.softmax_cross_entropy_sums(a, t, w, eps)[0]
-                + losses.softmax_cross_entropy_sums(b, t, w, eps)[0])
+    ce = 0.5 * (
+        losses.softmax_cross_entropy_sums(a, t, w, eps)[0]
+        + losses.softmax_cross_entropy_sums(b, t, w, eps)[0]
+    )
     kl = 0.5 * (losses.kl_soft_targets_sums(a, b, w)[0] + losses.kl_soft_targets_sums(b, a, w)[0])
     return ce + alpha * kl, {"ce": ce, "kl": kl}
 
@@ -63,8 +65,7 @@ def test_rdrop_equals_the_reference_in_value_terms_and_gradient(eps, alpha, chun
     return fused.rdrop_sums(s1, s2, table, t, w, eps, alpha, chunk)
 
   (want, want_terms), want_g = jax.value_and_grad(ref, (0, 1, 2), has_aux=True)(s1, s2, table)
-  (got, got_terms), got_g = jax.jit(jax.value_and_grad(new, (0, 1, 2), has_aux=True))(
-      s1, s2, table)
+  (got, got_terms), got_g = jax.jit(jax.value_and_grad(new, (0, 1, 2), has_aux=True))(s1, s2, table)
   np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
   _close(got_terms, want_terms)
   assert float(got_terms["kl"]) > 1e-3  # two different distributions
@@ -75,8 +76,9 @@ def test_rdrop_of_one_pass_twice_is_its_cross_entropy():
   s, _, table, t, w = _inputs(2)
   total, terms = fused.rdrop_sums(s, s, table, t, w, 0.2, 3.0, 8)
   np.testing.assert_allclose(float(terms["kl"]), 0.0, atol=1e-5)
-  np.testing.assert_allclose(float(total), float(fused.cross_entropy_sums(s, table, t, w, 0.2, 8)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      float(total), float(fused.cross_entropy_sums(s, table, t, w, 0.2, 8)), rtol=1e-6
+  )
 
 
 def test_the_logged_terms_carry_no_gradient():
@@ -89,10 +91,12 @@ def test_the_logged_terms_carry_no_gradient():
 @pytest.mark.slow
 def test_the_result_does_not_depend_on_the_chunk_size():
   s1, s2, table, t, w = _inputs(4)
+
   def loss(a, b, c, chunk):
     return fused.rdrop_sums(a, b, c, t, w, 0.3, 1.0, chunk)[0]
 
-  results = [jax.value_and_grad(loss, (0, 1, 2))(s1, s2, table, chunk)
-             for chunk in (1, 4, 7, N, 100)]
+  results = [
+      jax.value_and_grad(loss, (0, 1, 2))(s1, s2, table, chunk) for chunk in (1, 4, 7, N, 100)
+  ]
   for r in results[1:]:
     _close(r, results[0])

@@ -32,18 +32,33 @@ FIX = os.path.join(ROOT, "tests", "fixtures")
 MEMORY_MIB = {"checkpoint": 3072, "bundle": 3072}  # jax reserves address space at start
 FAST = {"checkpoint": 40, "bundle": 50}  # examples; other targets: DEFAULT_FAST
 DEFAULT_FAST, DEFAULT_MEMORY_MIB = 150, 1024
-TARGETS = ("inter", "udata", "diginetica", "yoochoose", "retailrocket", "tmall", "generic",
-           "pickle", "prepared", "checkpoint", "bundle")
+TARGETS = (
+    "inter",
+    "udata",
+    "diginetica",
+    "yoochoose",
+    "retailrocket",
+    "tmall",
+    "generic",
+    "pickle",
+    "prepared",
+    "checkpoint",
+    "bundle",
+)
 
 
 def _run(target: str, examples: int) -> None:
   import helpers
-  code = ("import sys\n"
-          f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
-          "import test_fuzz\n"
-          f"test_fuzz.main({target!r}, {examples})\n")
-  run = helpers.run_limited(code, memory_mib=MEMORY_MIB.get(target, DEFAULT_MEMORY_MIB),
-                            timeout=600)
+
+  code = (
+      "import sys\n"
+      f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+      "import test_fuzz\n"
+      f"test_fuzz.main({target!r}, {examples})\n"
+  )
+  run = helpers.run_limited(
+      code, memory_mib=MEMORY_MIB.get(target, DEFAULT_MEMORY_MIB), timeout=600
+  )
   assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
   assert f"fuzzed {target}: {examples} examples" in run.stdout, run.stdout[-2000:]
 
@@ -64,8 +79,19 @@ def test_fuzz_slow(target, request):
 # ------------------------------------------------------------------ the child process
 
 _ARMED = [False]
-_FORBIDDEN = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "subprocess.",
-              "pickle.find_class", "exec", "ctypes.", "os.startfile", "pty.spawn")
+_FORBIDDEN = (
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "subprocess.",
+    "pickle.find_class",
+    "exec",
+    "ctypes.",
+    "os.startfile",
+    "pty.spawn",
+)
 
 
 def _audit(event: str, args) -> None:
@@ -91,16 +117,45 @@ class _Armed:
     self._warnings.__exit__(*exc)
 
 
-_TOKENS = [b"\n", b"\r\n", b"\t", b",", b";", b'"', b"\x00", b"\xff\xfe", b"\xc3", b"-", b"0",
-           b"9" * 19, b"1e309", b"nan", b"inf", b"2014-02-31", b"2016-02-29T24:00:61Z", b" ",
-           b"T", b":", b".", b"\xef\xbb\xbf", b"]", b"}", b"{\"", b"99999999999"]
+_TOKENS = [
+    b"\n",
+    b"\r\n",
+    b"\t",
+    b",",
+    b";",
+    b'"',
+    b"\x00",
+    b"\xff\xfe",
+    b"\xc3",
+    b"-",
+    b"0",
+    b"9" * 19,
+    b"1e309",
+    b"nan",
+    b"inf",
+    b"2014-02-31",
+    b"2016-02-29T24:00:61Z",
+    b" ",
+    b"T",
+    b":",
+    b".",
+    b"\xef\xbb\xbf",
+    b"]",
+    b"}",
+    b'{"',
+    b"99999999999",
+]
 
 
 def _strategies():
   import hypothesis.strategies as st
-  edit = st.tuples(st.sampled_from(["flip", "delete", "insert", "truncate", "duplicate", "long"]),
-                   st.integers(0, 1 << 16), st.integers(1, 64),
-                   st.one_of(st.sampled_from(_TOKENS), st.binary(min_size=1, max_size=8)))
+
+  edit = st.tuples(
+      st.sampled_from(["flip", "delete", "insert", "truncate", "duplicate", "long"]),
+      st.integers(0, 1 << 16),
+      st.integers(1, 64),
+      st.one_of(st.sampled_from(_TOKENS), st.binary(min_size=1, max_size=8)),
+  )
   return st, st.lists(edit, min_size=1, max_size=4)
 
 
@@ -112,13 +167,13 @@ def mutate(data: bytes, edits) -> bytes:
     if kind == "flip" and b:
       b[pos % len(b)] ^= 1 << (size % 8)
     elif kind == "delete":
-      del b[pos:pos + size]
+      del b[pos : pos + size]
     elif kind == "insert":
       b[pos:pos] = payload
     elif kind == "truncate":
       del b[pos:]
     elif kind == "duplicate":
-      b[pos:pos] = b[pos:pos + 8 * size]
+      b[pos:pos] = b[pos : pos + 8 * size]
     elif kind == "long":  # up to 25,600 copies of one byte: a long field, many blank lines
       b[pos:pos] = payload[:1] * (400 * size)
   return bytes(b)
@@ -126,28 +181,44 @@ def mutate(data: bytes, edits) -> bytes:
 
 def _readers():
   from ccrec.data import readers
+
   def generic_iso(p):
-    return readers.read_generic(p, session_field="s", item_field="i", time_field="t",
-                                time_format="iso")
+    return readers.read_generic(
+        p, session_field="s", item_field="i", time_field="t", time_format="iso"
+    )
+
   return {
-      "inter": [("sample.inter", readers.read_inter),
-                ("sample.inter", lambda p: readers.read_inter(p, encoding="latin-1"))],
+      "inter": [
+          ("sample.inter", readers.read_inter),
+          ("sample.inter", lambda p: readers.read_inter(p, encoding="latin-1")),
+      ],
       "udata": [("u.data", readers.read_udata)],
       "diginetica": [("train-item-views.csv", readers.read_diginetica)],
       "yoochoose": [("yoochoose-clicks.dat", readers.read_yoochoose)],
-      "retailrocket": [("events.csv", readers.read_retailrocket),
-                       ("events.csv", lambda p: readers.read_retailrocket(p, events=("view",)))],
+      "retailrocket": [
+          ("events.csv", readers.read_retailrocket),
+          ("events.csv", lambda p: readers.read_retailrocket(p, events=("view",))),
+      ],
       "tmall": [("user_log_format1.csv", readers.read_tmall)],
-      "generic": [("generic.tsv", lambda p: readers.read_generic(
-          p, session_field="session", item_field="product", time_field="ts")),
-                  (b"s,i,t\ns1,a,2014-04-05T00:01:00.559Z\ns1,b,2014-04-05\ns2,a,2014-04-06\n",
-                   generic_iso)],
+      "generic": [
+          (
+              "generic.tsv",
+              lambda p: readers.read_generic(
+                  p, session_field="session", item_field="product", time_field="ts"
+              ),
+          ),
+          (
+              b"s,i,t\ns1,a,2014-04-05T00:01:00.559Z\ns1,b,2014-04-05\ns2,a,2014-04-06\n",
+              generic_iso,
+          ),
+      ],
   }
 
 
 def _check_log(log, file_bytes: int) -> None:
   """A read log is consistent, and its vocab costs memory in proportion to the file."""
   import numpy as np
+
   n = len(log.item)
   assert n > 0 and len(log.session) == n and len(log.time) == n
   assert np.isfinite(log.time).all()
@@ -161,10 +232,17 @@ def _fuzz_reader(target: str, workdir: str):
   import hypothesis
 
   from ccrec.data.errors import DataError
+
   st, edits = _strategies()
   cases = _readers()[target]
-  bases = [(base if isinstance(base, bytes) else open(os.path.join(FIX, base), "rb").read(),
-            base if isinstance(base, str) else "clicks.csv", read) for base, read in cases]
+  bases = [
+      (
+          base if isinstance(base, bytes) else open(os.path.join(FIX, base), "rb").read(),
+          base if isinstance(base, str) else "clicks.csv",
+          read,
+      )
+      for base, read in cases
+  ]
 
   @hypothesis.given(st.sampled_from(range(len(bases))), edits)
   @hypothesis.example(0, [("long", 61, 25, b"x")])  # a 10,000-byte item id in sample.inter
@@ -189,6 +267,7 @@ def _fuzz_reader(target: str, workdir: str):
 
 def _pickle_bases():
   import pickle
+
   sessions = [[1, 2, 3, 4], [5, 1], [2, 6, 2, 7, 7]]
   prefixes, targets = [], []
   for seq in sessions:
@@ -204,6 +283,7 @@ def _pickle_bases():
 
 
 class _Exploit:
+
   def __reduce__(self):
     return (os.system, ("echo pwned",))
 
@@ -215,28 +295,41 @@ def _fuzz_pickle(workdir: str):
 
   from ccrec.data import safe_pickle
   from ccrec.data.errors import DataError
+
   st, edits = _strategies()
   bases = _pickle_bases()
   test = os.path.join(workdir, "test.txt")
   with open(test, "wb") as f:
     f.write(bases[0])
   values = st.recursive(
-      st.one_of(st.integers(-3, 2**40), st.floats(allow_nan=True), st.text(max_size=3),
-                st.none(), st.booleans()),
-      lambda inner: st.one_of(st.lists(inner, max_size=4),
-                              st.lists(inner, max_size=3).map(tuple),
-                              st.dictionaries(st.integers(0, 3), inner, max_size=2)),
-      max_leaves=12)
-  source = st.one_of(st.tuples(st.sampled_from(range(len(bases))), edits),
-                     st.tuples(values, st.integers(0, 5)))
+      st.one_of(
+          st.integers(-3, 2**40),
+          st.floats(allow_nan=True),
+          st.text(max_size=3),
+          st.none(),
+          st.booleans(),
+      ),
+      lambda inner: st.one_of(
+          st.lists(inner, max_size=4),
+          st.lists(inner, max_size=3).map(tuple),
+          st.dictionaries(st.integers(0, 3), inner, max_size=2),
+      ),
+      max_leaves=12,
+  )
+  source = st.one_of(
+      st.tuples(st.sampled_from(range(len(bases))), edits), st.tuples(values, st.integers(0, 5))
+  )
 
   @hypothesis.given(source, st.booleans())
   @hypothesis.example((6, [("flip", 0, 8, b"")]), False)  # memo amplification, as written
   @hypothesis.example((7, [("flip", 0, 8, b"")]), False)  # the float id
   def fuzz(case, strict):
     first, second = case
-    data = (mutate(bases[first], second) if isinstance(first, int) and isinstance(second, list)
-            else pickle.dumps(first, protocol=second))
+    data = (
+        mutate(bases[first], second)
+        if isinstance(first, int) and isinstance(second, list)
+        else pickle.dumps(first, protocol=second)
+    )
     path = os.path.join(workdir, "train.txt")
     with open(path, "wb") as f:
       f.write(data)
@@ -262,6 +355,7 @@ def _fuzz_prepared(workdir: str):
 
   from ccrec.data import dataset, synthetic
   from ccrec.data.errors import DataError
+
   st, edits = _strategies()
   base = os.path.join(workdir, "base")
   dataset.save(synthetic.synthetic_dataset(30, 40, seed=0, max_len=5), base)
@@ -286,8 +380,14 @@ def _fuzz_prepared(workdir: str):
   return fuzz
 
 
-META = {"epoch": 2, "best": 0.25, "best_epoch": 1, "bad_epochs": 0, "done": False,
-        "best_metrics": {"NDCG@10": 0.25, "count": 3.0}}
+META = {
+    "epoch": 2,
+    "best": 0.25,
+    "best_epoch": 1,
+    "bad_epochs": 0,
+    "done": False,
+    "best_metrics": {"NDCG@10": 0.25, "count": 3.0},
+}
 
 
 def _fuzz_checkpoint(workdir: str):
@@ -301,14 +401,18 @@ def _fuzz_checkpoint(workdir: str):
 
   from ccrec.checkpoint import Checkpointer, CheckpointError
   from ccrec.train.state import TrainState
+
   st, edits = _strategies()
   table = jnp.sin(jnp.arange(40 * 8, dtype=jnp.float32)).reshape(40, 8)
   state = TrainState.create({"params": {"table": table, "bias": jnp.ones(8)}}, optax.sgd(0.1))
   base = os.path.join(workdir, "base")
   Checkpointer(base).save(7, state, META)
   step_dir = os.path.join(base, "latest", "7")
-  files = sorted(os.path.relpath(f, step_dir) for f in glob.glob(f"{step_dir}/**", recursive=True)
-                 if os.path.isfile(f) and not f.endswith("meta/metadata"))
+  files = sorted(
+      os.path.relpath(f, step_dir)
+      for f in glob.glob(f"{step_dir}/**", recursive=True)
+      if os.path.isfile(f) and not f.endswith("meta/metadata")
+  )
   want = [np.asarray(x) for x in jax.tree.leaves(state)]
 
   # Half the examples damage the meta, half one of the state's files.
@@ -349,12 +453,27 @@ def _fuzz_bundle(workdir: str):
   from ccrec.serving.bundle import BundleError
   from ccrec.serving.export import export_model
   from ccrec.serving.runtime import Recommender
+
   st, edits = _strategies()
-  spec = ModelSpec(num_items=30, d=8, num_blocks=1, num_heads=2, inner=16, max_len=5,
-                   embedding="codes", num_codebooks=2, codebook_size=4, readout="last")
+  spec = ModelSpec(
+      num_items=30,
+      d=8,
+      num_blocks=1,
+      num_heads=2,
+      inner=16,
+      max_len=5,
+      embedding="codes",
+      num_codebooks=2,
+      codebook_size=4,
+      readout="last",
+  )
   base = os.path.join(workdir, "base")
-  export_model(base, spec, init_variables(SessionRecommender(spec), jax.random.key(0)),
-               item_counts=np.arange(31))
+  export_model(
+      base,
+      spec,
+      init_variables(SessionRecommender(spec), jax.random.key(0)),
+      item_counts=np.arange(31),
+  )
   files = sorted(os.path.relpath(f, base) for f in glob.glob(f"{base}/*") if os.path.isfile(f))
   sessions = [[1, 2, 3], [5], [30, 29, 28, 27, 26, 25], [7, 7]]
   want = [Recommender.load(base).recommend(s, k=10) for s in sessions]
@@ -388,10 +507,16 @@ def _fuzz_bundle(workdir: str):
 def main(target: str, examples: int) -> None:
   """Runs `examples` derandomized examples of `target` (in this capped child process)."""
   import hypothesis
+
   sys.addaudithook(_audit)
   settings = hypothesis.settings(
-      max_examples=examples, derandomize=True, database=None, deadline=None,
-      suppress_health_check=list(hypothesis.HealthCheck), print_blob=False)
+      max_examples=examples,
+      derandomize=True,
+      database=None,
+      deadline=None,
+      suppress_health_check=list(hypothesis.HealthCheck),
+      print_blob=False,
+  )
   with tempfile.TemporaryDirectory() as workdir:
     if target == "pickle":
       fuzz = _fuzz_pickle(workdir)

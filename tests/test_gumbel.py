@@ -82,8 +82,7 @@ def test_straight_through_gradient_equals_soft_gradient():
 
 def test_lower_temperature_gives_sharper_soft_samples():
   logits = _many(np.log([0.6, 0.3, 0.1]))
-  sharpness = [float(_sample(_key(7), logits, tau).max(-1).mean())
-               for tau in (1.0, 0.3, 0.1, 0.01)]
+  sharpness = [float(_sample(_key(7), logits, tau).max(-1).mean()) for tau in (1.0, 0.3, 0.1, 0.01)]
   assert sharpness == sorted(sharpness)
   assert sharpness[-1] > 0.98
 

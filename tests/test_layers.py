@@ -45,9 +45,15 @@ MAY_IMPORT = {
     "benchmarks": BELOW_SERVING | {"serving", "train"},
 }
 # The numpy runtime: with what it imports from ccrec, it must import no jax.
-NUMPY_RUNTIME = ("ccrec.serving", "ccrec.serving.bundle", "ccrec.serving.manifest",
-                 "ccrec.serving.runtime", "ccrec.serving.scoring", "ccrec.serving.nn",
-                 "ccrec.serving.evaluate")
+NUMPY_RUNTIME = (
+    "ccrec.serving",
+    "ccrec.serving.bundle",
+    "ccrec.serving.manifest",
+    "ccrec.serving.runtime",
+    "ccrec.serving.scoring",
+    "ccrec.serving.nn",
+    "ccrec.serving.evaluate",
+)
 JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 
@@ -71,8 +77,11 @@ MODULES = _modules()
 def _layer(module: str) -> str | None:
   if module == "ccrec":
     return LAYER_OF["ccrec"]
-  best = max((p for p in LAYER_OF if p != "ccrec" and (module == p or module.startswith(p + "."))),
-             key=len, default=None)
+  best = max(
+      (p for p in LAYER_OF if p != "ccrec" and (module == p or module.startswith(p + "."))),
+      key=len,
+      default=None,
+  )
   return LAYER_OF.get(best)
 
 
@@ -96,7 +105,7 @@ def _imports(module: str) -> list[tuple[int, str, bool, ast.AST]]:
     elif isinstance(node, ast.ImportFrom):
       base = node.module or ""
       if node.level:
-        anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
         base = ".".join(anchor + ([base] if base else []))
       names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
     else:
@@ -111,8 +120,9 @@ def _where(module: str, line: int) -> str:
 
 def test_every_module_is_in_a_layer():
   missing = sorted(m for m in MODULES if _layer(m) is None)
-  assert not missing, (f"modules in no layer: {missing}; add them to LAYER_OF here and to "
-                       "docs/DESIGN.md (Layers)")
+  assert not missing, (
+      f"modules in no layer: {missing}; add them to LAYER_OF here and to " "docs/DESIGN.md (Layers)"
+  )
   assert set(LAYER_OF.values()) == set(MAY_IMPORT)
 
 
@@ -125,8 +135,10 @@ def test_imports_follow_the_layers():
         continue
       theirs = _layer(imported)
       if theirs != mine and theirs not in MAY_IMPORT[mine]:
-        bad.append(f"{_where(module, line)} imports {imported} (layer {theirs}): layer {mine} "
-                   f"may import {sorted(MAY_IMPORT[mine]) or 'no other layer'}")
+        bad.append(
+            f"{_where(module, line)} imports {imported} (layer {theirs}): layer {mine} "
+            f"may import {sorted(MAY_IMPORT[mine]) or 'no other layer'}"
+        )
   assert not bad, "imports against the layer order (docs/DESIGN.md, Layers):\n" + "\n".join(bad)
 
 
@@ -183,8 +195,10 @@ def test_imports_inside_functions_say_why():
       here = lines[line - 1]
       before = lines[line - 2].strip() if line > 1 else ""
       if "#" not in here and not before.startswith("#"):
-        bad.append(f"{_where(module, line)} imports {imported} inside a function without a "
-                   "comment saying why")
+        bad.append(
+            f"{_where(module, line)} imports {imported} inside a function without a "
+            "comment saying why"
+        )
   assert not bad, "\n".join(bad)
 
 

@@ -21,17 +21,29 @@ def _step(loss_at):
   def step(state, batch, key):
     del key
     new = state.replace(step=state.step + 1, params={"w": state.params["w"] + batch})
-    return new, {"ce": jnp.asarray(loss_at(int(state.step)), jnp.float32),
-                 "count": jnp.asarray(1.0)}
+    return new, {
+        "ce": jnp.asarray(loss_at(int(state.step)), jnp.float32),
+        "count": jnp.asarray(1.0),
+    }
+
   return step
 
 
 def _fit(tmp_path, step, valid, epochs=10, patience=2):
-  return fit(stage="t", state=_state(), train_step=step, batches=lambda e: [1.0, 1.0],
-             evaluate=lambda s: {"v": valid(float(s.params["w"]))}, select="v",
-             checkpointer=Checkpointer(str(tmp_path / "ck")),
-             writer=MetricWriter(str(tmp_path / "metrics.jsonl")),
-             key=jax.random.key(0), epochs=epochs, patience=patience, log_every=100)
+  return fit(
+      stage="t",
+      state=_state(),
+      train_step=step,
+      batches=lambda e: [1.0, 1.0],
+      evaluate=lambda s: {"v": valid(float(s.params["w"]))},
+      select="v",
+      checkpointer=Checkpointer(str(tmp_path / "ck")),
+      writer=MetricWriter(str(tmp_path / "metrics.jsonl")),
+      key=jax.random.key(0),
+      epochs=epochs,
+      patience=patience,
+      log_every=100,
+  )
 
 
 def test_early_stopping_returns_the_best_epoch(tmp_path):
@@ -52,9 +64,11 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_good(tmp_path):
 
 def test_finished_run_is_not_retrained(tmp_path):
   calls = []
+
   def step(state, batch, key):
     calls.append(1)
     return _step(lambda s: 1.0)(state, batch, key)
+
   _fit(tmp_path, step, lambda w: w, epochs=2)
   n = len(calls)
   again = _fit(tmp_path, step, lambda w: w, epochs=2)
@@ -65,11 +79,13 @@ def test_killed_run_resumes_from_its_latest_epoch(tmp_path):
   # Killed during epoch 2 (its first step): the rerun restores epoch 1's checkpoint (w = 2)
   # and trains epochs 2-3 only (4 steps), instead of starting again from w = 0.
   calls = []
+
   def step(state, batch, key):
     calls.append(1)
     if len(calls) == 3:
       raise KeyboardInterrupt
     return _step(lambda s: 1.0)(state, batch, key)
+
   with pytest.raises(KeyboardInterrupt):
     _fit(tmp_path, step, lambda w: w, epochs=3, patience=10)
   resumed = _fit(tmp_path, step, lambda w: w, epochs=3, patience=10)
@@ -80,6 +96,7 @@ def test_killed_run_resumes_from_its_latest_epoch(tmp_path):
 
 def test_writer_starts_a_new_line_after_a_killed_runs_half_line(tmp_path):
   import json
+
   with open(tmp_path / "metrics.jsonl", "w") as f:
     f.write('{"stage": "t", "step": 1}\n{"stage": "t", "st')  # killed mid-write
   writer = MetricWriter(str(tmp_path / "metrics.jsonl"))
@@ -93,12 +110,15 @@ def test_writer_starts_a_new_line_after_a_killed_runs_half_line(tmp_path):
 
 def test_resume_with_a_damaged_meta_names_the_file_and_what_to_delete(tmp_path):
   import glob
+
   _fit(tmp_path, _step(lambda s: 1.0), lambda w: w, epochs=1)
   (path,) = glob.glob(str(tmp_path / "ck" / "latest" / "*" / "meta" / "metadata"))
   with open(path) as f:
     text = f.read()
   with open(path, "w") as f:
     f.write(text.replace('"epoch"', '"epoci"'))  # one flipped bit: h (0x68) -> i (0x69)
-  with pytest.raises(CheckpointError, match=r"meta/metadata fails its checksum.*delete "
-                     r".*/ck to train this stage again"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"meta/metadata fails its checksum.*delete " r".*/ck to train this stage again",
+  ):
     _fit(tmp_path, _step(lambda s: 1.0), lambda w: w, epochs=3)

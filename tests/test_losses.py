@@ -16,8 +16,11 @@ class _Jitted:
 
   def __getattr__(self, name):
     fn = getattr(_losses, name)
-    static = [a for a in ("temperature", "symmetric", "label_smoothing")
-              if a in inspect.signature(fn).parameters]
+    static = [
+        a
+        for a in ("temperature", "symmetric", "label_smoothing")
+        if a in inspect.signature(fn).parameters
+    ]
     return jax.jit(fn, static_argnames=static)
 
 
@@ -46,8 +49,9 @@ def test_cross_entropy_hand_computed_with_padding_column():
   total, count = losses.softmax_cross_entropy_sums(logits, targets, np.array([1.0, 1.0]))
   np.testing.assert_allclose(float(total), sum(expected), rtol=1e-6)
   assert float(count) == 2.0
-  np.testing.assert_allclose(float(losses.softmax_cross_entropy(logits, targets)),
-                             np.mean(expected), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(losses.softmax_cross_entropy(logits, targets)), np.mean(expected), rtol=1e-6
+  )
   weighted = losses.softmax_cross_entropy(logits, targets, np.array([3.0, 1.0]))
   np.testing.assert_allclose(float(weighted), (3 * expected[0] + expected[1]) / 4, rtol=1e-6)
 
@@ -59,13 +63,14 @@ def test_label_smoothing_hand_computed_with_padding_column():
   log_p = logits[:, 1:] - np.log(np.exp(logits[:, 1:]).sum(1, keepdims=True))
   q = np.full((2, 3), eps / 3) + (1 - eps) * np.eye(3)[targets - 1]  # over items 1..3
   expected = -(q * log_p).sum(1)
-  total, count = losses.softmax_cross_entropy_sums(logits, targets, np.ones(2),
-                                                   label_smoothing=eps)
+  total, count = losses.softmax_cross_entropy_sums(logits, targets, np.ones(2), label_smoothing=eps)
   np.testing.assert_allclose(float(total), expected.sum(), rtol=1e-6)
   assert float(count) == 2.0
-  np.testing.assert_allclose(float(losses.softmax_cross_entropy(logits, targets,
-                                                                label_smoothing=0.0)),
-                             float(losses.softmax_cross_entropy(logits, targets)), rtol=0)
+  np.testing.assert_allclose(
+      float(losses.softmax_cross_entropy(logits, targets, label_smoothing=0.0)),
+      float(losses.softmax_cross_entropy(logits, targets)),
+      rtol=0,
+  )
   # Gradient: softmax - q on the items, exactly 0 on the padding column, never NaN.
   smoothed = lambda x, t: _losses.softmax_cross_entropy(x, t, label_smoothing=eps)
   grad = np.asarray(_grad(smoothed)(logits, targets))
@@ -75,7 +80,7 @@ def test_label_smoothing_hand_computed_with_padding_column():
 
 def test_cross_entropy_zero_weight_padding_target_is_not_nan():
   logits = np.array([[NEG_INF, 1.0, 2.0], [NEG_INF, 1.0, 2.0]])
-  targets = np.array([2, 0])            # row 1: filler row with padding target
+  targets = np.array([2, 0])  # row 1: filler row with padding target
   weights = np.array([1.0, 0.0])
   value = losses.softmax_cross_entropy(logits, targets, weights)
   np.testing.assert_allclose(float(value), np.log(1 + np.exp(-1)), rtol=1e-6)
@@ -126,13 +131,17 @@ def test_kl_temperature_weights_and_nonnegativity():
   rng = _rng(2)
   t = np.asarray(rng.normal(size=(5, 7)), np.float32)
   s = np.asarray(rng.normal(size=(5, 7)), np.float32)
-  np.testing.assert_allclose(float(losses.kl_soft_targets(t, s, temperature=2.0)),
-                             float(losses.kl_soft_targets(t / 2, s / 2)), rtol=1e-5)
+  np.testing.assert_allclose(
+      float(losses.kl_soft_targets(t, s, temperature=2.0)),
+      float(losses.kl_soft_targets(t / 2, s / 2)),
+      rtol=1e-5,
+  )
   per = np.asarray(losses.per_example_kl(t, s))
   assert bool(np.all(per >= 0))
   w = np.array([1.0, 0.0, 2.0, 0.0, 1.0])
-  np.testing.assert_allclose(float(losses.kl_soft_targets(t, s, w)),
-                             float((per * w).sum() / 4), rtol=1e-5)
+  np.testing.assert_allclose(
+      float(losses.kl_soft_targets(t, s, w)), float((per * w).sum() / 4), rtol=1e-5
+  )
   total, count = losses.kl_soft_targets_sums(t, s, w)
   np.testing.assert_allclose(float(total), float((per * w).sum()), rtol=1e-5)
   assert float(count) == 4.0
@@ -151,19 +160,26 @@ def test_kl_teacher_zero_probability_contributes_nothing():
 
 def test_info_nce_hand_computed():
   z = np.eye(2)
-  expected = np.log(1 + np.exp(-2.0))          # cos = 1 vs 0 at T = 0.5
+  expected = np.log(1 + np.exp(-2.0))  # cos = 1 vs 0 at T = 0.5
   np.testing.assert_allclose(float(losses.info_nce(z, z, temperature=0.5)), expected, rtol=1e-6)
   # Non-orthogonal: z1 = [[1,0],[1,1]], z2 = [[1,1],[0,1]] at T = 1.
   z1, z2 = np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 1.0], [0.0, 1.0]])
   c = 1 / np.sqrt(2)
   row0 = -c + np.log(np.exp(c) + np.exp(0.0))
   row1 = -c + np.log(np.exp(1.0) + np.exp(c))
-  np.testing.assert_allclose(float(losses.info_nce(z1, z2, temperature=1.0)),
-                             (row0 + row1) / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+      float(losses.info_nce(z1, z2, temperature=1.0)), (row0 + row1) / 2, rtol=1e-6
+  )
   sym = losses.info_nce(z1, z2, temperature=1.0, symmetric=True)
-  np.testing.assert_allclose(float(sym), 0.5 * (float(losses.info_nce(z1, z2, temperature=1.0))
-                                                + float(losses.info_nce(z2, z1, temperature=1.0))),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      float(sym),
+      0.5
+      * (
+          float(losses.info_nce(z1, z2, temperature=1.0))
+          + float(losses.info_nce(z2, z1, temperature=1.0))
+      ),
+      rtol=1e-6,
+  )
 
 
 def test_info_nce_invariances():

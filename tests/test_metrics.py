@@ -34,10 +34,16 @@ def test_metric_sums_hand_computed():
   sums = jax.device_get(metric_sums(rank, weight))
   assert set(sums) == {f"{m}@{k}" for m in ("HR", "MRR", "NDCG") for k in (5, 10, 20)} | {"count"}
   expected = {
-      "HR@5": 3, "MRR@5": 1 + 1 / 3 + 1 / 4, "NDCG@5": 1 + 1 / 2 + 1 / np.log2(5),
-      "HR@10": 3, "MRR@10": 1 + 1 / 3 + 1 / 4, "NDCG@10": 1 + 1 / 2 + 1 / np.log2(5),
-      "HR@20": 4, "MRR@20": 1 + 1 / 3 + 1 / 4 + 1 / 11,
-      "NDCG@20": 1 + 1 / 2 + 1 / np.log2(5) + 1 / np.log2(12), "count": 5,
+      "HR@5": 3,
+      "MRR@5": 1 + 1 / 3 + 1 / 4,
+      "NDCG@5": 1 + 1 / 2 + 1 / np.log2(5),
+      "HR@10": 3,
+      "MRR@10": 1 + 1 / 3 + 1 / 4,
+      "NDCG@10": 1 + 1 / 2 + 1 / np.log2(5),
+      "HR@20": 4,
+      "MRR@20": 1 + 1 / 3 + 1 / 4 + 1 / 11,
+      "NDCG@20": 1 + 1 / 2 + 1 / np.log2(5) + 1 / np.log2(12),
+      "count": 5,
   }
   for key, value in expected.items():
     np.testing.assert_allclose(float(sums[key]), value, rtol=1e-6, err_msg=key)
@@ -87,11 +93,11 @@ def _chunked(table, s, target, num_items, chunk_size):
 def test_chunked_equals_unchunked(chunk_size):
   table, s, target = _problem()
   full = s @ table.T
-  full[:, 0] = 1e9                                       # padding scores high: still ignored
+  full[:, 0] = 1e9  # padding scores high: still ignored
   expected = np.asarray(target_rank(full, target))
   got = np.asarray(_chunked(table, s, target, 23, chunk_size))
   np.testing.assert_array_equal(got, expected)
-  assert len(set(expected.tolist())) > 1                 # a non-trivial problem
+  assert len(set(expected.tolist())) > 1  # a non-trivial problem
 
 
 def test_chunked_counts_ties_against_the_target_and_excludes_own_column():
@@ -103,8 +109,9 @@ def test_chunked_counts_ties_against_the_target_and_excludes_own_column():
   # A target score computed slightly lower (rounding of another code path)
   # does not rank the target below itself.
   low = lambda s, t: jnp.sum(s * jnp.take(table, t, axis=0), -1) - 1e-4
-  rank = jax.jit(lambda s, t: metrics.chunked_target_rank(_score_fn(table), s, t, 7, 3,
-                                                          target_score_fn=low))(s, target)
+  rank = jax.jit(
+      lambda s, t: metrics.chunked_target_rank(_score_fn(table), s, t, 7, 3, target_score_fn=low)
+  )(s, target)
   np.testing.assert_array_equal(np.asarray(rank), [5])  # 4 copies + item 6, never itself
 
 

@@ -19,8 +19,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("notebook_runs"))
-  saved = {k: os.environ.get(k) for k in ("CCREC_NOTEBOOK_MODE", "CCREC_RUNS", "CCREC_FIGURES",
-                                         "CCREC_EPOCHS_CAP", "CCREC_CODES_STEPS_CAP")}
+  saved = {
+      k: os.environ.get(k)
+      for k in (
+          "CCREC_NOTEBOOK_MODE",
+          "CCREC_RUNS",
+          "CCREC_FIGURES",
+          "CCREC_EPOCHS_CAP",
+          "CCREC_CODES_STEPS_CAP",
+      )
+  }
   os.environ.update(CCREC_NOTEBOOK_MODE="smoke", CCREC_RUNS=path)
   for k in ("CCREC_FIGURES", "CCREC_EPOCHS_CAP", "CCREC_CODES_STEPS_CAP"):
     os.environ.pop(k, None)
@@ -34,14 +42,23 @@ def runs(tmp_path_factory):
 
 def execute(name: str) -> nbformat.NotebookNode:
   nb = nbformat.read(os.path.join(ROOT, "notebooks", name), as_version=4)
-  NotebookClient(nb, timeout=1800, kernel_name="python3",
-                 resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
+  NotebookClient(
+      nb,
+      timeout=1800,
+      kernel_name="python3",
+      resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}},
+  ).execute()
   return nb
 
 
 def outputs(nb, mime: str) -> list:
-  return [o["data"][mime] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-          if o.get("output_type") in ("display_data", "execute_result") and mime in o["data"]]
+  return [
+      o["data"][mime]
+      for c in nb.cells
+      if c.cell_type == "code"
+      for o in c.get("outputs", [])
+      if o.get("output_type") in ("display_data", "execute_result") and mime in o["data"]
+  ]
 
 
 def check_table(figures: str, name: str, keys: list[str], rows: int) -> list[dict]:
@@ -78,7 +95,9 @@ def test_ablations_notebook(runs):
   summary = check_table(figures, "components", ["student/test/NDCG@10", "student/test/HR@10"], 2)
   assert [e["variant"] for e in summary] == ["full", "base"]
   check_png(figures, "components")
-  assert outputs(nb, "image/png") and any("±" in t or "|" in t for t in outputs(nb, "text/markdown"))
+  assert outputs(nb, "image/png") and any(
+      "±" in t or "|" in t for t in outputs(nb, "text/markdown")
+  )
 
 
 @pytest.mark.slow
@@ -91,8 +110,9 @@ def test_compression_notebook(runs):
     assert e["student/compression/paper_ratio/mean"] > 1.0
     # bytes CR = the fp32 table's bytes / the cell's compressed bytes; the table is the
     # same in every cell (same catalog, same d), so ratio x bytes must agree across cells.
-    tables.append(e["student/compression/bytes_ratio/mean"]
-                  * e["student/compression/compressed_bytes/mean"])
+    tables.append(
+        e["student/compression/bytes_ratio/mean"] * e["student/compression/compressed_bytes/mean"]
+    )
   assert tables[0] > max(e["student/compression/compressed_bytes/mean"] for e in cells)
   assert tables == pytest.approx([tables[0]] * len(tables), rel=1e-6)
   main = check_table(figures, "compression_main", ["student/test/NDCG@10"], 3)

@@ -26,14 +26,16 @@ V, D, L, B = 71, 16, 6, 8  # V + 1 = 72 rows: splits over model=2; an unusual si
 MESHES = ((8, 1), (4, 2))
 # Fake devices are threads: on a busy machine one can reach a collective long after the
 # others, and XLA:CPU aborts after 40 s by default (jax-ml/jax#31818). Wait longer.
-XLA_FLAGS = (f"--xla_force_host_platform_device_count={NUM_DEVICES} "
-             "--xla_cpu_collective_call_terminate_timeout_seconds=300 "
-             "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
-             # Tiny programs: LLVM's expensive passes cost more compile time than they save.
-             " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-             # Single-threaded ops: one run hung (> 600 s) on the loaded 2-core machine, the
-             # known remedy for a wedged Eigen pool; cause not confirmed (docs/scale_out.md).
-             " --xla_cpu_multi_thread_eigen=false")
+XLA_FLAGS = (
+    f"--xla_force_host_platform_device_count={NUM_DEVICES} "
+    "--xla_cpu_collective_call_terminate_timeout_seconds=300 "
+    "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
+    # Tiny programs: LLVM's expensive passes cost more compile time than they save.
+    " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    # Single-threaded ops: one run hung (> 600 s) on the loaded 2-core machine, the
+    # known remedy for a wedged Eigen pool; cause not confirmed (docs/scale_out.md).
+    " --xla_cpu_multi_thread_eigen=false"
+)
 # XLA:CPU runs a device's independent ready thunks on one shared pool sized
 # max(devices, NPROC). Collectives block their pool thread until every peer arrives:
 # CI once had all 8 threads blocked (7 in a collective-permute, 1 in an all-reduce
@@ -47,10 +49,18 @@ POOL_THREADS = str(4 * NUM_DEVICES)
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             NPROC=POOL_THREADS)
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT,
-                        check=False, capture_output=True, text=True, timeout=480)
+  env = dict(
+      os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, NPROC=POOL_THREADS
+  )
+  proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__)],
+      env=env,
+      cwd=ROOT,
+      check=False,
+      capture_output=True,
+      text=True,
+      timeout=480,
+  )
   if proc.returncode != 0:
     pytest.fail(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-6000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -157,6 +167,7 @@ def test_single_process_defaults():
 
   from ccrec import config as config_lib
   from ccrec import parallel
+
   c = config_lib.base_config()
   assert (c.parallel.data, c.parallel.model) == (-1, 1)
   c.parallel.model = 0
@@ -175,6 +186,7 @@ def test_item_leaf_rule():
   from jax.tree_util import DictKey, GetAttrKey
 
   from ccrec import parallel
+
   assert parallel.is_item_leaf((GetAttrKey("params"), DictKey("items"), DictKey("embedding")))
   assert parallel.is_item_leaf((GetAttrKey("opt_state"), DictKey("items"), DictKey("embedding")))
   assert parallel.is_item_leaf((DictKey("codes"), DictKey("items"), DictKey("codes")))
@@ -213,19 +225,31 @@ def _worker() -> dict:
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   out: dict = {}
   import time
+
   t0 = time.perf_counter()
 
   def progress(what):
     print(f"[{time.perf_counter() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
+
   rng = np.random.default_rng(0)
-  seqs = Sequences.from_lists([list(rng.integers(1, V + 1, rng.integers(2, 10)))
-                               for _ in range(4 * B)])
+  seqs = Sequences.from_lists(
+      [list(rng.integers(1, V + 1, rng.integers(2, 10))) for _ in range(4 * B)]
+  )
   batches = list(window_batches(seqs, B, L, shuffle=False))[:3]
-  spec = {"num_items": V, "d": D, "num_blocks": 1, "num_heads": 2, "inner": 32, "dropout": 0.1,
-          "attn_dropout": 0.1, "max_len": L}
+  spec = {
+      "num_items": V,
+      "d": D,
+      "num_blocks": 1,
+      "num_heads": 2,
+      "inner": 32,
+      "dropout": 0.1,
+      "attn_dropout": 0.1,
+      "max_len": L,
+  }
   traces = [0]  # forward passes traced: a Python side effect runs once per trace
 
   class Traced(SessionRecommender):
+
     def __call__(self, *args, **kwargs):
       traces[0] += 1
       return super().__call__(*args, **kwargs)
@@ -247,7 +271,8 @@ def _worker() -> dict:
   def record_grads() -> optax.GradientTransformation:
     return optax.GradientTransformation(
         lambda p: jax.tree.map(jnp.zeros_like, p),
-        lambda g, s, p=None: (jax.tree.map(lambda x: -0.1 * x, g), g))
+        lambda g, s, p=None: (jax.tree.map(lambda x: -0.1 * x, g), g),
+    )
 
   def teacher_state():
     return TrainState.create(t_vars, record_grads())
@@ -256,51 +281,82 @@ def _worker() -> dict:
     tx = tx or record_grads()
     # The student keeps a moving average of its weights (student.ema_decay): the average,
     # held in its optimizer state, is compared across meshes and keeps its shardings too.
-    return distill_lib.DistillState(teacher=TrainState.create(t_vars, tx),
-                                    student=TrainState.create(s_vars, tx, ema_decay=0.9),
-                                    heads=TrainState.create(h_vars, tx))
+    return distill_lib.DistillState(
+        teacher=TrainState.create(t_vars, tx),
+        student=TrainState.create(s_vars, tx, ema_decay=0.9),
+        heads=TrainState.create(h_vars, tx),
+    )
 
-  dc = ml_collections.ConfigDict({"bidirectional": True, "contrastive": True, "soft_targets": True,
-                                  "beta": 0.5, "gamma": 0.3, "kd_temperature": 1.0,
-                                  "con_temperature": 0.2})
+  dc = ml_collections.ConfigDict(
+      {
+          "bidirectional": True,
+          "contrastive": True,
+          "soft_targets": True,
+          "beta": 0.5,
+          "gamma": 0.3,
+          "kd_temperature": 1.0,
+          "con_temperature": 0.2,
+      }
+  )
   sc = ml_collections.ConfigDict({"mixup": True, "eta": 0.8, "mse_weight": 1.0})
   makers = {
       "teacher": (lambda: teacher_lib.make_train_step(teacher, "window"), teacher_state),
       # The fused, chunked R-Drop loss (configs/teacher.py): a scan over row chunks whose
       # rows stay split over 'data' and whose logits stay split over 'model'.
-      "teacher_fused": (lambda: teacher_lib.make_train_step(
-          teacher, "window", label_smoothing=0.1, rdrop=1.0, fused_chunk=8), teacher_state),
+      "teacher_fused": (
+          lambda: teacher_lib.make_train_step(
+              teacher, "window", label_smoothing=0.1, rdrop=1.0, fused_chunk=8
+          ),
+          teacher_state,
+      ),
       # With label smoothing: its mean over the item axis must not gather that axis either.
-      "distill": (lambda: distill_lib.make_distill_step(teacher, student, heads, hot, dc, sc,
-                                                        "window", label_smoothing=0.1),
-                  distill_state),
+      "distill": (
+          lambda: distill_lib.make_distill_step(
+              teacher, student, heads, hot, dc, sc, "window", label_smoothing=0.1
+          ),
+          distill_state,
+      ),
   }
   key = jax.random.key(7)
 
   def max_diff(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    return max([float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))], default=0.0)
+    return max(
+        [
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        ],
+        default=0.0,
+    )
 
   def opt_grads(state):
-    parts = [state] if isinstance(state, TrainState) else [state.teacher, state.student,
-                                                           state.heads]
+    parts = (
+        [state] if isinstance(state, TrainState) else [state.teacher, state.student, state.heads]
+    )
     return [p.opt_state for p in parts]
 
   def params(state):
-    parts = [state] if isinstance(state, TrainState) else [state.teacher, state.student,
-                                                           state.heads]
+    parts = (
+        [state] if isinstance(state, TrainState) else [state.teacher, state.student, state.heads]
+    )
     return [p.params for p in parts], [p.consts for p in parts]
 
   def collectives(compiled_text):
     found, item_sized = 0, []
     for line in compiled_text.splitlines():
-      m = re.search(r"= (.*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
-                    r"collective-permute)(-start)?\(", line)
+      m = re.search(
+          r"= (.*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
+          r"collective-permute)(-start)?\(",
+          line,
+      )
       if m:
         found += 1
-        dims = [int(x) for shape in re.findall(r"\[([\d,]*)\]", m.group(1))
-                for x in shape.split(",") if x]
+        dims = [
+            int(x)
+            for shape in re.findall(r"\[([\d,]*)\]", m.group(1))
+            for x in shape.split(",")
+            if x
+        ]
         if any(x >= V for x in dims):
           item_sized.append(f"{m.group(2)} {m.group(1)[:80]}")
     return found, item_sized
@@ -327,13 +383,18 @@ def _worker() -> dict:
         leaf_specs = spec_names(state)
         out["specs/4x2"] = {
             "teacher.params.items.embedding": leaf_specs["teacher.params.items.embedding"],
-            "teacher.opt_state.items.embedding": sorted({
-                v for k, v in leaf_specs.items()
-                if k.startswith("teacher.opt_state") and k.endswith("items.embedding")}),
+            "teacher.opt_state.items.embedding": sorted(
+                {
+                    v
+                    for k, v in leaf_specs.items()
+                    if k.startswith("teacher.opt_state") and k.endswith("items.embedding")
+                }
+            ),
             "student.consts.codes.items.codes": leaf_specs["student.consts.codes.items.codes"],
             "student.params.items.codebooks": leaf_specs["student.params.items.codebooks"],
-            "teacher.params.encoder": sorted({v for k, v in leaf_specs.items()
-                                              if k.startswith("teacher.params.encoder")}),
+            "teacher.params.encoder": sorted(
+                {v for k, v in leaf_specs.items() if k.startswith("teacher.params.encoder")}
+            ),
         }
         emb = state.teacher.params["items"]["embedding"]
         out["shard_rows/4x2"] = int(emb.addressable_shards[0].data.shape[0])
@@ -351,20 +412,24 @@ def _worker() -> dict:
       progress(f"{tag} ran")
       new_params, new_consts = params(new)
       out[tag] = {
-          "loss": max(abs(float(metrics[k]) - float(ref_metrics[k])) /
-                      max(1.0, abs(float(ref_metrics[k]))) for k in ref_metrics),
+          "loss": max(
+              abs(float(metrics[k]) - float(ref_metrics[k])) / max(1.0, abs(float(ref_metrics[k])))
+              for k in ref_metrics
+          ),
           "grads": max_diff(opt_grads(new), opt_grads(ref_state)),
           "params": max_diff(new_params, ref_params),
           "consts_equal": max_diff(new_consts, ref_consts) == 0.0,
           "num_leaves": len(jax.tree.leaves(new_params)),
       }
       out[f"{tag}/same_shardings"] = all(
-          a.is_equivalent_to(x.sharding, x.ndim) for a, x in zip(in_shardings,
-                                                                 jax.tree.leaves(new)))
+          a.is_equivalent_to(x.sharding, x.ndim) for a, x in zip(in_shardings, jax.tree.leaves(new))
+      )
       for batch in batches[1:]:
         new, _ = step(new, parallel.shard_batch(batch, mesh), key)
-      out[f"{tag}/traces"] = {"first": traced_first - traced_before,
-                              "later": traces[0] - traced_first}
+      out[f"{tag}/traces"] = {
+          "first": traced_first - traced_before,
+          "later": traces[0] - traced_first,
+      }
 
   # Evaluation: identical metric sums on one device and on each mesh.
   examples = prefix_augment(seqs)
@@ -372,15 +437,24 @@ def _worker() -> dict:
   fns = {"teacher": model_fns(teacher), "student": model_fns(student)}
   variables = {"teacher": t_vars, "student": s_vars}
   for model_name, (encode, score) in fns.items():
-    ref_evaluator = Evaluator(model_name, encode, score, num_items=V, hot=hot, batch_size=16,
-                              max_len=L)
+    ref_evaluator = Evaluator(
+        model_name, encode, score, num_items=V, hot=hot, batch_size=16, max_len=L
+    )
     ref = ref_evaluator.evaluate(variables[model_name], "valid", examples)
     ref_ranks = ref_evaluator.ranks(variables[model_name], examples)
     for data, model in MESHES:
       mesh = parallel.make_mesh(data, model)
       progress(f"eval/{model_name}/{data}x{model}")
-      ev = Evaluator(model_name, encode, score, num_items=V, hot=hot, batch_size=16, max_len=L,
-                     to_device=lambda b, mesh=mesh: parallel.shard_batch(b, mesh))
+      ev = Evaluator(
+          model_name,
+          encode,
+          score,
+          num_items=V,
+          hot=hot,
+          batch_size=16,
+          max_len=L,
+          to_device=lambda b, mesh=mesh: parallel.shard_batch(b, mesh),
+      )
       placed = parallel.place_state(variables[model_name], mesh)
       if model == 2:  # compile through the evaluator's own jit: the evaluation reuses it
         batch = parallel.shard_batch(next(iter(prefix_batches(examples, 16, L))), mesh)
@@ -399,12 +473,16 @@ def _worker() -> dict:
           "max_diff": max(abs(got[k] - ref[k]) for k in ref),
           "count": got[f"{model_name}/valid/count"],
           "ranks_equal": bool(ranks.shape == ref_ranks.shape and np.array_equal(ranks, ref_ranks)),
-          "ranks_ndcg_diff": abs(float(significance.per_example(ranks, "NDCG@10").mean())
-                                 - got[f"{model_name}/valid/NDCG@10"]),
+          "ranks_ndcg_diff": abs(
+              float(significance.per_example(ranks, "NDCG@10").mean())
+              - got[f"{model_name}/valid/NDCG@10"]
+          ),
       }
       if model_name == "teacher":
         out[f"eval/teacher/{data}x{model}/traces"] = {
-            "first": traced_first - traced_before, "later": evaluated_again - traced_first}
+            "first": traced_first - traced_before,
+            "later": evaluated_again - traced_first,
+        }
         # The teacher scored through another table (the codes stage's check), replaced in
         # the mesh's layout: same metrics as on one device, same sharding as the table.
         other = np.asarray(jax.random.normal(jax.random.key(7), (V + 1, D)))
@@ -415,8 +493,10 @@ def _worker() -> dict:
         out[f"eval/swapped_table/{data}x{model}"] = {
             "same_sharding": new_emb.sharding.is_equivalent_to(emb.sharding, 2),
             "max_diff": max(abs(got[k] - want[k]) for k in want),
-            "differs_from_teacher": abs(want["teacher/valid/NDCG@10"]
-                                        - ref["teacher/valid/NDCG@10"]) > 0,
+            "differs_from_teacher": abs(
+                want["teacher/valid/NDCG@10"] - ref["teacher/valid/NDCG@10"]
+            )
+            > 0,
         }
 
   # Documented errors.
@@ -431,8 +511,9 @@ def _worker() -> dict:
     return "no error"
 
   mesh8 = parallel.make_mesh(8, 1)
-  errors["shard_batch"] = error(lambda: parallel.shard_batch(
-      {k: v[:4] for k, v in batches[0].items()}, mesh8))
+  errors["shard_batch"] = error(
+      lambda: parallel.shard_batch({k: v[:4] for k, v in batches[0].items()}, mesh8)
+  )
   errors["mesh"] = error(lambda: parallel.make_mesh(-1, 3))
 
   def context(**overrides):

@@ -59,10 +59,15 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   for model in ("teacher", "student", "student_mixed"):
     assert metrics[f"{model}/test/HR@10"] > 3 * 10 / 60, model
   # Hot and cold targets partition the test split.
-  assert metrics["student/test_hot/count"] + metrics["student/test_cold/count"] \
-      == metrics["student/test/count"] == len(dataset.test.targets)
+  assert (
+      metrics["student/test_hot/count"] + metrics["student/test_cold/count"]
+      == metrics["student/test/count"]
+      == len(dataset.test.targets)
+  )
   # Compressed-student figures: M=2, K=8, d=16, 60 items.
-  assert metrics["student/compression/paper_ratio"] == pytest.approx(60 * 16 / (2 * 8 * 16 + 2 * 60))
+  assert metrics["student/compression/paper_ratio"] == pytest.approx(
+      60 * 16 / (2 * 8 * 16 + 2 * 60)
+  )
   assert metrics["student/compression/bytes_ratio"] > 1.0
   for stage in ("teacher", "codes", "student_pretrain", "distill"):
     assert os.path.isdir(os.path.join(workdir, stage)), stage
@@ -90,8 +95,7 @@ def test_full_pipeline_reports_every_model_and_compression(full_run):
   for r in records:
     if r.get("epoch") == 0 and "best" in r:
       first_eval.setdefault(r["stage"], r["step"])
-  assert first_eval == {"teacher": steps(32), "student_pretrain": steps(32),
-                        "distill": steps(16)}
+  assert first_eval == {"teacher": steps(32), "student_pretrain": steps(32), "distill": steps(16)}
   # ... and so has its optimizer's epoch (train.lr_decay decays the rate once per epoch).
   assert OPTIMIZER_EPOCHS == [steps(32), steps(32), steps(16)]
 
@@ -133,6 +137,7 @@ def test_evaluate_from_checkpoint_matches_training_report(full_run):
 def test_per_example_ranks_give_the_reported_metrics(full_run):
   from ccrec.evaluation import significance
   from ccrec.workflow.from_checkpoint import workdir_ranks
+
   workdir, metrics = full_run
   ranks, targets = workdir_ranks(workdir, ("teacher", "student"), "test")
   assert sorted(ranks) == ["student", "teacher"]
@@ -140,7 +145,8 @@ def test_per_example_ranks_give_the_reported_metrics(full_run):
     assert model_ranks.shape == targets.shape and model_ranks.dtype == np.int64
     for metric in ("NDCG@10", "HR@20", "MRR@5"):
       assert significance.per_example(model_ranks, metric).mean() == pytest.approx(
-          metrics[f"{model}/test/{metric}"], abs=1e-6)
+          metrics[f"{model}/test/{metric}"], abs=1e-6
+      )
   with pytest.raises(ValueError, match="model must be one of"):
     workdir_ranks(workdir, ("student_mixed",))
   with pytest.raises(ValueError, match="split must be"):
@@ -151,13 +157,20 @@ def test_per_example_ranks_give_the_reported_metrics(full_run):
 def test_compare_launcher_prints_the_paired_comparison(full_run):
   import subprocess
   import sys
+
   workdir, metrics = full_run
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "compare.py"), f"--a={workdir}:teacher",
-         f"--b={workdir}:student", "--metrics=NDCG@10,HR@5", "--samples=200"]
+  cmd = [
+      sys.executable,
+      os.path.join(ROOT, "launch", "compare.py"),
+      f"--a={workdir}:teacher",
+      f"--b={workdir}:student",
+      "--metrics=NDCG@10,HR@5",
+      "--samples=200",
+  ]
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "orbax" not in done.stderr  # third-party INFO logs hidden by every launch script
-  out = json.loads(done.stdout[done.stdout.index("{"):])
+  out = json.loads(done.stdout[done.stdout.index("{") :])
   assert out["split"] == "test" and out["n"] == metrics["teacher/test/count"]
   for metric in ("NDCG@10", "HR@5"):
     got = out[metric]
@@ -168,25 +181,37 @@ def test_compare_launcher_prints_the_paired_comparison(full_run):
     assert got["ci_low"] <= got["diff"] <= got["ci_high"] and 0 < got["p_value"] <= 1
     assert got["ratio"] == pytest.approx(student / teacher, rel=1e-5)
   # Runs pooled: two runs of the same models average to the same models.
-  two = subprocess.run(cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher",
-                                  f"--b={workdir}:student,{workdir}:student"] + cmd[4:]
-                       + ["--verbose_libs"], capture_output=True, text=True, timeout=600)
+  two = subprocess.run(
+      cmd[:2]
+      + [f"--a={workdir}:teacher,{workdir}:teacher", f"--b={workdir}:student,{workdir}:student"]
+      + cmd[4:]
+      + ["--verbose_libs"],
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert two.returncode == 0, two.stderr[-3000:]
   assert "orbax" in two.stderr  # ... unless --verbose_libs
-  pooled = json.loads(two.stdout[two.stdout.index("{"):])
+  pooled = json.loads(two.stdout[two.stdout.index("{") :])
   assert pooled["runs"] == 2 and out["runs"] == 1
   for metric in ("NDCG@10", "HR@5"):
     for k in ("mean_a", "mean_b", "diff", "ratio", "ci_low", "ratio_ci_high"):
       assert pooled[metric][k] == pytest.approx(out[metric][k], abs=1e-12)
-  bad = subprocess.run(cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher",
-                                  f"--b={workdir}:student"], capture_output=True, text=True,
-                       timeout=600)
+  bad = subprocess.run(
+      cmd[:2] + [f"--a={workdir}:teacher,{workdir}:teacher", f"--b={workdir}:student"],
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert bad.returncode != 0 and "give the same number" in bad.stderr
-  bad = subprocess.run(cmd[:2] + [f"--a={workdir}:student_mixed", f"--b={workdir}:student"],
-                       capture_output=True, text=True, timeout=600)
+  bad = subprocess.run(
+      cmd[:2] + [f"--a={workdir}:student_mixed", f"--b={workdir}:student"],
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert bad.returncode != 0 and "WORKDIR:MODEL" in bad.stderr
-  bad = subprocess.run(cmd[:4] + ["--metrics=NDCG10"], capture_output=True, text=True,
-                       timeout=600)
+  bad = subprocess.run(cmd[:4] + ["--metrics=NDCG10"], capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "unknown metric 'NDCG10'" in bad.stderr
 
 
@@ -210,6 +235,7 @@ def test_rerunning_a_finished_workdir_trains_nothing_more(full_run):
 def test_export_workdir_bundle_agrees_with_the_trained_models(full_run, tmp_path):
   from ccrec.serving import bundle as bundle_lib
   from ccrec.workflow.export import export_workdir
+
   workdir, metrics = full_run
   for model in ("student", "teacher"):
     out = str(tmp_path / model)
@@ -220,7 +246,8 @@ def test_export_workdir_bundle_agrees_with_the_trained_models(full_run, tmp_path
     written, _ = bundle_lib.read_bundle(out)
     for k in ("NDCG@10", "HR@20"):  # the numpy runtime's own metrics = the training report's
       assert written["metrics"][f"runtime/test/{k}"] == pytest.approx(
-          metrics[f"{model}/test/{k}"], abs=1e-6)
+          metrics[f"{model}/test/{k}"], abs=1e-6
+      )
   with pytest.raises(ValueError, match="'student' or 'teacher'"):
     export_workdir(workdir, str(tmp_path / "x"), model="heads")
 
@@ -246,13 +273,16 @@ def test_dataset_differing_from_the_workdirs_is_refused(full_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("edit,error", [
-    # Same sizes, other contents (e.g. rebuilt from other clicks): the sha256 tells.
-    (lambda saved: {**saved, "sha256": "0" * 64}, "sha256: saved '0000"),
-    (lambda saved: "{truncated", "dataset.json is not valid JSON"),
-    # A record without the sha256 cannot vouch for the contents.
-    (lambda saved: {k: v for k, v in saved.items() if k != "sha256"}, "sha256: saved None"),
-])
+@pytest.mark.parametrize(
+    "edit,error",
+    [
+        # Same sizes, other contents (e.g. rebuilt from other clicks): the sha256 tells.
+        (lambda saved: {**saved, "sha256": "0" * 64}, "sha256: saved '0000"),
+        (lambda saved: "{truncated", "dataset.json is not valid JSON"),
+        # A record without the sha256 cannot vouch for the contents.
+        (lambda saved: {k: v for k, v in saved.items() if k != "sha256"}, "sha256: saved None"),
+    ],
+)
 def test_dataset_record_checks(full_run, tmp_path, edit, error):
   workdir, _ = full_run
   copy = _copy_without_eval(workdir, tmp_path)
@@ -269,18 +299,24 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides,field", [
-    ({"codes.eval_every": 0}, "codes.eval_every"),
-    ({"train.select_metric": "NDCG@11"}, "train.select_metric"),
-    ({"stages": ("teacher", "distill")}, "stages"),
-    ({"data.hot_fraction": 0.001}, "data.hot_fraction"),
-    ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
-    ({"train.rdrop": -1.0}, "train.rdrop"),
-    ({"train.fused_chunk": -1}, "train.fused_chunk"),
-    ({"student.rdrop": -0.5}, "student.rdrop"),
-    ({"codes.weight_power": -1.0}, "codes.weight_power"),
-    ({"train.fused_chunk": 8, "train.rdrop": 1.0, "train.rdrop_detach": True}, "train.fused_chunk"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"codes.eval_every": 0}, "codes.eval_every"),
+        ({"train.select_metric": "NDCG@11"}, "train.select_metric"),
+        ({"stages": ("teacher", "distill")}, "stages"),
+        ({"data.hot_fraction": 0.001}, "data.hot_fraction"),
+        ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
+        ({"train.rdrop": -1.0}, "train.rdrop"),
+        ({"train.fused_chunk": -1}, "train.fused_chunk"),
+        ({"student.rdrop": -0.5}, "student.rdrop"),
+        ({"codes.weight_power": -1.0}, "codes.weight_power"),
+        (
+            {"train.fused_chunk": 8, "train.rdrop": 1.0, "train.rdrop_detach": True},
+            "train.fused_chunk",
+        ),
+    ],
+)
 def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overrides, field):
   # Else the saved config.json would refuse the corrected command.
   workdir = str(tmp_path / "w")
@@ -295,6 +331,7 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
   from ccrec.train.code_refinement import popularity_weights
   from ccrec.workflow import codes_stage
   from ccrec.workflow.from_checkpoint import restore_trained
+
   source, _ = full_run
   workdir = str(tmp_path / "w")
   shutil.copytree(os.path.join(source, "teacher"), os.path.join(workdir, "teacher"))
@@ -321,28 +358,44 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
   # The teacher scored through the codes' table: logged for both; with codes that rebuild
   # the teacher's table exactly (M=1, one codeword per item) it is the teacher itself.
   own = ctx.evaluator("teacher", *pipeline.model_fns(ctx.teacher)).evaluate(
-      teacher.variables(), "valid", ctx.dataset.valid)
+      teacher.variables(), "valid", ctx.dataset.valid
+  )
   for r in (report, plain):
     # Codes that rebuild the table closely keep the teacher's ranking nearly intact.
     assert r["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
-        own["teacher/valid/NDCG@10"], abs=0.05)
-    assert r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"] \
-        == r["teacher_through_codes/valid/count"] == len(ctx.dataset.valid)
+        own["teacher/valid/NDCG@10"], abs=0.05
+    )
+    assert (
+        r["teacher_through_codes/valid_hot/count"] + r["teacher_through_codes/valid_cold/count"]
+        == r["teacher_through_codes/valid/count"]
+        == len(ctx.dataset.valid)
+    )
   exact = codes_stage.teacher_through_codes(
-      pipeline.teacher_on_table(ctx, teacher), np.arange(len(full))[:, None].astype(np.uint8),
-      full[None])
+      pipeline.teacher_on_table(ctx, teacher),
+      np.arange(len(full))[:, None].astype(np.uint8),
+      full[None],
+  )
   assert exact["teacher_through_codes/valid/NDCG@10"] == pytest.approx(
-      own["teacher/valid/NDCG@10"], abs=1e-6)
-  assert exact["teacher_through_codes/valid/HR@20"] == pytest.approx(own["teacher/valid/HR@20"],
-                                                                      abs=1e-6)
+      own["teacher/valid/NDCG@10"], abs=1e-6
+  )
+  assert exact["teacher_through_codes/valid/HR@20"] == pytest.approx(
+      own["teacher/valid/HR@20"], abs=1e-6
+  )
 
 
 @pytest.mark.slow
 def test_tiny_teacher_beats_popularity_on_the_planted_data(tmp_path):
   """The synthetic sessions follow planted successors: a trained teacher must rank better
   than the items' popularity alone (the floor the data is built to leave behind)."""
-  c = tiny(**{"stages": ("teacher",), "train.epochs": 20, "train.patience": 20,
-              "train.learning_rate": 1e-2, "model.readout": "last"})
+  c = tiny(
+      **{
+          "stages": ("teacher",),
+          "train.epochs": 20,
+          "train.patience": 20,
+          "train.learning_rate": 1e-2,
+          "model.readout": "last",
+      }
+  )
   metrics = pipeline.run(c, str(tmp_path / "w"))
   dataset = pipeline.workdir_lib.load_data(c)
   order = data_lib.popularity_ranking(dataset.item_counts)
@@ -351,7 +404,8 @@ def test_tiny_teacher_beats_popularity_on_the_planted_data(tmp_path):
   target_rank = rank[dataset.test.targets]
   popular_ndcg = np.where(target_rank < 10, 1 / np.log2(target_rank + 2), 0.0).mean()
   assert data_lib.popularity_hit_rate(dataset, 10, "test") == pytest.approx(
-      (target_rank < 10).mean())
+      (target_rank < 10).mean()
+  )
   assert metrics["teacher/test/HR@10"] > data_lib.popularity_hit_rate(dataset, 10, "test") + 0.05
   assert metrics["teacher/test/NDCG@10"] > popular_ndcg + 0.03
 
@@ -359,8 +413,12 @@ def test_tiny_teacher_beats_popularity_on_the_planted_data(tmp_path):
 @pytest.mark.slow
 def test_teacher_stage_trains_with_fused_rdrop_when_set(tmp_path):
   workdir = str(tmp_path / "w")
-  pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1, "train.rdrop": 0.5,
-                       "train.fused_chunk": 64}), workdir)
+  pipeline.run(
+      tiny(
+          **{"stages": ("teacher",), "train.epochs": 1, "train.rdrop": 0.5, "train.fused_chunk": 64}
+      ),
+      workdir,
+  )
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   logged = [r["teacher/rdrop"] for r in rows if "teacher/rdrop" in r]
@@ -378,7 +436,7 @@ def test_damaged_codes_file_is_a_clear_error(full_run, tmp_path, damage):
     with open(path, "rb") as f:
       data = f.read()
     with open(path, "wb") as f:
-      f.write(data[:len(data) // 2])
+      f.write(data[: len(data) // 2])
   else:
     with np.load(path) as f:
       saved = dict(f)
@@ -467,6 +525,7 @@ def test_invalid_config_names_the_field(tmp_path):
 
 def test_field_added_to_the_schema_later_is_not_a_difference(tmp_path):
   from ccrec.workflow import workdir as workdir_lib
+
   c = tiny()
   wd = str(tmp_path / "w")
   workdir_lib.prepare(wd, c)
@@ -497,8 +556,10 @@ def test_warm_start_copies_the_teachers_encoder_and_keeps_the_codes():
 
 def test_stages_must_be_a_prefix_except_codes_for_a_tt_student():
   from ccrec import config as config_lib
-  config_lib.validate(tiny(**{"student.embedding": "tt",
-                              "stages": ("teacher", "student_pretrain", "distill")}))
+
+  config_lib.validate(
+      tiny(**{"student.embedding": "tt", "stages": ("teacher", "student_pretrain", "distill")})
+  )
   config_lib.validate(tiny(**{"stages": ("teacher", "codes")}))
   for stages in (("teacher", "student_pretrain"), ("codes",), ("teacher", "codes", "distill")):
     with pytest.raises(ValueError, match="config.stages: must be a prefix"):

@@ -17,8 +17,9 @@ def test_target_rank_numpy_equals_jax_with_ties_and_padding():
   want = [int((np.delete(row[1:], t - 1) >= row[t]).sum()) for row, t in zip(scores, target)]
   got = ranking.target_rank(scores, target)
   assert got.dtype == np.int32 and got.tolist() == want
-  np.testing.assert_array_equal(np.asarray(metrics.target_rank(jnp.asarray(scores),
-                                                               jnp.asarray(target))), want)
+  np.testing.assert_array_equal(
+      np.asarray(metrics.target_rank(jnp.asarray(scores), jnp.asarray(target))), want
+  )
 
 
 def test_metrics_from_ranks_hand_computed():

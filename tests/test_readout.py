@@ -27,8 +27,10 @@ def test_soft_attention_matches_hand_computation():
   for b in range(2):
     valid = np.asarray(h[b])[np.asarray(mask[b])]
     m = valid.mean(0)
-    a = (sig(np.tanh(valid) @ p["w1"]["kernel"] + p["w1"]["bias"] + m @ p["w2"]["kernel"])
-         @ p["q"]["kernel"])[:, 0]
+    a = (
+        sig(np.tanh(valid) @ p["w1"]["kernel"] + p["w1"]["bias"] + m @ p["w2"]["kernel"])
+        @ p["q"]["kernel"]
+    )[:, 0]
     np.testing.assert_allclose(s[b], (a[:, None] * valid).sum(0), rtol=1e-5, atol=1e-6)
 
 
@@ -121,6 +123,7 @@ def test_numpy_last_readout_matches_flax_on_masks_with_gaps():
   np.testing.assert_array_equal(read(_GAP_VALID & ~_GAP_HOT), [5, 2])
   h = np.asarray(jax.random.normal(jax.random.key(4), (2, 6, 4)))
   for m in (_GAP_VALID & _GAP_HOT, _GAP_VALID & ~_GAP_HOT, _GAP_VALID, np.zeros((2, 6), bool)):
-    np.testing.assert_array_equal(np_nn.readout({}, {"readout": "last"}, h, m),
-                                  np.asarray(LastReadout().apply({}, jnp.asarray(h),
-                                                                 jnp.asarray(m))))
+    np.testing.assert_array_equal(
+        np_nn.readout({}, {"readout": "last"}, h, m),
+        np.asarray(LastReadout().apply({}, jnp.asarray(h), jnp.asarray(m))),
+    )

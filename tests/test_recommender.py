@@ -25,8 +25,9 @@ def test_scores_exclude_padding_and_match_table():
   table = model.apply(v, method="table")
   np.testing.assert_allclose(scores[:, 1:], (s @ table.T)[:, 1:], rtol=1e-5, atol=1e-6)
   ids = jnp.array([5, 1, 30])
-  np.testing.assert_allclose(model.apply(v, s, ids, method="score"), scores[:, ids], rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(v, s, ids, method="score"), scores[:, ids], rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.slow
@@ -36,9 +37,10 @@ def test_all_positions_equal_prefix_sessions():
   items = jnp.array([[3, 4, 5, 6, 0, 0]])
   positions = model.apply(v, items, all_positions=True)["positions"]
   for t in range(4):
-    prefix = items.at[0, t + 1:].set(0)
-    np.testing.assert_allclose(positions[0, t], model.apply(v, prefix)["session"][0], rtol=2e-5,
-                               atol=2e-6)
+    prefix = items.at[0, t + 1 :].set(0)
+    np.testing.assert_allclose(
+        positions[0, t], model.apply(v, prefix)["session"][0], rtol=2e-5, atol=2e-6
+    )
 
 
 def test_table_override_replaces_embeddings():
@@ -46,8 +48,10 @@ def test_table_override_replaces_embeddings():
   v = init_variables(model, jax.random.key(0))
   items = jnp.array([[1, 2, 0, 0]])
   own = model.apply(v, method="table")
-  np.testing.assert_allclose(model.apply(v, items, table=own)["session"],
-                             model.apply(v, items)["session"], rtol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(v, items, table=own)["session"], model.apply(v, items)["session"], rtol=1e-6
+  )
   other = own * 2.0
-  assert not np.allclose(model.apply(v, items, table=other)["session"],
-                         model.apply(v, items)["session"])
+  assert not np.allclose(
+      model.apply(v, items, table=other)["session"], model.apply(v, items)["session"]
+  )

@@ -14,9 +14,20 @@ from ccrec.serving.bundle import BundleError, read_bundle, write_bundle
 from ccrec.serving.export import export_model
 from ccrec.serving.runtime import Recommender
 
-CONFIG = {"num_items": 30, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16, "max_len": 5,
-          "readout": "soft_attention", "layer_norm_eps": 1e-12, "embedding": "codes",
-          "num_codebooks": 2, "codebook_size": 4, "codebook_dtype": "float32"}
+CONFIG = {
+    "num_items": 30,
+    "d": 8,
+    "num_blocks": 1,
+    "num_heads": 2,
+    "inner": 16,
+    "max_len": 5,
+    "readout": "soft_attention",
+    "layer_norm_eps": 1e-12,
+    "embedding": "codes",
+    "num_codebooks": 2,
+    "codebook_size": 4,
+    "codebook_dtype": "float32",
+}
 
 
 def _arrays(seed=0):
@@ -24,10 +35,15 @@ def _arrays(seed=0):
   export does, tests/test_serving_export.py)."""
   rng = np.random.default_rng(seed)
   f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
-  return {"encoder/ln_in/scale": f32(8), "encoder/ln_in/bias": f32(8),
-          "encoder/block_0/query/kernel": f32(8, 8), "encoder/block_0/ff_in/kernel": f32(8, 16),
-          "items/codes": rng.integers(0, 4, (2, 31), dtype=np.uint8),
-          "items/codebooks": f32(2, 4, 8), "meta/popular_items": np.arange(1, 11, dtype=np.int32)}
+  return {
+      "encoder/ln_in/scale": f32(8),
+      "encoder/ln_in/bias": f32(8),
+      "encoder/block_0/query/kernel": f32(8, 8),
+      "encoder/block_0/ff_in/kernel": f32(8, 16),
+      "items/codes": rng.integers(0, 4, (2, 31), dtype=np.uint8),
+      "items/codebooks": f32(2, 4, 8),
+      "meta/popular_items": np.arange(1, 11, dtype=np.int32),
+  }
 
 
 @pytest.fixture
@@ -111,8 +127,9 @@ def test_not_a_bundle(tmp_path):
 def test_missing_array_file(bundle):
   path, _ = bundle
   os.remove(os.path.join(path, "items.codebooks.npy"))
-  with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks is "
-                                        "missing"):
+  with pytest.raises(
+      BundleError, match=r"items\.codebooks\.npy of array items/codebooks is " "missing"
+  ):
     read_bundle(path)
 
 
@@ -122,8 +139,10 @@ def test_manifest_entry_differs_from_its_file(bundle, field, value):
   manifest = _manifest(path)
   manifest["arrays"]["items/codes"][field] = value
   _write_manifest(path, manifest, reseal=True)
-  with pytest.raises(BundleError, match=r"items\.codes\.npy holds \|u1 \[2, 31\], the manifest "
-                                        "says array items/codes is"):
+  with pytest.raises(
+      BundleError,
+      match=r"items\.codes\.npy holds \|u1 \[2, 31\], the manifest " "says array items/codes is",
+  ):
     read_bundle(path)
 
 
@@ -156,7 +175,7 @@ def test_truncated_file(bundle):
   path, _ = bundle
   file = os.path.join(path, "items.codes.npy")
   data = open(file, "rb").read()
-  open(file, "wb").write(data[:len(data) // 2])
+  open(file, "wb").write(data[: len(data) // 2])
   with pytest.raises(BundleError, match=r"items\.codes\.npy of array items/codes is truncated"):
     read_bundle(path)
 
@@ -184,10 +203,23 @@ def test_bad_config(bundle):
     read_bundle(path)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("shape", None), ("shape", [2, -31]), ("shape", [2, 31.0]), ("shape", "2,31"),
-    ("dtype", "u9"), ("dtype", None), ("dtype", "<c8"), ("dtype", [["a", "<u1"]]),
-    ("sha256", "abc"), ("sha256", None), ("bytes", -1), ("bytes", "100")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("shape", None),
+        ("shape", [2, -31]),
+        ("shape", [2, 31.0]),
+        ("shape", "2,31"),
+        ("dtype", "u9"),
+        ("dtype", None),
+        ("dtype", "<c8"),
+        ("dtype", [["a", "<u1"]]),
+        ("sha256", "abc"),
+        ("sha256", None),
+        ("bytes", -1),
+        ("bytes", "100"),
+    ],
+)
 def test_bad_manifest_entry_names_bundle_array_and_field(bundle, field, value):
   path, _ = bundle
   manifest = _manifest(path)
@@ -212,8 +244,11 @@ def test_checksum_changed_in_manifest(bundle):
   manifest = _manifest(path)
   manifest["arrays"]["items/codebooks"]["sha256"] = "0" * 64
   _write_manifest(path, manifest, reseal=True)
-  with pytest.raises(BundleError, match=r"items\.codebooks\.npy or its manifest entry "
-                                        r"\(arrays\['items/codebooks'\]\.sha256"):
+  with pytest.raises(
+      BundleError,
+      match=r"items\.codebooks\.npy or its manifest entry "
+      r"\(arrays\['items/codebooks'\]\.sha256",
+  ):
     read_bundle(path)
 
 
@@ -237,8 +272,9 @@ def test_read_refuses_non_finite_floats(bundle):
   manifest["arrays"]["items/codebooks"]["sha256"] = bundle_lib._sha256(file)
   _write_manifest(path, manifest, reseal=True)
   for kw in ({}, {"verify": False}, {"mmap": True}):
-    with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks "
-                                          "holds 1 non-finite"):
+    with pytest.raises(
+        BundleError, match=r"items\.codebooks\.npy of array items/codebooks " "holds 1 non-finite"
+    ):
       read_bundle(path, **kw)
   read_bundle(path, mmap=True, verify=False)  # neither reads all data: checked at query time
 
@@ -249,8 +285,17 @@ def test_read_refuses_non_finite_floats(bundle):
 
 @pytest.fixture
 def exported(tmp_path):
-  spec = ModelSpec(num_items=30, d=8, num_blocks=1, num_heads=2, inner=16, max_len=5,
-                   embedding="codes", num_codebooks=2, codebook_size=4)
+  spec = ModelSpec(
+      num_items=30,
+      d=8,
+      num_blocks=1,
+      num_heads=2,
+      inner=16,
+      max_len=5,
+      embedding="codes",
+      num_codebooks=2,
+      codebook_size=4,
+  )
   variables = init_variables(SessionRecommender(spec), jax.random.key(0))
   path = str(tmp_path / "exported")
   export_model(path, spec, variables, item_counts=np.arange(31))
@@ -267,14 +312,18 @@ def test_flipped_bit_in_a_model_field_is_refused(exported):
     Recommender.load(exported)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: m["config"].update(num_heads=4),
-    lambda m: m["config"].update(readout="last"),
-    lambda m: m["config"].update(layer_norm_eps=1e-5),
-    lambda m: m["arrays"]["items/codes"].update(shape=[31, 2]),
-    lambda m: m["arrays"].pop("meta/popular_items"),
-    lambda m: m.update(manifest_sha256="0" * 64),
-], ids=["num_heads", "readout", "layer_norm_eps", "shape", "array removed", "checksum"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["config"].update(num_heads=4),
+        lambda m: m["config"].update(readout="last"),
+        lambda m: m["config"].update(layer_norm_eps=1e-5),
+        lambda m: m["arrays"]["items/codes"].update(shape=[31, 2]),
+        lambda m: m["arrays"].pop("meta/popular_items"),
+        lambda m: m.update(manifest_sha256="0" * 64),
+    ],
+    ids=["num_heads", "readout", "layer_norm_eps", "shape", "array removed", "checksum"],
+)
 def test_hand_edited_model_fields_are_refused(exported, edit):
   manifest = _manifest(exported)
   edit(manifest)
@@ -312,12 +361,27 @@ def test_bundle_of_format_version_1_is_refused_saying_re_export(exported):
     Recommender.load(exported)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("layer_norm_eps", "abc"), ("layer_norm_eps", -1.0), ("layer_norm_eps", 0),
-    ("layer_norm_eps", True), ("layer_norm_eps", 2.0), ("num_heads", True), ("num_heads", 3),
-    ("d", 8.0), ("max_len", 0), ("codebook_size", 70000), ("codebook_size", 4.0),
-    ("num_codebooks", "2"), ("codebook_dtype", "int4"), ("readout", "mean"),
-    ("embedding", "mlp"), ("extra", 1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("layer_norm_eps", "abc"),
+        ("layer_norm_eps", -1.0),
+        ("layer_norm_eps", 0),
+        ("layer_norm_eps", True),
+        ("layer_norm_eps", 2.0),
+        ("num_heads", True),
+        ("num_heads", 3),
+        ("d", 8.0),
+        ("max_len", 0),
+        ("codebook_size", 70000),
+        ("codebook_size", 4.0),
+        ("num_codebooks", "2"),
+        ("codebook_dtype", "int4"),
+        ("readout", "mean"),
+        ("embedding", "mlp"),
+        ("extra", 1),
+    ],
+)
 def test_every_config_field_is_validated_at_load(exported, field, value):
   # The field is named (checked before the seal), so a value no export writes is an error
   # at load, not a ValueError at the first recommendation.
@@ -331,15 +395,18 @@ def test_every_config_field_is_validated_at_load(exported, field, value):
     Recommender.load(exported)
 
 
-@pytest.mark.parametrize("tt,field", [
-    ({"item_factors": [4, 8], "d_factors": [2, 4], "ranks": []}, "tt"),
-    ({"item_factors": [4, "8"], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
-    ({"item_factors": [4, 4], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
-    ({"item_factors": [4, 8], "d_factors": [2, 2], "ranks": [3]}, "tt.d_factors"),
-    ({"item_factors": [4, 8], "d_factors": [2, 4]}, "tt")])
+@pytest.mark.parametrize(
+    "tt,field",
+    [
+        ({"item_factors": [4, 8], "d_factors": [2, 4], "ranks": []}, "tt"),
+        ({"item_factors": [4, "8"], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
+        ({"item_factors": [4, 4], "d_factors": [2, 4], "ranks": [3]}, "tt.item_factors"),
+        ({"item_factors": [4, 8], "d_factors": [2, 2], "ranks": [3]}, "tt.d_factors"),
+        ({"item_factors": [4, 8], "d_factors": [2, 4]}, "tt"),
+    ],
+)
 def test_tt_config_is_validated(tmp_path, tt, field):
-  config = {**{k: v for k, v in CONFIG.items() if "codebook" not in k}, "embedding": "tt",
-            "tt": tt}
+  config = {**{k: v for k, v in CONFIG.items() if "codebook" not in k}, "embedding": "tt", "tt": tt}
   with pytest.raises(BundleError, match=re.escape(f"config.{field}")):
     write_bundle(str(tmp_path / "b"), {}, kind="tt", config=config)
 
@@ -352,8 +419,9 @@ def test_damaged_npy_header_is_a_bundle_error_without_verify(exported):
   damaged = bytearray(data)
   damaged[10] ^= 0x01  # '{' -> 'z': tokenize.TokenError inside numpy
   open(file, "wb").write(bytes(damaged))
-  with pytest.raises(BundleError, match=r"items\.codebooks\.npy of array items/codebooks "
-                                        "cannot be read as .npy"):
+  with pytest.raises(
+      BundleError, match=r"items\.codebooks\.npy of array items/codebooks " "cannot be read as .npy"
+  ):
     read_bundle(exported, verify=False)
   for i in range(8, data.index(b"\n")):  # every byte of the header
     damaged = bytearray(data)

@@ -24,14 +24,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(embedding="codes", readout="soft_attention", **kw):
-  config = {"num_items": NUM_ITEMS, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16,
-            "max_len": MAX_LEN, "readout": readout, "layer_norm_eps": 1e-12,
-            "embedding": embedding}
+  config = {
+      "num_items": NUM_ITEMS,
+      "d": 8,
+      "num_blocks": 1,
+      "num_heads": 2,
+      "inner": 16,
+      "max_len": MAX_LEN,
+      "readout": readout,
+      "layer_norm_eps": 1e-12,
+      "embedding": embedding,
+  }
   if embedding == "codes":
     config.update(num_codebooks=2, codebook_size=16, codebook_dtype="float32")
   if embedding == "tt":
-    config["tt"] = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
-                    "d_factors": list(factorize_exact(8, 3)), "ranks": [2, 2]}
+    config["tt"] = {
+        "item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
+        "d_factors": list(factorize_exact(8, 3)),
+        "ranks": [2, 2],
+    }
   config.update(kw)
   return config
 
@@ -82,7 +93,7 @@ def test_ids_outside_the_catalog_read_as_padding():
   spec, variables = _model("table")
   fn = jax.jit(graph.serving_fn(spec, variables, 5, single=False))
   clean = np.array([[7, 3, 0, 0, 0]], np.int32)
-  dirty = np.array([[7, 3, NUM_ITEMS + 1, -4, 2 ** 31 - 1]], np.int32)
+  dirty = np.array([[7, 3, NUM_ITEMS + 1, -4, 2**31 - 1]], np.int32)
   got, want = fn(dirty), fn(clean)
   np.testing.assert_array_equal(got[0], want[0])
   np.testing.assert_array_equal(got[1], want[1])
@@ -125,8 +136,9 @@ def test_uint16_codes_for_more_than_256_codewords():
     fn = jax.jit(graph.serving_fn(spec, variables, 10, single=False, int16_codes=int16_codes))
     np.testing.assert_array_equal(fn(items)[0], want)
   bits = np.array([0, 1, 32767, 32768, 65535], np.uint16).view(np.int16)
-  np.testing.assert_array_equal(graph._Items.code_ints(jax.numpy.asarray(bits)),
-                                [0, 1, 32767, 32768, 65535])
+  np.testing.assert_array_equal(
+      graph._Items.code_ints(jax.numpy.asarray(bits)), [0, 1, 32767, 32768, 65535]
+  )
 
 
 # ---------------------------------------------------------------------------- verification
@@ -171,8 +183,9 @@ def test_verify_names_the_different_sessions():
 @pytest.fixture(scope="module")
 def converters():
   for module in ("litert_converter", "ai_edge_litert", "jax2onnx", "onnxruntime", "onnx"):
-    pytest.importorskip(module, reason="the export extra is not installed "
-                                       "(pip install -e '.[export]')")
+    pytest.importorskip(
+        module, reason="the export extra is not installed " "(pip install -e '.[export]')"
+    )
 
 
 def _codes_entry(report):
@@ -187,8 +200,17 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
   out = str(tmp_path / f"student{convert.EXTENSIONS[fmt]}")
   sessions = _sessions()
   raw = [""] + [f"item{i}" for i in range(1, NUM_ITEMS + 1)]
-  report = convert.export_file(out, spec, variables, fmt=fmt, k=10, quantize=quantize,
-                               sessions=sessions, raw_ids=raw, popular=np.arange(1, 11))
+  report = convert.export_file(
+      out,
+      spec,
+      variables,
+      fmt=fmt,
+      k=10,
+      quantize=quantize,
+      sessions=sessions,
+      raw_ids=raw,
+      popular=np.arange(1, 11),
+  )
   check = report["verification"]
   assert check["sessions"] == len(sessions) and check["different"] == 0
   assert check["identical"] + check["tie_only"] == len(sessions)
@@ -209,8 +231,12 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
   # The runner on one session: the Flax model's list (ties aside).
   ids, scores = convert.load_runner(out)(graph.pack_sessions([[4, 8, 15]], MAX_LEN))
   reference = graph.flax_scores(spec, graph.dequantized_variables(spec, variables, quantize))
-  assert convert.compare(ids, scores, reference(graph.pack_sessions([[4, 8, 15]], MAX_LEN))[0]
-                         )["status"] != "different"
+  assert (
+      convert.compare(ids, scores, reference(graph.pack_sessions([[4, 8, 15]], MAX_LEN))[0])[
+          "status"
+      ]
+      != "different"
+  )
 
 
 @pytest.mark.parametrize("fmt", convert.FORMATS)
@@ -272,6 +298,7 @@ def tiny_run(tmp_path_factory):
   from ccrec.workflow import pipeline
 
   from helpers import tiny
+
   workdir = str(tmp_path_factory.mktemp("tiny"))
   return workdir, pipeline.run(tiny(), workdir)
 
@@ -282,9 +309,20 @@ def test_launch_export_of_the_tiny_config(converters, tiny_run, tmp_path, fmt):
   workdir, metrics = tiny_run
   for model in ("student", "teacher"):
     out = str(tmp_path / f"{model}{convert.EXTENSIONS[fmt]}")
-    subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export.py"),
-                    f"--workdir={workdir}", f"--format={fmt}", f"--model={model}",
-                    f"--output={out}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "launch", "export.py"),
+            f"--workdir={workdir}",
+            f"--format={fmt}",
+            f"--model={model}",
+            f"--output={out}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     report = json.load(open(convert.ids_path(out)))["export"]
     check = report["verification"]
     assert check["sessions"] == metrics[f"{model}/test/count"]

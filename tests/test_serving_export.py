@@ -29,9 +29,17 @@ def _assert_same_tree(got, want, path="variables"):
 
 
 def _config(embedding="codes", **kw):
-  config = {"num_items": NUM_ITEMS, "d": 8, "num_blocks": 1, "num_heads": 2, "inner": 16,
-            "max_len": 5, "readout": "soft_attention", "layer_norm_eps": 1e-12,
-            "embedding": embedding}
+  config = {
+      "num_items": NUM_ITEMS,
+      "d": 8,
+      "num_blocks": 1,
+      "num_heads": 2,
+      "inner": 16,
+      "max_len": 5,
+      "readout": "soft_attention",
+      "layer_norm_eps": 1e-12,
+      "embedding": embedding,
+  }
   if embedding == "codes":
     config.update(num_codebooks=2, codebook_size=16, codebook_dtype="float32")
   config.update(kw)
@@ -44,13 +52,19 @@ def _variables(config, seed=0):
 
 
 def _tt_config():
-  tt = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
-        "d_factors": list(factorize_exact(8, 3)), "ranks": [2, 2]}
+  tt = {
+      "item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
+      "d_factors": list(factorize_exact(8, 3)),
+      "ranks": [2, 2],
+  }
   return _config("tt", tt=tt)
 
 
-@pytest.mark.parametrize("config", [_config(), _config(codebook_dtype="int8"), _config("table"),
-                                    _tt_config()], ids=["codes", "int8", "table", "tt"])
+@pytest.mark.parametrize(
+    "config",
+    [_config(), _config(codebook_dtype="int8"), _config("table"), _tt_config()],
+    ids=["codes", "int8", "table", "tt"],
+)
 def test_bundle_layout_is_the_models_and_the_manifest_records_it(tmp_path, config):
   spec = export.spec_from_config(config)
   layout = export.bundle_layout(spec, config.get("codebook_dtype", "float32"))
@@ -68,23 +82,29 @@ def test_bundle_layout_is_the_models_and_the_manifest_records_it(tmp_path, confi
   if config["embedding"] == "codes":
     codes = variables["codes"]["items"]["codes"]
     assert layout["items/codes"] == (codes.shape[::-1], np.dtype(np.uint8))
-  manifest = export.export_model(str(tmp_path), spec, variables,
-                                 codebook_dtype=config.get("codebook_dtype", "float32"))
-  assert {n: (tuple(e["shape"]), np.dtype(e["dtype"])) for n, e in manifest["arrays"].items()
-          } == layout
+  manifest = export.export_model(
+      str(tmp_path), spec, variables, codebook_dtype=config.get("codebook_dtype", "float32")
+  )
+  assert {
+      n: (tuple(e["shape"]), np.dtype(e["dtype"])) for n, e in manifest["arrays"].items()
+  } == layout
 
 
 def test_export_checks_the_variables_against_the_model(tmp_path):
   config = _config()
   spec, variables, _ = _variables(config)
   del variables["params"]["encoder"]["ln_in"]["bias"]
-  with pytest.raises(bundle_lib.BundleError, match="array encoder/ln_in/bias float32 \\[8\\] is "
-                                                   "missing"):
+  with pytest.raises(
+      bundle_lib.BundleError, match="array encoder/ln_in/bias float32 \\[8\\] is " "missing"
+  ):
     export.export_model(str(tmp_path / "a"), spec, variables)
   spec, variables, _ = _variables(config)
   variables["params"]["encoder"]["block_0"]["query"]["kernel"] = np.zeros((8, 4), np.float32)
-  with pytest.raises(bundle_lib.BundleError, match="encoder/block_0/query/kernel is float32 "
-                                                   "\\[8, 4\\], the model has float32 \\[8, 8\\]"):
+  with pytest.raises(
+      bundle_lib.BundleError,
+      match="encoder/block_0/query/kernel is float32 "
+      "\\[8, 4\\], the model has float32 \\[8, 8\\]",
+  ):
     export.export_model(str(tmp_path / "b"), spec, variables)
   spec, variables, _ = _variables(config)
   variables["params"]["readout"]["w3"] = {"kernel": np.zeros((8, 8), np.float32)}
@@ -110,8 +130,9 @@ def test_export_round_trip(tmp_path, embedding):
   config = _config(embedding)
   spec, variables, arrays = _variables(config)
   counts = np.r_[0, np.arange(NUM_ITEMS) % 7]
-  manifest = export.export_model(str(tmp_path), spec, variables, item_counts=counts,
-                                 metrics={"student/test/HR@10": 0.5})
+  manifest = export.export_model(
+      str(tmp_path), spec, variables, item_counts=counts, metrics={"student/test/HR@10": 0.5}
+  )
   assert manifest["config"] == config and manifest["kind"] == embedding
   assert manifest["metrics"] == {"student/test/HR@10": 0.5}
   loaded_manifest, loaded = bundle_lib.read_bundle(str(tmp_path))

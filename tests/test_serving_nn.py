@@ -37,8 +37,7 @@ def test_softmax_is_stable_and_masks_the_mask_value():
     p = np_nn.softmax(x.copy())
   np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]], atol=1e-6)
   x = np.random.default_rng(1).normal(size=(4, 7)).astype(np.float32)
-  np.testing.assert_allclose(np_nn.softmax(x.copy(), axis=0), jax.nn.softmax(x, axis=0),
-                             atol=1e-6)
+  np.testing.assert_allclose(np_nn.softmax(x.copy(), axis=0), jax.nn.softmax(x, axis=0), atol=1e-6)
 
 
 def test_sigmoid_saturates_without_warnings():
@@ -49,8 +48,10 @@ def test_sigmoid_saturates_without_warnings():
 
 
 def _flat(params) -> dict:
-  return {k: np.asarray(v) for k, v in
-          traverse_util.flatten_dict(jax.device_get(params), sep="/").items()}
+  return {
+      k: np.asarray(v)
+      for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items()
+  }
 
 
 def test_soft_attention_readout_equals_flax():
@@ -68,8 +69,17 @@ def test_soft_attention_readout_equals_flax():
 
 
 def _encoder_setup(max_len=6):
-  spec = ModelSpec(num_items=20, d=8, num_blocks=2, num_heads=2, inner=16, dropout=0.0,
-                   attn_dropout=0.0, max_len=max_len, readout="last")
+  spec = ModelSpec(
+      num_items=20,
+      d=8,
+      num_blocks=2,
+      num_heads=2,
+      inner=16,
+      dropout=0.0,
+      attn_dropout=0.0,
+      max_len=max_len,
+      readout="last",
+  )
   model = SessionRecommender(spec)
   variables = init_variables(model, jax.random.key(3))
   config = {"max_len": max_len, "num_heads": 2, "num_blocks": 2, "layer_norm_eps": 1e-12}

@@ -76,8 +76,7 @@ def test_clustered_codes_prune_most_items():
   codes, books, _ = _case(20_000, 4, 64, d=16)
   rng = np.random.default_rng(1)
   scorer = CodeScorer(codes, books)
-  s = scorer.lookup(rng.integers(1, 20_001, 5)) + 0.1 * rng.normal(size=(5, 16)).astype(
-      np.float32)
+  s = scorer.lookup(rng.integers(1, 20_001, 5)) + 0.1 * rng.normal(size=(5, 16)).astype(np.float32)
   scored = _check(codes, books, s.astype(np.float32), [10])
   assert max(scored) < 0.5 * 20_000, scored
 
@@ -94,9 +93,11 @@ def test_code_scorer_option():
 
 
 def test_benchmark_reports_agreement_on_a_small_catalog():
-  out = pruned_benchmark.benchmark(num_items=5_000, d=16, num_codebooks=4, codebook_size=32,
-                                   k=10, queries=3)
+  out = pruned_benchmark.benchmark(
+      num_items=5_000, d=16, num_codebooks=4, codebook_size=32, k=10, queries=3
+  )
   assert out["identical"] and 0 < out["mean_share_scored"] <= 1
   assert {"full_scan_s_per_query", "pruned_s_per_query", "index_build_s"} <= set(out)
-  assert pruned_benchmark.benchmark(num_items=2_000, d=8, num_codebooks=2, codebook_size=16,
-                                    queries=2, clustered=False)["identical"]
+  assert pruned_benchmark.benchmark(
+      num_items=2_000, d=8, num_codebooks=2, codebook_size=16, queries=2, clustered=False
+  )["identical"]

@@ -26,14 +26,25 @@ NUM_ITEMS, MAX_LEN = 120, 6
 
 
 def _config(embedding="codes", readout="soft_attention", num_blocks=2):
-  config = {"num_items": NUM_ITEMS, "d": 16, "num_blocks": num_blocks, "num_heads": 2, "inner": 32,
-            "max_len": MAX_LEN, "readout": readout, "layer_norm_eps": 1e-12,
-            "embedding": embedding}
+  config = {
+      "num_items": NUM_ITEMS,
+      "d": 16,
+      "num_blocks": num_blocks,
+      "num_heads": 2,
+      "inner": 32,
+      "max_len": MAX_LEN,
+      "readout": readout,
+      "layer_norm_eps": 1e-12,
+      "embedding": embedding,
+  }
   if embedding == "codes":
     config.update(num_codebooks=3, codebook_size=8, codebook_dtype="float32")
   if embedding == "tt":
-    config["tt"] = {"item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
-                    "d_factors": list(factorize_exact(16, 3)), "ranks": [3, 3]}
+    config["tt"] = {
+        "item_factors": list(auto_item_factors(NUM_ITEMS + 1, 3)),
+        "d_factors": list(factorize_exact(16, 3)),
+        "ranks": [3, 3],
+    }
   return config
 
 
@@ -53,7 +64,7 @@ def _jax_scores(model, variables, sessions):
   items = np.zeros((len(sessions), MAX_LEN), np.int32)
   for i, s in enumerate(sessions):
     kept = s[-MAX_LEN:]  # left-aligned, last max_len items (docs/DESIGN.md)
-    items[i, :len(kept)] = kept
+    items[i, : len(kept)] = kept
 
   @jax.jit
   def forward(variables, items):
@@ -79,8 +90,11 @@ def bundles(tmp_path_factory):
   counts = np.arange(NUM_ITEMS + 1)[::-1].copy()
   counts[0] = 0
   # One block for table and tt: each reference model costs a jit compilation.
-  for name, config in {"codes": _config(), "table": _config("table", num_blocks=1),
-                       "tt": _config("tt", "last", num_blocks=1)}.items():
+  for name, config in {
+      "codes": _config(),
+      "table": _config("table", num_blocks=1),
+      "tt": _config("tt", "last", num_blocks=1),
+  }.items():
     model, variables, spec = _model(config)
     path = str(tmp_path_factory.mktemp(name))
     export_model(path, spec, variables, item_counts=counts)
@@ -130,10 +144,12 @@ def test_runtime_imports_no_jax(bundles):
       "'optax', 'orbax', 'ccrec.models'))\n"
       "bad += [m for m in sys.modules if m.startswith(('ccrec.models', 'ccrec.train'))]\n"
       "print('BAD', bad)\n"
-      "assert not bad, bad\n")
+      "assert not bad, bad\n"
+  )
   env = dict(os.environ, PYTHONPATH=ROOT)
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=60)
+  result = subprocess.run(
+      [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+  )
   assert result.returncode == 0, result.stderr
   assert "BAD []" in result.stdout
 
@@ -142,8 +158,13 @@ def test_unknown_ids_skip_or_error(bundles):
   _, _, path = bundles["codes"]
   rec = Recommender.load(path)
   want = rec.recommend([3, 4], k=5)
-  for junk in ([0, 3, -1, 4, NUM_ITEMS + 1, 10**12], [3, 2.5, "x", None, 4, True, [1]],
-               np.array([3, 0, 4, 999]), [True, 3, 4], [3, np.bool_(True), 4]):
+  for junk in (
+      [0, 3, -1, 4, NUM_ITEMS + 1, 10**12],
+      [3, 2.5, "x", None, 4, True, [1]],
+      np.array([3, 0, 4, 999]),
+      [True, 3, 4],
+      [3, np.bool_(True), 4],
+  ):
     got = rec.recommend(junk, k=5)
     assert np.array_equal(got.ids, want.ids) and len(got.skipped) == len(junk) - 2
   assert rec.recommend(["3", "4"], k=5).ids.tolist() == want.ids.tolist()  # digit strings
@@ -156,15 +177,25 @@ def test_unknown_ids_skip_or_error(bundles):
     rec.recommend("34", k=5)
 
 
-@pytest.mark.parametrize("session,kind", [
-    (None, "not None"), ({1: 2}, r"not a mapping \(dict\)"), ({3, 4}, r"not a set \(set\)"),
-    (3, r"not a single value \(int 3\)"), (2.5, "single value"), (b"34", "single string"),
-    (np.array([[3, 4]]), "not a 2-D array"), (np.array(3), "not a 0-D array")])
+@pytest.mark.parametrize(
+    "session,kind",
+    [
+        (None, "not None"),
+        ({1: 2}, r"not a mapping \(dict\)"),
+        ({3, 4}, r"not a set \(set\)"),
+        (3, r"not a single value \(int 3\)"),
+        (2.5, "single value"),
+        (b"34", "single string"),
+        (np.array([[3, 4]]), "not a 2-D array"),
+        (np.array(3), "not a 0-D array"),
+    ],
+)
 def test_a_session_that_is_not_a_sequence_of_ids_is_named(bundles, session, kind):
   _, _, path = bundles["codes"]
   rec = Recommender.load(path)
-  with pytest.raises(InvalidSessionError, match=f"a session must be a sequence of item ids.*"
-                     f"{kind}"):
+  with pytest.raises(
+      InvalidSessionError, match=f"a session must be a sequence of item ids.*" f"{kind}"
+  ):
     rec.recommend(session, k=5)
   with pytest.raises(InvalidSessionError, match="the batch must be a sequence of sessions"):
     rec.recommend_batch(None, k=5)
@@ -173,7 +204,9 @@ def test_a_session_that_is_not_a_sequence_of_ids_is_named(bundles, session, kind
   for fine in ((3, 4), iter([3, 4]), np.array([3, 4]), [np.int64(3), 4]):
     assert rec.recommend(fine, k=5).ids.tolist() == want
   assert [r.ids.tolist() for r in rec.recommend_batch(np.array([[3, 4], [3, 4]]), k=5)] == [
-      want, want]  # a 2-D array is a batch of sessions
+      want,
+      want,
+  ]  # a 2-D array is a batch of sessions
 
 
 def test_empty_session_popularity_or_error(bundles):
@@ -224,8 +257,10 @@ def test_exclude_seen_covers_items_beyond_max_len(bundles):
   session = [5, 6, 7, 40, 41, 42, 43, 44, 45]  # longer than MAX_LEN: 5, 6, 7 are not encoded
   plain = rec.recommend(session, k=NUM_ITEMS)
   assert np.array_equal(plain.ids, rec.recommend(session[-MAX_LEN:], k=NUM_ITEMS).ids)
-  for got in (rec.recommend(session, k=NUM_ITEMS, exclude_seen=True),
-              rec.recommend_batch([session, [8]], k=NUM_ITEMS, exclude_seen=True)[0]):
+  for got in (
+      rec.recommend(session, k=NUM_ITEMS, exclude_seen=True),
+      rec.recommend_batch([session, [8]], k=NUM_ITEMS, exclude_seen=True)[0],
+  ):
     want = [i for i in plain.ids.tolist() if i not in session]
     assert got.ids.tolist() == want and len(want) == NUM_ITEMS - len(session)
 

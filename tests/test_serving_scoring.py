@@ -30,8 +30,9 @@ def test_code_scorer_equals_table(num_items, k_size, dtype):
   assert np.all(single[:, 0] == -np.inf) and np.all(columns[0] == -np.inf)
   assert np.allclose(single[:, 1:], s @ table[1:].T, atol=1e-5)
   assert np.allclose(columns.T[:, 1:], single[:, 1:], atol=1e-5)
-  assert np.allclose(scorer.lookup(np.array([[0, 3], [5, 1]])),
-                     table[np.array([[0, 3], [5, 1]])], atol=1e-6)
+  assert np.allclose(
+      scorer.lookup(np.array([[0, 3], [5, 1]])), table[np.array([[0, 3], [5, 1]])], atol=1e-6
+  )
 
 
 def test_code_scorer_rejects_codes_out_of_range():
@@ -79,8 +80,9 @@ def test_tt_scorer_matches_hand_contraction():
     i = (row // 30, row // 5 % 6, row % 5)
     for j in range(16):
       j1, j2, j3 = j // 8, j // 2 % 4, j % 2
-      want[row, j] = (cores[0][:, i[0], j1, :] @ cores[1][:, i[1], j2, :]
-                      @ cores[2][:, i[2], j3, :])[0, 0]
+      want[row, j] = (
+          cores[0][:, i[0], j1, :] @ cores[1][:, i[1], j2, :] @ cores[2][:, i[2], j3, :]
+      )[0, 0]
   rebuild = scoring.TTScorer(cores, items, num_rows)
   cached = scoring.TTScorer(cores, items, num_rows, cache=True)
   assert np.allclose(rebuild.table(), want, atol=1e-5)

@@ -29,10 +29,22 @@ pytestmark = pytest.mark.slow  # one subprocess compiling eight steps on fake de
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS=test_parallel.XLA_FLAGS, JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT, NPROC=test_parallel.POOL_THREADS)
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT,
-                        check=False, capture_output=True, text=True, timeout=480)
+  env = dict(
+      os.environ,
+      XLA_FLAGS=test_parallel.XLA_FLAGS,
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=ROOT,
+      NPROC=test_parallel.POOL_THREADS,
+  )
+  proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__)],
+      env=env,
+      cwd=ROOT,
+      check=False,
+      capture_output=True,
+      text=True,
+      timeout=480,
+  )
   if proc.returncode != 0:
     pytest.fail(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-6000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,14 +96,28 @@ def _worker() -> dict:
 
   def max_diff(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    return max([float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))], default=0.0)
+    return max(
+        [
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        ],
+        default=0.0,
+    )
 
-  spec = {"num_items": V, "d": D, "num_blocks": 1, "num_heads": 2, "inner": 32, "dropout": 0.1,
-          "attn_dropout": 0.1, "max_len": L}
+  spec = {
+      "num_items": V,
+      "d": D,
+      "num_blocks": 1,
+      "num_heads": 2,
+      "inner": 32,
+      "dropout": 0.1,
+      "attn_dropout": 0.1,
+      "max_len": L,
+  }
   teacher = SessionRecommender(ModelSpec(**spec))
-  student = SessionRecommender(ModelSpec(**spec, embedding="codes", num_codebooks=2,
-                                         codebook_size=4))
+  student = SessionRecommender(
+      ModelSpec(**spec, embedding="codes", num_codebooks=2, codebook_size=4)
+  )
 
   # Sharded init of the teacher's train state (what pipeline.train_teacher does).
   tx = optax.adam(1e-3)
@@ -102,8 +128,11 @@ def _worker() -> dict:
     mesh = parallel.make_mesh(-1, model)
     state = parallel.create_sharded(make, mesh, key)
     emb = state.params["items"]["embedding"]
-    moments = [x for p, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
-               if parallel.is_item_leaf(p)]
+    moments = [
+        x
+        for p, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+        if parallel.is_item_leaf(p)
+    ]
     encoder = jax.tree.leaves(state.params["encoder"])
     shardings = parallel.state_shardings(jax.eval_shape(make, key), mesh)
     hlo = jax.jit(make, out_shardings=shardings).lower(key).compile().as_text()
@@ -122,8 +151,9 @@ def _worker() -> dict:
 
   # Sampled softmax on the 4x2 mesh against one device.
   rng = np.random.default_rng(0)
-  seqs = Sequences.from_lists([list(rng.integers(1, V + 1, rng.integers(2, 10)))
-                               for _ in range(4 * B)])
+  seqs = Sequences.from_lists(
+      [list(rng.integers(1, V + 1, rng.integers(2, 10))) for _ in range(4 * B)]
+  )
   batches = list(window_batches(seqs, B, L, shuffle=False))[:2]
   counts = np.bincount(seqs.items, minlength=V + 1)
   sampler = sampled.Sampler.from_counts(counts, 24)
@@ -139,33 +169,52 @@ def _worker() -> dict:
   def record_grads():  # SGD whose state is the last raw gradient
     return optax.GradientTransformation(
         lambda p: jax.tree.map(jnp.zeros_like, p),
-        lambda g, s, p=None: (jax.tree.map(lambda x: -0.1 * x, g), g))
+        lambda g, s, p=None: (jax.tree.map(lambda x: -0.1 * x, g), g),
+    )
 
   def teacher_state():
     return TrainState.create(t_vars, record_grads())
 
   def distill_state():
-    return distill_lib.DistillState(teacher=TrainState.create(t_vars, record_grads()),
-                                    student=TrainState.create(s_vars, record_grads()),
-                                    heads=TrainState.create(h_vars, record_grads()))
+    return distill_lib.DistillState(
+        teacher=TrainState.create(t_vars, record_grads()),
+        student=TrainState.create(s_vars, record_grads()),
+        heads=TrainState.create(h_vars, record_grads()),
+    )
 
-  dc = ml_collections.ConfigDict({"bidirectional": True, "contrastive": True, "soft_targets": True,
-                                  "beta": 0.5, "gamma": 0.3, "kd_temperature": 1.0,
-                                  "con_temperature": 0.2})
+  dc = ml_collections.ConfigDict(
+      {
+          "bidirectional": True,
+          "contrastive": True,
+          "soft_targets": True,
+          "beta": 0.5,
+          "gamma": 0.3,
+          "kd_temperature": 1.0,
+          "con_temperature": 0.2,
+      }
+  )
   sc = ml_collections.ConfigDict({"mixup": True, "eta": 0.8, "mse_weight": 1.0})
   makers = {
-      "teacher": (lambda: teacher_lib.make_train_step(teacher, "window", label_smoothing=0.1,
-                                                      sampler=sampler), teacher_state),
-      "teacher_rdrop": (lambda: teacher_lib.make_train_step(teacher, "window", rdrop=1.0,
-                                                            sampler=sampler), teacher_state),
-      "distill": (lambda: distill_lib.make_distill_step(teacher, student, heads, hot, dc, sc,
-                                                        "window", label_smoothing=0.1,
-                                                        sampler=sampler), distill_state),
+      "teacher": (
+          lambda: teacher_lib.make_train_step(
+              teacher, "window", label_smoothing=0.1, sampler=sampler
+          ),
+          teacher_state,
+      ),
+      "teacher_rdrop": (
+          lambda: teacher_lib.make_train_step(teacher, "window", rdrop=1.0, sampler=sampler),
+          teacher_state,
+      ),
+      "distill": (
+          lambda: distill_lib.make_distill_step(
+              teacher, student, heads, hot, dc, sc, "window", label_smoothing=0.1, sampler=sampler
+          ),
+          distill_state,
+      ),
   }
 
   def parts(state):
-    return [state] if isinstance(state, TrainState) else [state.teacher, state.student,
-                                                          state.heads]
+    return [state] if isinstance(state, TrainState) else [state.teacher, state.student, state.heads]
 
   step_key = jax.random.key(7)
   mesh = parallel.make_mesh(4, 2)
@@ -176,13 +225,18 @@ def _worker() -> dict:
     in_shardings = [x.sharding for x in jax.tree.leaves(state)]
     new, metrics = step(state, parallel.shard_batch(batches[0], mesh), step_key)
     out[f"sampled/{name}"] = {
-        "loss": max(abs(float(metrics[k]) - float(ref_metrics[k]))
-                    / max(1.0, abs(float(ref_metrics[k]))) for k in ref_metrics),
-        "grads": max_diff([p.opt_state for p in parts(new)],
-                          [p.opt_state for p in parts(ref_state)]),
+        "loss": max(
+            abs(float(metrics[k]) - float(ref_metrics[k])) / max(1.0, abs(float(ref_metrics[k])))
+            for k in ref_metrics
+        ),
+        "grads": max_diff(
+            [p.opt_state for p in parts(new)], [p.opt_state for p in parts(ref_state)]
+        ),
         "params": max_diff([p.params for p in parts(new)], [p.params for p in parts(ref_state)]),
-        "same_shardings": all(a.is_equivalent_to(x.sharding, x.ndim)
-                              for a, x in zip(in_shardings, jax.tree.leaves(new))),
+        "same_shardings": all(
+            a.is_equivalent_to(x.sharding, x.ndim)
+            for a, x in zip(in_shardings, jax.tree.leaves(new))
+        ),
         "finite": all(np.isfinite(float(v)) for v in metrics.values()),
     }
     new, _ = step(new, parallel.shard_batch(batches[1], mesh), step_key)

@@ -13,16 +13,18 @@ def test_per_example_means_equal_the_reported_metrics():
   sums = metrics_lib.metric_sums(rank, np.ones(500, np.float32))
   reported = metrics_lib.finalize({k: float(v) for k, v in sums.items()})
   for metric in ("HR@5", "MRR@10", "NDCG@10", "NDCG@20"):
-    assert significance.per_example(rank, metric).mean() == pytest.approx(reported[metric],
-                                                                          rel=1e-6)
+    assert significance.per_example(rank, metric).mean() == pytest.approx(
+        reported[metric], rel=1e-6
+    )
 
 
 def test_per_example_by_hand():
   rank = np.array([0, 1, 9, 10])
   np.testing.assert_allclose(significance.per_example(rank, "HR@10"), [1, 1, 1, 0])
   np.testing.assert_allclose(significance.per_example(rank, "MRR@10"), [1, 0.5, 0.1, 0])
-  np.testing.assert_allclose(significance.per_example(rank, "NDCG@10"),
-                             [1, 1 / np.log2(3), 1 / np.log2(11), 0])
+  np.testing.assert_allclose(
+      significance.per_example(rank, "NDCG@10"), [1, 1 / np.log2(3), 1 / np.log2(11), 0]
+  )
 
 
 @pytest.mark.parametrize("metric", ["ndcg@10", "NDCG@0", "AUC@10", "NDCG10", "HR@-1"])
@@ -107,8 +109,7 @@ def test_ratio_and_its_interval():
   # The ratio's interval is that of the difference, divided by about mean_a.
   width = (result.ratio_ci_high - result.ratio_ci_low) * result.mean_a
   assert width == pytest.approx(result.ci_high - result.ci_low, rel=0.25)
-  never_hit = significance.compare(np.full(10, 50), np.zeros(10, np.int64), "HR@10",
-                                   num_samples=50)
+  never_hit = significance.compare(np.full(10, 50), np.zeros(10, np.int64), "HR@10", num_samples=50)
   assert np.isnan(never_hit.ratio) and np.isnan(never_hit.ratio_ci_low)
 
 
@@ -117,8 +118,7 @@ def test_several_runs_are_averaged_example_by_example():
   rank_a = rng.integers(0, 40, size=(3, 600))
   rank_b = np.maximum(rank_a - rng.integers(-3, 6, size=(3, 600)), 0)
   pooled = significance.compare(rank_a, rank_b, "NDCG@10", num_samples=500, seed=3)
-  per_run = [significance.compare(a, b, "NDCG@10", num_samples=10)
-             for a, b in zip(rank_a, rank_b)]
+  per_run = [significance.compare(a, b, "NDCG@10", num_samples=10) for a, b in zip(rank_a, rank_b)]
   assert pooled.runs == 3 and pooled.n == 600
   assert pooled.mean_a == pytest.approx(np.mean([r.mean_a for r in per_run]))
   assert pooled.mean_b == pytest.approx(np.mean([r.mean_b for r in per_run]))

@@ -63,6 +63,9 @@ def test_distill_step_ratio_times_the_three_steps_it_names(monkeypatch):
   # At the distillation stage's batch (tiny: distill.batch_size=16, train.batch_size=32).
   assert c.distill.batch_size != c.train.batch_size
   assert d["steps"] == 3 and d["batch_size"] == c.distill.batch_size
-  assert (d["teacher_seconds_per_step"], d["student_seconds_per_step"],
-          d["distill_seconds_per_step"]) == (1.0, 2.0, 3.0)
+  assert (
+      d["teacher_seconds_per_step"],
+      d["student_seconds_per_step"],
+      d["distill_seconds_per_step"],
+  ) == (1.0, 2.0, 3.0)
   assert d["ratio"] == 3.0 and d["two_models_ratio"] == 3.0

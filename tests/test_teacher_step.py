@@ -15,8 +15,18 @@ SEQS = Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7, 8, 9], [2, 4, 6, 8], [5, 3]
 
 
 def _model(dropout=0.0):
-  return SessionRecommender(ModelSpec(num_items=9, d=16, num_blocks=1, num_heads=2, inner=32,
-                                      dropout=dropout, attn_dropout=dropout, max_len=8))
+  return SessionRecommender(
+      ModelSpec(
+          num_items=9,
+          d=16,
+          num_blocks=1,
+          num_heads=2,
+          inner=32,
+          dropout=dropout,
+          attn_dropout=dropout,
+          max_len=8,
+      )
+  )
 
 
 class _TraceCounting(SessionRecommender):
@@ -69,8 +79,9 @@ def test_window_and_prefix_objectives_give_the_same_loss():
   def total(objective, batches):
     s_sum = c_sum = 0.0
     for batch in batches:
-      _, s, t, w = teacher_lib.session_targets(model, variables, batch, objective=objective,
-                                               key=None)
+      _, s, t, w = teacher_lib.session_targets(
+          model, variables, batch, objective=objective, key=None
+      )
       logits = model.apply(variables, s, method="score")
       a, b = losses.softmax_cross_entropy_sums(logits, t, w)
       s_sum, c_sum = s_sum + float(a), c_sum + float(b)
@@ -104,8 +115,9 @@ def test_label_smoothing_is_the_loss_the_step_reports_and_descends():
 def _pass_logits(model, params, batch, key, i):
   """The train step's i-th dropout pass over a window batch: (logits, targets, weights)."""
   v = {"params": params}
-  _, s, t, w = teacher_lib.session_targets(model, v, batch, objective="window",
-                                           key=jax.random.fold_in(key, i))
+  _, s, t, w = teacher_lib.session_targets(
+      model, v, batch, objective="window", key=jax.random.fold_in(key, i)
+  )
   return model.apply(v, s, method="score"), t, w
 
 
@@ -126,8 +138,9 @@ def test_rdrop_without_dropout_is_the_plain_step():
   a, ma = plain(state, batch, jax.random.key(3))
   assert "teacher/rdrop" not in ma
   for detach in (False, True):
-    step = teacher_lib.make_train_step(model, "window", donate=False, rdrop=1.0,
-                                       rdrop_detach=detach)
+    step = teacher_lib.make_train_step(
+        model, "window", donate=False, rdrop=1.0, rdrop_detach=detach
+    )
     b, mb = step(state, batch, jax.random.key(3))
     assert float(mb["teacher/rdrop"]) == 0.0
     np.testing.assert_allclose(float(mb["teacher/ce"]), float(ma["teacher/ce"]), rtol=1e-6)
@@ -143,8 +156,10 @@ def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
 
   def terms(params):  # by hand: two passes with the step's dropout keys
     (a, t, w), (b, _, _) = [_pass_logits(model, params, batch, key, i) for i in (0, 1)]
-    ce = 0.5 * (losses.softmax_cross_entropy_sums(a, t, w)[0]
-                + losses.softmax_cross_entropy_sums(b, t, w)[0])
+    ce = 0.5 * (
+        losses.softmax_cross_entropy_sums(a, t, w)[0]
+        + losses.softmax_cross_entropy_sums(b, t, w)[0]
+    )
     kl = 0.5 * (losses.kl_soft_targets_sums(a, b, w)[0] + losses.kl_soft_targets_sums(b, a, w)[0])
     return ce, kl, w.sum()
 
@@ -156,7 +171,8 @@ def test_rdrop_adds_the_weighted_symmetric_kl_of_two_dropout_passes():
   np.testing.assert_allclose(float(m["teacher/rdrop"]), float(want_kl), rtol=1e-4, atol=1e-7)
   # The update is one SGD step on (ce + 2 kl) / count.
   grads = jax.grad(lambda p: (lambda ce, kl, n: (ce + 2.0 * kl) / n)(*terms(p)))(
-      variables["params"])
+      variables["params"]
+  )
   want = jax.tree.map(lambda p, g: p - g, variables["params"], grads)
   _assert_params_close(new.params, want, rtol=1e-4, atol=1e-6)
 
@@ -186,8 +202,9 @@ def test_detached_rdrop_pulls_the_first_pass_towards_a_fixed_second():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective,rdrop,eps", [("window", 0.0, 0.2), ("window", 2.0, 0.1),
-                                                 ("prefix", 1.0, 0.0)])
+@pytest.mark.parametrize(
+    "objective,rdrop,eps", [("window", 0.0, 0.2), ("window", 2.0, 0.1), ("prefix", 1.0, 0.0)]
+)
 def test_fused_step_is_the_reference_step(objective, rdrop, eps):
   # train.fused_chunk: the same loss, metrics and update (SGD: the gradients) as the step on
   # materialised logits, dropout on, with the chunk not dividing the rows.

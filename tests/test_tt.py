@@ -14,7 +14,7 @@ from ccrec.models.tt import TTEmbedding
 # Threefry keys compile slowly on small CPUs; the tests only need some randomness.
 _key = functools.partial(jax.random.key, impl="rbg")
 
-V, D = 9, 6                      # 10 rows in a (4, 4) grid: first digit 3 never used
+V, D = 9, 6  # 10 rows in a (4, 4) grid: first digit 3 never used
 MODEL = TTEmbedding(num_items=V, features=D, rank=3, item_factors=(4, 4), d_factors=(3, 2))
 
 
@@ -57,13 +57,13 @@ def test_core_shapes_and_parameter_count(variables):
 
 
 def test_lookup_matches_full_tensor_train_contraction(variables):
-  g0 = np.asarray(variables["params"]["core_0"])     # [1, 4, 3, 3]
-  g1 = np.asarray(variables["params"]["core_1"])     # [3, 4, 2, 1]
-  full = np.einsum("aibr,rjcs->ijbc", g0, g1).reshape(16, 6)   # row = 4 i + j, col = 2 b + c
+  g0 = np.asarray(variables["params"]["core_0"])  # [1, 4, 3, 3]
+  g1 = np.asarray(variables["params"]["core_1"])  # [3, 4, 2, 1]
+  full = np.einsum("aibr,rjcs->ijbc", g0, g1).reshape(16, 6)  # row = 4 i + j, col = 2 b + c
   table = np.asarray(_jitted("table")(variables))
   assert table.shape == (V + 1, D)
   np.testing.assert_array_equal(table[0], 0.0)
-  np.testing.assert_allclose(table[1:], full[1:V + 1], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(table[1:], full[1 : V + 1], rtol=1e-5, atol=1e-7)
   ids = jnp.array([[2, 0], [9, 9]])
   emb = np.asarray(_jitted("lookup")(variables, ids))
   assert emb.shape == (2, 2, D)
@@ -101,7 +101,7 @@ def test_default_factorisation_and_init_scale():
   v = jax.jit(lambda k: model.init(k, jnp.zeros((1,), jnp.int32)))(_key(1))
   table = jax.jit(lambda v: model.apply(v, method="table"))(v)
   assert table.shape == (1683, 64)
-  assert 0.02 < float(jnp.std(table[1:])) < 0.1            # embedding_std = 0.05
+  assert 0.02 < float(jnp.std(table[1:])) < 0.1  # embedding_std = 0.05
   with pytest.raises(ValueError, match="cover"):
     TTEmbedding(num_items=20, features=4, item_factors=(4, 4)).factors()
   with pytest.raises(ValueError, match="multiply"):

@@ -15,24 +15,37 @@ D, L = 4, 6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Session 0: 6 clicks, hot items at positions 1 and 4; session 1: 3 clicks, the first hot;
 # session 2: 4 clicks, none hot; session 3: 2 clicks, both hot.
-VALID = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0],
-                  [1, 1, 0, 0, 0, 0]], bool)
-HOT = np.array([[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0],
-                [1, 1, 0, 0, 0, 0]], bool)
+VALID = np.array(
+    [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]], bool
+)
+HOT = np.array(
+    [[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]], bool
+)
 
 
 def _shipped_readouts():
-  readouts = {experiments.load_config_file(p).model.readout
-              for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))}
+  readouts = {
+      experiments.load_config_file(p).model.readout
+      for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  }
   return sorted(readouts | {"soft_attention", "last"})
 
 
 def _views(readout, hidden, session):
   heads = DistillHeads(D, readout, "normal", 0.5)
   variables = init_heads(heads, jax.random.key(0), L)
-  return [np.asarray(v) for v in heads.apply(
-      variables, "teacher", jnp.asarray(hidden), jnp.asarray(VALID), jnp.asarray(session),
-      jnp.asarray(HOT), method="views")]
+  return [
+      np.asarray(v)
+      for v in heads.apply(
+          variables,
+          "teacher",
+          jnp.asarray(hidden),
+          jnp.asarray(VALID),
+          jnp.asarray(session),
+          jnp.asarray(HOT),
+          method="views",
+      )
+  ]
 
 
 def _hidden(seed=0):

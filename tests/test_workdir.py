@@ -17,13 +17,23 @@ def _dataset(train=((1, 2, 3), (2, 3)), valid_target=3, name="toy") -> SessionDa
   seqs = Sequences.from_lists([list(s) for s in train])
   one = lambda t: Examples(Sequences.from_lists([[1, 2]]), np.array([t], np.int32))
   counts = np.bincount(seqs.items, minlength=4).astype(np.int64)
-  return SessionDataset(name=name, num_items=3, train=seqs, valid=one(valid_target),
-                        test=one(3), item_counts=counts, manifest={})
+  return SessionDataset(
+      name=name,
+      num_items=3,
+      train=seqs,
+      valid=one(valid_target),
+      test=one(3),
+      item_counts=counts,
+      manifest={},
+  )
 
 
 def test_flatten_and_differences():
   assert workdir_lib.flatten({"a": {"b": 1, "c": (2, 3)}, "d": "x"}) == {
-      "a.b": 1, "a.c": [2, 3], "d": "x"}
+      "a.b": 1,
+      "a.c": [2, 3],
+      "d": "x",
+  }
   saved = workdir_lib.flatten(workdir_lib.config_dict(tiny()))
   now = workdir_lib.flatten(workdir_lib.config_dict(tiny(**{"model.d": 32, "seed": 1})))
   assert workdir_lib.config_differences(saved, now) == ["model.d", "seed"]
@@ -45,11 +55,14 @@ def test_config_is_saved_once_and_another_is_refused(tmp_path):
   assert open(os.path.join(wd, "config.json")).read() == before
 
 
-@pytest.mark.parametrize("content,error", [
-    (None, "not found: .* is not a ccrec workdir"),
-    ("{not json", "is not valid JSON"),
-    (json.dumps({"modle": {"d": 3}}), "does not match the config schema"),
-])
+@pytest.mark.parametrize(
+    "content,error",
+    [
+        (None, "not found: .* is not a ccrec workdir"),
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"modle": {"d": 3}}), "does not match the config schema"),
+    ],
+)
 def test_unreadable_config_json_is_named(tmp_path, content, error):
   wd = tmp_path / "w"
   if content is not None:
@@ -71,8 +84,14 @@ def test_dataset_record_written_then_checked(tmp_path):
   workdir_lib.check_dataset(wd, _dataset())
   with open(os.path.join(wd, "dataset.json")) as f:
     record = json.load(f)
-  assert record == {"name": "toy", "num_items": 3, "train_sequences": 2, "valid": 1, "test": 1,
-                    "sha256": workdir_lib.fingerprint(_dataset())}
+  assert record == {
+      "name": "toy",
+      "num_items": 3,
+      "train_sequences": 2,
+      "valid": 1,
+      "test": 1,
+      "sha256": workdir_lib.fingerprint(_dataset()),
+  }
   workdir_lib.check_dataset(wd, _dataset())  # the same data passes
   with pytest.raises(WorkdirError, match="differing: sha256"):
     workdir_lib.check_dataset(wd, _dataset(train=((1, 2, 3), (3, 2))))

@@ -22,21 +22,29 @@ from ccrec.serving.pruned import PrunedIndex
 from ccrec.serving.scoring import CodeScorer, code_tables, top_k
 
 
-def clustered_codes(num_items: int, num_codebooks: int, codebook_size: int, *,
-                    num_clusters: int = 1024, keep: float = 0.8, seed: int = 0) -> np.ndarray:
+def clustered_codes(
+    num_items: int,
+    num_codebooks: int,
+    codebook_size: int,
+    *,
+    num_clusters: int = 1024,
+    keep: float = 0.8,
+    seed: int = 0,
+) -> np.ndarray:
   """uint8/uint16 [M, V+1] codes (column 0 zero) whose items cluster as learned codes do."""
   rng = np.random.default_rng(seed)
   dtype = np.uint8 if codebook_size <= 256 else np.uint16
   proto = rng.integers(0, codebook_size, (num_clusters, num_codebooks))
   cluster = rng.integers(0, num_clusters, num_items)
-  codes = proto[cluster].T.copy()                                                 # [M, V]
+  codes = proto[cluster].T.copy()  # [M, V]
   redraw = rng.random(codes.shape) >= keep
   codes[redraw] = rng.integers(0, codebook_size, int(redraw.sum()))
   return np.concatenate([np.zeros((num_codebooks, 1), np.int64), codes], axis=1).astype(dtype)
 
 
-def clustered_codebooks(num_codebooks: int, codebook_size: int, d: int, *, seed: int = 0,
-                        decay: float = 0.7) -> np.ndarray:
+def clustered_codebooks(
+    num_codebooks: int, codebook_size: int, d: int, *, seed: int = 0, decay: float = 0.7
+) -> np.ndarray:
   """float32 [M, K, d] codebooks; codebook m scaled by decay**m (later ones refine)."""
   rng = np.random.default_rng([seed, 1])
   books = rng.normal(size=(num_codebooks, codebook_size, d)) / np.sqrt(d)
@@ -44,9 +52,17 @@ def clustered_codebooks(num_codebooks: int, codebook_size: int, d: int, *, seed:
   return books.astype(np.float32)
 
 
-def benchmark(num_items: int = 1_000_000, d: int = 256, num_codebooks: int = 4,
-              codebook_size: int = 256, k: int = 10, queries: int = 20, noise: float = 0.5,
-              seed: int = 0, clustered: bool = True) -> dict:
+def benchmark(
+    num_items: int = 1_000_000,
+    d: int = 256,
+    num_codebooks: int = 4,
+    codebook_size: int = 256,
+    k: int = 10,
+    queries: int = 20,
+    noise: float = 0.5,
+    seed: int = 0,
+    clustered: bool = True,
+) -> dict:
   """Seconds per query of the pruned search and of the full scan (`CodeScorer.score` +
   `scoring.top_k`), the mean share of items scored, index build time, and whether every
   query gave identical ids and values."""
@@ -74,12 +90,21 @@ def benchmark(num_items: int = 1_000_000, d: int = 256, num_codebooks: int = 4,
     start = time.perf_counter()
     # One row at a time, as CodeScorer.score builds its tables (a batched matmul may round
     # differently in the last bit).
-    ids, vals, n = index.search(code_tables(s[q:q + 1], books)[0], k)
+    ids, vals, n = index.search(code_tables(s[q : q + 1], books)[0], k)
     pruned_s += time.perf_counter() - start
     scored.append(n / num_items)
     same &= bool(np.array_equal(ids, want[0]) and np.array_equal(vals, want[1]))
-  return {"num_items": num_items, "d": d, "num_codebooks": num_codebooks,
-          "codebook_size": codebook_size, "k": k, "queries": queries, "clustered": clustered,
-          "full_scan_s_per_query": full_s / queries, "pruned_s_per_query": pruned_s / queries,
-          "index_build_s": build_s, "mean_share_scored": float(np.mean(scored)),
-          "identical": same}
+  return {
+      "num_items": num_items,
+      "d": d,
+      "num_codebooks": num_codebooks,
+      "codebook_size": codebook_size,
+      "k": k,
+      "queries": queries,
+      "clustered": clustered,
+      "full_scan_s_per_query": full_s / queries,
+      "pruned_s_per_query": pruned_s / queries,
+      "index_build_s": build_s,
+      "mean_share_scored": float(np.mean(scored)),
+      "identical": same,
+  }

@@ -64,8 +64,9 @@ TRAIN_STAGES = ("teacher", "pretrain", "distill")
 LOSSES = ("full", "sampled")
 
 
-def structured_table(num_items: int, d: int, *, num_groups: int | None = None,
-                     noise: float = 0.5, seed: int = 0) -> np.ndarray:
+def structured_table(
+    num_items: int, d: int, *, num_groups: int | None = None, noise: float = 0.5, seed: int = 0
+) -> np.ndarray:
   """A float32 [V+1, d] item table with structure (row 0 zero): each item is the centroid of
   its latent group (one of `num_groups`, default about V / 100) plus `noise` times as much
   Gaussian noise, as trained tables of grouped items look."""
@@ -77,8 +78,9 @@ def structured_table(num_items: int, d: int, *, num_groups: int | None = None,
   for start in range(1, num_items + 1, chunk):
     n = min(chunk, num_items + 1 - start)
     g = rng.integers(0, groups, n)
-    table[start:start + n] = centroids[g] + (noise / np.sqrt(d)) * rng.standard_normal(
-        (n, d), np.float32)
+    table[start : start + n] = centroids[g] + (noise / np.sqrt(d)) * rng.standard_normal(
+        (n, d), np.float32
+    )
   return table
 
 
@@ -91,8 +93,9 @@ def zipf_counts(num_items: int, exponent: float = 0.7, seed: int = 0) -> np.ndar
   return counts
 
 
-def random_batches(num_items: int, batch_size: int, max_len: int, counts: np.ndarray, *,
-                   seed: int = 0):
+def random_batches(
+    num_items: int, batch_size: int, max_len: int, counts: np.ndarray, *, seed: int = 0
+):
   """Endless per-prefix batches (items int32 [B, L], target int32 [B], weight float32 [B]):
   prefixes of 1..min(L, 12) popularity-drawn items, left-aligned, zero padded."""
   rng = np.random.default_rng([seed, 9])
@@ -103,8 +106,11 @@ def random_batches(num_items: int, batch_size: int, max_len: int, counts: np.nda
     draws = np.searchsorted(cdf, rng.random((batch_size, max_len + 1)), side="right") + 1
     draws = np.minimum(draws, num_items).astype(np.int32)
     items = np.where(np.arange(max_len)[None] < lengths[:, None], draws[:, :max_len], 0)
-    yield {"items": items.astype(np.int32), "target": draws[:, max_len].astype(np.int32),
-           "weight": np.ones(batch_size, np.float32)}
+    yield {
+        "items": items.astype(np.int32),
+        "target": draws[:, max_len].astype(np.int32),
+        "weight": np.ones(batch_size, np.float32),
+    }
 
 
 def _timed(step: Callable[[Any], Any], batches, steps: int, warmup: int) -> list[float]:
@@ -118,13 +124,23 @@ def _timed(step: Callable[[Any], Any], batches, steps: int, warmup: int) -> list
   return times
 
 
-def measure_train(config: ml_collections.ConfigDict, num_items: int, stage: str, loss: str, *,
-                  steps: int, warmup: int) -> dict[str, Any]:
+def measure_train(
+    config: ml_collections.ConfigDict,
+    num_items: int,
+    stage: str,
+    loss: str,
+    *,
+    steps: int,
+    warmup: int,
+) -> dict[str, Any]:
   """Seconds per step of one training stage's jitted step at V = num_items (see module doc)."""
   c = config
   counts = zipf_counts(num_items)
-  sampler = (sampled.Sampler.from_counts(counts, min(c.train.num_negatives, num_items))
-             if loss == "sampled" else None)
+  sampler = (
+      sampled.Sampler.from_counts(counts, min(c.train.num_negatives, num_items))
+      if loss == "sampled"
+      else None
+  )
   teacher, student = build_models(c, num_items)
   tx = make_optimizer(c.train)
   key = jax.random.key(0)
@@ -136,19 +152,39 @@ def measure_train(config: ml_collections.ConfigDict, num_items: int, stage: str,
   elif stage == "pretrain":
     state = TrainState.create(init_variables(student, key), tx)
     table = teacher.apply(init_variables(teacher, jax.random.fold_in(key, 1)), method="table")
-    step_fn = distill_lib.make_pretrain_step(student, objective, mixup=bool(c.student.mixup),
-                                             eta=c.student.eta, mse_weight=c.student.mse_weight,
-                                             label_smoothing=ls, sampler=sampler)
+    step_fn = distill_lib.make_pretrain_step(
+        student,
+        objective,
+        mixup=bool(c.student.mixup),
+        eta=c.student.eta,
+        mse_weight=c.student.mse_weight,
+        label_smoothing=ls,
+        sampler=sampler,
+    )
     fn = lambda st, batch, k: step_fn(st, table, batch, k)
   elif stage == "distill":
     heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
     state = distill_lib.create_state(
-        init_variables(teacher, key), init_variables(student, jax.random.fold_in(key, 1)),
-        heads, jax.random.fold_in(key, 2), c.data.max_len, tx,
-        student_ema_decay=c.student.ema_decay)
+        init_variables(teacher, key),
+        init_variables(student, jax.random.fold_in(key, 1)),
+        heads,
+        jax.random.fold_in(key, 2),
+        c.data.max_len,
+        tx,
+        student_ema_decay=c.student.ema_decay,
+    )
     hot = hot_mask(counts, c.data.hot_fraction)
-    fn = distill_lib.make_distill_step(teacher, student, heads, hot, c.distill, c.student,
-                                       objective, label_smoothing=ls, sampler=sampler)
+    fn = distill_lib.make_distill_step(
+        teacher,
+        student,
+        heads,
+        hot,
+        c.distill,
+        c.student,
+        objective,
+        label_smoothing=ls,
+        sampler=sampler,
+    )
   else:
     raise ValueError(f"stage must be one of {TRAIN_STAGES}, got {stage!r}")
   holder = {"state": state, "i": 0}
@@ -162,8 +198,12 @@ def measure_train(config: ml_collections.ConfigDict, num_items: int, stage: str,
   times = _timed(one, batches, steps, warmup)
   per_step = float(np.median(times))
   epoch_steps = math.ceil(EXAMPLES_PER_ITEM * num_items / c.train.batch_size)
-  return {"seconds_per_step": per_step, "steps_per_epoch": epoch_steps,
-          "seconds_per_epoch": per_step * epoch_steps, "timed_steps": len(times)}
+  return {
+      "seconds_per_step": per_step,
+      "steps_per_epoch": epoch_steps,
+      "seconds_per_epoch": per_step * epoch_steps,
+      "timed_steps": len(times),
+  }
 
 
 def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str, Any]:
@@ -174,39 +214,55 @@ def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str
   seconds = {}
   t0 = time.perf_counter()
   result = code_learning.learn_codes(
-      table, num_codebooks=c.num_codebooks, codebook_size=c.codebook_size,
-      temperature=c.temperature, learning_rate=c.learning_rate, batch_size=c.batch_size,
-      max_steps=c.max_steps, eval_every=c.eval_every, patience=c.patience,
-      tolerance=c.tolerance, seed=0, item_weights=weights)
+      table,
+      num_codebooks=c.num_codebooks,
+      codebook_size=c.codebook_size,
+      temperature=c.temperature,
+      learning_rate=c.learning_rate,
+      batch_size=c.batch_size,
+      max_steps=c.max_steps,
+      eval_every=c.eval_every,
+      patience=c.patience,
+      tolerance=c.tolerance,
+      seed=0,
+      item_weights=weights,
+  )
   codes, books = result.codes, result.codebooks
   seconds["gumbel"] = time.perf_counter() - t0
   t = time.perf_counter()
-  books, mse = code_refinement.refit_codebooks(table, codes, c.codebook_size,
-                                               item_weights=weights)
+  books, mse = code_refinement.refit_codebooks(table, codes, c.codebook_size, item_weights=weights)
   seconds["refit"] = time.perf_counter() - t
   history = []
   if c.refine_iterations > 0:
     t = time.perf_counter()
     codes, books, history = code_refinement.refine_codes(
-        table, codes, c.codebook_size, iterations=c.refine_iterations, item_weights=weights)
+        table, codes, c.codebook_size, iterations=c.refine_iterations, item_weights=weights
+    )
     seconds["refine"] = time.perf_counter() - t
   left = 0
   if c.unique:
     t = time.perf_counter()
     codes, left = code_refinement.deduplicate_codes(table, codes, books, weights)
-    books, mse = code_refinement.refit_codebooks(table, codes, c.codebook_size,
-                                                 item_weights=weights)
+    books, mse = code_refinement.refit_codebooks(
+        table, codes, c.codebook_size, item_weights=weights
+    )
     seconds["deduplicate"] = time.perf_counter() - t
   seconds["total"] = time.perf_counter() - t0
   report = code_learning.code_report(codes, c.codebook_size)
-  return {"seconds": seconds, "gumbel_steps": int(result.report["steps"]),
-          "refine_iterations": len(history), "gumbel_relative_mse": result.report["relative_mse"],
-          "final_relative_mse": mse / result.report["table_variance"],
-          "collisions": report["collisions"], "unresolved": int(left)}
+  return {
+      "seconds": seconds,
+      "gumbel_steps": int(result.report["steps"]),
+      "refine_iterations": len(history),
+      "gumbel_relative_mse": result.report["relative_mse"],
+      "final_relative_mse": mse / result.report["table_variance"],
+      "collisions": report["collisions"],
+      "unresolved": int(left),
+  }
 
 
-def measure_eval(config: ml_collections.ConfigDict, num_items: int, *, examples: int
-                 ) -> dict[str, Any]:
+def measure_eval(
+    config: ml_collections.ConfigDict, num_items: int, *, examples: int
+) -> dict[str, Any]:
   """Seconds per test example of the teacher's full-ranking evaluation step."""
   c = config
   counts = zipf_counts(num_items)
@@ -214,53 +270,75 @@ def measure_eval(config: ml_collections.ConfigDict, num_items: int, *, examples:
   variables = init_variables(teacher, jax.random.key(0))
   encode, score = model_fns(teacher)
   chunk = c.eval.item_chunk or (65_536 if num_items > 65_536 else 0)
-  step = make_eval_step(make_rank_fn(encode, score, num_items=num_items, item_chunk=chunk),
-                        hot=hot_mask(counts, c.data.hot_fraction))
+  step = make_eval_step(
+      make_rank_fn(encode, score, num_items=num_items, item_chunk=chunk),
+      hot=hot_mask(counts, c.data.hot_fraction),
+  )
   batch_size = c.eval.batch_size
   batches = random_batches(num_items, batch_size, c.data.max_len, counts, seed=1)
   steps = max(1, math.ceil(examples / batch_size))
   times = _timed(lambda b: jax.block_until_ready(step(variables, b)), batches, steps, 1)
   per_example = float(np.sum(times)) / (steps * batch_size)
   test = math.ceil(TEST_EXAMPLES_PER_ITEM * num_items)
-  return {"seconds_per_example": per_example, "test_examples": test,
-          "seconds_per_evaluation": per_example * test, "item_chunk": chunk,
-          "timed_examples": steps * batch_size}
+  return {
+      "seconds_per_example": per_example,
+      "test_examples": test,
+      "seconds_per_evaluation": per_example * test,
+      "item_chunk": chunk,
+      "timed_examples": steps * batch_size,
+  }
 
 
-def measure_scoring(config: ml_collections.ConfigDict, num_items: int, *, queries: int
-                    ) -> dict[str, Any]:
+def measure_scoring(
+    config: ml_collections.ConfigDict, num_items: int, *, queries: int
+) -> dict[str, Any]:
   """One session against the catalog through codes: full scan vs pruned exact top-10."""
-  r = pruned.benchmark(num_items=num_items, d=config.model.d,
-                       num_codebooks=config.codes.num_codebooks,
-                       codebook_size=config.codes.codebook_size, queries=queries)
-  return {"full_scan_s": r["full_scan_s_per_query"], "pruned_s": r["pruned_s_per_query"],
-          "index_build_s": r["index_build_s"], "share_scored": r["mean_share_scored"],
-          "identical": r["identical"]}
+  r = pruned.benchmark(
+      num_items=num_items,
+      d=config.model.d,
+      num_codebooks=config.codes.num_codebooks,
+      codebook_size=config.codes.codebook_size,
+      queries=queries,
+  )
+  return {
+      "full_scan_s": r["full_scan_s_per_query"],
+      "pruned_s": r["pruned_s_per_query"],
+      "index_build_s": r["index_build_s"],
+      "share_scored": r["mean_share_scored"],
+      "identical": r["identical"],
+  }
 
 
 def item_bytes(config: ml_collections.ConfigDict, num_items: int) -> dict[str, int]:
   """Bytes of the item representations: teacher float32 table, student codes + codebooks."""
   m, k, d = config.codes.num_codebooks, config.codes.codebook_size, config.model.d
   code_bytes = 1 if k <= 256 else 2
-  return {"teacher": (num_items + 1) * d * 4,
-          "student": (num_items + 1) * m * code_bytes + m * k * d * 4}
+  return {
+      "teacher": (num_items + 1) * d * 4,
+      "student": (num_items + 1) * m * code_bytes + m * k * d * 4,
+  }
 
 
 def measurements(num_items: int) -> list[str]:
   """Names of the subprocess measurements at one catalog size."""
   del num_items
-  return ([f"train/{s}/{l}" for s in TRAIN_STAGES for l in LOSSES]
-          + ["codes", "eval", "scoring"])
+  return [f"train/{s}/{loss}" for s in TRAIN_STAGES for loss in LOSSES] + [
+      "codes",
+      "eval",
+      "scoring",
+  ]
 
 
-def measure(name: str, config: ml_collections.ConfigDict, num_items: int,
-            options: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    name: str, config: ml_collections.ConfigDict, num_items: int, options: dict[str, Any]
+) -> dict[str, Any]:
   """Runs one named measurement in this process; adds wall seconds and peak rss bytes."""
   t0 = time.perf_counter()
   if name.startswith("train/"):
     _, stage, loss = name.split("/")
-    out = measure_train(config, num_items, stage, loss, steps=options["steps"],
-                        warmup=options["warmup"])
+    out = measure_train(
+        config, num_items, stage, loss, steps=options["steps"], warmup=options["warmup"]
+    )
   elif name == "codes":
     out = measure_codes(config, num_items)
   elif name == "eval":
@@ -283,8 +361,13 @@ def _worker(argv: Sequence[str]) -> None:
   print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_isolated(name: str, config: ml_collections.ConfigDict, num_items: int,
-                 options: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+def run_isolated(
+    name: str,
+    config: ml_collections.ConfigDict,
+    num_items: int,
+    options: dict[str, Any],
+    timeout: float | None = None,
+) -> dict[str, Any]:
   """`measure` in a fresh python process (its own peak memory); {'error': ...} if it fails."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ)
@@ -292,16 +375,20 @@ def run_isolated(name: str, config: ml_collections.ConfigDict, num_items: int,
   with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
     json.dump({"config": config.to_dict(), "options": options}, f)
   try:
-    proc = subprocess.run([sys.executable, "-m", "ccrec.benchmarks.scale", name,
-                           str(num_items), f.name], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ccrec.benchmarks.scale", name, str(num_items), f.name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
   except subprocess.TimeoutExpired:
     return {"error": f"timed out after {timeout} s"}
   finally:
     os.unlink(f.name)
   for line in proc.stdout.splitlines()[::-1]:
     if line.startswith("RESULT "):
-      return json.loads(line[len("RESULT "):])
+      return json.loads(line[len("RESULT ") :])
   return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
@@ -312,15 +399,23 @@ def _machine() -> dict[str, Any]:
   return info
 
 
-def run(config: ml_collections.ConfigDict, catalogs: Sequence[int], *, steps: int = 10,
-        warmup: int = 2, eval_examples: int = 2000, queries: int = 20,
-        only: Sequence[str] | None = None, timeout: float | None = None,
-        isolate: bool = True, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict,
+    catalogs: Sequence[int],
+    *,
+    steps: int = 10,
+    warmup: int = 2,
+    eval_examples: int = 2000,
+    queries: int = 20,
+    only: Sequence[str] | None = None,
+    timeout: float | None = None,
+    isolate: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
   """Every measurement at every catalog size, each in its own process (`isolate`; False runs
   them in this one, for tests: the peaks are then this process's so far)."""
   start = datetime.datetime.now(datetime.timezone.utc)
-  options = {"steps": steps, "warmup": warmup, "eval_examples": eval_examples,
-             "queries": queries}
+  options = {"steps": steps, "warmup": warmup, "eval_examples": eval_examples, "queries": queries}
   rows = []
   for v in catalogs:
     row = {"num_items": int(v), "bytes": item_bytes(config, v)}
@@ -328,20 +423,32 @@ def run(config: ml_collections.ConfigDict, catalogs: Sequence[int], *, steps: in
       if only and not any(name.startswith(o) for o in only):
         continue
       t = time.perf_counter()
-      row[name] = (run_isolated(name, config, v, options, timeout) if isolate
-                   else measure(name, config, v, options))
-      log(f"V={v} {name}: {time.perf_counter() - t:.1f} s "
-          f"{row[name].get('error', '')}".rstrip())
+      row[name] = (
+          run_isolated(name, config, v, options, timeout)
+          if isolate
+          else measure(name, config, v, options)
+      )
+      log(
+          f"V={v} {name}: {time.perf_counter() - t:.1f} s " f"{row[name].get('error', '')}".rstrip()
+      )
     rows.append(row)
-  return {"machine": _machine(), "date": start.isoformat(timespec="seconds"),
-          "options": options, "config": {
-              "d": config.model.d, "batch_size": config.train.batch_size,
-              "max_len": config.data.max_len, "M": config.codes.num_codebooks,
-              "K": config.codes.codebook_size, "num_negatives": config.train.num_negatives,
-              "codes_max_steps": config.codes.max_steps,
-              "refine_iterations": config.codes.refine_iterations},
-          "rows": rows,
-          "seconds": (datetime.datetime.now(datetime.timezone.utc) - start).total_seconds()}
+  return {
+      "machine": _machine(),
+      "date": start.isoformat(timespec="seconds"),
+      "options": options,
+      "config": {
+          "d": config.model.d,
+          "batch_size": config.train.batch_size,
+          "max_len": config.data.max_len,
+          "M": config.codes.num_codebooks,
+          "K": config.codes.codebook_size,
+          "num_negatives": config.train.num_negatives,
+          "codes_max_steps": config.codes.max_steps,
+          "refine_iterations": config.codes.refine_iterations,
+      },
+      "rows": rows,
+      "seconds": (datetime.datetime.now(datetime.timezone.utc) - start).total_seconds(),
+  }
 
 
 # Column name -> (label, unit, value of a row or None).
@@ -359,21 +466,35 @@ def columns() -> list[tuple[str, str, Callable[[dict], float | None]]]:
   out = []
   for stage in TRAIN_STAGES:
     for loss in LOSSES:
-      out.append((f"{stage} epoch ({loss})", "s",
-                  lambda r, n=f"train/{stage}/{loss}": _get(r, n, "seconds_per_epoch")))
-  out += [("codes stage", "s", lambda r: _get(r, "codes", "seconds", "total")),
-          ("evaluation", "s", lambda r: _get(r, "eval", "seconds_per_evaluation")),
-          ("scoring full scan", "ms", lambda r: _ms(_get(r, "scoring", "full_scan_s"))),
-          ("scoring pruned", "ms", lambda r: _ms(_get(r, "scoring", "pruned_s")))]
+      out.append(
+          (
+              f"{stage} epoch ({loss})",
+              "s",
+              lambda r, n=f"train/{stage}/{loss}": _get(r, n, "seconds_per_epoch"),
+          )
+      )
+  out += [
+      ("codes stage", "s", lambda r: _get(r, "codes", "seconds", "total")),
+      ("evaluation", "s", lambda r: _get(r, "eval", "seconds_per_evaluation")),
+      ("scoring full scan", "ms", lambda r: _ms(_get(r, "scoring", "full_scan_s"))),
+      ("scoring pruned", "ms", lambda r: _ms(_get(r, "scoring", "pruned_s"))),
+  ]
   for stage in TRAIN_STAGES:
     for loss in LOSSES:
-      out.append((f"peak {stage} ({loss})", "MiB",
-                  lambda r, n=f"train/{stage}/{loss}": _mib(_get(r, n, "peak_rss_bytes"))))
-  out += [("peak codes stage", "MiB", lambda r: _mib(_get(r, "codes", "peak_rss_bytes"))),
-          ("peak evaluation", "MiB", lambda r: _mib(_get(r, "eval", "peak_rss_bytes"))),
-          ("peak scoring", "MiB", lambda r: _mib(_get(r, "scoring", "peak_rss_bytes"))),
-          ("teacher items", "MiB", lambda r: _mib(r["bytes"]["teacher"])),
-          ("student items", "MiB", lambda r: _mib(r["bytes"]["student"]))]
+      out.append(
+          (
+              f"peak {stage} ({loss})",
+              "MiB",
+              lambda r, n=f"train/{stage}/{loss}": _mib(_get(r, n, "peak_rss_bytes")),
+          )
+      )
+  out += [
+      ("peak codes stage", "MiB", lambda r: _mib(_get(r, "codes", "peak_rss_bytes"))),
+      ("peak evaluation", "MiB", lambda r: _mib(_get(r, "eval", "peak_rss_bytes"))),
+      ("peak scoring", "MiB", lambda r: _mib(_get(r, "scoring", "peak_rss_bytes"))),
+      ("teacher items", "MiB", lambda r: _mib(r["bytes"]["teacher"])),
+      ("student items", "MiB", lambda r: _mib(r["bytes"]["student"])),
+  ]
   return out
 
 
@@ -415,43 +536,62 @@ def markdown(result: dict[str, Any], command: str = "") -> str:
   lines = ["# Scaling with the catalog size", ""]
   if command:
     lines += ["```", command, "```", ""]
-  lines += [f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores, "
-            f"{m['memory_bytes'] / 2**30:.0f} GiB), python {m['python']}, numpy {m['numpy']}, "
-            f"jax {m['jax']}; load average {m['load_avg'][0]:.2f} at the start. "
-            f"Total {result['seconds'] / 60:.1f} min.", "",
-            f"Model: d={c['d']}, batch {c['batch_size']} prefixes of up to {c['max_len']} "
-            f"items; codes M={c['M']}, K={c['K']}; sampled softmax with "
-            f"min({c['num_negatives']}, V) negatives.", ""]
+  lines += [
+      f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores, "
+      f"{m['memory_bytes'] / 2**30:.0f} GiB), python {m['python']}, numpy {m['numpy']}, "
+      f"jax {m['jax']}; load average {m['load_avg'][0]:.2f} at the start. "
+      f"Total {result['seconds'] / 60:.1f} min.",
+      "",
+      f"Model: d={c['d']}, batch {c['batch_size']} prefixes of up to {c['max_len']} "
+      f"items; codes M={c['M']}, K={c['K']}; sampled softmax with "
+      f"min({c['num_negatives']}, V) negatives.",
+      "",
+  ]
   lines.append("| | unit | " + " | ".join(f"V={v:,}" for v in sizes) + " | exponent |")
   lines.append("|---|---|" + "---|" * len(sizes) + "---|")
   for label, unit, get in columns():
     vals = [_fmt(get(r)) for r in result["rows"]]
     e = exps[label]
-    lines.append(f"| {label} | {unit} | " + " | ".join(vals) + " | "
-                 + ("-" if e is None else f"{e:.2f}") + " |")
+    lines.append(
+        f"| {label} | {unit} | "
+        + " | ".join(vals)
+        + " | "
+        + ("-" if e is None else f"{e:.2f}")
+        + " |"
+    )
   o = result["options"]
-  lines += ["", "exponent: slope of log value against log V over the sizes measured (1 = "
-            "linear in V; near 0 = a fixed cost dominates at these sizes).", "",
-            "Notes:", "",
-            f"- Training epochs are extrapolated: median of {o['steps']} steps after "
-            f"{o['warmup']} untimed (compile) ones, on random per-prefix batches drawn by a "
-            f"Zipf popularity, times the steps of an epoch of {EXAMPLES_PER_ITEM:.3f} V "
-            "examples (the synthetic catalogs' examples per item). Student pre-training and "
-            "distillation run at the config's switches (mixup, soft targets, ...).",
-            "- The codes stage runs in full (Gumbel-softmax learning to early stopping or "
-            f"codes.max_steps={c['codes_max_steps']}, refit, up to {c['refine_iterations']} "
-            "refinement iterations, de-duplication, final refit) on a structured table "
-            "(latent-group centroids plus noise, about V/100 groups).",
-            f"- Evaluation: the full-ranking step timed on {o['eval_examples']} random test "
-            f"prefixes, extrapolated to {TEST_EXAMPLES_PER_ITEM:.3f} V test examples.",
-            f"- Scoring: one session, top-10 through the codes, mean of {o['queries']} "
-            "queries on clustered codes; the pruned search returns the full scan's result.",
-            "- Peak memory: ru_maxrss of a fresh process per measurement (imports and "
-            "compiled programs included).",
-            "- Export is not measured separately: it writes the arrays counted in the two "
-            "item-bytes rows (launch/benchmark_export.py measures bundle files).", ""]
-  errors = [(r["num_items"], n, v["error"]) for r in result["rows"] for n, v in r.items()
-            if isinstance(v, dict) and "error" in v]
+  lines += [
+      "",
+      "exponent: slope of log value against log V over the sizes measured (1 = "
+      "linear in V; near 0 = a fixed cost dominates at these sizes).",
+      "",
+      "Notes:",
+      "",
+      f"- Training epochs are extrapolated: median of {o['steps']} steps after "
+      f"{o['warmup']} untimed (compile) ones, on random per-prefix batches drawn by a "
+      f"Zipf popularity, times the steps of an epoch of {EXAMPLES_PER_ITEM:.3f} V "
+      "examples (the synthetic catalogs' examples per item). Student pre-training and "
+      "distillation run at the config's switches (mixup, soft targets, ...).",
+      "- The codes stage runs in full (Gumbel-softmax learning to early stopping or "
+      f"codes.max_steps={c['codes_max_steps']}, refit, up to {c['refine_iterations']} "
+      "refinement iterations, de-duplication, final refit) on a structured table "
+      "(latent-group centroids plus noise, about V/100 groups).",
+      f"- Evaluation: the full-ranking step timed on {o['eval_examples']} random test "
+      f"prefixes, extrapolated to {TEST_EXAMPLES_PER_ITEM:.3f} V test examples.",
+      f"- Scoring: one session, top-10 through the codes, mean of {o['queries']} "
+      "queries on clustered codes; the pruned search returns the full scan's result.",
+      "- Peak memory: ru_maxrss of a fresh process per measurement (imports and "
+      "compiled programs included).",
+      "- Export is not measured separately: it writes the arrays counted in the two "
+      "item-bytes rows (launch/benchmark_export.py measures bundle files).",
+      "",
+  ]
+  errors = [
+      (r["num_items"], n, v["error"])
+      for r in result["rows"]
+      for n, v in r.items()
+      if isinstance(v, dict) and "error" in v
+  ]
   if errors:
     lines += ["Failed measurements:", ""] + [f"- V={v:,} {n}: {e}" for v, n, e in errors] + [""]
   return "\n".join(lines)
@@ -474,8 +614,13 @@ def plot(result: dict[str, Any], path: str) -> None:
     pts = [(v, get(r)) for v, r in zip(sizes, result["rows"])]
     pts = [(v, y) for v, y in pts if y is not None and y > 0]
     if pts:
-      ax.plot(*zip(*pts), marker="o", label=label, color=colors[i % len(colors)],
-              linestyle="--" if "sampled" in label else "-")
+      ax.plot(
+          *zip(*pts),
+          marker="o",
+          label=label,
+          color=colors[i % len(colors)],
+          linestyle="--" if "sampled" in label else "-",
+      )
   for ax, ylabel in ((ax_t, "seconds"), (ax_m, "MiB")):
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -490,8 +635,9 @@ def plot(result: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def write(result: dict[str, Any], directory: str, command: str = "",
-          name: str = "bench_scale") -> list[str]:
+def write(
+    result: dict[str, Any], directory: str, command: str = "", name: str = "bench_scale"
+) -> list[str]:
   """DIRECTORY/NAME.{md,json,png}; returns the paths."""
   os.makedirs(directory, exist_ok=True)
   paths = [os.path.join(directory, f"{name}.{ext}") for ext in ("md", "json", "png")]

@@ -24,9 +24,18 @@ from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState, make_optimizer
 
 
-def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_size: int,
-               stride: int | None = None, rdrop: float | None = None,
-               fused_chunk: int | None = None, steps: int = 30, warmup: int = 2) -> dict:
+def epoch_time(
+    dataset: SessionDataset,
+    config: Any,
+    *,
+    objective: str,
+    batch_size: int,
+    stride: int | None = None,
+    rdrop: float | None = None,
+    fused_chunk: int | None = None,
+    steps: int = 30,
+    warmup: int = 2,
+) -> dict:
   """Median-based seconds per epoch for one objective setting (compile excluded).
 
   `rdrop` and `fused_chunk` None take config.train's (R-Drop runs a second pass per
@@ -35,19 +44,25 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
   rdrop = config.train.rdrop if rdrop is None else rdrop
   fused_chunk = config.train.fused_chunk if fused_chunk is None else fused_chunk
   max_len = config.data.max_len
-  model = SessionRecommender(ModelSpec.from_config(config.model, dataset.num_items,
-                                                   max_len=max_len))
+  model = SessionRecommender(
+      ModelSpec.from_config(config.model, dataset.num_items, max_len=max_len)
+  )
   state = TrainState.create(init_variables(model, jax.random.key(0)), make_optimizer(config.train))
-  step = teacher_lib.make_train_step(model, objective,
-                                     label_smoothing=config.train.label_smoothing, rdrop=rdrop,
-                                     rdrop_detach=config.train.rdrop_detach,
-                                     fused_chunk=fused_chunk)
+  step = teacher_lib.make_train_step(
+      model,
+      objective,
+      label_smoothing=config.train.label_smoothing,
+      rdrop=rdrop,
+      rdrop_detach=config.train.rdrop_detach,
+      fused_chunk=fused_chunk,
+  )
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
     batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
   else:
-    batches = prefix_batches(dataset.train_examples(max_len), batch_size, max_len, shuffle=True,
-                             seed=0)
+    batches = prefix_batches(
+        dataset.train_examples(max_len), batch_size, max_len, shuffle=True, seed=0
+    )
   times, targets = [], []
   for i, batch in enumerate(batches):
     if i >= warmup + steps:
@@ -59,15 +74,22 @@ def epoch_time(dataset: SessionDataset, config: Any, *, objective: str, batch_si
       times.append(time.perf_counter() - t0)
       targets.append(float(metrics["count"]))
   per_step = float(np.median(times))
-  return {"objective": objective, "stride": stride or max_len, "batch_size": batch_size,
-          "rdrop": rdrop, "fused_chunk": fused_chunk,
-          "steps_per_epoch": per_epoch, "seconds_per_step": per_step,
-          "seconds_per_epoch": per_step * per_epoch,
-          "targets_per_second": float(np.sum(targets) / np.sum(times))}
+  return {
+      "objective": objective,
+      "stride": stride or max_len,
+      "batch_size": batch_size,
+      "rdrop": rdrop,
+      "fused_chunk": fused_chunk,
+      "steps_per_epoch": per_epoch,
+      "seconds_per_step": per_step,
+      "seconds_per_epoch": per_step * per_epoch,
+      "targets_per_second": float(np.sum(targets) / np.sum(times)),
+  }
 
 
-def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
-                       warmup: int = 2) -> dict:
+def distill_step_ratio(
+    dataset: SessionDataset, config: Any, *, steps: int = 30, warmup: int = 2
+) -> dict:
   """Seconds per step of the distillation step vs the teacher-only step, same batches.
 
   Also times the student's own step (L_rec + L_mse on its composite table, as in
@@ -85,25 +107,43 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
   key = jax.random.key(0)
   teacher_vars = init_variables(teacher, key)
   teacher_state = TrainState.create(teacher_vars, tx)
-  heads = DistillHeads(config.model.d, config.model.readout, config.model.init,
-                       config.model.init_scale)
+  heads = DistillHeads(
+      config.model.d, config.model.readout, config.model.init, config.model.init_scale
+  )
   # Own copies of the teacher's arrays: both steps donate their state.
   d_state = distill_lib.create_state(
-      jax.tree.map(jnp.copy, teacher_vars), init_variables(student, jax.random.fold_in(key, 1)),
-      heads, jax.random.fold_in(key, 2), config.data.max_len, tx,
-      student_ema_decay=config.student.ema_decay)
+      jax.tree.map(jnp.copy, teacher_vars),
+      init_variables(student, jax.random.fold_in(key, 1)),
+      heads,
+      jax.random.fold_in(key, 2),
+      config.data.max_len,
+      tx,
+      student_ema_decay=config.student.ema_decay,
+  )
   hot = hot_mask(dataset.item_counts, config.data.hot_fraction)
   ls = config.train.label_smoothing
   t_step = teacher_lib.make_train_step(teacher, config.train.objective, label_smoothing=ls)
   # The two-model floor: the student's own step (its L_rec + L_mse on the composite table).
   s_state = TrainState.create(init_variables(student, jax.random.fold_in(key, 3)), tx)
   teacher_table = teacher.apply(teacher_vars, method="table")
-  s_step = distill_lib.make_pretrain_step(student, config.train.objective, mixup=False, eta=0.0,
-                                          mse_weight=config.student.mse_weight,
-                                          label_smoothing=ls)
-  d_step = distill_lib.make_distill_step(teacher, student, heads, hot, config.distill,
-                                         config.student, config.train.objective,
-                                         label_smoothing=ls)
+  s_step = distill_lib.make_pretrain_step(
+      student,
+      config.train.objective,
+      mixup=False,
+      eta=0.0,
+      mse_weight=config.student.mse_weight,
+      label_smoothing=ls,
+  )
+  d_step = distill_lib.make_distill_step(
+      teacher,
+      student,
+      heads,
+      hot,
+      config.distill,
+      config.student,
+      config.train.objective,
+      label_smoothing=ls,
+  )
   stride = config.train.window_stride or None
   batch_size = config_lib.distill_batch_size(config)
   batches = window_batches(dataset.train, batch_size, config.data.max_len, seed=0, stride=stride)
@@ -127,7 +167,12 @@ def distill_step_ratio(dataset: SessionDataset, config: Any, *, steps: int = 30,
       s_times.append(t2 - t1)
       d_times.append(t3 - t2)
   teacher_s, student_s, distill_s = (float(np.median(x)) for x in (t_times, s_times, d_times))
-  return {"teacher_seconds_per_step": teacher_s, "student_seconds_per_step": student_s,
-          "distill_seconds_per_step": distill_s, "ratio": distill_s / teacher_s,
-          "two_models_ratio": (teacher_s + student_s) / teacher_s,
-          "batch_size": batch_size, "steps": len(t_times)}
+  return {
+      "teacher_seconds_per_step": teacher_s,
+      "student_seconds_per_step": student_s,
+      "distill_seconds_per_step": distill_s,
+      "ratio": distill_s / teacher_s,
+      "two_models_ratio": (teacher_s + student_s) / teacher_s,
+      "batch_size": batch_size,
+      "steps": len(t_times),
+  }

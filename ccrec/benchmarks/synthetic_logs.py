@@ -30,11 +30,18 @@ class RawLog:
   item: np.ndarray  # int64 [N] raw 9-digit item ids
 
 
-def yoochoose_like_log(num_sessions: int = 9_000_000, num_items: int = 50_000, *,
-                       mean_length: float = 3.67, days: float = 183.0, seed: int = 0) -> RawLog:
+def yoochoose_like_log(
+    num_sessions: int = 9_000_000,
+    num_items: int = 50_000,
+    *,
+    mean_length: float = 3.67,
+    days: float = 183.0,
+    seed: int = 0,
+) -> RawLog:
   """About num_sessions * mean_length clicks (Yoochoose: 9.2M sessions, 33M clicks, 52.7k items)."""
-  seqs = synthetic_sessions(num_items, num_sessions, seed=seed, mean_length=mean_length,
-                            min_length=1, max_length=200)
+  seqs = synthetic_sessions(
+      num_items, num_sessions, seed=seed, mean_length=mean_length, min_length=1, max_length=200
+  )
   rng = np.random.default_rng([seed, 2])
   starts = np.sort(rng.random(num_sessions)) * days * 86400e3 + START * 1e3
   lens = seqs.lengths()
@@ -86,20 +93,33 @@ def format_yoochoose(log: RawLog, lo: int, hi: int) -> bytes:
   hour, rest = np.divmod(sec_of_day, 3600)
   minute, sec = np.divmod(rest, 60)
   two = np.full(len(t), 2)
-  for offset, value, width in ((4, year, 4), (7, month, 2), (10, day, 2), (13, hour, 2),
-                               (16, minute, 2), (19, sec, 2), (23, ms, 3)):
+  for offset, value, width in (
+      (4, year, 4),
+      (7, month, 2),
+      (10, day, 2),
+      (13, hour, 2),
+      (16, minute, 2),
+      (19, sec, 2),
+      (23, ms, 3),
+  ):
     _digits(value, np.full(len(t), width) if width != 2 else two, buf, t + offset)
   for offset, char in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")):
     buf[t + offset] = ord(char)
-  for at_, char in ((t - 1, ","), (t + 24, ","), (ends - 3, ","), (ends - 2, "0"),
-                    (ends - 1, "\n")):
+  for at_, char in (
+      (t - 1, ","),
+      (t + 24, ","),
+      (ends - 3, ","),
+      (ends - 2, "0"),
+      (ends - 1, "\n"),
+  ):
     buf[at_] = ord(char)
   _digits(item, item_width, buf, t + 25 + item_width)
   return buf.tobytes()
 
 
-def write_yoochoose(log: RawLog, path: str | os.PathLike, *,
-                    lines_per_block: int = 2_000_000) -> None:
+def write_yoochoose(
+    log: RawLog, path: str | os.PathLike, *, lines_per_block: int = 2_000_000
+) -> None:
   """Writes the log as a yoochoose-clicks.dat file."""
   with atomic.writing(path, "wb") as f:
     for lo in range(0, len(log.session), lines_per_block):

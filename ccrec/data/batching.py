@@ -56,8 +56,15 @@ def num_batches(num_rows: int, batch_size: int) -> int:
   return -(-int(num_rows) // batch_size)
 
 
-def prefix_batches(examples: Examples, batch_size: int, max_len: int, *, shuffle: bool = False,
-                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def prefix_batches(
+    examples: Examples,
+    batch_size: int,
+    max_len: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
   """Batches of (prefix -> target) examples.
 
   Yields dicts: items int32 [B, L], target int32 [B], weight float32 [B]
@@ -70,7 +77,7 @@ def prefix_batches(examples: Examples, batch_size: int, max_len: int, *, shuffle
   order = _order(n, shuffle, seed, epoch)
   chunk = _rows_per_chunk(batch_size, max_len)
   for lo in range(0, n, chunk):
-    idx = order[lo:lo + chunk]
+    idx = order[lo : lo + chunk]
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
     lens = np.minimum(lens_all[idx], max_len)
@@ -82,8 +89,11 @@ def prefix_batches(examples: Examples, batch_size: int, max_len: int, *, shuffle
     weight = np.zeros(padded, dtype=np.float32)
     weight[:rows] = 1.0
     for b in range(0, padded, batch_size):
-      yield {"items": items[b:b + batch_size], "target": target[b:b + batch_size],
-             "weight": weight[b:b + batch_size]}
+      yield {
+          "items": items[b : b + batch_size],
+          "target": target[b : b + batch_size],
+          "weight": weight[b : b + batch_size],
+      }
 
 
 def _check_stride(stride: int | None, max_len: int) -> int:
@@ -93,8 +103,9 @@ def _check_stride(stride: int | None, max_len: int) -> int:
   return stride
 
 
-def windows(sequences: Sequences, max_len: int, stride: int | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def windows(
+    sequences: Sequences, max_len: int, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The training windows of `sequences`: (start, length, first_target), int64 [W] each.
 
   A sequence s of length n has inputs s[:-1] and targets s[1:] (m = n - 1
@@ -132,8 +143,9 @@ def num_windows(sequences: Sequences, max_len: int, stride: int | None = None) -
   return int(np.where(m > 0, 1 + -(-np.maximum(m - max_len, 0) // stride), 0).sum())
 
 
-def steps_per_epoch(sequences: Sequences, objective: str, batch_size: int, max_len: int,
-                    stride: int | None = None) -> int:
+def steps_per_epoch(
+    sequences: Sequences, objective: str, batch_size: int, max_len: int, stride: int | None = None
+) -> int:
   """Optimizer steps in one training epoch: batches of windows ('window', see
   `window_batches`) or of prefixes, one per target ('prefix', `prefix_batches`)."""
   if objective == "window":
@@ -145,9 +157,16 @@ def steps_per_epoch(sequences: Sequences, objective: str, batch_size: int, max_l
   return num_batches(rows, batch_size)
 
 
-def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuffle: bool = True,
-                   seed: int = 0, epoch: int = 0, stride: int | None = None
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def window_batches(
+    sequences: Sequences,
+    batch_size: int,
+    max_len: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    stride: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """All-positions training batches (SASRec style), one epoch.
 
   Yields dicts: items int32 [B, L], targets int32 [B, L] (targets[b, t] is the
@@ -162,7 +181,7 @@ def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuff
   chunk = _rows_per_chunk(batch_size, max_len)
   positions = np.arange(max_len)[None, :]
   for lo in range(0, n, chunk):
-    idx = order[lo:lo + chunk]
+    idx = order[lo : lo + chunk]
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
     starts, lens = starts_all[idx], lens_all[idx]
@@ -173,8 +192,11 @@ def window_batches(sequences: Sequences, batch_size: int, max_len: int, *, shuff
     targets[:rows] *= positions >= first_all[idx][:, None]
     weights = (targets > 0).astype(np.float32)
     for b in range(0, padded, batch_size):
-      yield {"items": items[b:b + batch_size], "targets": targets[b:b + batch_size],
-             "weights": weights[b:b + batch_size]}
+      yield {
+          "items": items[b : b + batch_size],
+          "targets": targets[b : b + batch_size],
+          "weights": weights[b : b + batch_size],
+      }
 
 
 def hot_mask(item_counts: np.ndarray, fraction: float = 0.2) -> np.ndarray:

@@ -55,7 +55,7 @@ class Sequences:
     if not -n <= i < n:
       raise IndexError(f"sequence {i} out of range for {n} sequences")
     i %= n
-    return self.items[self.offsets[i]:self.offsets[i + 1]]
+    return self.items[self.offsets[i] : self.offsets[i + 1]]
 
   def lengths(self) -> np.ndarray:
     """int64 [N]."""
@@ -87,8 +87,9 @@ class Examples:
   def __post_init__(self):
     targets = np.asarray(self.targets, dtype=np.int32)
     if targets.shape != (len(self.prefixes),):
-      raise DataError(f"Examples: {len(self.prefixes)} prefixes but targets of shape "
-                      f"{targets.shape}")
+      raise DataError(
+          f"Examples: {len(self.prefixes)} prefixes but targets of shape " f"{targets.shape}"
+      )
     object.__setattr__(self, "targets", targets)
 
   def __len__(self) -> int:
@@ -179,33 +180,50 @@ def statistics(ds: SessionDataset) -> dict:
 
 
 def _check(ds: SessionDataset) -> None:
-  for split, items in (("train", ds.train.items), ("valid", ds.valid.prefixes.items),
-                       ("test", ds.test.prefixes.items), ("valid targets", ds.valid.targets),
-                       ("test targets", ds.test.targets)):
+  for split, items in (
+      ("train", ds.train.items),
+      ("valid", ds.valid.prefixes.items),
+      ("test", ds.test.prefixes.items),
+      ("valid targets", ds.valid.targets),
+      ("test targets", ds.test.targets),
+  ):
     if len(items) and (items.min() < 1 or items.max() > ds.num_items):
       raise DataError(f"{ds.name}: {split} ids outside 1..{ds.num_items}")
   if ds.item_counts.shape != (ds.num_items + 1,) or ds.item_counts[0] != 0:
     raise DataError(f"{ds.name}: item_counts must have shape [{ds.num_items + 1}] with [0] == 0")
 
 
-def make_dataset(name: str, num_items: int, train: Sequences, valid: Examples, test: Examples,
-                 manifest: dict | None = None) -> SessionDataset:
+def make_dataset(
+    name: str,
+    num_items: int,
+    train: Sequences,
+    valid: Examples,
+    test: Examples,
+    manifest: dict | None = None,
+) -> SessionDataset:
   """A checked SessionDataset; item_counts and manifest statistics computed here."""
   counts = np.bincount(train.items, minlength=num_items + 1).astype(np.int64)
   counts[0] = 0
   ds = SessionDataset(name, int(num_items), train, valid, test, counts[: num_items + 1], {})
   _check(ds)
   manifest = dict(manifest or {})
-  manifest.update(name=name, num_items=int(num_items), format_version=FORMAT_VERSION,
-                  statistics={**manifest.get("statistics", {}), **statistics(ds)})
+  manifest.update(
+      name=name,
+      num_items=int(num_items),
+      format_version=FORMAT_VERSION,
+      statistics={**manifest.get("statistics", {}), **statistics(ds)},
+  )
   return dataclasses.replace(ds, manifest=manifest)
 
 
 def save(ds: SessionDataset, directory: str | os.PathLike) -> None:
   """Writes data.npz + manifest.json into `directory` (atomically per file)."""
   os.makedirs(directory, exist_ok=True)
-  arrays = {"train_offsets": ds.train.offsets, "train_items": ds.train.items,
-            "item_counts": ds.item_counts}
+  arrays = {
+      "train_offsets": ds.train.offsets,
+      "train_items": ds.train.items,
+      "item_counts": ds.item_counts,
+  }
   for split in ("valid", "test"):
     ex = getattr(ds, split)
     arrays[f"{split}_offsets"] = ex.prefixes.offsets
@@ -216,8 +234,10 @@ def save(ds: SessionDataset, directory: str | os.PathLike) -> None:
   atomic.write_json(os.path.join(directory, MANIFEST_FILE), ds.manifest)
 
 
-_REBUILD_HINT = ("prepare it again from the raw data (launch/prepare_data.py --rebuild, or "
-                 "load_dataset(..., rebuild=True))")
+_REBUILD_HINT = (
+    "prepare it again from the raw data (launch/prepare_data.py --rebuild, or "
+    "load_dataset(..., rebuild=True))"
+)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
@@ -228,17 +248,23 @@ def read_manifest(directory: str | os.PathLike) -> dict:
   except FileNotFoundError:
     raise DataError(f"{path}: no prepared dataset here (missing {MANIFEST_FILE})") from None
   except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text (byte {e.start}); the file is corrupt: "
-                    f"{_REBUILD_HINT}") from None
+    raise DataError(
+        f"{path}: not UTF-8 text (byte {e.start}); the file is corrupt: " f"{_REBUILD_HINT}"
+    ) from None
   except json.JSONDecodeError as e:
-    raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg}); the file is truncated or "
-                    f"corrupt: {_REBUILD_HINT}") from None
+    raise DataError(
+        f"{path}, line {e.lineno}: invalid JSON ({e.msg}); the file is truncated or "
+        f"corrupt: {_REBUILD_HINT}"
+    ) from None
   except (ValueError, RecursionError) as e:  # a number too long to convert, nesting too deep
-    raise DataError(f"{path}: unreadable JSON ({type(e).__name__}: {str(e)[:100]}); the file "
-                    f"is corrupt: {_REBUILD_HINT}") from None
+    raise DataError(
+        f"{path}: unreadable JSON ({type(e).__name__}: {str(e)[:100]}); the file "
+        f"is corrupt: {_REBUILD_HINT}"
+    ) from None
   if not isinstance(manifest, dict):
-    raise DataError(f"{path}: expected a JSON object, got {type(manifest).__name__}; "
-                    f"{_REBUILD_HINT}")
+    raise DataError(
+        f"{path}: expected a JSON object, got {type(manifest).__name__}; " f"{_REBUILD_HINT}"
+    )
   return manifest
 
 
@@ -268,21 +294,28 @@ def _check_sizes(path: str) -> None:
     for info in z.infolist():
       stored = info.compress_type == zipfile.ZIP_STORED
       if info.file_size > info.compress_size * (1 if stored else _MAX_DEFLATE_RATIO):
-        raise ValueError(f"member {info.filename} claims {info.file_size:,} bytes from "
-                         f"{info.compress_size:,} stored")
+        raise ValueError(
+            f"member {info.filename} claims {info.file_size:,} bytes from "
+            f"{info.compress_size:,} stored"
+        )
       with z.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version not in ((1, 0), (2, 0)):
           raise ValueError(f"member {info.filename}: unsupported .npy version {version}")
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         try:
           shape, _, dtype = read_header(f)
         except Exception as e:  # numpy's header parser also raises tokenize.TokenError
           raise ValueError(f"member {info.filename}: damaged .npy header ({e})") from None
       if math.prod(shape) * dtype.itemsize > info.file_size:
-        raise ValueError(f"member {info.filename} declares shape {shape} of {dtype}, more than "
-                         f"its {info.file_size:,} bytes")
+        raise ValueError(
+            f"member {info.filename} declares shape {shape} of {dtype}, more than "
+            f"its {info.file_size:,} bytes"
+        )
 
 
 def _read_arrays(path: str) -> dict:
@@ -301,11 +334,19 @@ def _read_arrays(path: str) -> dict:
   except PermissionError:
     raise
   # zipfile meets damaged headers with any of these (bad offsets, "encrypted", ...).
-  except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError,
-          RuntimeError) as e:
+  except (
+      zipfile.BadZipFile,
+      zlib.error,
+      EOFError,
+      ValueError,
+      OSError,
+      NotImplementedError,
+      RuntimeError,
+  ) as e:
     reason = "holds object arrays" if "pickle" in str(e) else str(e) or type(e).__name__
-    raise DataError(f"{path}: corrupt or not a prepared dataset ({reason}); "
-                    f"{_REBUILD_HINT}") from None
+    raise DataError(
+        f"{path}: corrupt or not a prepared dataset ({reason}); " f"{_REBUILD_HINT}"
+    ) from None
 
 
 def is_prepared(directory: str | os.PathLike) -> bool:
@@ -320,11 +361,19 @@ def load(directory: str | os.PathLike) -> SessionDataset:
   path = os.path.join(directory, ARRAYS_FILE)
   a = _read_arrays(path)
   try:
-    examples = {s: Examples(Sequences(a[f"{s}_offsets"], a[f"{s}_items"]), a[f"{s}_targets"])
-                for s in ("valid", "test")}
-    ds = SessionDataset(name, num_items, Sequences(a["train_offsets"], a["train_items"]),
-                        examples["valid"], examples["test"], a["item_counts"].astype(np.int64),
-                        manifest)
+    examples = {
+        s: Examples(Sequences(a[f"{s}_offsets"], a[f"{s}_items"]), a[f"{s}_targets"])
+        for s in ("valid", "test")
+    }
+    ds = SessionDataset(
+        name,
+        num_items,
+        Sequences(a["train_offsets"], a["train_items"]),
+        examples["valid"],
+        examples["test"],
+        a["item_counts"].astype(np.int64),
+        manifest,
+    )
     _check(ds)
   except KeyError as e:
     raise DataError(f"{path}: prepared dataset lacks {e}; {_REBUILD_HINT}") from None
@@ -341,19 +390,26 @@ def check_replace(directory: str | os.PathLike, manifest: dict, overwrite: bool 
   """
   if overwrite or not is_prepared(directory):
     return
-  hint = ("pass overwrite=True (launch/prepare_data.py --overwrite) to replace it, or choose "
-          "another output directory")
+  hint = (
+      "pass overwrite=True (launch/prepare_data.py --overwrite) to replace it, or choose "
+      "another output directory"
+  )
   try:
     old = read_manifest(directory)
   except DataError:
-    raise DataError(f"{os.path.join(directory, MANIFEST_FILE)} cannot be read (damaged); "
-                    f"refusing to replace what is in {directory}: {hint}") from None
+    raise DataError(
+        f"{os.path.join(directory, MANIFEST_FILE)} cannot be read (damaged); "
+        f"refusing to replace what is in {directory}: {hint}"
+    ) from None
   diffs = []
   for key in ("name", "recipe", "reader_options"):
     a, b = old.get(key), manifest.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k)]
+      diffs += [
+          f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
+          for k in sorted(set(a) | set(b))
+          if a.get(k) != b.get(k)
+      ]
     elif a != b:
       diffs.append(f"{key}: {a!r} -> {b!r}")
   old_src, new_src = old.get("sources", []), manifest.get("sources", [])
@@ -361,20 +417,27 @@ def check_replace(directory: str | os.PathLike, manifest: dict, overwrite: bool 
     a = old_src[i] if i < len(old_src) else {}
     b = new_src[i] if i < len(new_src) else {}
     if a.get("sha256") != b.get("sha256"):
-      diffs.append(f"sources[{i}]: {a.get('path')} sha256 {a.get('sha256')} -> "
-                   f"{b.get('path')} sha256 {b.get('sha256')}")
+      diffs.append(
+          f"sources[{i}]: {a.get('path')} sha256 {a.get('sha256')} -> "
+          f"{b.get('path')} sha256 {b.get('sha256')}"
+      )
   if diffs:
-    raise DataError(f"{directory}: already holds a different prepared dataset "
-                    f"({'; '.join(diffs)}); {hint}")
+    raise DataError(
+        f"{directory}: already holds a different prepared dataset " f"({'; '.join(diffs)}); {hint}"
+    )
 
 
 def statistics_table(datasets: TypingSequence[SessionDataset]) -> str:
   """The statistics table papers print, as markdown: one row per dataset."""
-  lines = ["| dataset | train examples | valid | test | items | avg length |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      "| dataset | train examples | valid | test | items | avg length |",
+      "|---|---|---|---|---|---|",
+  ]
   for ds in datasets:
     st = {**ds.manifest.get("statistics", {}), **statistics(ds)}
     avg = st.get("avg_length", st["avg_train_length"])
-    lines.append(f"| {ds.name} | {st['train_examples']:,} | {st['valid_examples']:,} | "
-                 f"{st['test_examples']:,} | {st['items']:,} | {avg:.2f} |")
+    lines.append(
+        f"| {ds.name} | {st['train_examples']:,} | {st['valid_examples']:,} | "
+        f"{st['test_examples']:,} | {st['items']:,} | {avg:.2f} |"
+    )
   return "\n".join(lines)

@@ -60,8 +60,10 @@ def open_binary(path: str | os.PathLike):
 
 
 def _gzip_error(path, e: Exception) -> DataError:
-  return DataError(f"{path}: corrupt gzip data ({e}); is the file truncated (an interrupted "
-                   "download?) or not gzip-compressed despite its .gz name?")
+  return DataError(
+      f"{path}: corrupt gzip data ({e}); is the file truncated (an interrupted "
+      "download?) or not gzip-compressed despite its .gz name?"
+  )
 
 
 _STRUCTURE = ",;\t|\n\r -0123456789"  # bytes the splitter and number parsers look for
@@ -74,9 +76,11 @@ def check_encoding(encoding: str) -> None:
   except (LookupError, TypeError):
     raise DataError(f"setting encoding: unknown text encoding {encoding!r}") from None
   if encoded.removeprefix(codecs.BOM_UTF8) != _STRUCTURE.encode("ascii"):
-    raise DataError(f"setting encoding: {encoding!r} is not ASCII-compatible (delimiters, "
-                    "digits and newlines must be single ASCII bytes); convert the file to "
-                    "UTF-8 first (e.g. iconv -f ENCODING -t UTF-8)")
+    raise DataError(
+        f"setting encoding: {encoding!r} is not ASCII-compatible (delimiters, "
+        "digits and newlines must be single ASCII bytes); convert the file to "
+        "UTF-8 first (e.g. iconv -f ENCODING -t UTF-8)"
+    )
 
 
 def read_header(path: str | os.PathLike, encoding: str = "utf-8") -> str:
@@ -92,8 +96,10 @@ def read_header(path: str | os.PathLike, encoding: str = "utf-8") -> str:
   try:
     return line.decode(encoding).rstrip("\r\n").lstrip("\ufeff")
   except UnicodeDecodeError:
-    raise DataError(f"{at(path, 1)}: header is not {encoding} text; pass the file's encoding "
-                    "(reader option encoding=, launch/prepare_data.py --encoding)") from None
+    raise DataError(
+        f"{at(path, 1)}: header is not {encoding} text; pass the file's encoding "
+        "(reader option encoding=, launch/prepare_data.py --encoding)"
+    ) from None
 
 
 @dataclasses.dataclass
@@ -119,20 +125,25 @@ class Block:
       self._has_quotes = bool((self.buf == 34).any())
     # Strip one pair of surrounding double quotes.
     if len(s) and self._has_quotes:
-      quoted = (e - s >= 2) & (self.buf[np.minimum(s, len(self.buf) - 1)] == 34) & (
-          self.buf[np.maximum(e - 1, 0)] == 34)
+      quoted = (
+          (e - s >= 2)
+          & (self.buf[np.minimum(s, len(self.buf) - 1)] == 34)
+          & (self.buf[np.maximum(e - 1, 0)] == 34)
+      )
       if quoted.any():
         s, e = s + quoted, e - quoted
     return s, e
 
   def text(self, row: int, field: str) -> str:
     s, e = self._span(field)
-    return bytes(self.buf[s[row]:e[row]]).decode(self.encoding, errors="replace")
+    return bytes(self.buf[s[row] : e[row]]).decode(self.encoding, errors="replace")
 
   def _fail(self, bad: np.ndarray, field: str, what: str) -> None:
     row = int(np.flatnonzero(bad)[0])
-    raise DataError(f"{at(self.path, int(self.lines[row]), field)}: expected {what}, "
-                    f"got {_excerpt(self.text(row, field))}")
+    raise DataError(
+        f"{at(self.path, int(self.lines[row]), field)}: expected {what}, "
+        f"got {_excerpt(self.text(row, field))}"
+    )
 
   def ints(self, field: str) -> np.ndarray:
     """int64 [R]: the field as a (signed) decimal integer."""
@@ -142,8 +153,10 @@ class Block:
       row = int(np.flatnonzero(~ok)[0])
       text = self.text(row, field)
       if re.fullmatch(r"-?[0-9]+", text):
-        raise DataError(f"{at(self.path, int(self.lines[row]), field)}: integer {text} is out of "
-                        f"range (at most {MAX_DIGITS} digits)")
+        raise DataError(
+            f"{at(self.path, int(self.lines[row]), field)}: integer {text} is out of "
+            f"range (at most {MAX_DIGITS} digits)"
+        )
       self._fail(~ok, field, "an integer")
     return values
 
@@ -176,21 +189,26 @@ class Block:
     leading_zero = (self.buf[np.minimum(s + neg, last)] == 48) & ((e - s - neg > 1) | neg)
     if ok.all() and not leading_zero.any():
       return factorize_ints(values)
-    padded = np.isin(self.buf[np.minimum(s, last)], _WHITESPACE) | np.isin(self.buf[e - 1],
-                                                                          _WHITESPACE)
+    padded = np.isin(self.buf[np.minimum(s, last)], _WHITESPACE) | np.isin(
+        self.buf[e - 1], _WHITESPACE
+    )
     if padded.any():
       row = int(np.flatnonzero(padded)[0])
-      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: id "
-                      f"{_excerpt(self.text(row, field))} has leading or trailing whitespace; ids "
-                      "are compared exactly (' 42', '42' and '42 ' would be three items), so "
-                      "remove the spaces from the file")
+      raise DataError(
+          f"{at(self.path, int(self.lines[row]), field)}: id "
+          f"{_excerpt(self.text(row, field))} has leading or trailing whitespace; ids "
+          "are compared exactly (' 42', '42' and '42 ' would be three items), so "
+          "remove the spaces from the file"
+      )
     width = e - s
     if (width > MAX_ID_BYTES).any():
       row = int(np.flatnonzero(width > MAX_ID_BYTES)[0])
-      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: an id of "
-                      f"{int(width[row]):,} bytes, longer than any id ({MAX_ID_BYTES:,} bytes at "
-                      f"most; is a delimiter or line break missing?): "
-                      f"{_excerpt(self.text(row, field))}")
+      raise DataError(
+          f"{at(self.path, int(self.lines[row]), field)}: an id of "
+          f"{int(width[row]):,} bytes, longer than any id ({MAX_ID_BYTES:,} bytes at "
+          f"most; is a delimiter or line break missing?): "
+          f"{_excerpt(self.text(row, field))}"
+      )
     nul = np.flatnonzero(self.buf == 0)
     if len(nul):
       has_nul = np.searchsorted(nul, s) < np.searchsorted(nul, e)
@@ -198,8 +216,9 @@ class Block:
         self._fail(has_nul, field, "an id without NUL bytes")
     return self._factorize_text(s, width, field)
 
-  def _factorize_text(self, s: np.ndarray, width: np.ndarray,
-                      field: str) -> tuple[np.ndarray, np.ndarray]:
+  def _factorize_text(
+      self, s: np.ndarray, width: np.ndarray, field: str
+  ) -> tuple[np.ndarray, np.ndarray]:
     """(codes int64 [R], sorted str vocab [U]) of text ids, one width at a time.
 
     Ids of one width are compared as fixed-width byte strings, so no array is as
@@ -223,16 +242,20 @@ class Block:
         undecodable.append(int(rows[np.flatnonzero(np.isin(inverse, bad))[0]]))
     if undecodable:
       row = min(undecodable)
-      raw = bytes(self.buf[s[row]:s[row] + width[row]])
-      raise DataError(f"{at(self.path, int(self.lines[row]), field)}: not valid {self.encoding} "
-                      f"text: {raw[:100]!r}; pass the file's encoding (reader option "
-                      "encoding='latin-1', launch/prepare_data.py --encoding=latin-1)")
+      raw = bytes(self.buf[s[row] : s[row] + width[row]])
+      raise DataError(
+          f"{at(self.path, int(self.lines[row]), field)}: not valid {self.encoding} "
+          f"text: {raw[:100]!r}; pass the file's encoding (reader option "
+          "encoding='latin-1', launch/prepare_data.py --encoding=latin-1)"
+      )
     text = texts[0] if len(texts) == 1 else concatenate_text(texts)
     rank = np.argsort(text, kind="stable")
     text = text[rank]
     if len(text) > 1 and (text[1:] == text[:-1]).any():  # a non-injective codec merged ids
-      raise DataError(f"{self.path}, field {field!r}: distinct ids decode to the same text "
-                      f"with encoding {self.encoding!r}; use another encoding")
+      raise DataError(
+          f"{self.path}, field {field!r}: distinct ids decode to the same text "
+          f"with encoding {self.encoding!r}; use another encoding"
+      )
     code_of = np.empty(len(rank), np.int64)
     code_of[rank] = np.arange(len(rank))
     return code_of[codes], compact_text(text)
@@ -270,8 +293,9 @@ def _decodes(raw: bytes, encoding: str) -> bool:
   return True
 
 
-def _split_block(path: str, buf: np.ndarray, first_line: int, delimiter: bytes,
-                 fields: tuple[str, ...]) -> Block:
+def _split_block(
+    path: str, buf: np.ndarray, first_line: int, delimiter: bytes, fields: tuple[str, ...]
+) -> Block:
   """Splits a block of whole lines (each ending in a newline) into fields."""
   k = len(fields)
   # Fast path: every line has exactly k - 1 delimiters and no blank lines, so the
@@ -293,8 +317,9 @@ def _split_block(path: str, buf: np.ndarray, first_line: int, delimiter: bytes,
   return _split_block_general(path, buf, first_line, delimiter, fields)
 
 
-def _split_block_general(path: str, buf: np.ndarray, first_line: int, delimiter: bytes,
-                         fields: tuple[str, ...]) -> Block:
+def _split_block_general(
+    path: str, buf: np.ndarray, first_line: int, delimiter: bytes, fields: tuple[str, ...]
+) -> Block:
   """Blank lines skipped; the first malformed line raises naming its line number."""
   nl = np.flatnonzero(buf == 10)
   line_starts = np.concatenate([[0], nl[:-1] + 1]).astype(np.int64)
@@ -312,25 +337,35 @@ def _split_block_general(path: str, buf: np.ndarray, first_line: int, delimiter:
   counts = np.bincount(owner, minlength=len(line_ends))
   if (counts != k - 1).any():
     bad = int(np.flatnonzero(counts != k - 1)[0])
-    text = bytes(buf[line_starts[bad]:line_ends[bad]]).decode("utf-8", errors="replace")
+    text = bytes(buf[line_starts[bad] : line_ends[bad]]).decode("utf-8", errors="replace")
     hint = ""
     if counts[bad] == 0:
-      others = [name for d, name in _DELIMITER_NAMES.items()
-                if d != delimiter and d.decode() in text]
+      others = [
+          name for d, name in _DELIMITER_NAMES.items() if d != delimiter and d.decode() in text
+      ]
       if others:
         hint = f" (wrong delimiter? the line contains {' and '.join(others)})"
-    raise DataError(f"{at(path, int(lines[bad]))}: expected {k} fields separated by "
-                    f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))}, "
-                    f"found {counts[bad] + 1}{hint}: {text[:200]!r}")
+    raise DataError(
+        f"{at(path, int(lines[bad]))}: expected {k} fields separated by "
+        f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))}, "
+        f"found {counts[bad] + 1}{hint}: {text[:200]!r}"
+    )
   delim = delim.reshape(len(line_ends), k - 1)
   starts = np.concatenate([line_starts[:, None], delim + 1], axis=1)
   ends = np.concatenate([delim, line_ends[:, None]], axis=1)
   return Block(path, buf, starts, ends, lines, fields)
 
 
-def blocks(path: str | os.PathLike, delimiter: str, fields: tuple[str, ...], *,
-           skip_lines: int = 0, block_bytes: int = _BLOCK_BYTES, encoding: str = "utf-8",
-           strict: bool = False) -> Iterator[Block]:
+def blocks(
+    path: str | os.PathLike,
+    delimiter: str,
+    fields: tuple[str, ...],
+    *,
+    skip_lines: int = 0,
+    block_bytes: int = _BLOCK_BYTES,
+    encoding: str = "utf-8",
+    strict: bool = False,
+) -> Iterator[Block]:
   """The data rows of a delimited file, a block of whole lines at a time.
 
   strict: a last line without a line break (see the module docstring) is an error,
@@ -347,8 +382,15 @@ def blocks(path: str | os.PathLike, delimiter: str, fields: tuple[str, ...], *,
     raise _gzip_error(path, e) from None
 
 
-def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, block_bytes: int,
-            encoding: str, strict: bool) -> Iterator[Block]:
+def _blocks(
+    path: str,
+    delim: bytes,
+    fields: tuple[str, ...],
+    skip_lines: int,
+    block_bytes: int,
+    encoding: str,
+    strict: bool,
+) -> Iterator[Block]:
   with open_binary(path) as f:
     for _ in range(skip_lines):
       f.readline()
@@ -381,13 +423,21 @@ def _blocks(path: str, delim: bytes, fields: tuple[str, ...], skip_lines: int, b
 
 def _unterminated(path: str, line: int, strict: bool) -> None:
   """Warns (or, strict, raises) that the last line of `path` has no line break."""
-  message = (f"{at(path, line)}: the last line has no line break, unlike the lines before it: "
-             "the file may be cut off mid-line (an interrupted download or copy?)")
+  message = (
+      f"{at(path, line)}: the last line has no line break, unlike the lines before it: "
+      "the file may be cut off mid-line (an interrupted download or copy?)"
+  )
   if strict:
-    raise DataError(f"{message}; refused (strict). Complete or re-fetch the file, or add the "
-                    "line break if the line is whole")
-  warnings.warn(f"{message}; its last line was read as it stands (strict=True, "
-                "launch/prepare_data.py --strict, refuses such a file)", DataWarning, stacklevel=2)
+    raise DataError(
+        f"{message}; refused (strict). Complete or re-fetch the file, or add the "
+        "line break if the line is whole"
+    )
+  warnings.warn(
+      f"{message}; its last line was read as it stands (strict=True, "
+      "launch/prepare_data.py --strict, refuses such a file)",
+      DataWarning,
+      stacklevel=2,
+  )
 
 
 def merge_tokens(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ def _parse_unsigned(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.n
   if not len(s):
     return values, ok
   counts = np.bincount(np.clip(width, 0, MAX_DIGITS + 1), minlength=MAX_DIGITS + 2)
-  for w in np.flatnonzero(counts[1:MAX_DIGITS + 1]) + 1:
+  for w in np.flatnonzero(counts[1 : MAX_DIGITS + 1]) + 1:
     rows = None if counts[w] == len(s) else np.flatnonzero(width == w)
     start = s if rows is None else s[rows]
     # Up to 9 digits fit int32, which halves the memory traffic of the passes.
@@ -104,8 +104,10 @@ def parse_decimals(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.nd
   ok &= (is_digit & inside).sum(axis=1) <= MAX_DIGITS
   # Exponent of each digit column: the number of digit columns to its right.
   exponent = np.cumsum(is_digit[:, ::-1], axis=1)[:, ::-1] - 1
-  mantissa = (np.where(is_digit & inside, digits, 0).astype(np.int64)
-              * _POW10[np.clip(exponent, 0, MAX_DIGITS)]).sum(axis=1)
+  mantissa = (
+      np.where(is_digit & inside, digits, 0).astype(np.int64)
+      * _POW10[np.clip(exponent, 0, MAX_DIGITS)]
+  ).sum(axis=1)
   frac_digits = np.where(has_dot, w - 1 - np.argmax(is_dot, axis=1), 0)
   values = mantissa / _POW10[frac_digits].astype(np.float64)
   return np.where(neg, -values, values), ok
@@ -201,8 +203,9 @@ def parse_iso(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
     if len(long):  # digits beyond float precision: checked with one pass over the buffer
       non_digits = np.flatnonzero((buf < 48) | (buf > 57))
       tail = rows[long] + 20 + MAX_DIGITS
-      tail_ok[long] &= (np.searchsorted(non_digits, tail)
-                        == np.searchsorted(non_digits, tail + frac_len[long] - MAX_DIGITS))
+      tail_ok[long] &= np.searchsorted(non_digits, tail) == np.searchsorted(
+          non_digits, tail + frac_len[long] - MAX_DIGITS
+      )
   ok &= ~has_time | (time_ok & tail_ok)
   seconds += np.where(has_time, hour * 3600 + minute * 60 + sec + frac, 0.0)
   return seconds, ok
@@ -226,8 +229,11 @@ def _text_size(vocab: np.ndarray) -> tuple[int, int]:
   """(characters in all of `vocab`'s strings, the longest string's length)."""
   if not len(vocab):
     return 0, 0
-  lengths = (np.char.str_len(vocab) if vocab.dtype.kind == "U"
-             else np.fromiter(map(len, vocab), np.int64, len(vocab)))
+  lengths = (
+      np.char.str_len(vocab)
+      if vocab.dtype.kind == "U"
+      else np.fromiter(map(len, vocab), np.int64, len(vocab))
+  )
   return int(lengths.sum()), int(lengths.max())
 
 
@@ -249,6 +255,7 @@ def concatenate_text(parts: list[np.ndarray]) -> np.ndarray:
   """One str array of `parts` (fixed-width or object), no wider than `compact_text` allows."""
   sizes = [_text_size(p) for p in parts]
   if all(p.dtype.kind == "U" for p in parts) and _fixed_width_fits(
-      sum(len(p) for p in parts), sum(c for c, _ in sizes), max(w for _, w in sizes)):
+      sum(len(p) for p in parts), sum(c for c, _ in sizes), max(w for _, w in sizes)
+  ):
     return np.concatenate(parts)
   return np.concatenate([p.astype(object) for p in parts])

@@ -38,9 +38,13 @@ from ccrec.data.recipes import ClickLog, Recipe
 
 
 def _manifest(name: str, log: ClickLog, recipe: Recipe, mapping: np.ndarray, extra: dict) -> dict:
-  return {"recipe": recipe.to_dict(), "sources": log.sources,
-          "id_map": recipes.id_map(mapping, log.item_vocab),
-          "id_order": extra.pop("id_order"), "statistics": extra}
+  return {
+      "recipe": recipe.to_dict(),
+      "sources": log.sources,
+      "id_map": recipes.id_map(mapping, log.item_vocab),
+      "id_order": extra.pop("id_order"),
+      "statistics": extra,
+  }
 
 
 def loo(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
@@ -57,16 +61,21 @@ def loo(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
   lens = np.diff(offsets)
   histories = Sequences(offsets, items)
   train_lens = lens - 2
-  train = Sequences(np.concatenate([[0], np.cumsum(train_lens)]),
-                    items[_head(offsets, train_lens)])
+  train = Sequences(np.concatenate([[0], np.cumsum(train_lens)]), items[_head(offsets, train_lens)])
   valid = Examples(truncate(train, recipe.max_len), items[offsets[1:] - 2])
-  test_prefix = Sequences(np.concatenate([[0], np.cumsum(lens - 1)]),
-                          histories.items[_head(offsets, lens - 1)])
+  test_prefix = Sequences(
+      np.concatenate([[0], np.cumsum(lens - 1)]), histories.items[_head(offsets, lens - 1)]
+  )
   test = Examples(truncate(test_prefix, recipe.max_len), items[offsets[1:] - 1])
-  stats = {"users": len(lens), "clicks": int(len(log)), "avg_length": float(lens.mean()),
-           "id_order": "first appearance in time order (ties: user id, then file order)"}
-  return make_dataset(name, int(mapping.max()), train, valid, test,
-                      _manifest(name, log, recipe, mapping, stats))
+  stats = {
+      "users": len(lens),
+      "clicks": int(len(log)),
+      "avg_length": float(lens.mean()),
+      "id_order": "first appearance in time order (ties: user id, then file order)",
+  }
+  return make_dataset(
+      name, int(mapping.max()), train, valid, test, _manifest(name, log, recipe, mapping, stats)
+  )
 
 
 def _head(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -94,7 +103,7 @@ def session(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
   train_sessions = train_sessions[np.argsort(end_time[train_sessions], kind="stable")]
   if recipe.train_fraction < 1.0:
     keep = int(len(train_sessions) * recipe.train_fraction)
-    train_sessions = train_sessions[len(train_sessions) - keep:]
+    train_sessions = train_sessions[len(train_sessions) - keep :]
   test_sessions = np.flatnonzero(is_test)
   test_sessions = test_sessions[np.argsort(end_time[test_sessions], kind="stable")]
   all_sessions = Sequences(offsets, log.item)
@@ -106,8 +115,9 @@ def session(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
   test_items = mapping[test_codes.items]
   if recipe.drop_unseen_test_items:
     seen = test_items > 0
-    test_lens = np.bincount(recipes.session_ids(test_codes.offsets)[seen],
-                            minlength=len(test_codes)).astype(np.int64)
+    test_lens = np.bincount(
+        recipes.session_ids(test_codes.offsets)[seen], minlength=len(test_codes)
+    ).astype(np.int64)
     test_seqs = Sequences(np.concatenate([[0], np.cumsum(test_lens)]), test_items[seen])
   else:
     unseen = np.unique(test_codes.items[test_items == 0])
@@ -122,10 +132,21 @@ def session(log: ClickLog, recipe: Recipe, name: str) -> SessionDataset:
   valid = prefix_augment(train.take(np.flatnonzero(is_valid)), recipe.max_len)
   test = prefix_augment(test_seqs, recipe.max_len)
   kept = np.concatenate([train.lengths(), test_seqs.lengths()])
-  stats = {"sessions": len(kept), "train_sessions": int((~is_valid).sum()),
-           "valid_sessions": num_valid, "test_sessions": len(test_seqs),
-           "clicks": int(kept.sum()), "avg_length": float(kept.mean()),
-           "split_time": float(split),
-           "id_order": "first appearance in the training sessions ordered by time"}
-  return make_dataset(name, int(mapping.max()), train.take(np.flatnonzero(~is_valid)), valid,
-                      test, _manifest(name, log, recipe, mapping, stats))
+  stats = {
+      "sessions": len(kept),
+      "train_sessions": int((~is_valid).sum()),
+      "valid_sessions": num_valid,
+      "test_sessions": len(test_seqs),
+      "clicks": int(kept.sum()),
+      "avg_length": float(kept.mean()),
+      "split_time": float(split),
+      "id_order": "first appearance in the training sessions ordered by time",
+  }
+  return make_dataset(
+      name,
+      int(mapping.max()),
+      train.take(np.flatnonzero(~is_valid)),
+      valid,
+      test,
+      _manifest(name, log, recipe, mapping, stats),
+  )

@@ -47,8 +47,14 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _source(path, fmt: str) -> list:
-  return [{"path": os.path.abspath(path), "sha256": sha256_file(path), "format": fmt,
-           "size": os.path.getsize(path)}]
+  return [
+      {
+          "path": os.path.abspath(path),
+          "sha256": sha256_file(path),
+          "format": fmt,
+          "size": os.path.getsize(path),
+      }
+  ]
 
 
 def _header_fields(path, delimiter: str, encoding: str = "utf-8") -> list[str]:
@@ -59,26 +65,42 @@ def _header_fields(path, delimiter: str, encoding: str = "utf-8") -> list[str]:
 def _expect_header(path, delimiter: str, expected: tuple[str, ...]) -> None:
   got = _header_fields(path, delimiter)
   if tuple(got) != expected:
-    raise DataError(f"{at(path, 1)}: expected the header {delimiter.join(expected)!r}, "
-                    f"got {delimiter.join(got)!r}")
+    raise DataError(
+        f"{at(path, 1)}: expected the header {delimiter.join(expected)!r}, "
+        f"got {delimiter.join(got)!r}"
+    )
 
 
-def _read(path, delimiter: str, fields: tuple[str, ...], skip_lines: int, columns: dict,
-          encoding: str = "utf-8", strict: bool = False):
+def _read(
+    path,
+    delimiter: str,
+    fields: tuple[str, ...],
+    skip_lines: int,
+    columns: dict,
+    encoding: str = "utf-8",
+    strict: bool = False,
+):
   """Parses the named columns block by block: {field: kind} -> {field: array}.
 
   kinds: 'int', 'float', 'token' (-> (codes, vocab)), 'datetime', 'line' (the
   1-based line number of each row; the field name is only a key).
   """
   parts: dict[str, list] = {f: [] for f in columns}
-  for block in delimited.blocks(path, delimiter, fields, skip_lines=skip_lines,
-                                encoding=encoding, strict=strict):
+  for block in delimited.blocks(
+      path, delimiter, fields, skip_lines=skip_lines, encoding=encoding, strict=strict
+  ):
     for field, kind in columns.items():
       if kind == "line":
         parts[field].append(block.lines)
       else:
-        parts[field].append({"int": block.ints, "float": block.floats, "token": block.tokens,
-                             "datetime": block.datetimes}[kind](field))
+        parts[field].append(
+            {
+                "int": block.ints,
+                "float": block.floats,
+                "token": block.tokens,
+                "datetime": block.datetimes,
+            }[kind](field)
+        )
   out = {}
   for field, kind in columns.items():
     if kind == "token":
@@ -93,21 +115,34 @@ def _log(path, fmt, session, items, time, order=None) -> ClickLog:
   if len(codes) == 0:
     empty = not os.fspath(path).endswith(".gz") and os.path.getsize(path) == 0
     raise DataError(f"{path}: {'the file is empty' if empty else 'no data rows'}")
-  return ClickLog(session=np.asarray(session, np.int64), item=codes,
-                  time=np.asarray(time, np.float64), item_vocab=vocab,
-                  sources=_source(path, fmt), order=order)
+  return ClickLog(
+      session=np.asarray(session, np.int64),
+      item=codes,
+      time=np.asarray(time, np.float64),
+      item_vocab=vocab,
+      sources=_source(path, fmt),
+      order=order,
+  )
 
 
-def read_inter(path, *, session_field: str | None = None, item_field: str = "item_id",
-               time_field: str | None = "timestamp", encoding: str = "utf-8",
-               strict: bool = False) -> ClickLog:
+def read_inter(
+    path,
+    *,
+    session_field: str | None = None,
+    item_field: str = "item_id",
+    time_field: str | None = "timestamp",
+    encoding: str = "utf-8",
+    strict: bool = False,
+) -> ClickLog:
   """RecBole atomic .inter file. session_field defaults to session_id, else user_id."""
   header = _header_fields(path, "\t", encoding)
   names = []
   for name in header:
     if ":" not in name:
-      raise DataError(f"{at(path, 1, name)}: a RecBole header field is name:type "
-                      f"(e.g. item_id:token); is this a tab-separated .inter file?")
+      raise DataError(
+          f"{at(path, 1, name)}: a RecBole header field is name:type "
+          f"(e.g. item_id:token); is this a tab-separated .inter file?"
+      )
     names.append(name.split(":", 1)[0])
   if session_field is None:
     session_field = "session_id" if "session_id" in names else "user_id"
@@ -125,8 +160,14 @@ def read_inter(path, *, session_field: str | None = None, item_field: str = "ite
 
 def read_udata(path, *, strict: bool = False) -> ClickLog:
   """MovieLens u.data: `user item rating timestamp`, tab-separated, no header."""
-  cols = _read(path, "\t", ("user", "item", "rating", "timestamp"), 0,
-               {"user": "token", "item": "token", "timestamp": "int"}, strict=strict)
+  cols = _read(
+      path,
+      "\t",
+      ("user", "item", "rating", "timestamp"),
+      0,
+      {"user": "token", "item": "token", "timestamp": "int"},
+      strict=strict,
+  )
   return _log(path, "movielens-udata", cols["user"][0], cols["item"], cols["timestamp"])
 
 
@@ -136,11 +177,22 @@ DIGINETICA_HEADER = ("sessionId", "userId", "itemId", "timeframe", "eventdate")
 def read_diginetica(path, *, strict: bool = False) -> ClickLog:
   """Diginetica train-item-views.csv (CIKM Cup 2016)."""
   _expect_header(path, ";", DIGINETICA_HEADER)
-  cols = _read(path, ";", DIGINETICA_HEADER, 1, {"sessionId": "int", "itemId": "token",
-                                                 "timeframe": "int", "eventdate": "datetime"},
-               strict=strict)
-  return _log(path, "diginetica", cols["sessionId"], cols["itemId"], cols["eventdate"],
-              order=cols["timeframe"])
+  cols = _read(
+      path,
+      ";",
+      DIGINETICA_HEADER,
+      1,
+      {"sessionId": "int", "itemId": "token", "timeframe": "int", "eventdate": "datetime"},
+      strict=strict,
+  )
+  return _log(
+      path,
+      "diginetica",
+      cols["sessionId"],
+      cols["itemId"],
+      cols["eventdate"],
+      order=cols["timeframe"],
+  )
 
 
 YOOCHOOSE_FIELDS = ("SessionID", "Timestamp", "ItemID", "Category")
@@ -148,16 +200,23 @@ YOOCHOOSE_FIELDS = ("SessionID", "Timestamp", "ItemID", "Category")
 
 def read_yoochoose(path, *, strict: bool = False) -> ClickLog:
   """Yoochoose yoochoose-clicks.dat (RecSys Challenge 2015)."""
-  cols = _read(path, ",", YOOCHOOSE_FIELDS, 0, {"SessionID": "int", "Timestamp": "datetime",
-                                                "ItemID": "token"}, strict=strict)
+  cols = _read(
+      path,
+      ",",
+      YOOCHOOSE_FIELDS,
+      0,
+      {"SessionID": "int", "Timestamp": "datetime", "ItemID": "token"},
+      strict=strict,
+  )
   return _log(path, "yoochoose", cols["SessionID"], cols["ItemID"], cols["Timestamp"])
 
 
 RETAILROCKET_HEADER = ("timestamp", "visitorid", "event", "itemid", "transactionid")
 
 
-def read_retailrocket(path, *, gap_minutes: float = 30.0,
-                      events: tuple[str, ...] | None = None, strict: bool = False) -> ClickLog:
+def read_retailrocket(
+    path, *, gap_minutes: float = 30.0, events: tuple[str, ...] | None = None, strict: bool = False
+) -> ClickLog:
   """RetailRocket events.csv; sessions split at `gap_minutes` of inactivity.
 
   `events` keeps only those event types (view, addtocart, transaction); None = all.
@@ -165,9 +224,14 @@ def read_retailrocket(path, *, gap_minutes: float = 30.0,
   if gap_minutes <= 0:
     raise DataError(f"setting gap_minutes must be > 0, got {gap_minutes}")
   _expect_header(path, ",", RETAILROCKET_HEADER)
-  cols = _read(path, ",", RETAILROCKET_HEADER, 1, {"timestamp": "int", "visitorid": "int",
-                                                   "event": "token", "itemid": "token"},
-               strict=strict)
+  cols = _read(
+      path,
+      ",",
+      RETAILROCKET_HEADER,
+      1,
+      {"timestamp": "int", "visitorid": "int", "event": "token", "itemid": "token"},
+      strict=strict,
+  )
   time = cols["timestamp"] * _MS
   visitor = cols["visitorid"]
   codes, vocab = cols["itemid"]
@@ -175,8 +239,10 @@ def read_retailrocket(path, *, gap_minutes: float = 30.0,
     ev_codes, ev_vocab = cols["event"]
     unknown = set(events) - set(ev_vocab.astype(str).tolist())
     if unknown:
-      raise DataError(f"{path}: setting events={events}: no events of type {sorted(unknown)} "
-                      f"(present: {sorted(ev_vocab.astype(str).tolist())})")
+      raise DataError(
+          f"{path}: setting events={events}: no events of type {sorted(unknown)} "
+          f"(present: {sorted(ev_vocab.astype(str).tolist())})"
+      )
     keep = np.isin(ev_vocab.astype(str)[ev_codes], list(events))
     time, visitor, codes = time[keep], visitor[keep], codes[keep]
   rows = np.lexsort((np.arange(len(time)), time, visitor))
@@ -187,28 +253,49 @@ def read_retailrocket(path, *, gap_minutes: float = 30.0,
   return log
 
 
-TMALL_HEADER = ("user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp",
-                "action_type")
+TMALL_HEADER = (
+    "user_id",
+    "item_id",
+    "cat_id",
+    "seller_id",
+    "brand_id",
+    "time_stamp",
+    "action_type",
+)
 
 
-def read_tmall(path, *, actions: tuple[int, ...] | None = None, year: int = 2015,
-               strict: bool = False) -> ClickLog:
+def read_tmall(
+    path, *, actions: tuple[int, ...] | None = None, year: int = 2015, strict: bool = False
+) -> ClickLog:
   """Tmall IJCAI-15 user_log_format1.csv; session = one user's events of one day.
 
   `actions` keeps those action types (0 click, 1 add-to-cart, 2 purchase,
   3 favourite); None = all.
   """
   _expect_header(path, ",", TMALL_HEADER)
-  cols = _read(path, ",", TMALL_HEADER, 1, {"user_id": "int", "item_id": "token",
-                                            "time_stamp": "int", "action_type": "int",
-                                            "line": "line"}, strict=strict)
+  cols = _read(
+      path,
+      ",",
+      TMALL_HEADER,
+      1,
+      {
+          "user_id": "int",
+          "item_id": "token",
+          "time_stamp": "int",
+          "action_type": "int",
+          "line": "line",
+      },
+      strict=strict,
+  )
   mmdd = cols["time_stamp"]
   month, day = mmdd // 100, mmdd % 100
   bad = (mmdd < 0) | (day < 1) | (day > numeric.days_in_month(np.full_like(month, year), month))
   if bad.any():
     row = int(np.flatnonzero(bad)[0])
-    raise DataError(f"{at(path, int(cols['line'][row]), 'time_stamp')}: expected a date MMDD "
-                    f"of {year}, got {int(mmdd[row])}")
+    raise DataError(
+        f"{at(path, int(cols['line'][row]), 'time_stamp')}: expected a date MMDD "
+        f"of {year}, got {int(mmdd[row])}"
+    )
   days = numeric.days_from_civil(np.full_like(month, year), month, day)
   codes, vocab = cols["item_id"]
   user = cols["user_id"]
@@ -224,14 +311,24 @@ def sniff_delimiter(path, encoding: str = "utf-8") -> str:
   counts = {d: header.count(d) for d in ("\t", ",", ";", "|")}
   best = max(counts, key=counts.get)
   if counts[best] == 0:
-    raise DataError(f"{at(path, 1)}: cannot tell the delimiter (no tab, comma, semicolon or pipe "
-                    f"in the header {header!r}); pass delimiter=")
+    raise DataError(
+        f"{at(path, 1)}: cannot tell the delimiter (no tab, comma, semicolon or pipe "
+        f"in the header {header!r}); pass delimiter="
+    )
   return best
 
 
-def read_generic(path, *, session_field: str, item_field: str, time_field: str | None = None,
-                 time_format: str = "seconds", delimiter: str | None = None,
-                 encoding: str = "utf-8", strict: bool = False) -> ClickLog:
+def read_generic(
+    path,
+    *,
+    session_field: str,
+    item_field: str,
+    time_field: str | None = None,
+    time_format: str = "seconds",
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    strict: bool = False,
+) -> ClickLog:
   """A CSV/TSV with a header naming a session (or user) column, an item column and
   optionally a time column; time_format 'seconds', 'ms' or 'iso'. No time: file order.
   `encoding`: the text encoding (ASCII-compatible, e.g. 'latin-1'; default UTF-8)."""

@@ -20,8 +20,12 @@ from ccrec.data.errors import DataError
 DAY = 86400.0
 
 # Recipe field annotation -> (accepted types, description); bools are never numbers here.
-_KINDS = {"int": (numbers.Integral, "an integer"), "float": (numbers.Real, "a number"),
-          "bool": ((bool, np.bool_), "True or False"), "str": (str, "a string")}
+_KINDS = {
+    "int": (numbers.Integral, "an integer"),
+    "float": (numbers.Real, "a number"),
+    "bool": ((bool, np.bool_), "True or False"),
+    "str": (str, "a string"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,25 +63,33 @@ class Recipe:
         continue
       types, what = _KINDS[kind]
       if not isinstance(value, types) or (kind != "bool" and isinstance(value, (bool, np.bool_))):
-        raise DataError(f"recipe setting {f.name} must be {what}{' or None' if optional else ''}, "
-                        f"got {value!r} ({type(value).__name__})")
+        raise DataError(
+            f"recipe setting {f.name} must be {what}{' or None' if optional else ''}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
     if self.protocol not in ("loo", "session"):
       raise DataError(f"recipe setting protocol must be 'loo' or 'session', got {self.protocol!r}")
     if self.max_len is not None and self.max_len < 1:
       raise DataError(f"recipe setting max_len must be >= 1 (or None), got {self.max_len}")
     if self.long_sessions not in ("truncate", "drop"):
-      raise DataError(f"recipe setting long_sessions must be 'truncate' or 'drop', "
-                      f"got {self.long_sessions!r}")
+      raise DataError(
+          f"recipe setting long_sessions must be 'truncate' or 'drop', "
+          f"got {self.long_sessions!r}"
+      )
     for name in ("min_item_count", "min_session_length", "max_session_length", "max_sessions"):
       if getattr(self, name) < 0:
         raise DataError(f"recipe setting {name} must be >= 0, got {getattr(self, name)}")
     if self.protocol == "loo" and self.min_session_length < 3:
-      raise DataError("recipe setting min_session_length must be >= 3 for protocol 'loo' "
-                      f"(a user needs a train prefix, a valid and a test item), "
-                      f"got {self.min_session_length}")
+      raise DataError(
+          "recipe setting min_session_length must be >= 3 for protocol 'loo' "
+          f"(a user needs a train prefix, a valid and a test item), "
+          f"got {self.min_session_length}"
+      )
     if 0 < self.max_session_length < max(self.min_session_length, 2):
-      raise DataError(f"recipe setting max_session_length={self.max_session_length} is below "
-                      f"min_session_length={self.min_session_length}")
+      raise DataError(
+          f"recipe setting max_session_length={self.max_session_length} is below "
+          f"min_session_length={self.min_session_length}"
+      )
     if not 0.0 < self.train_fraction <= 1.0:
       raise DataError(f"recipe setting train_fraction must be in (0, 1], got {self.train_fraction}")
     if not 0.0 <= self.valid_fraction < 1.0:
@@ -108,9 +120,13 @@ class ClickLog:
     return len(self.item)
 
   def take(self, rows: np.ndarray) -> "ClickLog":
-    return dataclasses.replace(self, session=self.session[rows], item=self.item[rows],
-                               time=self.time[rows],
-                               order=None if self.order is None else self.order[rows])
+    return dataclasses.replace(
+        self,
+        session=self.session[rows],
+        item=self.item[rows],
+        time=self.time[rows],
+        order=None if self.order is None else self.order[rows],
+    )
 
 
 def group(session: np.ndarray) -> np.ndarray:
@@ -209,5 +225,7 @@ def id_map(mapping: np.ndarray, vocab: np.ndarray) -> dict[str, int]:
 def check_nonempty(what: int, name: str, recipe: Recipe, sources: list) -> None:
   if what == 0:
     files = ", ".join(s["path"] for s in sources) or "the input"
-    raise DataError(f"{files}: {name} is empty after preprocessing with recipe "
-                    f"{recipe.to_dict()}; loosen min_item_count / min_session_length / test_days")
+    raise DataError(
+        f"{files}: {name} is empty after preprocessing with recipe "
+        f"{recipe.to_dict()}; loosen min_item_count / min_session_length / test_days"
+    )

@@ -37,25 +37,66 @@ from ccrec.data import readers
 from ccrec.data.dataset import Examples, Sequences, make_dataset, prefix_augment, truncate
 from ccrec.data.errors import DataError
 
-ALLOWED_OPCODES = frozenset({
-    "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "EMPTY_LIST", "LIST", "APPEND", "APPENDS",
-    "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
-    "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET",
-})
+ALLOWED_OPCODES = frozenset(
+    {
+        "PROTO",
+        "FRAME",
+        "STOP",
+        "MARK",
+        "POP",
+        "POP_MARK",
+        "DUP",
+        "EMPTY_LIST",
+        "LIST",
+        "APPEND",
+        "APPENDS",
+        "EMPTY_TUPLE",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "PUT",
+        "BINPUT",
+        "LONG_BINPUT",
+        "MEMOIZE",
+        "GET",
+        "BINGET",
+        "LONG_BINGET",
+    }
+)
 
 
 MAX_ID = np.iinfo(np.int32).max  # prepared datasets store ids as int32
 
 # Opcodes that build plain values other than ints: named in the error instead of "objects".
 _OTHER_VALUES = {
-    "FLOAT": "the float", "BINFLOAT": "the float", "NONE": "None", "NEWTRUE": "True",
-    "NEWFALSE": "False", "STRING": "the string", "BINSTRING": "the string",
-    "SHORT_BINSTRING": "the string", "UNICODE": "the string", "BINUNICODE": "the string",
-    "SHORT_BINUNICODE": "the string", "BINUNICODE8": "the string", "BINBYTES": "the bytes",
-    "SHORT_BINBYTES": "the bytes", "BINBYTES8": "the bytes", "BYTEARRAY8": "the bytearray",
-    "EMPTY_DICT": "a dict", "DICT": "a dict", "EMPTY_SET": "a set", "FROZENSET": "a frozenset",
+    "FLOAT": "the float",
+    "BINFLOAT": "the float",
+    "NONE": "None",
+    "NEWTRUE": "True",
+    "NEWFALSE": "False",
+    "STRING": "the string",
+    "BINSTRING": "the string",
+    "SHORT_BINSTRING": "the string",
+    "UNICODE": "the string",
+    "BINUNICODE": "the string",
+    "SHORT_BINUNICODE": "the string",
+    "BINUNICODE8": "the string",
+    "BINBYTES": "the bytes",
+    "SHORT_BINBYTES": "the bytes",
+    "BINBYTES8": "the bytes",
+    "BYTEARRAY8": "the bytearray",
+    "EMPTY_DICT": "a dict",
+    "DICT": "a dict",
+    "EMPTY_SET": "a set",
+    "FROZENSET": "a frozenset",
 }
 
 
@@ -81,9 +122,11 @@ def check_opcodes(data: bytes, path: str) -> None:
         value = value or (pos, _OTHER_VALUES[opcode.name], arg)
       elif opcode.name not in ALLOWED_OPCODES:
         detail = f" {arg!r}" if isinstance(arg, str) else ""
-        raise DataError(f"{path}, byte {pos}: pickle opcode {opcode.name}{detail} is not allowed; "
-                        "a session pickle may hold only lists, tuples and ints, and this file "
-                        "asks to construct or call other objects (refused, nothing was run)")
+        raise DataError(
+            f"{path}, byte {pos}: pickle opcode {opcode.name}{detail} is not allowed; "
+            "a session pickle may hold only lists, tuples and ints, and this file "
+            "asks to construct or call other objects (refused, nothing was run)"
+        )
   except DataError:
     raise
   except Exception as e:  # pickletools raises ValueError and friends on garbage
@@ -92,9 +135,11 @@ def check_opcodes(data: bytes, path: str) -> None:
   if value is not None:
     pos, what, arg = value
     shown = f" {arg!r:.80}" if what.startswith("the ") else ""
-    raise DataError(f"{path}, byte {pos}: the pickle holds {what}{shown}; a session pickle may "
-                    "hold only lists, tuples and ints (ids are integers), so it is refused "
-                    "(nothing was run)")
+    raise DataError(
+        f"{path}, byte {pos}: the pickle holds {what}{shown}; a session pickle may "
+        "hold only lists, tuples and ints (ids are integers), so it is refused "
+        "(nothing was run)"
+    )
 
 
 def load_examples(path: str | os.PathLike, max_ids: int | None = None) -> tuple[list, list]:
@@ -116,8 +161,10 @@ def load_examples(path: str | os.PathLike, max_ids: int | None = None) -> tuple[
     raise DataError(f"{path}: unpickling failed ({e})") from None
   if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
     size = len(obj) if hasattr(obj, "__len__") else "?"
-    raise DataError(f"{path}: expected a pair (list_of_prefix_lists, list_of_targets), "
-                    f"got {type(obj).__name__} of length {size}")
+    raise DataError(
+        f"{path}: expected a pair (list_of_prefix_lists, list_of_targets), "
+        f"got {type(obj).__name__} of length {size}"
+    )
   prefixes, targets = obj
   if not isinstance(prefixes, list) or not isinstance(targets, list):
     raise DataError(f"{path}: both halves of the pair must be lists")
@@ -125,24 +172,31 @@ def load_examples(path: str | os.PathLike, max_ids: int | None = None) -> tuple[
     raise DataError(f"{path}: {len(prefixes)} prefixes but {len(targets)} targets")
   for i, p in enumerate(prefixes):
     if not isinstance(p, list):
-      raise DataError(f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, "
-                      f"got {type(p).__name__}")
+      raise DataError(
+          f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, "
+          f"got {type(p).__name__}"
+      )
   limit = len(data) if max_ids is None else max_ids
   total = sum(map(len, prefixes)) + len(targets)
   if total > limit:
     bound = "max_ids" if max_ids is not None else f"one per byte of the {len(data):,}-byte file"
-    raise DataError(f"{path}: the pickle holds {total:,} ids counted with repetition, more than "
-                    f"{limit:,} ({bound}): it repeats lists through memo references (built to "
-                    "exhaust memory, or damaged); pass max_ids= to allow more")
+    raise DataError(
+        f"{path}: the pickle holds {total:,} ids counted with repetition, more than "
+        f"{limit:,} ({bound}): it repeats lists through memo references (built to "
+        "exhaust memory, or damaged); pass max_ids= to allow more"
+    )
   for i, (p, t) in enumerate(zip(prefixes, targets)):
     if not isinstance(p, list) or not p or not all(type(x) is int and x > 0 for x in p):
-      raise DataError(f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, "
-                      f"got {p!r:.80}")
+      raise DataError(
+          f"{path}: example {i}: the prefix must be a non-empty list of ids >= 1, " f"got {p!r:.80}"
+      )
     if type(t) is not int or t < 1:
       raise DataError(f"{path}: example {i}: the target must be an id >= 1, got {t!r:.80}")
     if t > MAX_ID or max(p) > MAX_ID:
-      raise DataError(f"{path}: example {i}: id {max(t, max(p))} is out of range (ids are stored "
-                      f"as int32: 1..{MAX_ID})")
+      raise DataError(
+          f"{path}: example {i}: id {max(t, max(p))} is out of range (ids are stored "
+          f"as int32: 1..{MAX_ID})"
+      )
   return prefixes, targets
 
 
@@ -156,8 +210,12 @@ def rebuild_sessions(prefixes: list, targets: list) -> tuple[Sequences, int]:
   while i < n:
     session = prefixes[i] + [targets[i]]
     j = i + 1
-    while (j < n and len(prefixes[j]) == len(prefixes[j - 1]) - 1
-           and targets[j] == prefixes[j - 1][-1] and prefixes[j] == prefixes[j - 1][:-1]):
+    while (
+        j < n
+        and len(prefixes[j]) == len(prefixes[j - 1]) - 1
+        and targets[j] == prefixes[j - 1][-1]
+        and prefixes[j] == prefixes[j - 1][:-1]
+    ):
       j += 1
     added += len(prefixes[j - 1]) - 1  # prefixes shorter than the run's last one were absent
     sessions.append(session)
@@ -168,8 +226,9 @@ def rebuild_sessions(prefixes: list, targets: list) -> tuple[Sequences, int]:
 VALID_IDS_PER_BYTE = 64  # default bound on validation ids per byte of the training pickle
 
 
-def _check_valid_size(train_path, lengths: np.ndarray, max_len: int | None,
-                      max_ids: int | None) -> None:
+def _check_valid_size(
+    train_path, lengths: np.ndarray, max_len: int | None, max_ids: int | None
+) -> None:
   """Refuses validation examples whose prefixes would hold more than the bound's ids.
 
   Prefix augmentation is quadratic in a session's length, and with strict=False a
@@ -180,14 +239,24 @@ def _check_valid_size(train_path, lengths: np.ndarray, max_len: int | None,
   ids = int((c * (c + 1) // 2 + (n - c) * c).sum())
   limit = VALID_IDS_PER_BYTE * os.path.getsize(train_path) if max_ids is None else max_ids
   if ids > limit:
-    raise DataError(f"{train_path}: its validation examples would hold {ids:,} ids (prefixes of "
-                    f"rebuilt sessions up to {int(lengths.max()):,} long), more than {limit:,}; "
-                    "pass max_len= to cut prefixes, or max_ids= to allow more")
+    raise DataError(
+        f"{train_path}: its validation examples would hold {ids:,} ids (prefixes of "
+        f"rebuilt sessions up to {int(lengths.max()):,} long), more than {limit:,}; "
+        "pass max_len= to cut prefixes, or max_ids= to allow more"
+    )
 
 
-def from_pickles(train_path, test_path, *, name: str = "pickled", valid_fraction: float = 0.1,
-                 seed: int = 0, max_len: int | None = None, strict: bool = True,
-                 max_ids: int | None = None):
+def from_pickles(
+    train_path,
+    test_path,
+    *,
+    name: str = "pickled",
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    max_len: int | None = None,
+    strict: bool = True,
+    max_ids: int | None = None,
+):
   """A SessionDataset from SR-GNN-style train/test pickles.
 
   Training sessions are rebuilt (see module doc); a seeded `valid_fraction` of
@@ -204,24 +273,53 @@ def from_pickles(train_path, test_path, *, name: str = "pickled", valid_fraction
     raise DataError(f"{train_path if not tr_prefixes else test_path}: no examples")
   sessions, added = rebuild_sessions(tr_prefixes, tr_targets)
   if added and strict:
-    raise DataError(f"{train_path}: the examples are not complete longest-first prefix runs "
-                    f"(rebuilding sessions would add {added} examples); pass strict=False to "
-                    "accept the rebuilt sessions")
+    raise DataError(
+        f"{train_path}: the examples are not complete longest-first prefix runs "
+        f"(rebuilding sessions would add {added} examples); pass strict=False to "
+        "accept the rebuilt sessions"
+    )
   test = Examples(truncate(Sequences.from_lists(te_prefixes), max_len), np.asarray(te_targets))
   num_items = int(max(sessions.items.max(), test.prefixes.items.max(), test.targets.max()))
   rng = np.random.default_rng(seed)
   is_valid = np.zeros(len(sessions), dtype=bool)
-  is_valid[rng.choice(len(sessions), size=int(round(len(sessions) * valid_fraction)),
-                      replace=False)] = True
+  is_valid[
+      rng.choice(len(sessions), size=int(round(len(sessions) * valid_fraction)), replace=False)
+  ] = True
   _check_valid_size(train_path, sessions.lengths()[is_valid], max_len, max_ids)
   valid = prefix_augment(sessions.take(np.flatnonzero(is_valid)), max_len)
-  sources = [{"path": os.path.abspath(p), "sha256": readers.sha256_file(p),
-              "format": "session-pickle", "size": os.path.getsize(p)}
-             for p in (train_path, test_path)]
+  sources = [
+      {
+          "path": os.path.abspath(p),
+          "sha256": readers.sha256_file(p),
+          "format": "session-pickle",
+          "size": os.path.getsize(p),
+      }
+      for p in (train_path, test_path)
+  ]
   lens = sessions.lengths()
-  return make_dataset(name, num_items, sessions.take(np.flatnonzero(~is_valid)), valid, test, {
-      "recipe": {"protocol": "session", "from": "pickles", "valid_fraction": valid_fraction,
-                 "seed": seed, "max_len": max_len, "strict": strict},
-      "sources": sources, "id_map": {}, "id_order": "as in the pickles",
-      "statistics": {"given_train_examples": len(tr_targets), "rebuilt_sessions": len(sessions),
-                     "examples_added_by_rebuilding": added, "avg_length": float(lens.mean())}})
+  return make_dataset(
+      name,
+      num_items,
+      sessions.take(np.flatnonzero(~is_valid)),
+      valid,
+      test,
+      {
+          "recipe": {
+              "protocol": "session",
+              "from": "pickles",
+              "valid_fraction": valid_fraction,
+              "seed": seed,
+              "max_len": max_len,
+              "strict": strict,
+          },
+          "sources": sources,
+          "id_map": {},
+          "id_order": "as in the pickles",
+          "statistics": {
+              "given_train_examples": len(tr_targets),
+              "rebuilt_sessions": len(sessions),
+              "examples_added_by_rebuilding": added,
+              "avg_length": float(lens.mean()),
+          },
+      },
+  )

@@ -58,8 +58,10 @@ def _verified(data: bytes, where: str) -> bytes:
   data = _as_inter(data)
   digest = hashlib.sha256(data).hexdigest()
   if digest != ML100K_SHA256:
-    raise DataError(f"{where}: sha256 {digest} does not match MovieLens-100k's {ML100K_SHA256} "
-                    "(a different or corrupted file)")
+    raise DataError(
+        f"{where}: sha256 {digest} does not match MovieLens-100k's {ML100K_SHA256} "
+        "(a different or corrupted file)"
+    )
   return data
 
 
@@ -79,9 +81,23 @@ def _from_grouplens() -> bytes:
 
 def _from_recbole_wheel() -> bytes:
   with tempfile.TemporaryDirectory() as tmp:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", "--timeout", str(TIMEOUT_S),
-           "--retries", "1", "-d", tmp, RECBOLE_WHEEL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--timeout",
+        str(TIMEOUT_S),
+        "--retries",
+        "1",
+        "-d",
+        tmp,
+        RECBOLE_WHEEL,
+    ]
     try:
       run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired:
@@ -96,8 +112,12 @@ def _from_recbole_wheel() -> bytes:
       return _verified(z.read(RECBOLE_MEMBER), f"{wheels[0].name}!{RECBOLE_MEMBER}")
 
 
-def ml100k_inter(path: str | os.PathLike | None = None, *,
-                 cache: str | os.PathLike | None = None, network: bool = True) -> pathlib.Path:
+def ml100k_inter(
+    path: str | os.PathLike | None = None,
+    *,
+    cache: str | os.PathLike | None = None,
+    network: bool = True,
+) -> pathlib.Path:
   """Path of a checksum-verified ml-100k.inter, fetching it into the cache if needed.
 
   Raises DataError naming every source tried and why each failed.
@@ -131,14 +151,17 @@ def ml100k_inter(path: str | os.PathLike | None = None, *,
   else:
     tried.append(f"cache: {cached} absent")
   if network:
-    for fetch, label in ((_from_grouplens, GROUPLENS_URL), (_from_recbole_wheel,
-                                                            f"PyPI wheel {RECBOLE_WHEEL}")):
+    for fetch, label in (
+        (_from_grouplens, GROUPLENS_URL),
+        (_from_recbole_wheel, f"PyPI wheel {RECBOLE_WHEEL}"),
+    ):
       try:
         return _store(cached, fetch())
       except (DataError, OSError, zipfile.BadZipFile, KeyError) as e:
         tried.append(f"{label}: {type(e).__name__}: {e}")
-  raise DataError("could not obtain MovieLens-100k; sources tried, in order:\n  "
-                  + "\n  ".join(tried))
+  raise DataError(
+      "could not obtain MovieLens-100k; sources tried, in order:\n  " + "\n  ".join(tried)
+  )
 
 
 def _store(path: pathlib.Path, data: bytes) -> pathlib.Path:

@@ -85,14 +85,14 @@ def markov_hit_rate(ds: SessionDataset, k: int = 10, split: str = "test") -> flo
     idx = lo[start:stop][rows] + np.arange(len(rows)) - (cum[start:stop] - cum[start])[rows]
     s_row, sv = s_target[start:stop][rows], succ[idx]
     above = (counts[idx] + tb[sv] > s_row).astype(np.int64) - (tb[sv] > s_row)
-    higher[start:stop] += np.bincount(rows, weights=above, minlength=stop - start).astype(
-        np.int64)
+    higher[start:stop] += np.bincount(rows, weights=above, minlength=stop - start).astype(np.int64)
     start = stop
   return float(np.count_nonzero(higher < k)) / max(n, 1)
 
 
-def group_markov_hit_rate(ds: SessionDataset, groups: np.ndarray, k: int = 10,
-                          split: str = "test") -> float:
+def group_markov_hit_rate(
+    ds: SessionDataset, groups: np.ndarray, k: int = 10, split: str = "test"
+) -> float:
   """HR@k of transitions pooled over item groups: P(group of v | group of a) x P(v | its group).
 
   `groups` int [V + 1] (index 0 unused) assigns each item a group. Counts are add-one
@@ -113,8 +113,8 @@ def group_markov_hit_rate(ds: SessionDataset, groups: np.ndarray, k: int = 10,
   rows = max(1, _CELLS // (ds.num_items + 1))
   hits = 0
   for lo in range(0, len(last), rows):
-    scores = pooled[groups[last[lo:lo + rows]]][:, groups] * share + tb
+    scores = pooled[groups[last[lo : lo + rows]]][:, groups] * share + tb
     scores[:, 0] = -np.inf
-    t = target[lo:lo + rows]
+    t = target[lo : lo + rows]
     hits += int(((scores > scores[np.arange(len(t)), t][:, None]).sum(axis=1) < k).sum())
   return hits / max(len(last), 1)

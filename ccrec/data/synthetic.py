@@ -52,9 +52,18 @@ def _hash_uniform(keys: np.ndarray, seed: int) -> np.ndarray:
   return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def synthetic_sessions(num_items: int, num_sessions: int, *, seed: int = 0,
-                       mean_length: float = 6.0, max_length: int = 50, zipf: float = 1.0,
-                       successors: int = 4, follow: float = 0.7, min_length: int = 2) -> Sequences:
+def synthetic_sessions(
+    num_items: int,
+    num_sessions: int,
+    *,
+    seed: int = 0,
+    mean_length: float = 6.0,
+    max_length: int = 50,
+    zipf: float = 1.0,
+    successors: int = 4,
+    follow: float = 0.7,
+    min_length: int = 2,
+) -> Sequences:
   """num_sessions sessions: length min_length + Poisson(mean_length - min_length), capped."""
   if num_items < 2:
     raise DataError(f"setting num_items must be >= 2, got {num_items}")
@@ -63,15 +72,16 @@ def synthetic_sessions(num_items: int, num_sessions: int, *, seed: int = 0,
   if not 0.0 <= follow <= 1.0:
     raise DataError(f"setting follow must be in [0, 1], got {follow}")
   if not 1 <= min_length <= mean_length or max_length < min_length:
-    raise DataError(f"settings need 1 <= min_length <= mean_length and max_length >= min_length, "
-                    f"got {min_length}, {mean_length}, {max_length}")
+    raise DataError(
+        f"settings need 1 <= min_length <= mean_length and max_length >= min_length, "
+        f"got {min_length}, {mean_length}, {max_length}"
+    )
   rng = np.random.default_rng(seed)
   cdf = _popularity(num_items, zipf, rng)
   # Successor j of item i is a popularity draw keyed on (i, j): a fixed sparse
   # transition table, computed only for the transitions taken.
   table_seed = int(rng.integers(1 << 62))
-  lengths = np.minimum(min_length + rng.poisson(mean_length - min_length, num_sessions),
-                       max_length)
+  lengths = np.minimum(min_length + rng.poisson(mean_length - min_length, num_sessions), max_length)
   offsets = np.zeros(num_sessions + 1, dtype=np.int64)
   np.cumsum(lengths, out=offsets[1:])
   items = np.zeros(offsets[-1], dtype=np.int32)
@@ -93,10 +103,20 @@ def synthetic_sessions(num_items: int, num_sessions: int, *, seed: int = 0,
   return Sequences(offsets, items)
 
 
-def synthetic_dataset(num_items: int, num_sessions: int, *, seed: int = 0,
-                      mean_length: float = 6.0, max_length: int = 50, zipf: float = 1.0,
-                      successors: int = 4, follow: float = 0.7, test_fraction: float = 0.1,
-                      valid_fraction: float = 0.1, max_len: int | None = 50) -> SessionDataset:
+def synthetic_dataset(
+    num_items: int,
+    num_sessions: int,
+    *,
+    seed: int = 0,
+    mean_length: float = 6.0,
+    max_length: int = 50,
+    zipf: float = 1.0,
+    successors: int = 4,
+    follow: float = 0.7,
+    test_fraction: float = 0.1,
+    valid_fraction: float = 0.1,
+    max_len: int | None = 50,
+) -> SessionDataset:
   """A SessionDataset in the `session` protocol layout from synthetic sessions.
 
   The last `test_fraction` of the sessions (in generation order, standing for
@@ -104,11 +124,20 @@ def synthetic_dataset(num_items: int, num_sessions: int, *, seed: int = 0,
   augmented; item ids are 1..num_items (some may never occur).
   """
   if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
-    raise DataError(f"settings test_fraction in (0, 1) and valid_fraction in [0, 1) required, "
-                    f"got {test_fraction}, {valid_fraction}")
-  seqs = synthetic_sessions(num_items, num_sessions, seed=seed, mean_length=mean_length,
-                            max_length=max_length, zipf=zipf, successors=successors,
-                            follow=follow)
+    raise DataError(
+        f"settings test_fraction in (0, 1) and valid_fraction in [0, 1) required, "
+        f"got {test_fraction}, {valid_fraction}"
+    )
+  seqs = synthetic_sessions(
+      num_items,
+      num_sessions,
+      seed=seed,
+      mean_length=mean_length,
+      max_length=max_length,
+      zipf=zipf,
+      successors=successors,
+      follow=follow,
+  )
   num_test = max(1, int(round(num_sessions * test_fraction)))
   rest = num_sessions - num_test
   if rest < 1:
@@ -119,16 +148,34 @@ def synthetic_dataset(num_items: int, num_sessions: int, *, seed: int = 0,
   train = seqs.take(np.flatnonzero(~is_valid))
   valid = prefix_augment(seqs.take(np.flatnonzero(is_valid)), max_len)
   test = prefix_augment(seqs.take(np.arange(rest, num_sessions)), max_len)
-  settings = dict(num_items=num_items, num_sessions=num_sessions, seed=seed,
-                  mean_length=mean_length, max_length=max_length, zipf=zipf,
-                  successors=successors, follow=follow, test_fraction=test_fraction,
-                  valid_fraction=valid_fraction, max_len=max_len)
+  settings = dict(
+      num_items=num_items,
+      num_sessions=num_sessions,
+      seed=seed,
+      mean_length=mean_length,
+      max_length=max_length,
+      zipf=zipf,
+      successors=successors,
+      follow=follow,
+      test_fraction=test_fraction,
+      valid_fraction=valid_fraction,
+      max_len=max_len,
+  )
   lens = seqs.lengths()
-  return make_dataset("synthetic", num_items, train, valid, test,
-                      {"recipe": {"synthetic": settings}, "sources": [], "id_map": {},
-                       "id_order": "identity (synthetic ids)",
-                       "statistics": {"sessions": num_sessions,
-                                      "avg_length": float(lens.mean())}})
+  return make_dataset(
+      "synthetic",
+      num_items,
+      train,
+      valid,
+      test,
+      {
+          "recipe": {"synthetic": settings},
+          "sources": [],
+          "id_map": {},
+          "id_order": "identity (synthetic ids)",
+          "statistics": {"sessions": num_sessions, "avg_length": float(lens.mean())},
+      },
+  )
 
 
 def _hit_rate(scores_of_last, examples: Examples, k: int, batch: int = 4096) -> float:
@@ -136,9 +183,9 @@ def _hit_rate(scores_of_last, examples: Examples, k: int, batch: int = 4096) -> 
   last = examples.prefixes.items[examples.prefixes.offsets[1:] - 1]
   hits = 0
   for lo in range(0, len(examples), batch):
-    scores = scores_of_last(last[lo:lo + batch])  # [b, V + 1]
+    scores = scores_of_last(last[lo : lo + batch])  # [b, V + 1]
     scores[:, 0] = -np.inf
-    target = examples.targets[lo:lo + batch]
+    target = examples.targets[lo : lo + batch]
     target_score = scores[np.arange(len(target)), target]
     hits += int(((scores > target_score[:, None]).sum(axis=1) < k).sum())
   return hits / max(len(examples), 1)
@@ -149,8 +196,9 @@ def popularity_hit_rate(ds: SessionDataset, k: int = 10, split: str = "test") ->
   counts = ds.item_counts.astype(np.float64)
   # Break ties deterministically towards smaller ids, as a ranking would.
   scores = counts - np.arange(len(counts)) * 1e-9
-  return _hit_rate(lambda last: np.broadcast_to(scores, (len(last), len(scores))).copy(),
-                   getattr(ds, split), k)
+  return _hit_rate(
+      lambda last: np.broadcast_to(scores, (len(last), len(scores))).copy(), getattr(ds, split), k
+  )
 
 
 def markov_hit_rate(ds: SessionDataset, k: int = 10, split: str = "test") -> float:

@@ -77,16 +77,30 @@ class CatalogSpec:
       if not ok:
         raise DataError(f"synthetic catalog setting {name} {what}, got {getattr(self, name)!r}")
 
-    for name in ("num_items", "train_examples", "test_examples", "max_length", "num_groups",
-                 "group_successors", "data_seed"):
-      need(isinstance(getattr(self, name), (int, np.integer))
-           and not isinstance(getattr(self, name), bool), name, "must be an integer")
+    for name in (
+        "num_items",
+        "train_examples",
+        "test_examples",
+        "max_length",
+        "num_groups",
+        "group_successors",
+        "data_seed",
+    ):
+      need(
+          isinstance(getattr(self, name), (int, np.integer))
+          and not isinstance(getattr(self, name), bool),
+          name,
+          "must be an integer",
+      )
     need(self.num_items >= 2, "num_items", "must be >= 2")
     need(self.train_examples >= 1, "train_examples", "must be >= 1")
     need(self.test_examples >= 1, "test_examples", "must be >= 1")
     need(self.max_length >= MIN_LENGTH, "max_length", f"must be >= {MIN_LENGTH}")
-    need(MIN_LENGTH <= self.mean_length <= self.max_length, "mean_length",
-         f"must be in [{MIN_LENGTH}, max_length]")
+    need(
+        MIN_LENGTH <= self.mean_length <= self.max_length,
+        "mean_length",
+        f"must be in [{MIN_LENGTH}, max_length]",
+    )
     for name in ("popularity_floor", "follow", "structure"):
       need(0.0 <= getattr(self, name) <= 1.0, name, "must be in [0, 1]")
     need(self.zipf >= 0, "zipf", "must be >= 0")
@@ -98,18 +112,24 @@ class CatalogSpec:
     return dataclasses.asdict(self)
 
 
-_TMALL = CatalogSpec(num_items=40_728, train_examples=351_268, test_examples=25_898,
-                     mean_length=6.69)
+_TMALL = CatalogSpec(
+    num_items=40_728, train_examples=351_268, test_examples=25_898, mean_length=6.69
+)
 PRESETS: dict[str, CatalogSpec] = {
     "synthetic-40k": _TMALL,
     "synthetic-40k-unstructured": _TMALL.replace(structure=0.0),
     # The Tmall shape at a million items (examples per item and test share as above);
     # 999,999 items: the V + 1 = 10^6 rows of item arrays split over 2..64 model-axis devices.
-    "synthetic-1m": _TMALL.replace(num_items=999_999, train_examples=8_625_000,
-                                   test_examples=636_000, num_groups=100_000),
-    "synthetic-1m-unstructured": _TMALL.replace(num_items=999_999, train_examples=8_625_000,
-                                                test_examples=636_000, num_groups=100_000,
-                                                structure=0.0),
+    "synthetic-1m": _TMALL.replace(
+        num_items=999_999, train_examples=8_625_000, test_examples=636_000, num_groups=100_000
+    ),
+    "synthetic-1m-unstructured": _TMALL.replace(
+        num_items=999_999,
+        train_examples=8_625_000,
+        test_examples=636_000,
+        num_groups=100_000,
+        structure=0.0,
+    ),
 }
 # Recipe fields a synthetic catalog reads; the others describe raw-log filtering.
 RECIPE_FIELDS = ("protocol", "max_len", "valid_fraction", "seed")
@@ -158,8 +178,9 @@ class _Transitions:
     self.start = np.concatenate([[0], np.cumsum(np.bincount(self.groups[1:], minlength=g))])
     self.member_cdf = np.concatenate([[0.0], np.cumsum(p[self.members])])
     # Successor groups are drawn by group popularity, so an empty group is never one.
-    self.group_cdf = np.concatenate([[0.0], np.cumsum(
-        np.bincount(self.groups[1:], weights=p[1:], minlength=g))])
+    self.group_cdf = np.concatenate(
+        [[0.0], np.cumsum(np.bincount(self.groups[1:], weights=p[1:], minlength=g))]
+    )
     slots = np.arange(g)[:, None] * spec.group_successors + np.arange(spec.group_successors)
     self.group_succ = self._draw_groups(slots, spec.data_seed * 7 + 2)
     self.group_succ[:, 0] = np.arange(g)
@@ -174,8 +195,7 @@ class _Transitions:
   def fresh(self, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(_search(self.cdf, rng.random(n) * self.cdf[-1]), 1, self.spec.num_items)
 
-  def follow(self, prev: np.ndarray, shared: np.ndarray, rng: np.random.Generator
-             ) -> np.ndarray:
+  def follow(self, prev: np.ndarray, shared: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Next items after `prev`: through the group's successor groups where `shared`, else
     through the item's own (a fixed function of the item id and the slot)."""
     slot = rng.integers(0, self.spec.group_successors, len(prev))
@@ -203,14 +223,17 @@ def _lengths(num: int, examples: int, spec: CatalogSpec, rng: np.random.Generato
   then moved one click at a time to the exact total.
   """
   if not num <= examples <= num * (spec.max_length - 1):
-    raise DataError(f"{examples} examples do not fit {num} sessions of {MIN_LENGTH}.."
-                    f"{spec.max_length} clicks")
+    raise DataError(
+        f"{examples} examples do not fit {num} sessions of {MIN_LENGTH}.."
+        f"{spec.max_length} clicks"
+    )
   draw = MIN_LENGTH - 1 + rng.geometric(1.0 / (spec.mean_length - 1.0), num)
   return _fit_total(np.minimum(draw, spec.max_length), examples + num, spec.max_length, rng)
 
 
-def _generate(lengths: np.ndarray, tr: _Transitions, rng: np.random.Generator
-              ) -> tuple[Sequences, np.ndarray]:
+def _generate(
+    lengths: np.ndarray, tr: _Transitions, rng: np.random.Generator
+) -> tuple[Sequences, np.ndarray]:
   """Sessions of the given lengths; also bool [clicks] marking fresh (signal-free) clicks."""
   spec = tr.spec
   offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -234,8 +257,7 @@ def _generate(lengths: np.ndarray, tr: _Transitions, rng: np.random.Generator
   return Sequences(offsets, items), fresh
 
 
-def _cover(items: np.ndarray, fresh: np.ndarray, num_items: int,
-           rng: np.random.Generator) -> int:
+def _cover(items: np.ndarray, fresh: np.ndarray, num_items: int, rng: np.random.Generator) -> int:
   """Puts every item 1..V into `items` (in place) by replacing fresh clicks of frequent items.
 
   Only clicks of items with more occurrences than there are missing items are replaced, so
@@ -247,9 +269,11 @@ def _cover(items: np.ndarray, fresh: np.ndarray, num_items: int,
     return 0
   candidates = np.flatnonzero(fresh & (counts[items] > len(missing)))
   if len(candidates) < len(missing):
-    raise DataError(f"synthetic catalog: {len(missing)} of {num_items} items were never clicked "
-                    "and too few fresh clicks can make room; raise popularity_floor or the "
-                    "number of examples")
+    raise DataError(
+        f"synthetic catalog: {len(missing)} of {num_items} items were never clicked "
+        "and too few fresh clicks can make room; raise popularity_floor or the "
+        "number of examples"
+    )
   items[rng.choice(candidates, size=len(missing), replace=False)] = missing
   return len(missing)
 
@@ -270,10 +294,13 @@ def build(name: str, spec: CatalogSpec, recipe: Recipe) -> SessionDataset:
   f = recipe.valid_fraction
   n_valid = round(n_train * f / (1.0 - f))
   rng = np.random.default_rng([spec.data_seed, 1])
-  lengths = np.concatenate([
-      _lengths(n_train, spec.train_examples, spec, rng),
-      _lengths(n_valid, max(n_valid, round(n_valid * step)), spec, rng) if n_valid else [],
-      _lengths(n_test, spec.test_examples, spec, rng)]).astype(np.int64)
+  lengths = np.concatenate(
+      [
+          _lengths(n_train, spec.train_examples, spec, rng),
+          _lengths(n_valid, max(n_valid, round(n_valid * step)), spec, rng) if n_valid else [],
+          _lengths(n_test, spec.test_examples, spec, rng),
+      ]
+  ).astype(np.int64)
   # Validation sessions: a seeded choice among the training-period ones (as protocols.session).
   period = n_train + n_valid
   is_valid = np.zeros(period, dtype=bool)
@@ -287,14 +314,31 @@ def build(name: str, spec: CatalogSpec, recipe: Recipe) -> SessionDataset:
   train = seqs.take(np.flatnonzero(~is_valid))
   valid = prefix_augment(seqs.take(np.flatnonzero(is_valid)), recipe.max_len)
   test = prefix_augment(seqs.take(np.arange(period, len(lengths))), recipe.max_len)
-  stats = {"sessions": len(lengths), "train_sessions": n_train, "valid_sessions": n_valid,
-           "test_sessions": n_test, "clicks": int(lengths.sum()),
-           "avg_length": float(lengths.mean()), "clicks_replaced_for_coverage": covered}
-  return make_dataset(name, spec.num_items, train, valid, test,
-                      {"recipe": recipe.to_dict(), "sources": [], "id_map": {},
-                       "id_order": "identity (synthetic ids)", "synthetic": spec.to_dict(),
-                       "generator": GENERATOR_VERSION,
-                       "statistics": stats})
+  stats = {
+      "sessions": len(lengths),
+      "train_sessions": n_train,
+      "valid_sessions": n_valid,
+      "test_sessions": n_test,
+      "clicks": int(lengths.sum()),
+      "avg_length": float(lengths.mean()),
+      "clicks_replaced_for_coverage": covered,
+  }
+  return make_dataset(
+      name,
+      spec.num_items,
+      train,
+      valid,
+      test,
+      {
+          "recipe": recipe.to_dict(),
+          "sources": [],
+          "id_map": {},
+          "id_order": "identity (synthetic ids)",
+          "synthetic": spec.to_dict(),
+          "generator": GENERATOR_VERSION,
+          "statistics": stats,
+      },
+  )
 
 
 def spec_for(name: str, overrides: dict | None = None) -> CatalogSpec:

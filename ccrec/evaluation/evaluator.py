@@ -23,26 +23,31 @@ from ccrec.evaluation import metrics as metrics_lib
 EncodeFn = Callable[[Any, jax.Array], jax.Array]  # (variables, items [B, L]) -> s [B, d]
 ScoreFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]  # (vars, s, ids) -> scores
 
-def make_rank_fn(encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk: int = 0
-                 ) -> Callable[[Any, dict], jax.Array]:
+
+def make_rank_fn(
+    encode: EncodeFn, score: ScoreFn, *, num_items: int, item_chunk: int = 0
+) -> Callable[[Any, dict], jax.Array]:
   """`rank(variables, batch) -> int32 [B]`: each target's rank among all items (not jitted).
 
   item_chunk > 0 scores the catalog in chunks of that many items (memory
   O(batch * item_chunk)); 0 scores all items at once.
   """
+
   def rank(variables, batch):
     s = encode(variables, batch["items"])
     target = batch["target"]
     if item_chunk and item_chunk < num_items:
-      return metrics_lib.chunked_target_rank(lambda ss, ids: score(variables, ss, ids), s,
-                                             target, num_items, item_chunk)
+      return metrics_lib.chunked_target_rank(
+          lambda ss, ids: score(variables, ss, ids), s, target, num_items, item_chunk
+      )
     return metrics_lib.target_rank(score(variables, s, None), target)
 
   return rank
 
 
-def make_eval_step(rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray,
-                   ks=metrics_lib.KS) -> Callable[[Any, dict], dict]:
+def make_eval_step(
+    rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray, ks=metrics_lib.KS
+) -> Callable[[Any, dict], dict]:
   """Returns a jitted `eval_step(variables, batch) -> {group: metric sums}` (ranks from
   `rank_fn`, see make_rank_fn)."""
   hot = jnp.asarray(hot, bool)
@@ -64,18 +69,27 @@ def make_eval_step(rank_fn: Callable[[Any, dict], jax.Array], *, hot: np.ndarray
 class Evaluator:
   """Evaluates one model on named splits; returns `{model}/{split}{group}/{metric}@{k}`."""
 
-  def __init__(self, model_name: str, encode: EncodeFn, score: ScoreFn, *, num_items: int,
-               hot: np.ndarray, batch_size: int, max_len: int, ks=metrics_lib.KS,
-               item_chunk: int = 0,
-               to_device: Callable[[dict], Any] = lambda b: b):
+  def __init__(
+      self,
+      model_name: str,
+      encode: EncodeFn,
+      score: ScoreFn,
+      *,
+      num_items: int,
+      hot: np.ndarray,
+      batch_size: int,
+      max_len: int,
+      ks=metrics_lib.KS,
+      item_chunk: int = 0,
+      to_device: Callable[[dict], Any] = lambda b: b,
+  ):
     self.model_name = model_name
     self.batch_size = batch_size
     self.max_len = max_len
     self.to_device = to_device
     rank_fn = make_rank_fn(encode, score, num_items=num_items, item_chunk=item_chunk)
     self._step = make_eval_step(rank_fn, hot=hot, ks=ks)
-    self._rank_step = jax.jit(lambda variables, batch: (rank_fn(variables, batch),
-                                                        batch["weight"]))
+    self._rank_step = jax.jit(lambda variables, batch: (rank_fn(variables, batch), batch["weight"]))
 
   def evaluate(self, variables: Any, split: str, examples: Examples) -> dict[str, float]:
     if len(examples.targets) == 0:

@@ -41,13 +41,19 @@ def target_rank(scores: jax.Array, target: jax.Array) -> jax.Array:
 
 def _diagonal_target_score(score_fn: ScoreFn) -> TargetScoreFn:
   def target_score(s, target):
-    return jnp.diagonal(score_fn(s, target))          # [B, B] -> [B]
+    return jnp.diagonal(score_fn(s, target))  # [B, B] -> [B]
+
   return target_score
 
 
-def chunked_target_rank(score_fn: ScoreFn, s: jax.Array, target: jax.Array, num_items: int,
-                        chunk_size: int,
-                        target_score_fn: TargetScoreFn | None = None) -> jax.Array:
+def chunked_target_rank(
+    score_fn: ScoreFn,
+    s: jax.Array,
+    target: jax.Array,
+    num_items: int,
+    chunk_size: int,
+    target_score_fn: TargetScoreFn | None = None,
+) -> jax.Array:
   """`target_rank` without the [B, V+1] score matrix: memory O(B * chunk_size).
 
   Items 1..V are scored in ceil(V / chunk_size) chunks of static shape inside a
@@ -77,22 +83,21 @@ def chunked_target_rank(score_fn: ScoreFn, s: jax.Array, target: jax.Array, num_
     raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
   target = target.astype(jnp.int32)
   target_score_fn = target_score_fn or _diagonal_target_score(score_fn)
-  own = target_score_fn(s, target)[:, None]                                # [B, 1]
+  own = target_score_fn(s, target)[:, None]  # [B, 1]
   num_chunks = -(-num_items // chunk_size)
   offsets = jnp.arange(chunk_size, dtype=jnp.int32)
 
   def body(c, count):
-    ids = 1 + c * chunk_size + offsets                                     # [chunk]
+    ids = 1 + c * chunk_size + offsets  # [chunk]
     valid = ids <= num_items
-    scores = score_fn(s, jnp.minimum(ids, num_items))                      # [B, chunk]
+    scores = score_fn(s, jnp.minimum(ids, num_items))  # [B, chunk]
     higher = (scores >= own) & valid[None, :] & (ids[None, :] != target[:, None])
     return count + jnp.sum(higher, axis=1, dtype=jnp.int32)
 
   return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros(target.shape, jnp.int32))
 
 
-def metric_sums(rank: jax.Array, weight: jax.Array,
-                ks: Sequence[int] = KS) -> dict[str, jax.Array]:
+def metric_sums(rank: jax.Array, weight: jax.Array, ks: Sequence[int] = KS) -> dict[str, jax.Array]:
   """Weighted metric sums.
 
   Args:
@@ -122,5 +127,8 @@ def finalize(sums: Mapping[str, float]) -> dict[str, float]:
   Division on the host in float64. NaN for every metric if count == 0.
   """
   count = float(sums["count"])
-  return {name: (float(value) / count if count > 0 else float("nan"))
-          for name, value in sums.items() if name != "count"}
+  return {
+      name: (float(value) / count if count > 0 else float("nan"))
+      for name, value in sums.items()
+      if name != "count"
+  }

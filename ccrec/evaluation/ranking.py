@@ -36,7 +36,7 @@ def target_rank(scores: Any, target: Any, xp: Any = np) -> Any:
     int32 [B]: number of other items in 1..V scoring higher than or equal to the target.
   """
   target = target.astype(xp.int32)
-  own = xp.take_along_axis(scores, target[:, None], axis=1)                     # [B, 1]
+  own = xp.take_along_axis(scores, target[:, None], axis=1)  # [B, 1]
   ids = xp.arange(1, scores.shape[1], dtype=xp.int32)[None, :]
   return xp.sum((scores[:, 1:] >= own) & (ids != target[:, None]), axis=1, dtype=xp.int32)
 

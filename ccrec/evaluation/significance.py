@@ -22,8 +22,9 @@ import numpy as np
 from ccrec.evaluation.ranking import per_example
 
 
-def check_same_examples(targets_a: np.ndarray, targets_b: np.ndarray, name_a: str,
-                        name_b: str) -> None:
+def check_same_examples(
+    targets_a: np.ndarray, targets_b: np.ndarray, name_a: str, name_b: str
+) -> None:
   """Raises ValueError unless the two rankings have the same targets, example by example.
 
   Equal targets in the same order stand in for "the same examples": the prefixes are
@@ -31,13 +32,17 @@ def check_same_examples(targets_a: np.ndarray, targets_b: np.ndarray, name_a: st
   """
   targets_a, targets_b = np.asarray(targets_a), np.asarray(targets_b)
   if targets_a.shape != targets_b.shape:
-    raise ValueError(f"{name_a} and {name_b} were ranked on {targets_a.size} and "
-                     f"{targets_b.size} examples: a paired comparison needs the same dataset")
+    raise ValueError(
+        f"{name_a} and {name_b} were ranked on {targets_a.size} and "
+        f"{targets_b.size} examples: a paired comparison needs the same dataset"
+    )
   if not np.array_equal(targets_a, targets_b):
     first = int(np.flatnonzero(targets_a != targets_b)[0])
-    raise ValueError(f"{name_a} and {name_b} hold different examples (the first difference is "
-                     f"example {first}: target {targets_a[first]} against {targets_b[first]}): "
-                     "a paired comparison needs the same dataset")
+    raise ValueError(
+        f"{name_a} and {name_b} hold different examples (the first difference is "
+        f"example {first}: target {targets_a[first]} against {targets_b[first]}): "
+        "a paired comparison needs the same dataset"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +78,15 @@ def _se(x: np.ndarray) -> float:
   return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
 
 
-def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples: int = 10_000,
-            confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+def compare(
+    rank_a: np.ndarray,
+    rank_b: np.ndarray,
+    metric: str,
+    *,
+    num_samples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
   """Paired comparison of two models' ranks on the same examples (same order).
 
   `rank_a` and `rank_b` are [N], or [S, N] for S runs of each model (seeds) ranked on the
@@ -89,12 +101,15 @@ def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples:
   """
   rank_a, rank_b = np.asarray(rank_a), np.asarray(rank_b)
   if rank_a.shape != rank_b.shape:
-    raise ValueError(f"the two models were ranked on different numbers of examples or runs "
-                     f"(shapes {list(rank_a.shape)} and {list(rank_b.shape)}): compare the "
-                     "same runs on the same split")
+    raise ValueError(
+        f"the two models were ranked on different numbers of examples or runs "
+        f"(shapes {list(rank_a.shape)} and {list(rank_b.shape)}): compare the "
+        "same runs on the same split"
+    )
   if rank_a.ndim not in (1, 2) or 0 in rank_a.shape[:-1]:
-    raise ValueError(f"ranks must be [N] or [runs, N] with at least one run, got shape "
-                     f"{list(rank_a.shape)}")
+    raise ValueError(
+        f"ranks must be [N] or [runs, N] with at least one run, got shape " f"{list(rank_a.shape)}"
+    )
   runs = 1 if rank_a.ndim == 1 else rank_a.shape[0]
   a = np.mean([per_example(r, metric) for r in rank_a.reshape(runs, -1)], axis=0)
   b = np.mean([per_example(r, metric) for r in rank_b.reshape(runs, -1)], axis=0)
@@ -124,7 +139,21 @@ def compare(rank_a: np.ndarray, rank_b: np.ndarray, metric: str, *, num_samples:
   if np.all(boot_a > 0):
     r_low, r_high = np.quantile(boot_b / boot_a, [tail, 1.0 - tail])
   return PairedComparison(
-      metric=metric, n=n, mean_a=float(a.mean()), mean_b=float(b.mean()), diff=observed,
-      se_a=_se(a), se_b=_se(b), se_diff=_se(delta), ci_low=float(low), ci_high=float(high),
-      confidence=confidence, p_value=(extreme + 1) / (num_samples + 1), num_samples=num_samples,
-      ratio=ratio, ratio_ci_low=float(r_low), ratio_ci_high=float(r_high), runs=runs)
+      metric=metric,
+      n=n,
+      mean_a=float(a.mean()),
+      mean_b=float(b.mean()),
+      diff=observed,
+      se_a=_se(a),
+      se_b=_se(b),
+      se_diff=_se(delta),
+      ci_low=float(low),
+      ci_high=float(high),
+      confidence=confidence,
+      p_value=(extreme + 1) / (num_samples + 1),
+      num_samples=num_samples,
+      ratio=ratio,
+      ratio_ci_low=float(r_low),
+      ratio_ci_high=float(r_high),
+      runs=runs,
+  )

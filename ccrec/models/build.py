@@ -15,16 +15,25 @@ import ml_collections
 from ccrec.models.recommender import ModelSpec, SessionRecommender
 
 
-def build_models(config: ml_collections.ConfigDict, num_items: int
-                 ) -> tuple[SessionRecommender, SessionRecommender]:
+def build_models(
+    config: ml_collections.ConfigDict, num_items: int
+) -> tuple[SessionRecommender, SessionRecommender]:
   """(teacher, student) for `num_items` items."""
   common = dict(max_len=config.data.max_len)
-  teacher = SessionRecommender(ModelSpec.from_config(config.model, num_items, embedding="table",
-                                                     **common))
-  student = SessionRecommender(ModelSpec.from_config(
-      config.model, num_items, embedding=config.student.embedding,
-      num_codebooks=config.codes.num_codebooks, codebook_size=config.codes.codebook_size,
-      tt_rank=config.student.tt_rank, **common))
+  teacher = SessionRecommender(
+      ModelSpec.from_config(config.model, num_items, embedding="table", **common)
+  )
+  student = SessionRecommender(
+      ModelSpec.from_config(
+          config.model,
+          num_items,
+          embedding=config.student.embedding,
+          num_codebooks=config.codes.num_codebooks,
+          codebook_size=config.codes.codebook_size,
+          tt_rank=config.student.tt_rank,
+          **common,
+      )
+  )
   return teacher, student
 
 

@@ -70,6 +70,5 @@ class CodeLearner(nn.Module):
     if train:
       o = gumbel_softmax(self.make_rng("gumbel"), log_alpha, self.temperature, hard=True)
     else:
-      o = jax.nn.one_hot(jnp.argmax(log_alpha, axis=-1), self.codebook_size,
-                         dtype=log_alpha.dtype)
+      o = jax.nn.one_hot(jnp.argmax(log_alpha, axis=-1), self.codebook_size, dtype=log_alpha.dtype)
     return self.decode(o)

@@ -25,15 +25,17 @@ from ccrec.item_layout import code_dtype
 from ccrec.models.initializers import CODEBOOK_INIT, Initializer
 
 
-def random_codes(key: jax.Array, num_items: int, num_codebooks: int,
-                 codebook_size: int) -> jax.Array:
+def random_codes(
+    key: jax.Array, num_items: int, num_codebooks: int, codebook_size: int
+) -> jax.Array:
   """Uniform random codes [V+1, M] of `code_dtype(K)`, row 0 (padding) all zero."""
   codes = jax.random.randint(key, (num_items + 1, num_codebooks), 0, codebook_size)
   return codes.at[0].set(0).astype(code_dtype(codebook_size))
 
 
-def compression_stats(num_items: int, num_codebooks: int, codebook_size: int,
-                      features: int) -> dict[str, float]:
+def compression_stats(
+    num_items: int, num_codebooks: int, codebook_size: int, features: int
+) -> dict[str, float]:
   """Sizes of the item representation.
 
   Returns:
@@ -58,8 +60,9 @@ def compression_stats(num_items: int, num_codebooks: int, codebook_size: int,
   }
 
 
-def set_codes(variables: dict[str, Any], codes: Any,
-              codebooks: Any | None = None) -> dict[str, Any]:
+def set_codes(
+    variables: dict[str, Any], codes: Any, codebooks: Any | None = None
+) -> dict[str, Any]:
   """Returns `variables` with the (single) 'codes' variable replaced by `codes`.
 
   Works for a CompositionalEmbedding at any depth of a model: the leaf
@@ -91,8 +94,10 @@ def set_codes(variables: dict[str, Any], codes: Any,
     if key not in params:
       raise ValueError(f"no param {'/'.join(key)} beside the codes")
     if tuple(np.shape(codebooks)) != tuple(params[key].shape):
-      raise ValueError(f"codebooks have shape {np.shape(codebooks)}, the model expects "
-                       f"{tuple(params[key].shape)}")
+      raise ValueError(
+          f"codebooks have shape {np.shape(codebooks)}, the model expects "
+          f"{tuple(params[key].shape)}"
+      )
     params[key] = jnp.asarray(codebooks, params[key].dtype)
     out["params"] = traverse_util.unflatten_dict(params)
   return out
@@ -121,8 +126,8 @@ class CompositionalEmbedding(nn.Module):
     # Random codes at init (from the 'params' stream); replaced by learned ones
     # with `set_codes`. Never a float one-hot.
     self.codes = self.variable(
-        "codes", "codes",
-        lambda: random_codes(self.make_rng("params"), self.num_items, m, k))
+        "codes", "codes", lambda: random_codes(self.make_rng("params"), self.num_items, m, k)
+    )
 
   def _codes(self, ids: jax.Array | None) -> jax.Array:
     """int32 [N, M] codes of ids [N] (all V+1 rows when ids is None)."""
@@ -133,9 +138,10 @@ class CompositionalEmbedding(nn.Module):
 
   def lookup(self, ids: jax.Array) -> jax.Array:
     """ids int [...] -> [..., d]; id 0 -> zeros."""
-    codes = jnp.take(self.codes.value, ids, axis=0).astype(jnp.int32)            # [..., M]
-    emb = sum(jnp.take(self.codebooks[m], codes[..., m], axis=0)
-              for m in range(self.num_codebooks))                               # [..., d]
+    codes = jnp.take(self.codes.value, ids, axis=0).astype(jnp.int32)  # [..., M]
+    emb = sum(
+        jnp.take(self.codebooks[m], codes[..., m], axis=0) for m in range(self.num_codebooks)
+    )  # [..., d]
     return emb * (ids > 0)[..., None].astype(emb.dtype)
 
   def table(self) -> jax.Array:
@@ -152,10 +158,11 @@ class CompositionalEmbedding(nn.Module):
     ids None: all V+1 ids, column 0 (padding) = -inf. An explicit id 0 scores 0
     (its embedding is zero).
     """
-    t = self.code_tables(s)                                                     # [B, M, K]
-    codes = self._codes(ids)                                                    # [N, M]
-    scores = sum(jnp.take(t[:, m], codes[:, m], axis=1)
-                 for m in range(self.num_codebooks))                            # [B, N]
+    t = self.code_tables(s)  # [B, M, K]
+    codes = self._codes(ids)  # [N, M]
+    scores = sum(
+        jnp.take(t[:, m], codes[:, m], axis=1) for m in range(self.num_codebooks)
+    )  # [B, N]
     if ids is None:
       return scores.at[:, 0].set(-jnp.inf)
     return jnp.where((ids > 0)[None, :], scores, 0.0)

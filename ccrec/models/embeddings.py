@@ -29,8 +29,9 @@ class ItemTable(nn.Module):
   embedding_init: Initializer
 
   def setup(self):
-    self.embedding = self.param("embedding", self.embedding_init,
-                                (self.num_items + 1, self.features))
+    self.embedding = self.param(
+        "embedding", self.embedding_init, (self.num_items + 1, self.features)
+    )
 
   def lookup(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.embedding, ids, axis=0) * (ids > 0)[..., None].astype(self.embedding.dtype)
@@ -53,8 +54,10 @@ def with_item_table(variables: dict, table: np.ndarray) -> dict:
   original = variables["params"]["items"]["embedding"]
   table = np.asarray(table, original.dtype)
   if table.shape != original.shape:
-    raise ValueError(f"item table of shape {list(table.shape)} for a teacher table of shape "
-                     f"{list(original.shape)}")
+    raise ValueError(
+        f"item table of shape {list(table.shape)} for a teacher table of shape "
+        f"{list(original.shape)}"
+    )
   if isinstance(original, jax.Array):
     embedding = jax.make_array_from_callback(table.shape, original.sharding, lambda i: table[i])
   else:  # host arrays stay on the host

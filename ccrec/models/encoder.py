@@ -87,12 +87,20 @@ class SessionEncoder(nn.Module):
     length = x.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequence length {length} exceeds model.max_len={self.max_len}")
-    positions = nn.Embed(self.max_len, self.features, embedding_init=self.kernel_init,
-                         name="position")(jnp.arange(length))
+    positions = nn.Embed(
+        self.max_len, self.features, embedding_init=self.kernel_init, name="position"
+    )(jnp.arange(length))
     x = nn.LayerNorm(epsilon=self.layer_norm_eps, name="ln_in")(x + positions[None])
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     for i in range(self.num_blocks):
-      x = TransformerBlock(self.features, self.num_heads, self.inner, self.dropout,
-                           self.attn_dropout, self.kernel_init, self.layer_norm_eps,
-                           name=f"block_{i}")(x, mask, deterministic)
+      x = TransformerBlock(
+          self.features,
+          self.num_heads,
+          self.inner,
+          self.dropout,
+          self.attn_dropout,
+          self.kernel_init,
+          self.layer_norm_eps,
+          name=f"block_{i}",
+      )(x, mask, deterministic)
     return x * mask[..., None].astype(x.dtype)

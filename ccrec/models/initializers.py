@@ -13,8 +13,10 @@ Initializer = Callable[..., jax.Array]  # (key, shape, dtype) -> array
 
 def uniform(scale: float) -> Initializer:
   """U(-scale, scale) (the paper's initialisation, scale 0.1 in its code)."""
+
   def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -scale, scale)
+
   return init
 
 

@@ -57,11 +57,11 @@ def _make_embedding(spec: ModelSpec, init) -> nn.Module:
   if spec.embedding == "table":
     return ItemTable(spec.num_items, spec.d, init, name="items")
   if spec.embedding == "codes":
-    return CompositionalEmbedding(spec.num_items, spec.num_codebooks, spec.codebook_size,
-                                  spec.d, init, name="items")
+    return CompositionalEmbedding(
+        spec.num_items, spec.num_codebooks, spec.codebook_size, spec.d, init, name="items"
+    )
   if spec.embedding == "tt":
-    return TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank,
-                       name="items")
+    return TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank, name="items")
   raise ValueError(f"model.embedding must be 'table', 'codes' or 'tt', got {spec.embedding!r}")
 
 
@@ -74,14 +74,28 @@ class SessionRecommender(nn.Module):
     s = self.spec
     init = make_initializer(s.init, s.init_scale)
     self.items = _make_embedding(s, init)
-    self.encoder = SessionEncoder(s.d, s.num_blocks, s.num_heads, s.inner, s.dropout,
-                                  s.attn_dropout, s.max_len, init, s.layer_norm_eps,
-                                  name="encoder")
+    self.encoder = SessionEncoder(
+        s.d,
+        s.num_blocks,
+        s.num_heads,
+        s.inner,
+        s.dropout,
+        s.attn_dropout,
+        s.max_len,
+        init,
+        s.layer_norm_eps,
+        name="encoder",
+    )
     self.readout = make_readout(s.readout, s.d, init, name="readout")
 
-  def __call__(self, items: jax.Array, *, deterministic: bool = True,
-               table: jax.Array | None = None,
-               all_positions: bool = False) -> dict[str, jax.Array]:
+  def __call__(
+      self,
+      items: jax.Array,
+      *,
+      deterministic: bool = True,
+      table: jax.Array | None = None,
+      all_positions: bool = False,
+  ) -> dict[str, jax.Array]:
     """Encodes a batch of sessions.
 
     Args:
@@ -109,8 +123,9 @@ class SessionRecommender(nn.Module):
       return self.items.lookup(ids)
     return jnp.take(table, ids, axis=0) * (ids > 0)[..., None].astype(table.dtype)
 
-  def score(self, s: jax.Array, ids: jax.Array | None = None,
-            table: jax.Array | None = None) -> jax.Array:
+  def score(
+      self, s: jax.Array, ids: jax.Array | None = None, table: jax.Array | None = None
+  ) -> jax.Array:
     """s: [B, d] -> [B, N] scores of `ids` (or [B, V + 1] of all, padding -inf)."""
     if table is None:
       return self.items.score(s, ids)
@@ -130,4 +145,3 @@ def init_variables(model: SessionRecommender, key: jax.Array) -> dict:
   params_key, dropout_key = jax.random.split(key)
   init = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, items))
   return dict(init(params_key, dropout_key))
-

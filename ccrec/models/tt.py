@@ -30,8 +30,7 @@ def tt_num_params(item_factors: Sequence[int], d_factors: Sequence[int], rank: R
   return sum(math.prod(shape) for shape in tt_core_shapes(item_factors, d_factors, rank))
 
 
-def tt_bytes(num_items: int, features: int, rank: Ranks,
-             num_factors: int = 3) -> dict[str, float]:
+def tt_bytes(num_items: int, features: int, rank: Ranks, num_factors: int = 3) -> dict[str, float]:
   """Sizes with the default factorisations (as TTEmbedding chooses them).
 
   Returns: num_params, compressed_bytes (fp32 cores), table_bytes ((V+1) d fp32),
@@ -86,19 +85,19 @@ class TTEmbedding(nn.Module):
     items, dims = self.factors()
     shapes = tt_core_shapes(items, dims, self.rank)
     internal = math.prod(shape[-1] for shape in shapes[:-1])
-    sigma = (self.embedding_std ** 2 / internal) ** (1.0 / (2 * len(shapes)))
+    sigma = (self.embedding_std**2 / internal) ** (1.0 / (2 * len(shapes)))
     init = nn.initializers.normal(stddev=sigma)
     self.cores = [self.param(f"core_{k}", init, shape) for k, shape in enumerate(shapes)]
 
   def _rows(self, rows: jax.Array) -> jax.Array:
     """rows int [N] -> [N, d] by contracting the cores for those rows only."""
     digits = tt_digits(rows, self.factors()[0])
-    out = jnp.take(self.cores[0][0], digits[0], axis=0)                       # [N, d_1, r_1]
+    out = jnp.take(self.cores[0][0], digits[0], axis=0)  # [N, d_1, r_1]
     for core, digit in zip(self.cores[1:], digits[1:]):
-      g = jnp.take(core, digit, axis=1)                                       # [r, N, d_k, r']
+      g = jnp.take(core, digit, axis=1)  # [r, N, d_k, r']
       out = jnp.einsum("nar,rnbs->nabs", out, g)
-      out = out.reshape(out.shape[0], -1, out.shape[-1])                      # [N, D*d_k, r']
-    return out[..., 0]                                                        # [N, d]
+      out = out.reshape(out.shape[0], -1, out.shape[-1])  # [N, D*d_k, r']
+    return out[..., 0]  # [N, d]
 
   def lookup(self, ids: jax.Array) -> jax.Array:
     """ids int [...] -> [..., d]; id 0 -> zeros."""

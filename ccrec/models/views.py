@@ -36,13 +36,16 @@ class DistillHeads(nn.Module):
         name: make_readout(self.readout, self.features, init, name=f"{name}_readout")
         for name in ("teacher_hot", "teacher_cold", "student_hot", "student_cold")
     }
-    self.project_teacher = nn.Dense(self.features, use_bias=False, kernel_init=init,
-                                    name="project_teacher")
-    self.project_student = nn.Dense(self.features, use_bias=False, kernel_init=init,
-                                    name="project_student")
+    self.project_teacher = nn.Dense(
+        self.features, use_bias=False, kernel_init=init, name="project_teacher"
+    )
+    self.project_student = nn.Dense(
+        self.features, use_bias=False, kernel_init=init, name="project_student"
+    )
 
-  def views(self, model: str, hidden: jax.Array, mask: jax.Array, session: jax.Array,
-            is_hot: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def views(
+      self, model: str, hidden: jax.Array, mask: jax.Array, session: jax.Array, is_hot: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """hidden [B, L, d], mask/is_hot [B, L] bool, session [B, d] -> (hot, cold) [B, d] each."""
     hot_mask = mask & is_hot
     cold_mask = mask & ~is_hot
@@ -52,12 +55,16 @@ class DistillHeads(nn.Module):
     cold = jnp.where(cold_mask.any(1, keepdims=True), cold, session)
     return hot, cold
 
-  def __call__(self, teacher: dict, student: dict, is_hot: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self, teacher: dict, student: dict, is_hot: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """teacher/student: SessionRecommender outputs; is_hot [B, L] -> (z_tea, z_stu) [B, d]."""
-    hot_t, cold_t = self.views("teacher", teacher["hidden"], teacher["mask"],
-                               teacher["session"], is_hot)
-    hot_s, cold_s = self.views("student", student["hidden"], student["mask"],
-                               student["session"], is_hot)
+    hot_t, cold_t = self.views(
+        "teacher", teacher["hidden"], teacher["mask"], teacher["session"], is_hot
+    )
+    hot_s, cold_s = self.views(
+        "student", student["hidden"], student["mask"], student["session"], is_hot
+    )
     z_tea = self.project_teacher(jnp.concatenate([hot_t, cold_s], axis=-1))
     z_stu = self.project_student(jnp.concatenate([hot_s, cold_t], axis=-1))
     return z_tea, z_stu
@@ -65,6 +72,9 @@ class DistillHeads(nn.Module):
 
 def init_heads(heads: DistillHeads, key: jax.Array, max_len: int) -> dict:
   d = heads.features
-  dummy = {"hidden": jnp.zeros((1, max_len, d)), "mask": jnp.ones((1, max_len), bool),
-           "session": jnp.zeros((1, d))}
+  dummy = {
+      "hidden": jnp.zeros((1, max_len, d)),
+      "mask": jnp.ones((1, max_len), bool),
+      "session": jnp.zeros((1, d)),
+  }
   return dict(heads.init(key, dummy, dummy, jnp.zeros((1, max_len), bool)))

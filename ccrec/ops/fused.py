@@ -78,8 +78,10 @@ def _chunk_terms(a, b, targets, w, eps, alpha):
   kl_ba = -jnp.sum(pb * d, axis=-1)
   terms = {"ce": 0.5 * jnp.sum(w * (ce_a + ce_b)), "kl": 0.5 * jnp.sum(w * (kl_ab + kl_ba))}
   half = 0.5 * wc
-  grads = (half * (pa - y + alpha * (pa * (d - kl_ab[:, None]) + pa - pb)),
-           half * (pb - y + alpha * (pb * (-d - kl_ba[:, None]) + pb - pa)))
+  grads = (
+      half * (pa - y + alpha * (pa * (d - kl_ab[:, None]) + pa - pb)),
+      half * (pb - y + alpha * (pb * (-d - kl_ba[:, None]) + pb - pa)),
+  )
   return terms["ce"] + alpha * terms["kl"], terms, grads
 
 
@@ -92,8 +94,9 @@ def _forward(ss: tuple, table, targets, weights, eps, alpha, chunk):
   def body(d_table, x):
     *sc, tc, wc = x
     logits = [s @ table.T for s in sc]
-    total, terms, grads = _chunk_terms(logits[0], logits[1] if len(sc) > 1 else None, tc, wc,
-                                       eps, alpha)
+    total, terms, grads = _chunk_terms(
+        logits[0], logits[1] if len(sc) > 1 else None, tc, wc, eps, alpha
+    )
     for g, s in zip(grads, sc):
       d_table = d_table + g.T @ s
     return d_table, (total, terms, tuple(g @ table for g in grads))
@@ -120,8 +123,14 @@ def _fused(ss, table, targets, weights, eps, alpha, chunk):
 _fused.defvjp(_forward, _backward)
 
 
-def cross_entropy_sums(s: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.Array,
-                       label_smoothing: float = 0.0, chunk: int = 128) -> jax.Array:
+def cross_entropy_sums(
+    s: jax.Array,
+    table: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    label_smoothing: float = 0.0,
+    chunk: int = 128,
+) -> jax.Array:
   """Weighted sum of full-softmax cross-entropies of `s @ table.T`, column 0 masked.
 
   Equals `losses.softmax_cross_entropy_sums(mask_padding_column(s @ table.T), ...)[0]`
@@ -131,9 +140,16 @@ def cross_entropy_sums(s: jax.Array, table: jax.Array, targets: jax.Array, weigh
   return _fused((s,), table, targets, weights, float(label_smoothing), 0.0, int(chunk))[0]
 
 
-def rdrop_sums(s1: jax.Array, s2: jax.Array, table: jax.Array, targets: jax.Array,
-               weights: jax.Array, label_smoothing: float = 0.0, alpha: float = 1.0,
-               chunk: int = 128) -> tuple[jax.Array, dict]:
+def rdrop_sums(
+    s1: jax.Array,
+    s2: jax.Array,
+    table: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    label_smoothing: float = 0.0,
+    alpha: float = 1.0,
+    chunk: int = 128,
+) -> tuple[jax.Array, dict]:
   """R-Drop's loss for two passes' session vectors, fused and chunked.
 
   Returns (total, terms): total = ce + alpha * kl, differentiable w.r.t. s1, s2 and the
@@ -142,6 +158,7 @@ def rdrop_sums(s1: jax.Array, s2: jax.Array, table: jax.Array, targets: jax.Arra
   gradient). Equal in value and gradient to the same loss computed by `losses` on the
   materialised logits.
   """
-  total, terms = _fused((s1, s2), table, targets, weights, float(label_smoothing),
-                        float(alpha), int(chunk))
+  total, terms = _fused(
+      (s1, s2), table, targets, weights, float(label_smoothing), float(alpha), int(chunk)
+  )
   return total, jax.lax.stop_gradient(terms)

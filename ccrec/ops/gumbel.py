@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 
 
-def gumbel_noise(key: jax.Array, shape: Sequence[int],
-                 dtype: jnp.dtype = jnp.float32) -> jax.Array:
+def gumbel_noise(key: jax.Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> jax.Array:
   """Standard Gumbel noise g = -log(-log u), u ~ U(0, 1), of the given shape."""
   return jax.random.gumbel(key, tuple(shape), dtype)
 
@@ -36,8 +35,9 @@ def _straight_through_jvp(primals, tangents):
   return straight_through_one_hot(soft), soft_dot
 
 
-def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float,
-                   hard: bool = False) -> jax.Array:
+def gumbel_softmax(
+    key: jax.Array, logits: jax.Array, temperature: float, hard: bool = False
+) -> jax.Array:
   """A Gumbel-softmax sample over the last axis.
 
   Args:

@@ -31,8 +31,9 @@ def _weights_like(weights: jax.Array | None, shape) -> jax.Array:
 # --- softmax cross-entropy ------------------------------------------------------
 
 
-def per_example_cross_entropy(logits: jax.Array, targets: jax.Array,
-                              label_smoothing: float = 0.0) -> jax.Array:
+def per_example_cross_entropy(
+    logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
   """[..., V] logits, [...] int targets -> [...] -log softmax(logits)[target].
 
   With `label_smoothing` = eps > 0 the target distribution is (1 - eps) one-hot +
@@ -50,9 +51,12 @@ def per_example_cross_entropy(logits: jax.Array, targets: jax.Array,
   return log_z - (1.0 - label_smoothing) * picked - label_smoothing * uniform
 
 
-def softmax_cross_entropy_sums(logits: jax.Array, targets: jax.Array,
-                               weights: jax.Array | None = None,
-                               label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def softmax_cross_entropy_sums(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
   """Weighted sum of per-example cross-entropies and the sum of weights.
 
   Args:
@@ -71,9 +75,12 @@ def softmax_cross_entropy_sums(logits: jax.Array, targets: jax.Array,
   return jnp.sum(w * ce), jnp.sum(w)
 
 
-def softmax_cross_entropy(logits: jax.Array, targets: jax.Array,
-                          weights: jax.Array | None = None,
-                          label_smoothing: float = 0.0) -> jax.Array:
+def softmax_cross_entropy(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> jax.Array:
   """Weighted mean cross-entropy, scalar. Shapes as `softmax_cross_entropy_sums`."""
   return _safe_mean(*softmax_cross_entropy_sums(logits, targets, weights, label_smoothing))
 
@@ -81,8 +88,9 @@ def softmax_cross_entropy(logits: jax.Array, targets: jax.Array,
 # --- KL to soft targets --------------------------------------------------------
 
 
-def per_example_kl(teacher_logits: jax.Array, student_logits: jax.Array,
-                   temperature: float = 1.0) -> jax.Array:
+def per_example_kl(
+    teacher_logits: jax.Array, student_logits: jax.Array, temperature: float = 1.0
+) -> jax.Array:
   """[..., V] x2 -> [...] KL(softmax(t / T) || softmax(s / T)).
 
   Terms where the teacher probability is exactly 0 (e.g. a -inf padding column
@@ -98,17 +106,24 @@ def per_example_kl(teacher_logits: jax.Array, student_logits: jax.Array,
   return jnp.sum(jnp.where(support, p * diff, 0.0), axis=-1)
 
 
-def kl_soft_targets_sums(teacher_logits: jax.Array, student_logits: jax.Array,
-                         weights: jax.Array | None = None,
-                         temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def kl_soft_targets_sums(
+    teacher_logits: jax.Array,
+    student_logits: jax.Array,
+    weights: jax.Array | None = None,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
   """(sum of weighted per-example KL, sum of weights); logits [..., V], weights [...]."""
   w = _weights_like(weights, teacher_logits.shape[:-1])
   kl = jnp.where(w > 0, per_example_kl(teacher_logits, student_logits, temperature), 0.0)
   return jnp.sum(w * kl), jnp.sum(w)
 
 
-def kl_soft_targets(teacher_logits: jax.Array, student_logits: jax.Array,
-                    weights: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
+def kl_soft_targets(
+    teacher_logits: jax.Array,
+    student_logits: jax.Array,
+    weights: jax.Array | None = None,
+    temperature: float = 1.0,
+) -> jax.Array:
   """Mean over weighted examples of KL(softmax(t/T) || softmax(s/T)), scalar.
 
   docs/method.md §4 / §7.1: L_soft, reduced as the mean over the batch of per-example
@@ -127,17 +142,21 @@ def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
-def info_nce_sums(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None,
-                  temperature: float = 0.2,
-                  symmetric: bool = False) -> tuple[jax.Array, jax.Array]:
+def info_nce_sums(
+    z1: jax.Array,
+    z2: jax.Array,
+    weights: jax.Array | None = None,
+    temperature: float = 0.2,
+    symmetric: bool = False,
+) -> tuple[jax.Array, jax.Array]:
   """(sum of weighted per-row InfoNCE, sum of weights). See `info_nce`."""
   batch = z1.shape[0]
   w = _weights_like(weights, (batch,))
   valid = w > 0
-  sim = (l2_normalize(z1) @ l2_normalize(z2).T) / temperature            # [B, B]
+  sim = (l2_normalize(z1) @ l2_normalize(z2).T) / temperature  # [B, B]
   pair_ok = valid[:, None] & valid[None, :]
   sim = jnp.where(pair_ok, sim, -jnp.inf)
-  positive = jnp.diagonal(jnp.where(pair_ok, sim, 0.0))                  # finite
+  positive = jnp.diagonal(jnp.where(pair_ok, sim, 0.0))  # finite
 
   def direction(s):
     # Rows without a valid anchor are all -inf; give them a finite lse.
@@ -150,8 +169,13 @@ def info_nce_sums(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None
   return jnp.sum(w * loss), jnp.sum(w)
 
 
-def info_nce(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None,
-             temperature: float = 0.2, symmetric: bool = False) -> jax.Array:
+def info_nce(
+    z1: jax.Array,
+    z2: jax.Array,
+    weights: jax.Array | None = None,
+    temperature: float = 0.2,
+    symmetric: bool = False,
+) -> jax.Array:
   """InfoNCE with cosine similarity over the batch (docs/method.md §4), scalar.
 
   For anchor row i (weight > 0): -log( exp(cos(z1_i, z2_i)/T) /
@@ -176,16 +200,18 @@ def info_nce(z1: jax.Array, z2: jax.Array, weights: jax.Array | None = None,
 # --- reconstruction --------------------------------------------------------------
 
 
-def reconstruction_mse_sums(pred: jax.Array, target: jax.Array,
-                            weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def reconstruction_mse_sums(
+    pred: jax.Array, target: jax.Array, weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """(sum_i w_i ||pred_i - target_i||^2, sum_i w_i); pred, target [N, d], weights [N]."""
   w = _weights_like(weights, pred.shape[:-1])
   sq = jnp.sum(jnp.square(pred - target), axis=-1)
   return jnp.sum(w * sq), jnp.sum(w)
 
 
-def reconstruction_mse(pred: jax.Array, target: jax.Array,
-                       weights: jax.Array | None = None) -> jax.Array:
+def reconstruction_mse(
+    pred: jax.Array, target: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
   """L_mse = (1/|V|) sum_v ||e_v - X_v||^2 (docs/method.md §3): weighted mean over rows of the
   squared L2 norm (summed over d, not averaged). pred, target [N, d]; weights [N]."""
   return _safe_mean(*reconstruction_mse_sums(pred, target, weights))

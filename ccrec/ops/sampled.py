@@ -105,8 +105,13 @@ class Sampler:
     return self.log_q + jnp.log(n.astype(jnp.float32))
 
 
-def candidate_logits(s: jax.Array, lookup: Callable[[jax.Array], jax.Array], targets: jax.Array,
-                     candidates: jax.Array, log_counts: jax.Array | None = None) -> jax.Array:
+def candidate_logits(
+    s: jax.Array,
+    lookup: Callable[[jax.Array], jax.Array],
+    targets: jax.Array,
+    candidates: jax.Array,
+    log_counts: jax.Array | None = None,
+) -> jax.Array:
   """Corrected logits [N, 1 + C]: column 0 the row's target, then the candidates.
 
   Args:
@@ -122,9 +127,9 @@ def candidate_logits(s: jax.Array, lookup: Callable[[jax.Array], jax.Array], tar
   """
   targets = targets.reshape(-1)
   n = targets.shape[0]
-  rows = lookup(jnp.concatenate([targets, candidates]))                          # [N + C, d]
-  positive = jnp.sum(s * rows[:n], axis=-1)                                      # [N]
-  negative = s @ rows[n:].T                                                      # [N, C]
+  rows = lookup(jnp.concatenate([targets, candidates]))  # [N + C, d]
+  positive = jnp.sum(s * rows[:n], axis=-1)  # [N]
+  negative = s @ rows[n:].T  # [N, C]
   if log_counts is not None:
     positive = positive - jnp.take(log_counts, targets, axis=0)
     negative = negative - jnp.take(log_counts, candidates, axis=0)[None, :]
@@ -134,8 +139,9 @@ def candidate_logits(s: jax.Array, lookup: Callable[[jax.Array], jax.Array], tar
   return jnp.concatenate([positive[:, None], negative], axis=1)
 
 
-def cross_entropy_sums(logits: jax.Array, weights: jax.Array,
-                       label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def cross_entropy_sums(
+    logits: jax.Array, weights: jax.Array, label_smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
   """(weighted sum, sum of weights) of the sampled cross-entropy; logits [N, 1 + C] as
   `candidate_logits` lays them out (the positive in column 0), weights [N]."""
   w = jnp.asarray(weights, jnp.float32)
@@ -149,8 +155,12 @@ def cross_entropy_sums(logits: jax.Array, weights: jax.Array,
   return jnp.sum(w * loss), jnp.sum(w)
 
 
-def kl_sums(teacher_logits: jax.Array, student_logits: jax.Array, weights: jax.Array,
-            temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def kl_sums(
+    teacher_logits: jax.Array,
+    student_logits: jax.Array,
+    weights: jax.Array,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
   """Soft-target KL over the candidate columns: `losses.kl_soft_targets_sums` on
   [N, 1 + C] logits of both models (the same masked columns)."""
   return losses.kl_soft_targets_sums(teacher_logits, student_logits, weights, temperature)

@@ -90,9 +90,16 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
-                 config: dict[str, Any], metrics: dict[str, Any] | None = None,
-                 extra: dict[str, Any] | None = None, overwrite: bool = False) -> dict:
+def write_bundle(
+    directory: str,
+    arrays: dict[str, np.ndarray],
+    *,
+    kind: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict:
   """Writes a bundle and returns its manifest.
 
   Args:
@@ -112,8 +119,10 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
   arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
   for name, a in arrays.items():
     if a.dtype.kind not in ARRAY_KINDS:
-      raise BundleError(f"cannot export {directory}: array {name} has dtype {a.dtype}; bundles "
-                        "hold bool, integer, float and unicode arrays only")
+      raise BundleError(
+          f"cannot export {directory}: array {name} has dtype {a.dtype}; bundles "
+          "hold bool, integer, float and unicode arrays only"
+      )
     check_finite(a, f"cannot export {directory}: array {name}")
   manifest_path = os.path.join(directory, MANIFEST_FILE)
   if os.path.exists(manifest_path):
@@ -128,8 +137,13 @@ def write_bundle(directory: str, arrays: dict[str, np.ndarray], *, kind: str,
   for name, a in sorted(arrays.items()):
     path = os.path.join(directory, array_file(name))
     np.save(path, a, allow_pickle=False)
-    entries[name] = {"file": array_file(name), "shape": list(a.shape), "dtype": a.dtype.str,
-                     "bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    entries[name] = {
+        "file": array_file(name),
+        "shape": list(a.shape),
+        "dtype": a.dtype.str,
+        "bytes": os.path.getsize(path),
+        "sha256": _sha256(path),
+    }
   manifest = {
       "format_version": FORMAT_VERSION,
       "kind": kind,
@@ -165,8 +179,9 @@ def read_manifest(directory: str) -> dict:
   if not os.path.isdir(directory):
     raise BundleError(f"bundle {directory} does not exist (or is not a directory)")
   if not os.path.exists(path):
-    raise BundleError(f"{path} not found: {directory} is not a bundle, or its export did "
-                      "not finish")
+    raise BundleError(
+        f"{path} not found: {directory} is not a bundle, or its export did " "not finish"
+    )
   try:
     with open(path) as f:
       manifest = json.load(f)
@@ -176,8 +191,10 @@ def read_manifest(directory: str) -> dict:
     raise BundleError(f"{path}: expected a JSON object")
   version = manifest.get("format_version")
   if version != FORMAT_VERSION:
-    raise BundleError(f"{path}: format_version {version!r} is not supported; this runtime "
-                      f"reads format_version {FORMAT_VERSION} ({REEXPORT})")
+    raise BundleError(
+        f"{path}: format_version {version!r} is not supported; this runtime "
+        f"reads format_version {FORMAT_VERSION} ({REEXPORT})"
+    )
   for key in ("kind", "config", "arrays"):
     if key not in manifest:
       raise BundleError(f"{path}: field {key!r} is missing")
@@ -217,8 +234,10 @@ def _check_entry(entry: Any, where: str) -> None:
   except (TypeError, ValueError):
     kind = None
   if kind is None or kind not in ARRAY_KINDS:
-    raise BundleError(f"{where}: field 'dtype' must name a numpy bool, integer, float or "
-                      f"unicode dtype (e.g. '<f4'), got {dtype!r}")
+    raise BundleError(
+        f"{where}: field 'dtype' must name a numpy bool, integer, float or "
+        f"unicode dtype (e.g. '<f4'), got {dtype!r}"
+    )
   if not isinstance(sha, str) or not re.fullmatch("[0-9a-f]{64}", sha):
     raise BundleError(f"{where}: field 'sha256' must be 64 lowercase hex digits, got {sha!r}")
   if not _is_count(entry["bytes"]):
@@ -232,28 +251,36 @@ def _load_array(directory: str, name: str, entry: dict, verify: bool, mmap: bool
   size = os.path.getsize(path)
   if size != entry["bytes"]:
     what = "truncated" if size < entry["bytes"] else "larger than recorded"
-    raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} is {what} "
-                      f"({size} bytes, the manifest says {entry['bytes']})")
+    raise BundleError(
+        f"bundle {directory}: file {entry['file']} of array {name} is {what} "
+        f"({size} bytes, the manifest says {entry['bytes']})"
+    )
   if verify and _sha256(path) != entry["sha256"]:
-    raise BundleError(f"bundle {directory}: checksum mismatch for file {entry['file']} "
-                      f"(array {name}): the file {entry['file']} or its manifest entry "
-                      f"(arrays[{name!r}].sha256 in {MANIFEST_FILE}) was changed after export")
+    raise BundleError(
+        f"bundle {directory}: checksum mismatch for file {entry['file']} "
+        f"(array {name}): the file {entry['file']} or its manifest entry "
+        f"(arrays[{name!r}].sha256 in {MANIFEST_FILE}) was changed after export"
+    )
   try:
     a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
   except Exception as e:  # a damaged header raises ValueError, SyntaxError, TokenError, ...
-    raise BundleError(f"bundle {directory}: file {entry['file']} of array {name} cannot be "
-                      f"read as .npy: {e}") from e
+    raise BundleError(
+        f"bundle {directory}: file {entry['file']} of array {name} cannot be " f"read as .npy: {e}"
+    ) from e
   if list(a.shape) != list(entry["shape"]) or a.dtype != np.dtype(entry["dtype"]):
-    raise BundleError(f"bundle {directory}: file {entry['file']} holds {a.dtype.str} "
-                      f"{list(a.shape)}, the manifest says array {name} is {entry['dtype']} "
-                      f"{entry['shape']}")
+    raise BundleError(
+        f"bundle {directory}: file {entry['file']} holds {a.dtype.str} "
+        f"{list(a.shape)}, the manifest says array {name} is {entry['dtype']} "
+        f"{entry['shape']}"
+    )
   if verify or not mmap:  # an unverified mmap reads no data here; the runtime checks scores
     check_finite(a, f"bundle {directory}: file {entry['file']} of array {name}")
   return a
 
 
-def read_bundle(directory: str, *, verify: bool = True, mmap: bool = False
-                ) -> tuple[dict, dict[str, np.ndarray]]:
+def read_bundle(
+    directory: str, *, verify: bool = True, mmap: bool = False
+) -> tuple[dict, dict[str, np.ndarray]]:
   """Validates and loads a bundle: (manifest, name -> array).
 
   Args:
@@ -263,12 +290,17 @@ def read_bundle(directory: str, *, verify: bool = True, mmap: bool = False
       (with verify=False no data is read, so float arrays are not checked finite).
   """
   manifest = read_manifest(directory)
-  arrays = {name: _load_array(directory, name, entry, verify, mmap)
-            for name, entry in manifest["arrays"].items()}
+  arrays = {
+      name: _load_array(directory, name, entry, verify, mmap)
+      for name, entry in manifest["arrays"].items()
+  }
   return manifest, arrays
 
 
 def bundle_bytes(directory: str) -> int:
   """Bytes on disk of a bundle's files (manifest + arrays)."""
-  return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
-             if os.path.isfile(os.path.join(directory, f)))
+  return sum(
+      os.path.getsize(os.path.join(directory, f))
+      for f in os.listdir(directory)
+      if os.path.isfile(os.path.join(directory, f))
+  )

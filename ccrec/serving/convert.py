@@ -41,7 +41,7 @@ INPUT_NAME = "items"
 # ONNX forbids an output named like an input, so the ONNX item output is 'top_items'.
 OUTPUT_NAMES = {"litert": ("items", "scores"), "onnx": ("top_items", "scores")}
 ONNX_OPSET = 23
-_PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes of one ONNX protobuf; larger models keep a .data file
+_PROTOBUF_LIMIT = 2**31 - 1  # bytes of one ONNX protobuf; larger models keep a .data file
 
 
 class VerificationError(ValueError):
@@ -62,8 +62,9 @@ def to_litert(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
   converter_api_ext.prepare_mlir_context(context)
   with context:
     module = stablehlo.deserialize_portable_artifact(context, exported.mlir_module_serialized)
-    converter_api_ext.set_signature(module.operation, SIGNATURE, [INPUT_NAME],
-                                    list(OUTPUT_NAMES["litert"]))
+    converter_api_ext.set_signature(
+        module.operation, SIGNATURE, [INPUT_NAME], list(OUTPUT_NAMES["litert"])
+    )
     config = converter_api_ext.ConvertToTFLConfig()
     converter_api_ext.run_convert_to_tfl_passes(module, passmanager.PassManager(), config)
     return converter_api_ext.export_flatbuffer_to_bytes(module.operation)
@@ -72,12 +73,20 @@ def to_litert(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
 def to_onnx(fn: Callable, example: jax.ShapeDtypeStruct):
   """The onnx.ModelProto of fn (input 'items'; outputs 'top_items', 'scores')."""
   from jax2onnx import to_onnx as jax2onnx_to_onnx  # the optional export extra
-  return jax2onnx_to_onnx(fn, [example], model_name="ccrec", opset=ONNX_OPSET,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES["onnx"]))
+
+  return jax2onnx_to_onnx(
+      fn,
+      [example],
+      model_name="ccrec",
+      opset=ONNX_OPSET,
+      input_names=[INPUT_NAME],
+      output_names=list(OUTPUT_NAMES["onnx"]),
+  )
 
 
-def write_model(fmt: str, fn: Callable, example: jax.ShapeDtypeStruct, path: str,
-                data_name: str | None = None) -> None:
+def write_model(
+    fmt: str, fn: Callable, example: jax.ShapeDtypeStruct, path: str, data_name: str | None = None
+) -> None:
   """Converts fn to `fmt` and writes it to path. An ONNX model over 2 GiB (the protobuf
   limit) keeps its weights in a file beside it, data_name (default: basename(path).data)."""
   if fmt == "litert":
@@ -86,11 +95,11 @@ def write_model(fmt: str, fn: Callable, example: jax.ShapeDtypeStruct, path: str
       f.write(data)
   elif fmt == "onnx":
     import onnx  # the optional export extra
+
     model = to_onnx(fn, example)
     large = model.ByteSize() > _PROTOBUF_LIMIT
     location = data_name or os.path.basename(path) + ".data"
-    onnx.save_model(model, path, save_as_external_data=large,
-                    location=location if large else None)
+    onnx.save_model(model, path, save_as_external_data=large, location=location if large else None)
   else:
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
@@ -98,8 +107,9 @@ def write_model(fmt: str, fn: Callable, example: jax.ShapeDtypeStruct, path: str
 # ---------------------------------------------------------------------------- running
 
 
-def load_runner(path: str, *, num_threads: int = 1,
-                xnnpack: bool = True) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def load_runner(
+    path: str, *, num_threads: int = 1, xnnpack: bool = True
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
   """The file's own runtime: items int32 [B, L] -> (items int32, scores float32) as numpy.
 
   .tflite: ai-edge-litert Interpreter (xnnpack=False: builtin kernels only);
@@ -107,10 +117,15 @@ def load_runner(path: str, *, num_threads: int = 1,
   """
   if path.endswith(".tflite"):
     from ai_edge_litert import interpreter as litert  # the optional export extra
-    resolver = (litert.OpResolverType.AUTO if xnnpack
-                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp = litert.Interpreter(model_path=path, num_threads=num_threads,
-                                experimental_op_resolver_type=resolver)
+
+    resolver = (
+        litert.OpResolverType.AUTO
+        if xnnpack
+        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interp = litert.Interpreter(
+        model_path=path, num_threads=num_threads, experimental_op_resolver_type=resolver
+    )
     runner = interp.get_signature_runner(SIGNATURE)
     names = OUTPUT_NAMES["litert"]
 
@@ -122,6 +137,7 @@ def load_runner(path: str, *, num_threads: int = 1,
     return run
   if path.endswith(".onnx"):
     import onnxruntime as ort  # the optional export extra
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -155,6 +171,7 @@ def tensor_table(path: str) -> list[dict[str, Any]]:
 
 def _tflite_constants(path: str) -> list[dict[str, Any]]:
   from ai_edge_litert import schema_py_generated as schema  # the optional export extra
+
   with open(path, "rb") as f:
     data = f.read()
   model = schema.Model.GetRootAs(data, 0)
@@ -172,15 +189,21 @@ def _tflite_constants(path: str) -> list[dict[str, Any]]:
       if not nbytes:
         continue
       seen.add(index)
-      out.append({"name": tensor.Name().decode(), "dtype": types.get(tensor.Type(), "?"),
-                  "shape": [int(x) for x in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
-                  "bytes": int(nbytes)})
+      out.append(
+          {
+              "name": tensor.Name().decode(),
+              "dtype": types.get(tensor.Type(), "?"),
+              "shape": [int(x) for x in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
+              "bytes": int(nbytes),
+          }
+      )
   return out
 
 
 def _onnx_constants(path: str) -> list[dict[str, Any]]:
   import onnx  # the optional export extra
   from onnx import numpy_helper  # the optional export extra
+
   model = onnx.load(path)
   tensors = list(model.graph.initializer)
   for node in model.graph.node:
@@ -189,8 +212,14 @@ def _onnx_constants(path: str) -> list[dict[str, Any]]:
   out = []
   for t in tensors:
     array = numpy_helper.to_array(t, base_dir=os.path.dirname(path))
-    out.append({"name": t.name, "dtype": array.dtype.name, "shape": list(array.shape),
-                "bytes": int(array.nbytes)})
+    out.append(
+        {
+            "name": t.name,
+            "dtype": array.dtype.name,
+            "shape": list(array.shape),
+            "bytes": int(array.nbytes),
+        }
+    )
   return out
 
 
@@ -204,8 +233,9 @@ def code_tensors(table: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str,
 # ---------------------------------------------------------------------------- verification
 
 
-def compare(got_items: np.ndarray, got_scores: np.ndarray, reference: np.ndarray,
-            rtol: float = 1e-5) -> dict[str, Any]:
+def compare(
+    got_items: np.ndarray, got_scores: np.ndarray, reference: np.ndarray, rtol: float = 1e-5
+) -> dict[str, Any]:
   """One session: the file's top-k (ids, scores) vs the Flax model's scores [V+1].
 
   The Flax list orders by score, ties by the smaller id (scoring.top_k's order).
@@ -221,8 +251,13 @@ def compare(got_items: np.ndarray, got_scores: np.ndarray, reference: np.ndarray
   want = np.lexsort((np.arange(len(row)), -row))[:k]
   ids = np.asarray(got_items, np.int64)
   got_scores = np.asarray(got_scores, np.float32)
-  if (ids.min() < 1 or ids.max() > num_items or len(set(ids.tolist())) != k
-      or not np.all(np.isfinite(got_scores)) or not np.all(np.isfinite(row[1:]))):
+  if (
+      ids.min() < 1
+      or ids.max() > num_items
+      or len(set(ids.tolist())) != k
+      or not np.all(np.isfinite(got_scores))
+      or not np.all(np.isfinite(row[1:]))
+  ):
     return {"status": "different", "rank_gap": float("inf"), "score_error": float("inf")}
   scale = float(np.abs(row[1:]).max()) or 1.0
   gap = float(np.abs(row[want] - row[ids]).max()) / scale
@@ -236,23 +271,38 @@ def compare(got_items: np.ndarray, got_scores: np.ndarray, reference: np.ndarray
   return {"status": status, "rank_gap": gap, "score_error": error}
 
 
-def verify(run: Callable, reference: Callable[[np.ndarray], np.ndarray], sessions: Sequence,
-           max_len: int, *, batch: int | None = None, rtol: float = 1e-5,
-           reference_batch: int = 256) -> dict[str, Any]:
+def verify(
+    run: Callable,
+    reference: Callable[[np.ndarray], np.ndarray],
+    sessions: Sequence,
+    max_len: int,
+    *,
+    batch: int | None = None,
+    rtol: float = 1e-5,
+    reference_batch: int = 256,
+) -> dict[str, Any]:
   """Runs the file (run) and the Flax model (reference: items [B, L] -> scores [B, V+1])
   on every session (dense ids, non-empty) and compares each top-k (`compare`).
 
   batch: the file's fixed batch size (None: one session per call, outputs [k]).
   Returns counts, the worst relative gaps and the indices of the different sessions.
   """
-  out = {"sessions": len(sessions), "identical": 0, "tie_only": 0, "different": 0,
-         "max_rank_gap": 0.0, "max_score_error": 0.0, "rtol": rtol, "different_sessions": []}
+  out = {
+      "sessions": len(sessions),
+      "identical": 0,
+      "tie_only": 0,
+      "different": 0,
+      "max_rank_gap": 0.0,
+      "max_score_error": 0.0,
+      "rtol": rtol,
+      "different_sessions": [],
+  }
   step = batch or 1
   for lo in range(0, len(sessions), reference_batch):
-    chunk = list(sessions[lo:lo + reference_batch])
+    chunk = list(sessions[lo : lo + reference_batch])
     ref = reference(graph.pack_sessions(chunk, max_len, reference_batch))
     for start in range(0, len(chunk), step):
-      part = chunk[start:start + step]
+      part = chunk[start : start + step]
       got_items, got_scores = run(graph.pack_sessions(part, max_len, step))
       got_items, got_scores = np.reshape(got_items, (step, -1)), np.reshape(got_scores, (step, -1))
       for j in range(len(part)):
@@ -280,11 +330,22 @@ def array_bytes(spec: ModelSpec, variables: dict, quantize: str | None = None) -
   return {"item_bytes": items, "encoder_bytes": sum(a.nbytes for a in arrays.values()) - items}
 
 
-def export_file(output: str, spec: ModelSpec, variables: dict, *, fmt: str, k: int = 20,
-                batch: int | None = None, quantize: str | None = None,
-                sessions: Sequence | None = None, raw_ids: Sequence[str] | None = None,
-                popular: np.ndarray | None = None, extra: dict | None = None,
-                rtol: float = 1e-5, overwrite: bool = False) -> dict[str, Any]:
+def export_file(
+    output: str,
+    spec: ModelSpec,
+    variables: dict,
+    *,
+    fmt: str,
+    k: int = 20,
+    batch: int | None = None,
+    quantize: str | None = None,
+    sessions: Sequence | None = None,
+    raw_ids: Sequence[str] | None = None,
+    popular: np.ndarray | None = None,
+    extra: dict | None = None,
+    rtol: float = 1e-5,
+    overwrite: bool = False,
+) -> dict[str, Any]:
   """Writes the model as a .tflite (fmt 'litert') or .onnx file and its id map; returns the
   report (also stored in the id map's 'export' field).
 
@@ -306,29 +367,38 @@ def export_file(output: str, spec: ModelSpec, variables: dict, *, fmt: str, k: i
     if os.path.exists(path) and not overwrite:
       raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
   if raw_ids is not None and len(raw_ids) != spec.num_items + 1:
-    raise ValueError(f"raw_ids has {len(raw_ids)} entries, expected num_items + 1 = "
-                     f"{spec.num_items + 1}")
-  fn = graph.serving_fn(spec, variables, k, single=batch is None, quantize=quantize,
-                        int16_codes=fmt == "litert")
+    raise ValueError(
+        f"raw_ids has {len(raw_ids)} entries, expected num_items + 1 = " f"{spec.num_items + 1}"
+    )
+  fn = graph.serving_fn(
+      spec, variables, k, single=batch is None, quantize=quantize, int16_codes=fmt == "litert"
+  )
   example = graph.input_spec(spec, batch or 1)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   stem, ext = os.path.splitext(output)
   pending = stem + ".unverified" + ext
   write_model(fmt, fn, example, pending, data_name=os.path.basename(output) + ".data")
   report: dict[str, Any] = {
-      "format": fmt, "file": os.path.basename(output), "kind": spec.embedding, "k": k,
-      "batch": batch, "max_len": spec.max_len, "num_items": spec.num_items,
+      "format": fmt,
+      "file": os.path.basename(output),
+      "kind": spec.embedding,
+      "k": k,
+      "batch": batch,
+      "max_len": spec.max_len,
+      "num_items": spec.num_items,
       "quantize": quantize,
       "signature": signature(fmt, spec, k, batch),
-      "file_bytes": os.path.getsize(pending), **array_bytes(spec, variables, quantize)}
-  report["file_over_arrays"] = report["file_bytes"] / (report["item_bytes"]
-                                                       + report["encoder_bytes"])
+      "file_bytes": os.path.getsize(pending),
+      **array_bytes(spec, variables, quantize),
+  }
+  report["file_over_arrays"] = report["file_bytes"] / (
+      report["item_bytes"] + report["encoder_bytes"]
+  )
   table = tensor_table(pending)
   report["code_tensors"] = code_tensors(table, spec) if spec.embedding == "codes" else []
   if sessions is not None:
     reference = graph.flax_scores(spec, graph.dequantized_variables(spec, variables, quantize))
-    check = verify(load_runner(pending), reference, sessions, spec.max_len, batch=batch,
-                   rtol=rtol)
+    check = verify(load_runner(pending), reference, sessions, spec.max_len, batch=batch, rtol=rtol)
     report["verification"] = check
     if check["different"]:
       shown = check["different_sessions"][:20]
@@ -337,7 +407,8 @@ def export_file(output: str, spec: ModelSpec, variables: dict, *, fmt: str, k: i
           f"{check['sessions']} sessions (beyond ties within rtol={rtol}): session indices "
           f"{shown}{' ...' if check['different'] > len(shown) else ''}; max rank gap "
           f"{check['max_rank_gap']:.3g}, max score error {check['max_score_error']:.3g} "
-          "(relative to max|score|). The file was left there for inspection.")
+          "(relative to max|score|). The file was left there for inspection."
+      )
   os.replace(pending, output)
   report.update(extra or {})
   write_ids(ids_path(output), report, raw_ids, popular)
@@ -348,19 +419,25 @@ def signature(fmt: str, spec: ModelSpec, k: int, batch: int | None) -> dict[str,
   """The model's inputs and outputs: name -> [dtype, shape]."""
   out_shape = [k] if batch is None else [batch, k]
   items_out, scores_out = OUTPUT_NAMES[fmt]
-  return {"inputs": {INPUT_NAME: ["int32", [batch or 1, spec.max_len]]},
-          "outputs": {items_out: ["int32", out_shape], scores_out: ["float32", out_shape]}}
+  return {
+      "inputs": {INPUT_NAME: ["int32", [batch or 1, spec.max_len]]},
+      "outputs": {items_out: ["int32", out_shape], scores_out: ["float32", out_shape]},
+  }
 
 
-def write_ids(path: str, report: dict[str, Any], raw_ids: Sequence[str] | None,
-              popular: np.ndarray | None) -> None:
+def write_ids(
+    path: str, report: dict[str, Any], raw_ids: Sequence[str] | None, popular: np.ndarray | None
+) -> None:
   """The id map: raw_ids[dense id] (null: the model's ids are the dataset's), popular
   dense ids, and the export report."""
-  doc = {"format": "ccrec-ids/1", "model_file": report["file"],
-         "num_items": report["num_items"],
-         "raw_ids": None if raw_ids is None else [str(r) for r in raw_ids],
-         "popular": None if popular is None else [int(i) for i in popular],
-         "export": report}
+  doc = {
+      "format": "ccrec-ids/1",
+      "model_file": report["file"],
+      "num_items": report["num_items"],
+      "raw_ids": None if raw_ids is None else [str(r) for r in raw_ids],
+      "popular": None if popular is None else [int(i) for i in popular],
+      "export": report,
+  }
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(doc, f)

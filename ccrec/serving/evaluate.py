@@ -16,21 +16,27 @@ from ccrec.evaluation.ranking import KS, metrics_from_ranks, target_rank
 from ccrec.serving.runtime import Recommender
 
 
-def ranks(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
-          batch_size: int = 256) -> np.ndarray:
+def ranks(
+    rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
   """int64 [N]: rank of each target given its prefix (dense ids, non-empty prefixes)."""
   targets = np.asarray(targets, np.int64)
   out = np.empty(len(targets), np.int64)
   for lo in range(0, len(targets), batch_size):
     hi = min(lo + batch_size, len(targets))
-    batch = [np.asarray(p, np.int64)[-rec.max_len:] for p in prefixes[lo:hi]]
+    batch = [np.asarray(p, np.int64)[-rec.max_len :] for p in prefixes[lo:hi]]
     if any(len(p) == 0 for p in batch):
       raise ValueError("evaluation prefixes must be non-empty")
     out[lo:hi] = target_rank(rec.scores(rec.encode_dense(batch)), targets[lo:hi])
   return out
 
 
-def evaluate(rec: Recommender, prefixes: Sequence[np.ndarray], targets: np.ndarray,
-             ks: Sequence[int] = KS, batch_size: int = 256) -> dict[str, float]:
+def evaluate(
+    rec: Recommender,
+    prefixes: Sequence[np.ndarray],
+    targets: np.ndarray,
+    ks: Sequence[int] = KS,
+    batch_size: int = 256,
+) -> dict[str, float]:
   """HR/MRR/NDCG@k and count of (prefix -> target) examples (dense ids)."""
   return metrics_from_ranks(ranks(rec, prefixes, targets, batch_size), ks)

@@ -47,14 +47,22 @@ def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
   """The manifest's config for a model (spec) and its variables."""
   config = {
-      "num_items": spec.num_items, "d": spec.d, "num_blocks": spec.num_blocks,
-      "num_heads": spec.num_heads, "inner": spec.inner, "max_len": spec.max_len,
-      "readout": spec.readout, "layer_norm_eps": float(spec.layer_norm_eps),
+      "num_items": spec.num_items,
+      "d": spec.d,
+      "num_blocks": spec.num_blocks,
+      "num_heads": spec.num_heads,
+      "inner": spec.inner,
+      "max_len": spec.max_len,
+      "readout": spec.readout,
+      "layer_norm_eps": float(spec.layer_norm_eps),
       "embedding": spec.embedding,
   }
   if spec.embedding == "codes":
-    config.update(num_codebooks=spec.num_codebooks, codebook_size=spec.codebook_size,
-                  codebook_dtype=codebook_dtype)
+    config.update(
+        num_codebooks=spec.num_codebooks,
+        codebook_size=spec.codebook_size,
+        codebook_dtype=codebook_dtype,
+    )
   elif spec.embedding == "tt":
     module = TTEmbedding(num_items=spec.num_items, features=spec.d, rank=spec.tt_rank)
     items, dims = module.factors()
@@ -66,18 +74,23 @@ def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float
   return config
 
 
-def bundle_arrays(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32"
-                  ) -> dict[str, np.ndarray]:
+def bundle_arrays(
+    spec: ModelSpec, variables: dict, codebook_dtype: str = "float32"
+) -> dict[str, np.ndarray]:
   """Flax variables -> the bundle's named numpy arrays (encoder, readout, items)."""
   if codebook_dtype not in ("float32", "int8"):
     raise ValueError(f"codebook_dtype must be 'float32' or 'int8', got {codebook_dtype!r}")
   params = traverse_util.flatten_dict(dict(variables["params"]), sep="/")
-  arrays = {name: np.asarray(a, np.float32) for name, a in params.items()
-            if name.startswith(("encoder/", "readout/"))}
+  arrays = {
+      name: np.asarray(a, np.float32)
+      for name, a in params.items()
+      if name.startswith(("encoder/", "readout/"))
+  }
   if spec.embedding == "codes":
-    codes = np.asarray(variables["codes"]["items"]["codes"])                      # [V+1, M]
+    codes = np.asarray(variables["codes"]["items"]["codes"])  # [V+1, M]
     arrays["items/codes"] = np.ascontiguousarray(
-        codes.T.astype(code_dtype(spec.codebook_size)))                            # [M, V+1]
+        codes.T.astype(code_dtype(spec.codebook_size))
+    )  # [M, V+1]
     books = np.asarray(params["items/codebooks"], np.float32)
     if codebook_dtype == "int8":
       arrays["items/codebooks"], arrays["items/codebook_scale"] = quantize_codebooks(books)
@@ -125,9 +138,11 @@ def bundle_layout(spec: ModelSpec, codebook_dtype: str = "float32") -> Layout:
     elif name == "codes/items/codes":
       out[path] = (shape[::-1], code_dtype(spec.codebook_size))
     else:
-      raise ValueError(f"the model has variable {name}, which a bundle cannot hold: add it "
-                       "to serving/export.py (bundle_layout, bundle_arrays, flax_variables) "
-                       "and to the runtime (docs/DESIGN.md, 'Change the encoder')")
+      raise ValueError(
+          f"the model has variable {name}, which a bundle cannot hold: add it "
+          "to serving/export.py (bundle_layout, bundle_arrays, flax_variables) "
+          "and to the runtime (docs/DESIGN.md, 'Change the encoder')"
+      )
   return out
 
 
@@ -136,11 +151,15 @@ def check_layout(arrays: dict[str, np.ndarray], layout: Layout, where: str) -> N
   (names, shapes, dtypes), plus any meta/* arrays."""
   for name, (shape, dtype) in layout.items():
     if name not in arrays:
-      raise BundleError(f"cannot export {where}: the model's array {name} {dtype} "
-                        f"{list(shape)} is missing from the variables")
+      raise BundleError(
+          f"cannot export {where}: the model's array {name} {dtype} "
+          f"{list(shape)} is missing from the variables"
+      )
     if arrays[name].shape != shape or arrays[name].dtype != dtype:
-      raise BundleError(f"cannot export {where}: array {name} is {arrays[name].dtype} "
-                        f"{list(arrays[name].shape)}, the model has {dtype} {list(shape)}")
+      raise BundleError(
+          f"cannot export {where}: array {name} is {arrays[name].dtype} "
+          f"{list(arrays[name].shape)}, the model has {dtype} {list(shape)}"
+      )
   unknown = sorted(n for n in arrays if n not in layout and not n.startswith("meta/"))
   if unknown:
     raise BundleError(f"cannot export {where}: arrays {unknown} are not the model's")
@@ -148,13 +167,22 @@ def check_layout(arrays: dict[str, np.ndarray], layout: Layout, where: str) -> N
 
 def spec_from_config(config: dict) -> ModelSpec:
   """The ModelSpec of a bundle config (inference only: dropout 0)."""
-  return ModelSpec(num_items=config["num_items"], d=config["d"], num_blocks=config["num_blocks"],
-                   num_heads=config["num_heads"], inner=config["inner"], dropout=0.0,
-                   attn_dropout=0.0, max_len=config["max_len"], readout=config["readout"],
-                   layer_norm_eps=config["layer_norm_eps"], embedding=config["embedding"],
-                   num_codebooks=config.get("num_codebooks", 4),
-                   codebook_size=config.get("codebook_size", 32),
-                   tt_rank=(config["tt"]["ranks"][0] if config["embedding"] == "tt" else 8))
+  return ModelSpec(
+      num_items=config["num_items"],
+      d=config["d"],
+      num_blocks=config["num_blocks"],
+      num_heads=config["num_heads"],
+      inner=config["inner"],
+      dropout=0.0,
+      attn_dropout=0.0,
+      max_len=config["max_len"],
+      readout=config["readout"],
+      layer_norm_eps=config["layer_norm_eps"],
+      embedding=config["embedding"],
+      num_codebooks=config.get("num_codebooks", 4),
+      codebook_size=config.get("codebook_size", 32),
+      tt_rank=(config["tt"]["ranks"][0] if config["embedding"] == "tt" else 8),
+  )
 
 
 def flax_variables(config: dict, arrays: dict[str, np.ndarray]) -> dict:
@@ -163,8 +191,11 @@ def flax_variables(config: dict, arrays: dict[str, np.ndarray]) -> dict:
   The inverse of `bundle_arrays` (int8 codebooks are dequantised), so a bundle
   can be checked against the JAX model it came from.
   """
-  flat = {name: np.asarray(a) for name, a in arrays.items()
-          if name.startswith(("encoder/", "readout/")) or name.startswith("items/core_")}
+  flat = {
+      name: np.asarray(a)
+      for name, a in arrays.items()
+      if name.startswith(("encoder/", "readout/")) or name.startswith("items/core_")
+  }
   out: dict = {}
   if config["embedding"] == "codes":
     books = arrays["items/codebooks"]
@@ -183,8 +214,12 @@ def item_sizes(config: dict, arrays: dict[str, np.ndarray]) -> dict[str, float]:
   item_bytes = sum(a.nbytes for n, a in arrays.items() if n.startswith("items/"))
   table = (config["num_items"] + 1) * config["d"] * 4
   encoder = sum(a.nbytes for n, a in arrays.items() if n.startswith(("encoder/", "readout/")))
-  return {"item_bytes": float(item_bytes), "fp32_table_bytes": float(table),
-          "item_ratio": table / item_bytes, "encoder_bytes": float(encoder)}
+  return {
+      "item_bytes": float(item_bytes),
+      "fp32_table_bytes": float(table),
+      "item_ratio": table / item_bytes,
+      "encoder_bytes": float(encoder),
+  }
 
 
 def raw_id_array(id_map: dict[str, int], num_items: int) -> np.ndarray | None:
@@ -200,11 +235,19 @@ def raw_id_array(id_map: dict[str, int], num_items: int) -> np.ndarray | None:
   return np.array(raw, dtype=str)
 
 
-def export_model(output: str, spec: ModelSpec, variables: dict, *,
-                 codebook_dtype: str = "float32", item_counts: np.ndarray | None = None,
-                 id_map: dict[str, int] | None = None, metrics: dict[str, Any] | None = None,
-                 test: tuple[list, np.ndarray] | None = None, extra: dict | None = None,
-                 overwrite: bool = False) -> dict:
+def export_model(
+    output: str,
+    spec: ModelSpec,
+    variables: dict,
+    *,
+    codebook_dtype: str = "float32",
+    item_counts: np.ndarray | None = None,
+    id_map: dict[str, int] | None = None,
+    metrics: dict[str, Any] | None = None,
+    test: tuple[list, np.ndarray] | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> dict:
   """Writes `variables` of a SessionRecommender(spec) as a bundle; returns the manifest.
 
   Args:
@@ -228,16 +271,31 @@ def export_model(output: str, spec: ModelSpec, variables: dict, *,
   if test is not None:
     manifest = {"config": config}
     rec = Recommender(manifest, arrays, id_space="dense")
-    metrics.update({f"runtime/test/{k}": v for k, v in
-                    evaluate_lib.evaluate(rec, test[0], test[1]).items()})
+    metrics.update(
+        {f"runtime/test/{k}": v for k, v in evaluate_lib.evaluate(rec, test[0], test[1]).items()}
+    )
   info = {"sizes": item_sizes(config, arrays), "item_ids": "raw" if raw is not None else "dense"}
   info.update(extra or {})
-  return bundle_lib.write_bundle(output, arrays, kind=spec.embedding, config=config,
-                                 metrics=metrics, extra=info, overwrite=overwrite)
+  return bundle_lib.write_bundle(
+      output,
+      arrays,
+      kind=spec.embedding,
+      config=config,
+      metrics=metrics,
+      extra=info,
+      overwrite=overwrite,
+  )
 
 
-def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 20,
-                  batch_size: int = 256, rtol: float = 1e-5) -> dict[str, Any]:
+def compare_top_k(
+    model,
+    variables,
+    rec: Recommender,
+    prefixes: list,
+    k: int = 20,
+    batch_size: int = 256,
+    rtol: float = 1e-5,
+) -> dict[str, Any]:
   """The runtime's top-k lists vs the JAX model's on the same (dense, non-empty) prefixes.
 
   A list counts as `identical` if the ids are equal in order; `tie_only` if it
@@ -253,14 +311,20 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
     s = model.apply(variables, items)["session"]
     return model.apply(variables, s, None, method="score")
 
-  out = {"examples": 0, "identical": 0, "tie_only": 0, "different": 0, "k": k,
-         "max_rel_score_gap": 0.0}
+  out = {
+      "examples": 0,
+      "identical": 0,
+      "tie_only": 0,
+      "different": 0,
+      "k": k,
+      "max_rel_score_gap": 0.0,
+  }
   for lo in range(0, len(prefixes), batch_size):
-    batch = [np.asarray(p, np.int64)[-max_len:] for p in prefixes[lo:lo + batch_size]]
+    batch = [np.asarray(p, np.int64)[-max_len:] for p in prefixes[lo : lo + batch_size]]
     items = np.zeros((batch_size, max_len), np.int32)  # fixed shape: one compilation
     for i, p in enumerate(batch):
-      items[i, :len(p)] = p
-    want_scores = np.asarray(scores_fn(variables, jnp.asarray(items)))[:len(batch)]
+      items[i, : len(p)] = p
+    want_scores = np.asarray(scores_fn(variables, jnp.asarray(items)))[: len(batch)]
     got = rec.recommend_batch(batch, k)
     for row, rec_k in zip(want_scores, got, strict=True):
       want = np.lexsort((np.arange(len(row)), -row))[:k]
@@ -277,8 +341,9 @@ def compare_top_k(model, variables, rec: Recommender, prefixes: list, k: int = 2
   return out
 
 
-def verify_bundle(directory: str, spec: ModelSpec, prefixes: list, *, split: str = "test",
-                  batch_size: int = 256) -> dict[str, Any]:
+def verify_bundle(
+    directory: str, spec: ModelSpec, prefixes: list, *, split: str = "test", batch_size: int = 256
+) -> dict[str, Any]:
   """Compares the written bundle's top-20 lists with the JAX model's on `prefixes` (dense,
   non-empty; `split` names them) and records the counts as manifest['verification']
   (`compare_top_k`); returns them.
@@ -289,7 +354,9 @@ def verify_bundle(directory: str, spec: ModelSpec, prefixes: list, *, split: str
   written, arrays = bundle_lib.read_bundle(directory)
   rec = Recommender(written, arrays, id_space="dense")
   reference = flax_variables(written["config"], arrays)
-  verification = {"split": split, **compare_top_k(SessionRecommender(spec), reference, rec,
-                                                   prefixes, batch_size=batch_size)}
+  verification = {
+      "split": split,
+      **compare_top_k(SessionRecommender(spec), reference, rec, prefixes, batch_size=batch_size),
+  }
   bundle_lib.update_manifest(directory, {"verification": verification})
   return verification

@@ -78,8 +78,9 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return q, scale[..., None]
 
 
-def graph_arrays(spec: ModelSpec, variables: dict,
-                 quantize: str | None = None) -> dict[str, np.ndarray]:
+def graph_arrays(
+    spec: ModelSpec, variables: dict, quantize: str | None = None
+) -> dict[str, np.ndarray]:
   """Every array the graph holds, by name (rows 1..V of the item arrays only).
 
   encoder/..., readout/...: the Flax params, float32. items/codes uint8|uint16 [M, V]
@@ -92,10 +93,13 @@ def graph_arrays(spec: ModelSpec, variables: dict,
   if quantize not in QUANTIZE:
     raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
   flat = traverse_util.flatten_dict(dict(variables["params"]), sep="/")
-  out = {name: np.asarray(a, np.float32) for name, a in flat.items()
-         if name.startswith(("encoder/", "readout/"))}
+  out = {
+      name: np.asarray(a, np.float32)
+      for name, a in flat.items()
+      if name.startswith(("encoder/", "readout/"))
+  }
   if spec.embedding == "codes":
-    codes = np.asarray(variables["codes"]["items"]["codes"])                     # [V+1, M]
+    codes = np.asarray(variables["codes"]["items"]["codes"])  # [V+1, M]
     if codes.size and int(codes.max()) >= spec.codebook_size:
       raise ValueError(f"codes hold {int(codes.max())} >= K={spec.codebook_size}")
     out["items/codes"] = np.ascontiguousarray(codes[1:].T.astype(code_dtype(spec.codebook_size)))
@@ -103,13 +107,21 @@ def graph_arrays(spec: ModelSpec, variables: dict,
   elif spec.embedding == "table":
     out["items/table"] = np.ascontiguousarray(np.asarray(flat["items/embedding"], np.float32)[1:])
   elif spec.embedding == "tt":
-    out.update({name: np.asarray(a, np.float32) for name, a in flat.items()
-                if name.startswith("items/core_")})
+    out.update(
+        {
+            name: np.asarray(a, np.float32)
+            for name, a in flat.items()
+            if name.startswith("items/core_")
+        }
+    )
   else:
     raise ValueError(f"cannot serve embedding {spec.embedding!r}")
   if quantize == "int8":
-    for name in [n for n, a in out.items()
-                 if n == "items/codebooks" or (n.endswith("/kernel") and a.ndim == 2)]:
+    for name in [
+        n
+        for n, a in out.items()
+        if n == "items/codebooks" or (n.endswith("/kernel") and a.ndim == 2)
+    ]:
       rows = out[name] if name == "items/codebooks" else out[name].T  # kernels: per output unit
       q, scale = quantize_rows(rows)
       out[name], out[name + SCALE] = (q, scale) if name == "items/codebooks" else (q.T, scale.T)
@@ -138,12 +150,14 @@ def dequantized_variables(spec: ModelSpec, variables: dict, quantize: str | None
       flat[name] = a
   if spec.embedding == "codes":
     flat["items/codebooks"] = arrays["items/codebooks"].reshape(
-        spec.num_codebooks, spec.codebook_size, spec.d)
+        spec.num_codebooks, spec.codebook_size, spec.d
+    )
   return dict(variables, params=traverse_util.unflatten_dict(flat, sep="/"))
 
 
-def _runtime_arrays(arrays: dict[str, np.ndarray], zero: jax.Array,
-                    int16_codes: bool = False) -> dict[str, jax.Array]:
+def _runtime_arrays(
+    arrays: dict[str, np.ndarray], zero: jax.Array, int16_codes: bool = False
+) -> dict[str, jax.Array]:
   """The graph's arrays as the computation reads them. int8 arrays and TT cores pass
   through `_at_runtime`, so that the file stores them as they are (int8 arrays are
   dequantised after it); the codes stay a constant that `_Items` gathers a row at a time.
@@ -175,12 +189,13 @@ class _Items:
       # cannot slice int16).
       codes = arrays["items/codes"]
       self.codes = [_get(codes, (zero + m)[None]).reshape(-1) for m in range(len(codes))]
-      self.books = arrays["items/codebooks"]                                      # [M*K, d]
+      self.books = arrays["items/codebooks"]  # [M*K, d]
     elif self.kind == "table":
-      self.table = arrays["items/table"]                                          # [V, d]
+      self.table = arrays["items/table"]  # [V, d]
     else:
-      items, dims = TTEmbedding(num_items=spec.num_items, features=spec.d,
-                                rank=spec.tt_rank).factors()
+      items, dims = TTEmbedding(
+          num_items=spec.num_items, features=spec.d, rank=spec.tt_rank
+      ).factors()
       self.item_factors, self.d_factors = items, dims
       self.cores = [arrays[f"items/core_{i}"] for i in range(len(items))]
 
@@ -199,8 +214,10 @@ class _Items:
     rows = jnp.maximum(flat - 1, 0)
     if self.kind == "codes":
       k = self.spec.codebook_size
-      emb = sum(_get(self.books, self.code_ints(_get(self.codes[m], rows)) + m * k)
-                for m in range(self.spec.num_codebooks))                          # [N, d]
+      emb = sum(
+          _get(self.books, self.code_ints(_get(self.codes[m], rows)) + m * k)
+          for m in range(self.spec.num_codebooks)
+      )  # [N, d]
     elif self.kind == "table":
       emb = _get(self.table, rows)
     else:
@@ -214,9 +231,9 @@ class _Items:
     for n in self.item_factors:
       stride //= n
       digits.append((rows // stride) % n)
-    out = _get(self.cores[0][0], digits[0])                                      # [N, d_1, r_1]
+    out = _get(self.cores[0][0], digits[0])  # [N, d_1, r_1]
     for core, digit in zip(self.cores[1:], digits[1:]):
-      g = _get(core, digit, axis=1)                                              # [r, N, d_k, r']
+      g = _get(core, digit, axis=1)  # [r, N, d_k, r']
       out = jnp.einsum("nar,rnbs->nabs", out, g)
       out = out.reshape(out.shape[0], -1, out.shape[-1])
     return out[..., 0]
@@ -226,11 +243,11 @@ class _Items:
     spec = self.spec
     if self.kind == "codes":
       m, k = spec.num_codebooks, spec.codebook_size
-      t = (s @ self.books.T).reshape(-1, m, k)                                   # [B, M, K]
+      t = (s @ self.books.T).reshape(-1, m, k)  # [B, M, K]
       return sum(_get(t[:, i], self.code_ints(self.codes[i]), axis=1) for i in range(m))
     if self.kind == "table":
       return s @ self.table.T
-    return self._tt_score(s)[:, 1:spec.num_items + 1]
+    return self._tt_score(s)[:, 1 : spec.num_items + 1]
 
   def _tt_score(self, s: jax.Array) -> jax.Array:
     """s [B, d] -> [B, N] scores of every TT row: s contracted into the cores left to right."""
@@ -244,7 +261,7 @@ class _Items:
       rows, rest = p.shape[0], p.shape[1] // d_k
       lhs = p.reshape(rows, d_k, rest, r).transpose(0, 2, 1, 3).reshape(rows * rest, d_k * r)
       rhs = core.transpose(2, 0, 1, 3).reshape(d_k * r, n * r_next)
-      p = (lhs @ rhs).reshape(rows, rest, n, r_next).transpose(0, 2, 1, 3)        # [rows, n, ...]
+      p = (lhs @ rhs).reshape(rows, rest, n, r_next).transpose(0, 2, 1, 3)  # [rows, n, ...]
       p = p.reshape(rows * n, rest, r_next)
     return p.reshape(b, -1)
 
@@ -258,9 +275,15 @@ def last_state(h: jax.Array, mask: jax.Array) -> jax.Array:
   return h_at(h, last[:, None])[:, 0]
 
 
-def serving_fn(spec: ModelSpec, variables: dict, k: int = 20, *, single: bool = True,
-               quantize: str | None = None,
-               int16_codes: bool = False) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+def serving_fn(
+    spec: ModelSpec,
+    variables: dict,
+    k: int = 20,
+    *,
+    single: bool = True,
+    quantize: str | None = None,
+    int16_codes: bool = False,
+) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
   """items int32 [B, max_len] -> (items int32 [B, k], scores float32 [B, k]); see module doc.
 
   single: outputs [k] (the input must have B = 1).
@@ -285,10 +308,11 @@ def serving_fn(spec: ModelSpec, variables: dict, k: int = 20, *, single: bool = 
     zero = jnp.minimum(ids[0, 0], 0)  # 0, but not a constant (see the module docstring)
     values = _runtime_arrays(arrays, zero, int16_codes)
     params = traverse_util.unflatten_dict(
-        {n: a for n, a in values.items() if not n.startswith("items/")}, sep="/")
+        {n: a for n, a in values.items() if not n.startswith("items/")}, sep="/"
+    )
     table = _Items(spec, values, zero)
     mask = ids > 0
-    s = model.apply({"params": params}, table.lookup(ids), mask, method=encode)    # [B, d]
+    s = model.apply({"params": params}, table.lookup(ids), mask, method=encode)  # [B, d]
     scores, index = jax.lax.top_k(table.score(s), k)
     top = (index + 1).astype(jnp.int32)
     if single:
@@ -309,7 +333,7 @@ def pack_sessions(sessions: list, max_len: int, batch: int | None = None) -> np.
   out = np.zeros((batch or len(sessions), max_len), np.int32)
   for i, session in enumerate(sessions):
     tail = np.asarray(session, np.int64)[-max_len:]
-    out[i, :len(tail)] = tail
+    out[i, : len(tail)] = tail
   return out
 
 

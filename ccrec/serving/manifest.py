@@ -28,10 +28,18 @@ CHECKSUM_FIELD = "manifest_sha256"
 REEXPORT = "re-export the bundle with this version of ccrec (launch/export.py)"
 
 # Config fields of every kind, and of each kind's item representation.
-_COMMON = ("num_items", "d", "num_blocks", "num_heads", "inner", "max_len", "readout",
-           "layer_norm_eps", "embedding")
-_ITEMS = {"codes": ("num_codebooks", "codebook_size", "codebook_dtype"), "table": (),
-          "tt": ("tt",)}
+_COMMON = (
+    "num_items",
+    "d",
+    "num_blocks",
+    "num_heads",
+    "inner",
+    "max_len",
+    "readout",
+    "layer_norm_eps",
+    "embedding",
+)
+_ITEMS = {"codes": ("num_codebooks", "codebook_size", "codebook_dtype"), "table": (), "tt": ("tt",)}
 _TT = ("item_factors", "d_factors", "ranks")
 
 
@@ -42,8 +50,9 @@ class BundleError(ValueError):
 def manifest_sha256(manifest: dict[str, Any]) -> str:
   """sha256 (hex) of the canonical JSON of the manifest's MODEL_FIELDS."""
   sealed = {k: manifest.get(k) for k in MODEL_FIELDS}
-  text = json.dumps(sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                    allow_nan=False)
+  text = json.dumps(
+      sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+  )
   return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
@@ -51,18 +60,20 @@ def check_sealed(manifest: dict[str, Any], where: str) -> None:
   """Raises BundleError unless the manifest's checksum matches its model fields."""
   stored = manifest.get(CHECKSUM_FIELD)
   if stored is None:
-    raise BundleError(f"{where}: field {CHECKSUM_FIELD!r} is missing: the bundle was written "
-                      f"by an earlier ccrec and its model fields cannot be checked; {REEXPORT}")
+    raise BundleError(
+        f"{where}: field {CHECKSUM_FIELD!r} is missing: the bundle was written "
+        f"by an earlier ccrec and its model fields cannot be checked; {REEXPORT}"
+    )
   try:
     actual = manifest_sha256(manifest)
   except ValueError as e:  # NaN or Inf in a sealed field: never written by an export
-    raise BundleError(
-        f"{where}: the model fields hold a non-JSON number ({e}); {REEXPORT}") from e
+    raise BundleError(f"{where}: the model fields hold a non-JSON number ({e}); {REEXPORT}") from e
   if stored != actual:
     raise BundleError(
         f"{where}: checksum mismatch of the model fields {list(MODEL_FIELDS)}: one of them "
         f"(e.g. config.layer_norm_eps, config.num_heads, an array's shape) was changed after "
-        f"export, or {CHECKSUM_FIELD} was; {REEXPORT}")
+        f"export, or {CHECKSUM_FIELD} was; {REEXPORT}"
+    )
 
 
 def _is_int(x: Any) -> bool:
@@ -91,14 +102,21 @@ def check_config(config: Any, where: str) -> None:
     if not _is_int(config[key]) or config[key] < 1:
       raise BundleError(f"{where}: config.{key} must be a positive integer, got {config[key]!r}")
   if config["d"] % config["num_heads"]:
-    raise BundleError(f"{where}: config.d={config['d']} is not divisible by "
-                      f"config.num_heads={config['num_heads']}")
+    raise BundleError(
+        f"{where}: config.d={config['d']} is not divisible by "
+        f"config.num_heads={config['num_heads']}"
+    )
   if config["readout"] not in READOUTS:
-    raise BundleError(f"{where}: config.readout must be one of {READOUTS}, "
-                      f"got {config['readout']!r}")
+    raise BundleError(
+        f"{where}: config.readout must be one of {READOUTS}, " f"got {config['readout']!r}"
+    )
   eps = config["layer_norm_eps"]
-  if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps)
-          and 0 < eps < 1):
+  if not (
+      isinstance(eps, (int, float))
+      and not isinstance(eps, bool)
+      and math.isfinite(eps)
+      and 0 < eps < 1
+  ):
     raise BundleError(f"{where}: config.layer_norm_eps must be a number in (0, 1), got {eps!r}")
   if kind == "codes":
     _check_codes(config, where)
@@ -108,14 +126,20 @@ def check_config(config: Any, where: str) -> None:
 
 def _check_codes(config: dict[str, Any], where: str) -> None:
   if not _is_int(config["num_codebooks"]) or config["num_codebooks"] < 1:
-    raise BundleError(f"{where}: config.num_codebooks must be a positive integer, "
-                      f"got {config['num_codebooks']!r}")
+    raise BundleError(
+        f"{where}: config.num_codebooks must be a positive integer, "
+        f"got {config['num_codebooks']!r}"
+    )
   if not _is_int(config["codebook_size"]) or not 1 <= config["codebook_size"] <= 65536:
-    raise BundleError(f"{where}: config.codebook_size must be an integer in [1, 65536], "
-                      f"got {config['codebook_size']!r}")
+    raise BundleError(
+        f"{where}: config.codebook_size must be an integer in [1, 65536], "
+        f"got {config['codebook_size']!r}"
+    )
   if config["codebook_dtype"] not in CODEBOOK_DTYPES:
-    raise BundleError(f"{where}: config.codebook_dtype must be one of {CODEBOOK_DTYPES}, "
-                      f"got {config['codebook_dtype']!r}")
+    raise BundleError(
+        f"{where}: config.codebook_dtype must be one of {CODEBOOK_DTYPES}, "
+        f"got {config['codebook_dtype']!r}"
+    )
 
 
 def _check_tt(config: dict[str, Any], where: str) -> None:
@@ -124,15 +148,22 @@ def _check_tt(config: dict[str, Any], where: str) -> None:
     raise BundleError(f"{where}: config.tt must hold exactly {list(_TT)}, got {tt!r}")
   for key in _TT:
     if not _positive_ints(tt[key]) and not (key == "ranks" and tt[key] == []):
-      raise BundleError(f"{where}: config.tt.{key} must be a list of positive integers, "
-                        f"got {tt[key]!r}")
+      raise BundleError(
+          f"{where}: config.tt.{key} must be a list of positive integers, " f"got {tt[key]!r}"
+      )
   if not len(tt["item_factors"]) == len(tt["d_factors"]) == len(tt["ranks"]) + 1:
-    raise BundleError(f"{where}: config.tt needs K item_factors, K d_factors and K-1 ranks, "
-                      f"got {len(tt['item_factors'])}, {len(tt['d_factors'])}, "
-                      f"{len(tt['ranks'])}")
+    raise BundleError(
+        f"{where}: config.tt needs K item_factors, K d_factors and K-1 ranks, "
+        f"got {len(tt['item_factors'])}, {len(tt['d_factors'])}, "
+        f"{len(tt['ranks'])}"
+    )
   if math.prod(tt["item_factors"]) < config["num_items"] + 1:
-    raise BundleError(f"{where}: config.tt.item_factors {tt['item_factors']} cover fewer "
-                      f"than num_items + 1 = {config['num_items'] + 1} rows")
+    raise BundleError(
+        f"{where}: config.tt.item_factors {tt['item_factors']} cover fewer "
+        f"than num_items + 1 = {config['num_items'] + 1} rows"
+    )
   if math.prod(tt["d_factors"]) != config["d"]:
-    raise BundleError(f"{where}: config.tt.d_factors {tt['d_factors']} do not multiply to "
-                      f"config.d={config['d']}")
+    raise BundleError(
+        f"{where}: config.tt.d_factors {tt['d_factors']} do not multiply to "
+        f"config.d={config['d']}"
+    )

@@ -27,14 +27,15 @@ _MASK_VALUE = np.float32(-1e9)  # as ccrec/models/encoder.py
 _ERF_STEPS = 64
 _ERF_MAX = 6.0
 _x0 = np.arange(int(_ERF_MAX * _ERF_STEPS) + 1, dtype=np.float64) / _ERF_STEPS
-_d0 = 2.0 / math.sqrt(math.pi) * np.exp(-_x0 ** 2)
+_d0 = 2.0 / math.sqrt(math.pi) * np.exp(-(_x0**2))
 _ERF_F0 = np.array([math.erf(x) for x in _x0])
-_ERF_C = (_d0, -_x0 * _d0, (2.0 * _x0 ** 2 - 1.0) / 3.0 * _d0,
-          _x0 * (3.0 - 2.0 * _x0 ** 2) / 6.0 * _d0)
+_ERF_C = (_d0, -_x0 * _d0, (2.0 * _x0**2 - 1.0) / 3.0 * _d0, _x0 * (3.0 - 2.0 * _x0**2) / 6.0 * _d0)
 
 
-_ERF_TABLES = {np.dtype(np.float64): (_ERF_F0,) + _ERF_C,
-               np.dtype(np.float32): tuple(c.astype(np.float32) for c in (_ERF_F0,) + _ERF_C)}
+_ERF_TABLES = {
+    np.dtype(np.float64): (_ERF_F0,) + _ERF_C,
+    np.dtype(np.float32): tuple(c.astype(np.float32) for c in (_ERF_F0,) + _ERF_C),
+}
 
 
 def erf(x: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -74,12 +75,12 @@ def gelu(x: np.ndarray) -> np.ndarray:
   out = np.empty_like(flat)
   chunk = 1 << 14
   for lo in range(0, len(flat), chunk):
-    part = flat[lo:lo + chunk]
+    part = flat[lo : lo + chunk]
     e = erf(part * np.float32(1.0 / math.sqrt(2.0)), np.float32)
     e += np.float32(1.0)
     e *= part
     e *= np.float32(0.5)
-    out[lo:lo + chunk] = e
+    out[lo : lo + chunk] = e
   return out.reshape(x.shape)
 
 
@@ -104,8 +105,9 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
   return x
 
 
-def encode(params: Mapping[str, np.ndarray], config: Mapping, x: np.ndarray,
-           mask: np.ndarray) -> np.ndarray:
+def encode(
+    params: Mapping[str, np.ndarray], config: Mapping, x: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
   """x: float32 [B, L, d] item embeddings (left-aligned), mask: bool [B, L] -> h [B, L, d].
 
   L may be shorter than max_len (the runtime passes the batch's longest
@@ -132,11 +134,12 @@ def encode(params: Mapping[str, np.ndarray], config: Mapping, x: np.ndarray,
     q = split(_dense(p, pre + "query", x))
     k = split(_dense(p, pre + "key", x))
     v = split(_dense(p, pre + "value", x))
-    logits = (q @ k.transpose(0, 1, 3, 2)) * inv_sqrt                          # [B, H, L, L]
+    logits = (q @ k.transpose(0, 1, 3, 2)) * inv_sqrt  # [B, H, L, L]
     logits = np.where(allowed, logits, _MASK_VALUE)
     attn = (softmax(logits) @ v).transpose(0, 2, 1, 3).reshape(b, length, d)
-    x = layer_norm(x + _dense(p, pre + "out", attn), p[pre + "ln_attn/scale"],
-                   p[pre + "ln_attn/bias"], eps)
+    x = layer_norm(
+        x + _dense(p, pre + "out", attn), p[pre + "ln_attn/scale"], p[pre + "ln_attn/bias"], eps
+    )
     ff = _dense(p, pre + "ff_out", gelu(_dense(p, pre + "ff_in", x)))
     x = layer_norm(x + ff, p[pre + "ln_ff/scale"], p[pre + "ln_ff/bias"], eps)
   return x * mask[..., None].astype(x.dtype)
@@ -147,16 +150,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def readout(params: Mapping[str, np.ndarray], config: Mapping, h: np.ndarray,
-            mask: np.ndarray) -> np.ndarray:
+def readout(
+    params: Mapping[str, np.ndarray], config: Mapping, h: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
   """h: [B, L, d], mask: [B, L] -> session vectors s [B, d]."""
   m = mask.astype(h.dtype)
   if config["readout"] == "last":  # the state at the highest allowed position (zeros if none)
     allowed = mask.astype(bool)
     last = h.shape[1] - 1 - np.argmax(allowed[:, ::-1], axis=1)
     return np.where(allowed.any(1)[:, None], h[np.arange(h.shape[0]), last], 0).astype(h.dtype)
-  mean = (h * m[..., None]).sum(1) / np.maximum(m.sum(1), 1.0)[:, None]          # [B, d]
-  z = _sigmoid(_dense(params, "readout/w1", np.tanh(h))
-               + (mean @ params["readout/w2/kernel"])[:, None, :])               # [B, L, d]
-  a = (z @ params["readout/q/kernel"])[..., 0] * m                               # [B, L]
+  mean = (h * m[..., None]).sum(1) / np.maximum(m.sum(1), 1.0)[:, None]  # [B, d]
+  z = _sigmoid(
+      _dense(params, "readout/w1", np.tanh(h)) + (mean @ params["readout/w2/kernel"])[:, None, :]
+  )  # [B, L, d]
+  a = (z @ params["readout/q/kernel"])[..., 0] * m  # [B, L]
   return np.einsum("bl,bld->bd", a, h).astype(h.dtype)

@@ -50,16 +50,16 @@ class PrunedIndex:
     m, rows = codes.shape
     self.codes, self.num_rows, self.k_size = codes, rows, int(codebook_size)
     self.batch_items = int(batch_items)
-    items = codes[:, 1:].astype(np.int64)                                        # [M, V]
+    items = codes[:, 1:].astype(np.int64)  # [M, V]
     # Per-group codeword presence costs K*M*K bytes per pivot: beyond the cap (large K)
     # the other codebooks are bounded by their global maxima instead.
     with_presence = self.k_size * m * self.k_size <= _PRESENCE_CAP
     self.orders, self.starts, self.sorted_codes, self.present = [], [], [], []
     for p in range(m):
       order = np.argsort(items[p], kind="stable")
-      self.orders.append((order + 1).astype(np.int64))                             # item ids
+      self.orders.append((order + 1).astype(np.int64))  # item ids
       self.starts.append(np.searchsorted(items[p][order], np.arange(self.k_size + 1)))
-      self.sorted_codes.append(np.ascontiguousarray(codes[:, 1:][:, order]))      # [M, V]
+      self.sorted_codes.append(np.ascontiguousarray(codes[:, 1:][:, order]))  # [M, V]
       present = None
       if with_presence:  # present[q, g, c]: codeword c of codebook q occurs in group g
         present = np.zeros((m, self.k_size, self.k_size), bool)
@@ -95,8 +95,9 @@ class PrunedIndex:
   def pivot(self, tables: np.ndarray) -> int:
     return int(np.argmax(tables.max(axis=1) - tables.mean(axis=1)))
 
-  def search(self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None,
-             pivot: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+  def search(
+      self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None, pivot: int | None = None
+  ) -> tuple[np.ndarray, np.ndarray, int]:
     """Top k from code tables [M, K] float32: (ids int64 [k], values [k], items scored).
 
     `exclude` (item ids) are never returned. Equals `scoring.top_k` of the full scores
@@ -104,8 +105,9 @@ class PrunedIndex:
     than the number of items (then it is that full scan).
     """
     tables = np.ascontiguousarray(tables, dtype=np.float32)
-    excluded = np.zeros(0, np.int64) if exclude is None else np.unique(
-        np.asarray(exclude, np.int64))
+    excluded = (
+        np.zeros(0, np.int64) if exclude is None else np.unique(np.asarray(exclude, np.int64))
+    )
     excluded = excluded[(excluded > 0) & (excluded < self.num_rows)]
     k = min(int(k), self.num_rows)
     if k <= 0:
@@ -125,8 +127,9 @@ class PrunedIndex:
     g = 0
     while g < len(groups):
       # The next groups that may still hold a top-k item: UB >= theta (a prefix of the rest).
-      end = int(np.searchsorted(-ub_sorted, -theta, side="right")) if len(ids) >= k else (
-          len(groups))
+      end = (
+          int(np.searchsorted(-ub_sorted, -theta, side="right")) if len(ids) >= k else (len(groups))
+      )
       if end <= g:
         break
       budget = max(self.batch_items, k) if len(ids) >= k else k
@@ -150,13 +153,15 @@ class PrunedIndex:
         theta = float(vals[k - 1])
     return ids.astype(np.int64), vals, scored
 
-  def top_k(self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+  def top_k(
+      self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64 [k], values [k]) as `search`."""
     return self.search(tables, k, exclude)[:2]
 
-  def full_scan(self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+  def full_scan(
+      self, tables: np.ndarray, k: int, exclude: np.ndarray | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """The reference: every item scored (as `CodeScorer.score`), then `scoring.top_k`."""
     scores = np.empty(self.num_rows, np.float32)
     scores[1:] = tables[0][self.codes[0, 1:]]

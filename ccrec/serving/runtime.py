@@ -113,16 +113,19 @@ def _check_finite(item_scores: np.ndarray) -> None:
   """Raises BundleError if item scores (padding column excluded) hold NaN or Inf."""
   # min/max propagate NaN and show +-Inf without a [B, V] temporary.
   if item_scores.size and not (np.isfinite(item_scores.max()) and np.isfinite(item_scores.min())):
-    raise BundleError("the bundle's model gives scores that are not finite (NaN or Inf): its "
-                      "weights are broken or overflow (read_bundle with verify=True names a "
-                      "non-finite array)")
+    raise BundleError(
+        "the bundle's model gives scores that are not finite (NaN or Inf): its "
+        "weights are broken or overflow (read_bundle with verify=True names a "
+        "non-finite array)"
+    )
 
 
 def _list_holds_bool(session: Any) -> bool:
   """numpy turns [True, 2] into [1, 2]; such a list takes the per-item path, where a bool is
   never an item id. Checked only where the integer fast path would be taken."""
   return not isinstance(session, np.ndarray) and any(
-      isinstance(x, (bool, np.bool_)) for x in session)
+      isinstance(x, (bool, np.bool_)) for x in session
+  )
 
 
 class Recommender:
@@ -137,8 +140,16 @@ class Recommender:
       instead of rebuilding rows on every call.
   """
 
-  def __init__(self, manifest: dict, arrays: dict[str, np.ndarray], *, id_space: str = "raw",
-               on_unknown: str = "skip", on_empty: str = "popular", tt_cache: bool = False):
+  def __init__(
+      self,
+      manifest: dict,
+      arrays: dict[str, np.ndarray],
+      *,
+      id_space: str = "raw",
+      on_unknown: str = "skip",
+      on_empty: str = "popular",
+      tt_cache: bool = False,
+  ):
     if id_space not in ("raw", "dense"):
       raise ValueError(f"id_space must be 'raw' or 'dense', got {id_space!r}")
     if on_unknown not in ("skip", "error"):
@@ -151,8 +162,11 @@ class Recommender:
     self.num_items = int(self.config["num_items"])
     self.max_len = int(self.config["max_len"])
     self.on_unknown, self.on_empty = on_unknown, on_empty
-    self.params = {n: np.asarray(a, np.float32) for n, a in arrays.items()
-                   if n.startswith(("encoder/", "readout/"))}
+    self.params = {
+        n: np.asarray(a, np.float32)
+        for n, a in arrays.items()
+        if n.startswith(("encoder/", "readout/"))
+    }
     try:
       self.scorer = make_scorer(self.config, arrays, tt_cache)
     except KeyError as e:
@@ -167,14 +181,16 @@ class Recommender:
     self._raw_to_dense: dict[str, int] | None = None
     if raw is not None and id_space == "raw":
       if raw.shape != (self.num_items + 1,):
-        raise BundleError(f"meta/raw_item_ids has shape {raw.shape}, expected "
-                          f"({self.num_items + 1},)")
+        raise BundleError(
+            f"meta/raw_item_ids has shape {raw.shape}, expected " f"({self.num_items + 1},)"
+        )
       self.raw_ids = raw
       self._raw_to_dense = {str(r): i for i, r in enumerate(raw.tolist()) if i > 0}
 
   @classmethod
-  def load(cls, directory: str, *, verify: bool = True, mmap: bool = False,
-           **options: Any) -> Recommender:
+  def load(
+      cls, directory: str, *, verify: bool = True, mmap: bool = False, **options: Any
+  ) -> Recommender:
     """Validates and loads a bundle directory (see bundle.read_bundle); options as __init__."""
     manifest, arrays = read_bundle(directory, verify=verify, mmap=mmap)
     return cls(manifest, arrays, **options)
@@ -200,8 +216,12 @@ class Recommender:
       arr = session if isinstance(session, np.ndarray) else np.asarray(session)
     except ValueError:  # ragged nested input: every element is checked below
       arr = np.zeros((0, 0))
-    if (self._raw_to_dense is None and arr.ndim == 1 and arr.dtype.kind in "iu"
-        and not _list_holds_bool(session)):
+    if (
+        self._raw_to_dense is None
+        and arr.ndim == 1
+        and arr.dtype.kind in "iu"
+        and not _list_holds_bool(session)
+    ):
       ok = (arr >= 1) & (arr <= self.num_items)
       dense, skipped = arr[ok].astype(np.int64), tuple(arr[~ok].tolist())
     else:
@@ -210,9 +230,11 @@ class Recommender:
       dense = np.array([f for f in found if f is not None], np.int64)
       skipped = tuple(x for x, f in zip(items, found, strict=True) if f is None)
     if skipped and self.on_unknown == "error":
-      raise UnknownItemError(f"unknown item ids {list(skipped)[:10]}"
-                             f"{' ...' if len(skipped) > 10 else ''} (the bundle knows "
-                             f"{self.num_items} items; on_unknown='skip' drops them)")
+      raise UnknownItemError(
+          f"unknown item ids {list(skipped)[:10]}"
+          f"{' ...' if len(skipped) > 10 else ''} (the bundle knows "
+          f"{self.num_items} items; on_unknown='skip' drops them)"
+      )
     return dense, skipped
 
   def _items(self, ids: np.ndarray) -> list:
@@ -224,11 +246,11 @@ class Recommender:
 
   def encode_dense(self, sessions: Sequence[np.ndarray]) -> np.ndarray:
     """Dense, non-empty sessions (ids in 1..V; the last max_len of each) -> s [B, d] float32."""
-    sessions = [s[-self.max_len:] for s in sessions]
+    sessions = [s[-self.max_len :] for s in sessions]
     length = max(len(s) for s in sessions)
     items = np.zeros((len(sessions), length), np.int64)
     for i, s in enumerate(sessions):
-      items[i, :len(s)] = s
+      items[i, : len(s)] = s
     mask = items > 0
     x = self.scorer.lookup(items)
     h = nn.encode(self.params, self.config, x, mask)
@@ -250,27 +272,34 @@ class Recommender:
 
   def _fallback(self, k: int, skipped: tuple) -> Recommendation:
     if self.on_empty == "error":
-      raise EmptySessionError("the session has no known items (on_empty='popular' returns "
-                              "the most popular items instead)")
+      raise EmptySessionError(
+          "the session has no known items (on_empty='popular' returns "
+          "the most popular items instead)"
+      )
     if not self.popular.size:
-      raise EmptySessionError("the session has no known items and the bundle stores no "
-                              "popularity list (meta/popular_items)")
+      raise EmptySessionError(
+          "the session has no known items and the bundle stores no "
+          "popularity list (meta/popular_items)"
+      )
     ids = self.popular[:k]
-    return Recommendation(self._items(ids), ids, np.full(len(ids), np.nan, np.float32),
-                          skipped, True)
+    return Recommendation(
+        self._items(ids), ids, np.full(len(ids), np.nan, np.float32), skipped, True
+    )
 
   def _check_k(self, k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
       raise ValueError(f"k must be a positive integer, got {k!r}")
     return min(int(k), self.num_items)
 
-  def recommend(self, session: Iterable[Any], k: int = 20, *,
-                exclude_seen: bool = False) -> Recommendation:
+  def recommend(
+      self, session: Iterable[Any], k: int = 20, *, exclude_seen: bool = False
+  ) -> Recommendation:
     """Top-k items for one session (a sequence of item ids, oldest first)."""
     return self.recommend_batch([session], k, exclude_seen=exclude_seen)[0]
 
-  def recommend_batch(self, sessions: Sequence[Iterable[Any]], k: int = 20, *,
-                      exclude_seen: bool = False) -> list[Recommendation]:
+  def recommend_batch(
+      self, sessions: Sequence[Iterable[Any]], k: int = 20, *, exclude_seen: bool = False
+  ) -> list[Recommendation]:
     """Top-k items for each session; sessions are encoded and scored together.
 
     exclude_seen: never recommend an item already in the session.
@@ -290,7 +319,7 @@ class Recommender:
         ids, vals = top_k(scores, k)
         ids, vals = ids[None], vals[None]
       else:
-        columns = self.scorer.score_columns(s)                                   # [V+1, B]
+        columns = self.scorer.score_columns(s)  # [V+1, B]
         _check_finite(columns[1:])
         if exclude_seen:
           for row, i in enumerate(live):
@@ -298,8 +327,9 @@ class Recommender:
         ids, vals = top_k_columns(columns, k)
       for row, i in enumerate(live):
         keep = vals[row] > -np.inf  # fewer than k candidates left after exclude_seen
-        out[i] = Recommendation(self._items(ids[row][keep]), ids[row][keep], vals[row][keep],
-                                parsed[i][1], False)
+        out[i] = Recommendation(
+            self._items(ids[row][keep]), ids[row][keep], vals[row][keep], parsed[i][1], False
+        )
     for i, (_, skipped) in enumerate(parsed):
       if out[i] is None:
         out[i] = self._fallback(k, skipped)

@@ -51,8 +51,9 @@ class CodeScorer:
       the same result as the full scan, after building an index of the codes).
   """
 
-  def __init__(self, codes: np.ndarray, codebooks: np.ndarray, chunk: int = 1 << 16,
-               pruned: bool = False):
+  def __init__(
+      self, codes: np.ndarray, codebooks: np.ndarray, chunk: int = 1 << 16, pruned: bool = False
+  ):
     codes = np.ascontiguousarray(codes)
     if codes.ndim != 2 or codes.shape[0] != codebooks.shape[0]:
       raise ValueError(f"codes {codes.shape} do not match codebooks {codebooks.shape}")
@@ -78,14 +79,14 @@ class CodeScorer:
 
   def score(self, s: np.ndarray) -> np.ndarray:
     """s [d] -> float32 [V+1]."""
-    t = code_tables(np.asarray(s, np.float32)[None], self.codebooks)[0]          # [M, K]
+    t = code_tables(np.asarray(s, np.float32)[None], self.codebooks)[0]  # [M, K]
     n, chunk = self.num_rows, self.chunk
     out = np.empty(n, np.float32)
     part = np.empty(min(chunk, n), np.float32)
     index = np.empty(min(chunk, n), np.intp)
     for lo in range(0, n, chunk):
       hi = min(lo + chunk, n)
-      o, p, idx = out[lo:hi], part[:hi - lo], index[:hi - lo]
+      o, p, idx = out[lo:hi], part[: hi - lo], index[: hi - lo]
       # Casting the chunk's codes to intp once makes np.take's fast path apply
       # (uint8 indices take a slow converting loop); 'wrap' skips bounds checks
       # (codes < K was checked at construction).
@@ -105,16 +106,16 @@ class CodeScorer:
     contiguous row of B scores: B times fewer, B times longer gathers than
     gathering per session.
     """
-    t = code_tables(np.asarray(s, np.float32), self.codebooks)                   # [B, M, K]
+    t = code_tables(np.asarray(s, np.float32), self.codebooks)  # [B, M, K]
     b, n = len(t), self.num_rows
     chunk = max(256, (self.chunk * 4) // max(b, 1))
     out = np.empty((n, b), np.float32)
     part = np.empty((min(chunk, n), b), np.float32)
     index = np.empty(min(chunk, n), np.intp)
-    tables = [np.ascontiguousarray(t[:, m].T) for m in range(t.shape[1])]        # M x [K, B]
+    tables = [np.ascontiguousarray(t[:, m].T) for m in range(t.shape[1])]  # M x [K, B]
     for lo in range(0, n, chunk):
       hi = min(lo + chunk, n)
-      o, p, idx = out[lo:hi], part[:hi - lo], index[:hi - lo]
+      o, p, idx = out[lo:hi], part[: hi - lo], index[: hi - lo]
       np.copyto(idx, self.codes[0, lo:hi], casting="unsafe")
       np.take(tables[0], idx, axis=0, out=o, mode="wrap")
       for m in range(1, len(tables)):
@@ -124,8 +125,9 @@ class CodeScorer:
     out[0] = _NEG_INF
     return out
 
-  def top_k(self, s: np.ndarray, k: int, exclude: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+  def top_k(
+      self, s: np.ndarray, k: int, exclude: np.ndarray | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
     """`top_k(score(s), k)` with the `exclude` ids scored -inf: through the pruned search
     when the scorer was built with pruned=True, else the full scan."""
     if self.index is not None:
@@ -166,13 +168,14 @@ class TableScorer:
 # ---------------------------------------------------------------------------- tensor train
 
 
-def tt_rows(cores: Sequence[np.ndarray], item_factors: Sequence[int],
-            rows: np.ndarray) -> np.ndarray:
+def tt_rows(
+    cores: Sequence[np.ndarray], item_factors: Sequence[int], rows: np.ndarray
+) -> np.ndarray:
   """rows int [N] -> float32 [N, d], contracting the cores for those rows only."""
   digits = tt_digits(np.asarray(rows, np.int64), item_factors)
-  out = cores[0][0][digits[0]]                                                   # [N, d1, r1]
+  out = cores[0][0][digits[0]]  # [N, d1, r1]
   for core, digit in zip(cores[1:], digits[1:], strict=True):
-    g = core[:, digit].transpose(1, 0, 2, 3)                                     # [N, r, dk, r']
+    g = core[:, digit].transpose(1, 0, 2, 3)  # [N, r, dk, r']
     out = np.einsum("nar,nrbs->nabs", out, g)
     out = out.reshape(out.shape[0], -1, out.shape[-1])
   return out[..., 0].astype(np.float32)
@@ -180,9 +183,9 @@ def tt_rows(cores: Sequence[np.ndarray], item_factors: Sequence[int],
 
 def _tt_suffix(cores: Sequence[np.ndarray]) -> np.ndarray:
   """The rows of cores 1..K-1 for every digit combination: [P', D', r_1] (P' = prod n_2..n_K)."""
-  last = cores[-1]                                                               # [r, n, e, 1]
-  acc = last[..., 0].transpose(1, 2, 0)                                          # [n, e, r]
-  for core in reversed(cores[1:-1]):                                             # [r0, n, e, r]
+  last = cores[-1]  # [r, n, e, 1]
+  acc = last[..., 0].transpose(1, 2, 0)  # [n, e, r]
+  for core in reversed(cores[1:-1]):  # [r0, n, e, r]
     r0, n, e, r = core.shape
     p, dd, _ = acc.shape
     # new[(i, P), (j, D), r0] = sum_r core[r0, i, j, r] acc[P, D, r]
@@ -201,8 +204,13 @@ class TTScorer:
   `TableScorer` (fast, but holds the full fp32 table).
   """
 
-  def __init__(self, cores: Sequence[np.ndarray], item_factors: Sequence[int], num_rows: int,
-               cache: bool = False):
+  def __init__(
+      self,
+      cores: Sequence[np.ndarray],
+      item_factors: Sequence[int],
+      num_rows: int,
+      cache: bool = False,
+  ):
     self.cores = [np.ascontiguousarray(c, dtype=np.float32) for c in cores]
     self.item_factors = tuple(int(n) for n in item_factors)
     self.num_rows = int(num_rows)
@@ -221,12 +229,12 @@ class TTScorer:
   def _blocks(self):
     """Yields (first_row, rows [P', d]) for each value of the leading digit."""
     if len(self.cores) == 1:
-      yield 0, self.cores[0][0, :self.num_rows, :, 0]
+      yield 0, self.cores[0][0, : self.num_rows, :, 0]
       return
-    suffix = _tt_suffix(self.cores)                                               # [P', D', r1]
+    suffix = _tt_suffix(self.cores)  # [P', D', r1]
     p, dd, r1 = suffix.shape
     flat = suffix.reshape(p * dd, r1)
-    first = self.cores[0][0]                                                      # [n1, d1, r1]
+    first = self.cores[0][0]  # [n1, d1, r1]
     for i in range(min(first.shape[0], -(-self.num_rows // p))):
       block = (flat @ first[i].T).reshape(p, dd, -1).transpose(0, 2, 1).reshape(p, -1)
       yield i * p, block
@@ -238,7 +246,7 @@ class TTScorer:
     out = np.empty((self.num_rows, self.d), np.float32)
     for lo, rows in self._blocks():
       n = min(len(rows), self.num_rows - lo)
-      out[lo:lo + n] = rows[:n]
+      out[lo : lo + n] = rows[:n]
     out[0] = 0.0
     return out
 
@@ -254,6 +262,6 @@ class TTScorer:
       out = np.empty((self.num_rows, st.shape[1]), np.float32)
       for lo, rows in self._blocks():
         n = min(len(rows), self.num_rows - lo)
-        out[lo:lo + n] = rows[:n] @ st
+        out[lo : lo + n] = rows[:n] @ st
     out[0] = _NEG_INF
     return out

@@ -37,7 +37,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
   blocks = n // size
   if blocks <= 2 * k:
     return exact_top(np.arange(n, dtype=np.int64), scores, k)
-  maxima = scores[:blocks * size].reshape(blocks, size).max(axis=1)
+  maxima = scores[: blocks * size].reshape(blocks, size).max(axis=1)
   threshold = np.partition(maxima, blocks - k)[blocks - k]
   chosen = np.flatnonzero(maxima >= threshold)
   ids = (chosen[:, None] * size + np.arange(size)).reshape(-1)
@@ -58,8 +58,8 @@ def top_k_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     for c in range(b):
       ids[c], vals[c] = exact_top(np.arange(n, dtype=np.int64), scores[:, c], k)
     return ids, vals
-  maxima = scores[:blocks * size].reshape(blocks, size, b).max(axis=1)           # [blocks, B]
-  thresholds = np.partition(maxima, blocks - k, axis=0)[blocks - k]              # [B]
+  maxima = scores[: blocks * size].reshape(blocks, size, b).max(axis=1)  # [blocks, B]
+  thresholds = np.partition(maxima, blocks - k, axis=0)[blocks - k]  # [B]
   tail = np.arange(blocks * size, n)
   offsets = np.arange(size)
   for c in range(b):
@@ -67,4 +67,3 @@ def top_k_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     cand = np.concatenate([(chosen[:, None] * size + offsets).reshape(-1), tail])
     ids[c], vals[c] = exact_top(cand, scores[cand, c], k)
   return ids, vals
-

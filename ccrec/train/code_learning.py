@@ -52,8 +52,9 @@ class CodeResult:
   report: dict[str, Any]
 
 
-def code_report(codes: np.ndarray, codebook_size: int, *,
-                skip_padding_row: bool = True) -> dict[str, Any]:
+def code_report(
+    codes: np.ndarray, codebook_size: int, *, skip_padding_row: bool = True
+) -> dict[str, Any]:
   """Codeword usage statistics.
 
   Args:
@@ -97,23 +98,37 @@ def code_report(codes: np.ndarray, codebook_size: int, *,
 _STATIC = ("num_codebooks", "codebook_size", "temperature")
 
 
-def _model(x: jax.Array, num_codebooks: int, codebook_size: int,
-           temperature: float) -> CodeLearner:
+def _model(x: jax.Array, num_codebooks: int, codebook_size: int, temperature: float) -> CodeLearner:
   return CodeLearner(num_codebooks, codebook_size, x.shape[-1], temperature)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("features",))
-def _init_params(key, *, features: int, num_codebooks: int, codebook_size: int,
-                 temperature: float):
+def _init_params(key, *, features: int, num_codebooks: int, codebook_size: int, temperature: float):
   model = CodeLearner(num_codebooks, codebook_size, features, temperature)
   return model.init(key, jnp.zeros((1, features)))["params"]
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("num_items", "learning_rate", "batch_size"),
-                   donate_argnames=("params", "opt_state"))
-def _train_steps(params, opt_state, chunks, key, start, num_steps, probs=None, *,
-                 num_items: int, num_codebooks: int, codebook_size: int, temperature: float,
-                 learning_rate: float, batch_size: int):
+@functools.partial(
+    jax.jit,
+    static_argnames=_STATIC + ("num_items", "learning_rate", "batch_size"),
+    donate_argnames=("params", "opt_state"),
+)
+def _train_steps(
+    params,
+    opt_state,
+    chunks,
+    key,
+    start,
+    num_steps,
+    probs=None,
+    *,
+    num_items: int,
+    num_codebooks: int,
+    codebook_size: int,
+    temperature: float,
+    learning_rate: float,
+    batch_size: int,
+):
   """`num_steps` (traced) Adam steps on random batches of the items; step s uses fold_in(key, s).
 
   chunks: [C, S, d], the items 0..num_items-1 then zero filler (`_chunked`, the array the
@@ -141,13 +156,13 @@ def _train_steps(params, opt_state, chunks, key, start, num_steps, probs=None, *
     return optax.apply_updates(p, updates), state, total + loss
 
   params, opt_state, total = jax.lax.fori_loop(
-      0, num_steps, body, (params, opt_state, jnp.zeros((), jnp.float32)))
+      0, num_steps, body, (params, opt_state, jnp.zeros((), jnp.float32))
+  )
   return params, opt_state, total / jnp.maximum(num_steps, 1)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int,
-           temperature: float):
+def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int, temperature: float):
   """chunks [C, S, d], weights [C, S] -> (sum of squared errors of the argmax codes,
   codes [C*S, M])."""
   model = _model(chunks, num_codebooks, codebook_size, temperature)
@@ -167,8 +182,9 @@ def _check(params, chunks, weights, *, num_codebooks: int, codebook_size: int,
   return jnp.sum(sums), codes.reshape(-1, num_codebooks)
 
 
-def _chunked(x: np.ndarray, chunk: int, w: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _chunked(
+    x: np.ndarray, chunk: int, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """[V, d] -> ([C, chunk, d] zero-padded, weights [C, chunk]: w (default 1), 0 for filler)."""
   num = x.shape[0]
   num_chunks = -(-num // chunk)
@@ -179,12 +195,22 @@ def _chunked(x: np.ndarray, chunk: int, w: np.ndarray | None = None
   return padded.reshape(num_chunks, chunk, -1), weights.reshape(num_chunks, chunk)
 
 
-def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
-                temperature: float = 0.3, learning_rate: float = 1e-3, batch_size: int = 256,
-                max_steps: int = 20000, eval_every: int = 200, patience: int = 10,
-                tolerance: float = 1e-3, seed: int | jax.Array = 0,
-                item_weights: np.ndarray | None = None,
-                on_check: Callable[[int, float], None] | None = None) -> CodeResult:
+def learn_codes(
+    table: np.ndarray,
+    *,
+    num_codebooks: int,
+    codebook_size: int,
+    temperature: float = 0.3,
+    learning_rate: float = 1e-3,
+    batch_size: int = 256,
+    max_steps: int = 20000,
+    eval_every: int = 200,
+    patience: int = 10,
+    tolerance: float = 1e-3,
+    seed: int | jax.Array = 0,
+    item_weights: np.ndarray | None = None,
+    on_check: Callable[[int, float], None] | None = None,
+) -> CodeResult:
   """Learns codes for the rows 1..V of `table` (row 0, padding, is left out).
 
   Args:
@@ -210,8 +236,11 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   if min(max_steps, eval_every, patience) < 1:
     raise ValueError("max_steps, eval_every and patience must be >= 1")
   w = check_item_weights(item_weights, num_items)  # before anything compiles
-  static = {"num_codebooks": num_codebooks, "codebook_size": codebook_size,
-            "temperature": float(temperature)}
+  static = {
+      "num_codebooks": num_codebooks,
+      "codebook_size": codebook_size,
+      "temperature": float(temperature),
+  }
   key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
   init_key, train_key = jax.random.split(key)
   params = _init_params(init_key, features=features, **static)
@@ -222,14 +251,24 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   # O(_EVAL_CHUNK * M * K) per check, never [V, M, K]); the batches are drawn from it too.
   chunks, weights = (jnp.asarray(a) for a in _chunked(x, min(_EVAL_CHUNK, num_items), w))
 
-  best = (math.inf, None, None, 0)        # loss, codes, codebooks, step
+  best = (math.inf, None, None, 0)  # loss, codes, codebooks, step
   history: list[float] = []
   step, bad = 0, 0
   while step < max_steps and bad < patience:
     num_steps = min(eval_every, max_steps - step)
     params, opt_state, _ = _train_steps(
-        params, opt_state, chunks, train_key, jnp.int32(step), jnp.int32(num_steps), probs,
-        num_items=num_items, learning_rate=float(learning_rate), batch_size=min(batch_size, num_items), **static)
+        params,
+        opt_state,
+        chunks,
+        train_key,
+        jnp.int32(step),
+        jnp.int32(num_steps),
+        probs,
+        num_items=num_items,
+        learning_rate=float(learning_rate),
+        batch_size=min(batch_size, num_items),
+        **static,
+    )
     step += num_steps
     total, codes = _check(params, chunks, weights, **static)
     loss = float(total) / total_weight
@@ -249,10 +288,21 @@ def learn_codes(table: np.ndarray, *, num_codebooks: int, codebook_size: int,
   out = np.zeros((num_items + 1, num_codebooks), code_dtype(codebook_size))
   out[1:] = codes[:num_items]
   mean = x.mean(0, dtype=np.float64).astype(np.float32)
-  variance = sum(float(np.sum(np.square(x[i:i + _EVAL_CHUNK] - mean), dtype=np.float64))
-                 for i in range(0, num_items, _EVAL_CHUNK)) / num_items
+  variance = (
+      sum(
+          float(np.sum(np.square(x[i : i + _EVAL_CHUNK] - mean), dtype=np.float64))
+          for i in range(0, num_items, _EVAL_CHUNK)
+      )
+      / num_items
+  )
   report = code_report(out, codebook_size)
-  report.update(mse=loss, weighted=w is not None, table_variance=variance,
-                relative_mse=loss / variance if variance > 0 else math.inf,
-                steps=step, best_step=best_step, stopped_early=bad >= patience)
+  report.update(
+      mse=loss,
+      weighted=w is not None,
+      table_variance=variance,
+      relative_mse=loss / variance if variance > 0 else math.inf,
+      steps=step,
+      best_step=best_step,
+      stopped_early=bad >= patience,
+  )
   return CodeResult(out, np.asarray(codebooks, np.float32), history, report)

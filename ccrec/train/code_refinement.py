@@ -49,8 +49,10 @@ def check_item_weights(item_weights: np.ndarray | None, num_items: int) -> np.nd
     return None
   w = np.asarray(item_weights, np.float64)
   if w.shape != (num_items + 1,):
-    raise ValueError(f"item_weights must be [V+1] = [{num_items + 1}] (row 0 padding), "
-                     f"got shape {list(w.shape)}")
+    raise ValueError(
+        f"item_weights must be [V+1] = [{num_items + 1}] (row 0 padding), "
+        f"got shape {list(w.shape)}"
+    )
   w = w[1:]
   if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
     raise ValueError("item_weights must be finite and >= 0 with a positive sum over items 1..V")
@@ -73,8 +75,7 @@ def _sum_codewords(books: np.ndarray, codes: np.ndarray) -> np.ndarray:
   return out
 
 
-def reconstruct(codes: np.ndarray, codebooks: np.ndarray, *,
-                chunk: int = ITEM_CHUNK) -> np.ndarray:
+def reconstruct(codes: np.ndarray, codebooks: np.ndarray, *, chunk: int = ITEM_CHUNK) -> np.ndarray:
   """The item table the codes stand for: row v = sum_m codebooks[m, codes[v, m]]; row 0 zero.
 
   codes [V+1, M] integers, codebooks [M, K, d] -> float32 [V+1, d], written `chunk` items at
@@ -88,9 +89,14 @@ def reconstruct(codes: np.ndarray, codebooks: np.ndarray, *,
   return out
 
 
-def normal_equations(table: np.ndarray, codes: np.ndarray, codebook_size: int,
-                     item_weights: np.ndarray | None = None, *, chunk: int = ITEM_CHUNK
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def normal_equations(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebook_size: int,
+    item_weights: np.ndarray | None = None,
+    *,
+    chunk: int = ITEM_CHUNK,
+) -> tuple[np.ndarray, np.ndarray]:
   """The normal equations of the codebook least squares, accumulated without a [V, M*K] design.
 
   The design matrix A [V, M*K] has one 1 per item and codebook (column m*K + c_v^m), so
@@ -120,20 +126,27 @@ def normal_equations(table: np.ndarray, codes: np.ndarray, codebook_size: int,
     gram[a * k + diagonal, a * k + diagonal] = np.bincount(c[:, a], weights=w, minlength=k)
     for b in range(a + 1, m):
       block = np.bincount(c[:, a] * k + c[:, b], weights=w, minlength=k * k).reshape(k, k)
-      gram[a * k:(a + 1) * k, b * k:(b + 1) * k] = block
-      gram[b * k:(b + 1) * k, a * k:(a + 1) * k] = block.T
+      gram[a * k : (a + 1) * k, b * k : (b + 1) * k] = block
+      gram[b * k : (b + 1) * k, a * k : (a + 1) * k] = block.T
   rhs = np.zeros((m, k * d))
   columns = np.arange(d)
   for s in _item_chunks(v, chunk):
     weighted = (x[s].astype(np.float64) * w[s, None]).ravel()
     for j in range(m):
-      rhs[j] += np.bincount((c[s, j, None] * d + columns).ravel(), weights=weighted,
-                            minlength=k * d)
+      rhs[j] += np.bincount(
+          (c[s, j, None] * d + columns).ravel(), weights=weighted, minlength=k * d
+      )
   return gram, rhs.reshape(m * k, d)
 
 
-def weighted_mse(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray,
-                 item_weights: np.ndarray | None = None, *, chunk: int = ITEM_CHUNK) -> float:
+def weighted_mse(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebooks: np.ndarray,
+    item_weights: np.ndarray | None = None,
+    *,
+    chunk: int = ITEM_CHUNK,
+) -> float:
   """(1/sum w) sum_v w_v ||sum_m C_m[c_v^m] - X_v||^2 over the items 1..V, `chunk` at a time.
 
   The arithmetic is in the codebooks' dtype (float64 codebooks: float64 throughout).
@@ -146,15 +159,24 @@ def weighted_mse(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray,
   w = check_item_weights(item_weights, len(c))
   total = 0.0
   for s in _item_chunks(len(c), chunk):
-    err = np.sum(np.square(_sum_codewords(books, c[s].astype(np.int64)) - x[s].astype(dtype)),
-                 axis=1, dtype=np.float64)
+    err = np.sum(
+        np.square(_sum_codewords(books, c[s].astype(np.int64)) - x[s].astype(dtype)),
+        axis=1,
+        dtype=np.float64,
+    )
     total += float(np.sum(err if w is None else w[s] * err))
   return total / (len(c) if w is None else float(w.sum()))
 
 
-def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
-                    ridge: float = 1e-6, item_weights: np.ndarray | None = None, *,
-                    chunk: int = ITEM_CHUNK) -> tuple[np.ndarray, float]:
+def refit_codebooks(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebook_size: int,
+    ridge: float = 1e-6,
+    item_weights: np.ndarray | None = None,
+    *,
+    chunk: int = ITEM_CHUNK,
+) -> tuple[np.ndarray, float]:
   """Least-squares codebooks for frozen codes: argmin_C sum_v w_v ||sum_m C_m[c_v^m] - X_v||^2.
 
   With the codes fixed the reconstruction is linear in the codebooks, so the
@@ -182,10 +204,16 @@ def refit_codebooks(table: np.ndarray, codes: np.ndarray, codebook_size: int,
   return solution.astype(np.float32), mse
 
 
-def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
-                 iterations: int = 10, ridge: float = 1e-6,
-                 item_weights: np.ndarray | None = None, chunk: int = ITEM_CHUNK
-                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def refine_codes(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebook_size: int,
+    *,
+    iterations: int = 10,
+    ridge: float = 1e-6,
+    item_weights: np.ndarray | None = None,
+    chunk: int = ITEM_CHUNK,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
   """Alternating refinement of learned codes (additive quantisation), never worse.
 
   Each iteration (1) refits the codebooks by least squares for the current
@@ -223,8 +251,7 @@ def refine_codes(table: np.ndarray, codes: np.ndarray, codebook_size: int, *,
         recon = recon - books[j][cs[:, j]] + books[j][best]
         cs[:, j] = best
       current[1:][s] = cs.astype(dtype)
-    books, mse = refit_codebooks(table, current, codebook_size, ridge, item_weights,
-                                 chunk=chunk)
+    books, mse = refit_codebooks(table, current, codebook_size, ridge, item_weights, chunk=chunk)
     history.append(mse)
     if len(history) > 1 and history[-2] - mse <= 1e-7 * max(history[-2], 1e-12):
       break
@@ -237,9 +264,14 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
   return rows.view(np.dtype((np.void, 8 * rows.shape[1]))).ravel()
 
 
-def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarray,
-                      item_weights: np.ndarray | None = None, *, chunk: int = ITEM_CHUNK
-                      ) -> tuple[np.ndarray, int]:
+def deduplicate_codes(
+    table: np.ndarray,
+    codes: np.ndarray,
+    codebooks: np.ndarray,
+    item_weights: np.ndarray | None = None,
+    *,
+    chunk: int = ITEM_CHUNK,
+) -> tuple[np.ndarray, int]:
   """Gives every item its own full code, at the least reconstruction cost.
 
   Items that share a full code get identical composite embeddings, so the
@@ -270,8 +302,9 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
     recon = _sum_codewords(books, current[s])
     error[s] = np.sum(np.square(recon - x[s].astype(np.float32, copy=False)), axis=1)
   w = check_item_weights(item_weights, len(x))
-  order = (np.argsort(error, kind="stable") if w is None
-           else np.lexsort((error, -w)))  # heaviest, then best reconstructed, keep their code
+  order = (
+      np.argsort(error, kind="stable") if w is None else np.lexsort((error, -w))
+  )  # heaviest, then best reconstructed, keep their code
   # The first item of each code in `order` keeps it; the others move, in `order`.
   kept, first = np.unique(_row_keys(current[order]), return_index=True)
   keeps = np.zeros(len(order), bool)
@@ -297,11 +330,14 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
     recon = _sum_codewords(books, code[None])[0]
     residual = x[item].astype(np.float32) - recon  # target minus current reconstruction
     # delta[j, c] = change of the squared error when codeword j is set to c alone
-    delta = np.stack([
-        np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
-        for j in range(m)])                                        # [M, K]
+    delta = np.stack(
+        [
+            np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
+            for j in range(m)
+        ]
+    )  # [M, K]
     delta[np.arange(m), code] = np.inf  # not a change
-    flat = np.argsort(delta, axis=None, kind="stable")[:m * (k - 1)]
+    flat = np.argsort(delta, axis=None, kind="stable")[: m * (k - 1)]
     changes = np.stack([flat // k, flat % k], axis=1)[:, None, :]  # [M(K-1), 1, 2]
     chosen = first_free(code, changes)
     if chosen is None and m > 1:
@@ -312,18 +348,19 @@ def deduplicate_codes(table: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
           db = books[b] - books[b][code[b]]
           cost = np.empty((k, k), np.float32)
           for r in range(0, k, rows):
-            diff = (books[a][r:r + rows] - books[a][code[a]])[:, None, :] + db[None]
-            cost[r:r + rows] = np.sum(np.square(residual[None, None] - diff), axis=2)
+            diff = (books[a][r : r + rows] - books[a][code[a]])[:, None, :] + db[None]
+            cost[r : r + rows] = np.sum(np.square(residual[None, None] - diff), axis=2)
           cost[code[a], :] = np.inf
           cost[:, code[b]] = np.inf
           costs.append(cost.ravel())
           pairs.append((a, b))
       costs = np.concatenate(costs)
-      flat = np.argsort(costs, kind="stable")[:len(pairs) * (k - 1) ** 2]
+      flat = np.argsort(costs, kind="stable")[: len(pairs) * (k - 1) ** 2]
       pair, rest = np.divmod(flat, k * k)
       ab = np.asarray(pairs)[pair]
-      changes = np.stack([np.stack([ab[:, 0], rest // k], axis=1),
-                          np.stack([ab[:, 1], rest % k], axis=1)], axis=1)  # [N, 2, 2]
+      changes = np.stack(
+          [np.stack([ab[:, 0], rest // k], axis=1), np.stack([ab[:, 1], rest % k], axis=1)], axis=1
+      )  # [N, 2, 2]
       chosen = first_free(code, changes)
     if chosen is None:
       left += 1

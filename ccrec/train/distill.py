@@ -50,15 +50,22 @@ class DistillState:
     return self.student.step
 
 
-def create_state(teacher_variables: dict, student_variables: dict, heads: DistillHeads,
-                 heads_key: jax.Array, max_len: int, tx,
-                 student_ema_decay: float = 0.0) -> DistillState:
+def create_state(
+    teacher_variables: dict,
+    student_variables: dict,
+    heads: DistillHeads,
+    heads_key: jax.Array,
+    max_len: int,
+    tx,
+    student_ema_decay: float = 0.0,
+) -> DistillState:
   """Teacher, student and freshly initialised heads, each with its own state of optimizer `tx`
   (the student with a moving average of its weights when `student_ema_decay` > 0)."""
-  return DistillState(teacher=TrainState.create(teacher_variables, tx),
-                      student=TrainState.create(student_variables, tx,
-                                                ema_decay=student_ema_decay),
-                      heads=TrainState.create(init_heads(heads, heads_key, max_len), tx))
+  return DistillState(
+      teacher=TrainState.create(teacher_variables, tx),
+      student=TrainState.create(student_variables, tx, ema_decay=student_ema_decay),
+      heads=TrainState.create(init_heads(heads, heads_key, max_len), tx),
+  )
 
 
 def mixup_table(teacher_table: jax.Array, student_table: jax.Array, eta: float) -> jax.Array:
@@ -73,9 +80,9 @@ def eta_at(eta: float, step: jax.Array, decay_steps: int) -> jax.Array | float:
   return eta * jnp.clip(1.0 - step.astype(jnp.float32) / decay_steps, 0.0, 1.0)
 
 
-def student_table_for_training(student: SessionRecommender, student_vars: dict,
-                               teacher_table: jax.Array, *, mixup: bool, eta
-                               ) -> tuple[jax.Array, jax.Array]:
+def student_table_for_training(
+    student: SessionRecommender, student_vars: dict, teacher_table: jax.Array, *, mixup: bool, eta
+) -> tuple[jax.Array, jax.Array]:
   """Returns (composite table e [V+1, d], the table the student trains on).
 
   Training materialises the [V+1, d] table once per step (one gather-sum over
@@ -92,8 +99,9 @@ def student_table_for_training(student: SessionRecommender, student_vars: dict,
 def reconstruction(composite: jax.Array, teacher_table: jax.Array) -> jax.Array:
   """Mean over items 1..V of ||e_v - X_v||^2 (the teacher table held fixed)."""
   v = composite.shape[0] - 1
-  return losses.reconstruction_mse(composite[1:], jax.lax.stop_gradient(teacher_table[1:]),
-                                   jnp.ones((v,), composite.dtype))
+  return losses.reconstruction_mse(
+      composite[1:], jax.lax.stop_gradient(teacher_table[1:]), jnp.ones((v,), composite.dtype)
+  )
 
 
 def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0, sample=None):
@@ -107,11 +115,19 @@ def _ce(model, variables, s, targets, weights, table, label_smoothing=0.0, sampl
   return logits, losses.softmax_cross_entropy_sums(logits, targets, weights, label_smoothing)[0]
 
 
-def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bool, eta: float,
-                       mse_weight: float, eta_decay_steps: int = 0,
-                       label_smoothing: float = 0.0, rdrop: float = 0.0,
-                       fused_chunk: int = 0, sampler: sampled.Sampler | None = None
-                       ) -> Callable:
+def make_pretrain_step(
+    student: SessionRecommender,
+    objective: str,
+    *,
+    mixup: bool,
+    eta: float,
+    mse_weight: float,
+    eta_decay_steps: int = 0,
+    label_smoothing: float = 0.0,
+    rdrop: float = 0.0,
+    fused_chunk: int = 0,
+    sampler: sampled.Sampler | None = None,
+) -> Callable:
   """Student pre-training: L_rec(student on the mixup table) + w_mse L_mse, teacher fixed.
 
   With `eta_decay_steps` > 0 the mixup weight falls linearly from eta to 0 over
@@ -128,30 +144,48 @@ def make_pretrain_step(student: SessionRecommender, objective: str, *, mixup: bo
   def loss_fn(params, state: TrainState, teacher_table, batch, key):
     variables = state.variables(params)
     composite, table = student_table_for_training(
-        student, variables, teacher_table, mixup=mixup,
-        eta=eta_at(eta, state.step, eta_decay_steps))
+        student, variables, teacher_table, mixup=mixup, eta=eta_at(eta, state.step, eta_decay_steps)
+    )
     rec, terms, count = recommendation_loss(
-        student, variables, batch, [jax.random.fold_in(key, i) for i in range(2)]
-        if rdrop > 0 else [key], objective=objective, label_smoothing=label_smoothing,
-        rdrop=rdrop, fused_chunk=fused_chunk, table=table, sampler=sampler)
+        student,
+        variables,
+        batch,
+        [jax.random.fold_in(key, i) for i in range(2)] if rdrop > 0 else [key],
+        objective=objective,
+        label_smoothing=label_smoothing,
+        rdrop=rdrop,
+        fused_chunk=fused_chunk,
+        table=table,
+        sampler=sampler,
+    )
     mse = reconstruction(composite, teacher_table)
     loss = rec / jnp.maximum(count, 1.0) + mse_weight * mse
-    return loss, {**{f"student/{k}": v for k, v in terms.items()}, "codes/mse": mse * count,
-                  "count": count}
+    return loss, {
+        **{f"student/{k}": v for k, v in terms.items()},
+        "codes/mse": mse * count,
+        "count": count,
+    }
 
   def step(state: TrainState, teacher_table: jax.Array, batch: dict, key: jax.Array):
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state, teacher_table, batch,
-                                                      jax.random.fold_in(key, 1))
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state.params, state, teacher_table, batch, jax.random.fold_in(key, 1)
+    )
     return state.apply_gradients(grads), metrics
 
   return jax.jit(step, donate_argnums=(0,))
 
 
-def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
-                      heads: DistillHeads, hot: jax.Array, distill_config: Any,
-                      student_config: Any, objective: str,
-                      label_smoothing: float = 0.0,
-                      sampler: sampled.Sampler | None = None) -> Callable:
+def make_distill_step(
+    teacher: SessionRecommender,
+    student: SessionRecommender,
+    heads: DistillHeads,
+    hot: jax.Array,
+    distill_config: Any,
+    student_config: Any,
+    objective: str,
+    label_smoothing: float = 0.0,
+    sampler: sampled.Sampler | None = None,
+) -> Callable:
   """Returns jitted `step(state: DistillState, batch, key) -> (state, metric sums)`.
 
   `hot` is the bool [V + 1] hot-item mask. Config fields used: distill.{bidirectional,
@@ -176,26 +210,32 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
     s_vars = state.student.variables(s_params)
     teacher_table = teacher.apply(t_vars, method="table")
     composite, s_table = student_table_for_training(
-        student, s_vars, jax.lax.stop_gradient(teacher_table), mixup=sc.mixup, eta=eta)
+        student, s_vars, jax.lax.stop_gradient(teacher_table), mixup=sc.mixup, eta=eta
+    )
     t_out, t_s, targets, weights = session_targets(
-        teacher, t_vars, batch, objective=objective, key=keys[0] if bidirectional else None)
-    s_out, s_s, _, _ = session_targets(student, s_vars, batch, objective=objective,
-                                       key=keys[1], table=s_table)
+        teacher, t_vars, batch, objective=objective, key=keys[0] if bidirectional else None
+    )
+    s_out, s_s, _, _ = session_targets(
+        student, s_vars, batch, objective=objective, key=keys[1], table=s_table
+    )
     count = weights.sum()
     norm = jnp.maximum(count, 1.0)
-    sample = None if sampler is None else (sampler.draw(keys[0], targets, weights),
-                                           sampler.log_counts(weights))
+    sample = (
+        None
+        if sampler is None
+        else (sampler.draw(keys[0], targets, weights), sampler.log_counts(weights))
+    )
     t_logits, t_ce = _ce(teacher, t_vars, t_s, targets, weights, None, label_smoothing, sample)
-    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table, label_smoothing,
-                         sample)
+    s_logits, s_ce = _ce(student, s_vars, s_s, targets, weights, s_table, label_smoothing, sample)
     mse = reconstruction(composite, teacher_table)
     total = s_ce / norm + sc.mse_weight * mse
     if bidirectional:
       total = total + t_ce / norm
     metrics = {"teacher/ce": t_ce, "student/ce": s_ce, "codes/mse": mse * count}
     if dc.soft_targets:
-      kl = losses.kl_soft_targets(jax.lax.stop_gradient(t_logits), s_logits, weights,
-                                  temperature=dc.kd_temperature)
+      kl = losses.kl_soft_targets(
+          jax.lax.stop_gradient(t_logits), s_logits, weights, temperature=dc.kd_temperature
+      )
       total = total + dc.gamma * kl
       metrics["kd/kl"] = kl * count
     if dc.contrastive:
@@ -215,8 +255,11 @@ def make_distill_step(teacher: SessionRecommender, student: SessionRecommender,
     grads, metrics = jax.grad(loss_fn, has_aux=True)(params, state, batch, keys)
     t_grads, s_grads, h_grads = grads
     teacher_state = state.teacher.apply_gradients(t_grads) if bidirectional else state.teacher
-    new = DistillState(teacher=teacher_state, student=state.student.apply_gradients(s_grads),
-                       heads=state.heads.apply_gradients(h_grads))
+    new = DistillState(
+        teacher=teacher_state,
+        student=state.student.apply_gradients(s_grads),
+        heads=state.heads.apply_gradients(h_grads),
+    )
     return new, metrics
 
   return jax.jit(step, donate_argnums=(0,))

@@ -40,14 +40,26 @@ def check_finite(stage: str, step_range: str, sums: Mapping[str, float]) -> None
     if not math.isfinite(value):
       raise NonFiniteLossError(
           f"[{stage}] loss term {name!r} is {value} at step {step_range}; training stopped, "
-          "the last good checkpoint is kept. Lower the learning rate or enable train.clip_norm.")
+          "the last good checkpoint is kept. Lower the learning rate or enable train.clip_norm."
+      )
 
 
-def fit(*, stage: str, state: Any, train_step: StepFn,
-        batches: Callable[[int], Iterable[dict]], evaluate: Callable[[Any], dict] | None,
-        select: str, checkpointer: Checkpointer, writer: MetricWriter, key: jax.Array,
-        epochs: int, patience: int, log_every: int,
-        to_device: Callable[[dict], Any] = lambda b: b) -> FitResult:
+def fit(
+    *,
+    stage: str,
+    state: Any,
+    train_step: StepFn,
+    batches: Callable[[int], Iterable[dict]],
+    evaluate: Callable[[Any], dict] | None,
+    select: str,
+    checkpointer: Checkpointer,
+    writer: MetricWriter,
+    key: jax.Array,
+    epochs: int,
+    patience: int,
+    log_every: int,
+    to_device: Callable[[dict], Any] = lambda b: b,
+) -> FitResult:
   """Trains `state` with `train_step(state, batch, key) -> (state, metric sums)`.
 
   `batches(epoch)` yields the epoch's batches; `evaluate(state)` returns
@@ -56,8 +68,14 @@ def fit(*, stage: str, state: Any, train_step: StepFn,
   `log_every` steps their means go to metrics.jsonl (and the debug log); the
   console gets one line per epoch (`console.epoch_line`) and a progress line.
   """
-  meta = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "done": False,
-          "best_metrics": {}}
+  meta = {
+      "epoch": 0,
+      "best": -math.inf,
+      "best_epoch": -1,
+      "bad_epochs": 0,
+      "done": False,
+      "best_metrics": {},
+  }
   restored = checkpointer.restore(state, meta_keys=meta)
   if restored is not None:
     state, meta = restored
@@ -81,8 +99,10 @@ def fit(*, stage: str, state: Any, train_step: StepFn,
           sums, window_start, t0 = None, step + 1, time.perf_counter()
         bar.update(step + 1 - first_step, _loss_note(totals))
       if sums is not None:
-        _add(totals, _log_window(stage, writer, sums, f"{window_start}..{int(state.step) - 1}",
-                                 t0, epoch))
+        _add(
+            totals,
+            _log_window(stage, writer, sums, f"{window_start}..{int(state.step) - 1}", t0, epoch),
+        )
     steps_per_epoch = int(state.step) - first_step
     train_seconds = time.perf_counter() - epoch_start
     meta["epoch"] = epoch + 1
@@ -102,25 +122,48 @@ def fit(*, stage: str, state: Any, train_step: StepFn,
     checkpointer.save(int(state.step), state, meta, best=improved)
     epoch_seconds.append(time.perf_counter() - epoch_start)
     # Seconds per epoch: the first epoch of a process also compiles, so it is left out later.
-    per_epoch = sum(epoch_seconds[1:]) / (len(epoch_seconds) - 1) if len(epoch_seconds) > 1 \
+    per_epoch = (
+        sum(epoch_seconds[1:]) / (len(epoch_seconds) - 1)
+        if len(epoch_seconds) > 1
         else epoch_seconds[0]
+    )
     count = totals.get("count", 0.0)
     means = {k: v / max(count, 1.0) for k, v in totals.items() if k != "count"}
     left_epochs = 0 if meta["done"] else epochs - meta["epoch"]
-    logging.info("%s", console.epoch_line(
-        stage, meta["epoch"], epochs, loss=console.train_loss(means),
-        select=select if evaluate is not None else None, value=value, best=meta["best"],
-        best_epoch=meta["best_epoch"], examples_per_s=count / max(train_seconds, 1e-9),
-        elapsed_s=time.perf_counter() - started,
-        left_patience_s=(None if evaluate is None else
-                         0.0 if meta["done"] else
-                         min(patience - meta["bad_epochs"], left_epochs) * per_epoch),
-        left_budget_s=left_epochs * per_epoch))
+    logging.info(
+        "%s",
+        console.epoch_line(
+            stage,
+            meta["epoch"],
+            epochs,
+            loss=console.train_loss(means),
+            select=select if evaluate is not None else None,
+            value=value,
+            best=meta["best"],
+            best_epoch=meta["best_epoch"],
+            examples_per_s=count / max(train_seconds, 1e-9),
+            elapsed_s=time.perf_counter() - started,
+            left_patience_s=(
+                None
+                if evaluate is None
+                else 0.0
+                if meta["done"]
+                else min(patience - meta["bad_epochs"], left_epochs) * per_epoch
+            ),
+            left_budget_s=left_epochs * per_epoch,
+        ),
+    )
   best = checkpointer.restore(state, "best")
   if best is not None:
     state = best[0]
-  logging.info("[%s] finished: best %s=%.4f at epoch %d of %d", stage, select, meta["best"],
-               meta["best_epoch"] + 1, meta["epoch"])
+  logging.info(
+      "[%s] finished: best %s=%.4f at epoch %d of %d",
+      stage,
+      select,
+      meta["best"],
+      meta["best_epoch"] + 1,
+      meta["epoch"],
+  )
   return FitResult(state=state, meta=meta)
 
 
@@ -132,8 +175,11 @@ def _add(totals: dict[str, float], sums: Mapping[str, float]) -> None:
 def _loss_note(totals: Mapping[str, float]) -> str:
   """The progress line's running loss (from the windows logged so far this epoch)."""
   count = totals.get("count", 0.0)
-  loss = console.train_loss({k: v / count for k, v in totals.items() if k != "count"}) \
-      if count else None
+  loss = (
+      console.train_loss({k: v / count for k, v in totals.items() if k != "count"})
+      if count
+      else None
+  )
   return f"{loss[0]} {loss[1]:.4g}" if loss else ""
 
 
@@ -144,6 +190,7 @@ def _log_window(stage, writer, sums, step_range, t0, epoch) -> dict[str, float]:
   check_finite(stage, step_range, {k: v for k, v in host.items() if k != "count"})
   elapsed = max(time.perf_counter() - t0, 1e-9)
   means = {k: v / count for k, v in host.items() if k != "count"}
-  writer.log(stage, int(step_range.split("..")[-1]), means, epoch=epoch,
-             examples_per_s=count / elapsed)
+  writer.log(
+      stage, int(step_range.split("..")[-1]), means, epoch=epoch, examples_per_s=count / elapsed
+  )
   return host

@@ -60,8 +60,9 @@ class TrainState:
   ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
 
   @classmethod
-  def create(cls, variables: dict, tx: optax.GradientTransformation,
-             ema_decay: float = 0.0) -> "TrainState":
+  def create(
+      cls, variables: dict, tx: optax.GradientTransformation, ema_decay: float = 0.0
+  ) -> "TrainState":
     """`ema_decay` > 0 chains `params_ema` after `tx`: the state then keeps the average."""
     if not 0.0 <= ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {ema_decay!r}")
@@ -69,8 +70,14 @@ class TrainState:
     params = variables.pop("params")
     if ema_decay > 0:
       tx = optax.chain(tx, params_ema(ema_decay))
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               consts=variables, tx=tx, ema_decay=float(ema_decay))
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        consts=variables,
+        tx=tx,
+        ema_decay=float(ema_decay),
+    )
 
   @property
   def ema(self) -> Any:
@@ -86,8 +93,9 @@ class TrainState:
 
   def apply_gradients(self, grads: Any) -> "TrainState":
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                        opt_state=opt_state)
+    return self.replace(
+        step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state
+    )
 
 
 def make_optimizer(train_config: Any, steps_per_epoch: int = 1) -> optax.GradientTransformation:
@@ -103,8 +111,9 @@ def make_optimizer(train_config: Any, steps_per_epoch: int = 1) -> optax.Gradien
   lr = train_config.learning_rate
   decay = train_config.get("lr_decay", 1.0)
   if decay < 1.0:
-    lr = optax.exponential_decay(lr, transition_steps=max(int(steps_per_epoch), 1),
-                                 decay_rate=decay)
+    lr = optax.exponential_decay(
+        lr, transition_steps=max(int(steps_per_epoch), 1), decay_rate=decay
+    )
   parts = []
   if train_config.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(train_config.clip_norm))

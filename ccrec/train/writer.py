@@ -55,5 +55,6 @@ class MetricWriter:
     if logging.vlog_is_on(1):
       shown = " ".join(
           f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
-          for k, v in {**extra, **{k: to_python(v) for k, v in metrics.items()}}.items())
+          for k, v in {**extra, **{k: to_python(v) for k, v in metrics.items()}}.items()
+      )
       logging.debug("[%s] step %d %s", stage, step, shown)

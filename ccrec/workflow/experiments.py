@@ -35,31 +35,46 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # t
 MODES = ("smoke", "full")
 RESULT = "result.json"
 # Stage -> config sections its checkpoint depends on (cumulative, in pipeline order).
-STAGE_INPUTS = (("teacher", ("seed", "data", "model", "train", "eval", "parallel")),
-                ("codes", ("codes",)), ("student_pretrain", ("student",)))
+STAGE_INPUTS = (
+    ("teacher", ("seed", "data", "model", "train", "eval", "parallel")),
+    ("codes", ("codes",)),
+    ("student_pretrain", ("student",)),
+)
 
 # The paper's ablation (Table 4 / docs/method.md §6): each a switch of the full method.
-COMPONENTS = {"full": {}, "base": {"distill.enabled": False},
-              "w/o-c": {"distill.contrastive": False}, "w/o-b": {"distill.bidirectional": False},
-              "w/o-s": {"distill.soft_targets": False}, "w/o-m": {"student.mixup": False}}
+COMPONENTS = {
+    "full": {},
+    "base": {"distill.enabled": False},
+    "w/o-c": {"distill.contrastive": False},
+    "w/o-b": {"distill.bidirectional": False},
+    "w/o-s": {"distill.soft_targets": False},
+    "w/o-m": {"student.mixup": False},
+}
 # The comparisons behind the headline (RESULTS.md): the method against the same student and
 # teacher trained as long without any distillation term ('no-KD': the distillation stage with
 # its contrastive and soft-target terms off, so the teacher trains on its own L_rec and the
 # student on its L_rec and L_mse, each as long as under distillation), against the pre-trained
 # student and the stage-1 teacher ('base'), without the encoder warm start, and started from
 # the strongest teacher ccrec trains (configs/teacher.py's R-Drop as stage 1).
-HEADLINE = {"full": {}, "no-KD": {"distill.contrastive": False, "distill.soft_targets": False},
-            "base": {"distill.enabled": False},
-            "no init_from_teacher": {"student.init_from_teacher": False},
-            "R-Drop teacher": {"train.rdrop": 1.0, "train.fused_chunk": 128}}
+HEADLINE = {
+    "full": {},
+    "no-KD": {"distill.contrastive": False, "distill.soft_targets": False},
+    "base": {"distill.enabled": False},
+    "no init_from_teacher": {"student.init_from_teacher": False},
+    "R-Drop teacher": {"train.rdrop": 1.0, "train.fused_chunk": 128},
+}
 TEACHER = {"stages": ("teacher",)}
 # What each step of the codes stage adds (teacher and codes stages only; the teacher scored
 # through each step's codes on validation): the Gumbel-softmax autoencoder's codes alone,
 # then the least-squares refit of the codebooks, the alternating refinement, de-duplication.
 _CODES_ONLY = {"stages": ("teacher", "codes")}
 CODES_STEPS = {
-    "autoencoder": {**_CODES_ONLY, "codes.refit": False, "codes.refine_iterations": 0,
-                    "codes.unique": False},
+    "autoencoder": {
+        **_CODES_ONLY,
+        "codes.refit": False,
+        "codes.refine_iterations": 0,
+        "codes.unique": False,
+    },
     "+ refit": {**_CODES_ONLY, "codes.refine_iterations": 0, "codes.unique": False},
     "+ refinement": {**_CODES_ONLY, "codes.unique": False},
     "+ de-duplication": _CODES_ONLY,
@@ -82,8 +97,9 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return config_lib.from_file(path)
 
 
-def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
-                ) -> ml_collections.ConfigDict:
+def base_config(
+    mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
+) -> ml_collections.ConfigDict:
   """smoke: configs/tiny.py; full: configs/eodrec.py (ml-100k); caps > 0 bound every stage's
   epochs and the code-learning steps (reduced runs, kept apart by `runs_root`)."""
   if mode not in MODES:
@@ -94,29 +110,48 @@ def base_config(mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0
   return apply(c, {f: min(config_lib.get(c, f), cap) for f, cap in caps.items() if cap > 0})
 
 
-def runs_root(runs: str, mode: str, epochs_cap: int = 0, codes_steps_cap: int = 0,
-              overrides: Mapping[str, Any] | None = None) -> str:
+def runs_root(
+    runs: str,
+    mode: str,
+    epochs_cap: int = 0,
+    codes_steps_cap: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
   """Runs of different base configs never share a directory (config.json would clash)."""
-  return os.path.join(runs, mode + (f"-cap{epochs_cap}" if epochs_cap > 0 else "")
-                      + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else "")
-                      + (f"-set-{_values(overrides).replace(os.sep, '_')}" if overrides else ""))
+  return os.path.join(
+      runs,
+      mode
+      + (f"-cap{epochs_cap}" if epochs_cap > 0 else "")
+      + (f"-codes{codes_steps_cap}" if codes_steps_cap > 0 else "")
+      + (f"-set-{_values(overrides).replace(os.sep, '_')}" if overrides else ""),
+  )
 
 
-def setup(mode: str, runs: str, *, epochs_cap: int = 0, codes_steps_cap: int = 0,
-          overrides: Mapping[str, Any] | None = None, out: str = ""
-          ) -> tuple[ml_collections.ConfigDict, str, str]:
+def setup(
+    mode: str,
+    runs: str,
+    *,
+    epochs_cap: int = 0,
+    codes_steps_cap: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    out: str = "",
+) -> tuple[ml_collections.ConfigDict, str, str]:
   """(base config, run root, tables/figures directory) of a grid: the rule launch/ablations.py
   and the notebooks share. `overrides` (dotted field -> value) change the base every variant
   starts from; those equal to the base's value are dropped (same directory);
   tables go to results/ only for uncapped, unmodified full runs, else to <root>/figures."""
   plain = base_config(mode, epochs_cap, codes_steps_cap)
-  overrides = {k: v for k, v in (overrides or {}).items()
-               if _norm(config_lib.get(plain, k)) != _norm(v)}
+  overrides = {
+      k: v for k, v in (overrides or {}).items() if _norm(config_lib.get(plain, k)) != _norm(v)
+  }
   base = apply(plain, overrides) if overrides else plain
   root = runs_root(runs, mode, epochs_cap, codes_steps_cap, overrides)
   reduced = mode != "full" or epochs_cap > 0 or codes_steps_cap > 0 or bool(overrides)
-  return base, root, out or (os.path.join(root, "figures") if reduced
-                             else os.path.join(ROOT, "results"))
+  return (
+      base,
+      root,
+      out or (os.path.join(root, "figures") if reduced else os.path.join(ROOT, "results")),
+  )
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -146,8 +181,9 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
-          ) -> ml_collections.ConfigDict:
+def apply(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """A validated, locked copy of `config` with dotted `overrides` set (unknown: KeyError)."""
   c = config_lib.lock(ml_collections.ConfigDict(config.to_dict()))
   c.update_from_flattened_dict(dict(overrides))
@@ -158,8 +194,10 @@ def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
 def slug(overrides: Mapping[str, Any], base: ml_collections.ConfigDict) -> str:
   """Directory name of a variant; overrides equal to the base's values are dropped, so the
   same configuration reached from different grids shares one workdir."""
-  return _values({k: v for k, v in overrides.items()
-                  if _norm(config_lib.get(base, k)) != _norm(v)}) or "default"
+  return (
+      _values({k: v for k, v in overrides.items() if _norm(config_lib.get(base, k)) != _norm(v)})
+      or "default"
+  )
 
 
 def _norm(v: Any) -> str:
@@ -173,13 +211,15 @@ def _values(overrides: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- runs and reuse
 
 
-def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: str
-                 ) -> list[str]:
+def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: str) -> list[str]:
   """Copies the stages with equal inputs from the finished run (one with result.json) under
   `share_root` sharing the longest stage prefix; existing stages are kept. Returns those copied."""
   mine = workdir_lib.flatten(workdir_lib.config_dict(config))
-  wanted = [s for s, _ in STAGE_INPUTS if s in config.stages
-            and (s != "codes" or config.student.embedding == "codes")]
+  wanted = [
+      s
+      for s, _ in STAGE_INPUTS
+      if s in config.stages and (s != "codes" or config.student.embedding == "codes")
+  ]
   best, best_depth = None, 0
   for result in sorted(glob.glob(os.path.join(share_root, "*", "*", RESULT))):
     donor = os.path.dirname(result)
@@ -187,8 +227,12 @@ def reuse_stages(config: ml_collections.ConfigDict, workdir: str, share_root: st
       continue
     # Sections (top-level keys) that differ; a field the donor predates is no difference
     # while it keeps its default (workdir.config_differences).
-    differ = {k.split(".")[0] for k in workdir_lib.config_differences(
-        workdir_lib.flatten(workdir_lib.read_config_json(donor)), mine)}
+    differ = {
+        k.split(".")[0]
+        for k in workdir_lib.config_differences(
+            workdir_lib.flatten(workdir_lib.read_config_json(donor)), mine
+        )
+    }
     depth, sections = 0, []
     for stage, extra in STAGE_INPUTS:
       sections += extra
@@ -224,8 +268,9 @@ def read_result(workdir: str) -> dict | None:
   return None
 
 
-def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str | None = None
-                ) -> dict[str, Any]:
+def run_variant(
+    config: ml_collections.ConfigDict, workdir: str, share_root: str | None = None
+) -> dict[str, Any]:
   """pipeline.run, cached: WORKDIR/result.json is returned when present. Another config in the
   workdir is a WorkdirError, cached or not; stages of runs under `share_root` are reused."""
   workdir_lib.prepare(workdir, config)
@@ -234,8 +279,9 @@ def run_variant(config: ml_collections.ConfigDict, workdir: str, share_root: str
     return cached
   if share_root:
     reuse_stages(config, workdir, share_root)
-  metrics = {k: v if isinstance(v, str) else float(v)
-             for k, v in pipeline.run(config, workdir).items()}
+  metrics = {
+      k: v if isinstance(v, str) else float(v) for k, v in pipeline.run(config, workdir).items()
+  }
   atomic.write_json(os.path.join(workdir, RESULT), metrics)
   return metrics
 
@@ -254,13 +300,21 @@ def read_cached(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     shown = [f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in differ[:8]]
     raise workdir_lib.WorkdirError(f"{workdir} ran another config: differing {shown}")
   if mine.keys() - saved.keys():
-    logging.info("%s predates config fields %s (at their defaults)", workdir,
-                 sorted(mine.keys() - saved.keys()))
+    logging.info(
+        "%s predates config fields %s (at their defaults)",
+        workdir,
+        sorted(mine.keys() - saved.keys()),
+    )
   return result
 
 
-def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str, Any]],
-             seeds: Sequence[int], root: str, only_cached: bool = False) -> list[dict]:
+def run_grid(
+    base: ml_collections.ConfigDict,
+    variants: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+    root: str,
+    only_cached: bool = False,
+) -> list[dict]:
   """Runs every (variant, seed) under `root`, seed-major; rows {"variant", "seed", "workdir",
   "overrides", **metrics}. `only_cached` skips (does not train) runs without result.json."""
   rows = []
@@ -275,8 +329,16 @@ def run_grid(base: ml_collections.ConfigDict, variants: Mapping[str, Mapping[str
       else:
         logging.info("variant %s seed %d -> %s", name, seed, workdir)
         metrics = run_variant(config, workdir, share_root=root)
-      rows.append({"variant": name, "seed": seed, "workdir": workdir,
-                   "overrides": dict(overrides), **codes_report(workdir), **metrics})
+      rows.append(
+          {
+              "variant": name,
+              "seed": seed,
+              "workdir": workdir,
+              "overrides": dict(overrides),
+              **codes_report(workdir),
+              **metrics,
+          }
+      )
   return rows
 
 
@@ -323,18 +385,27 @@ def grid(name: str, mode: str) -> dict[str, dict[str, Any]]:
   if name == "codes_steps":
     return dict(CODES_STEPS)
   if name == "compression":
-    cells = ([(1, 8), (2, 8)] if smoke  # tiny: 60 items, M=2 K=8 is the base
-             else [(m, 32) for m in MK_FULL[0]] + [(4, k) for k in MK_FULL[1] if k != 32]
-             + [(3, 256)])
-    return {**{f"M={m},K={k}": {"codes.num_codebooks": m, "codes.codebook_size": k}
-               for m, k in cells}, "teacher": TEACHER, "TT": TT}
+    cells = (
+        [(1, 8), (2, 8)]
+        if smoke  # tiny: 60 items, M=2 K=8 is the base
+        else [(m, 32) for m in MK_FULL[0]] + [(4, k) for k in MK_FULL[1] if k != 32] + [(3, 256)]
+    )
+    return {
+        **{f"M={m},K={k}": {"codes.num_codebooks": m, "codes.codebook_size": k} for m, k in cells},
+        "teacher": TEACHER,
+        "TT": TT,
+    }
   if name == "sensitivity":
-    values = ({"distill.beta": (0.01, 1.0), "distill.gamma": (0.3,), "student.eta": (0.8,)}
-              if smoke else SWEEPS)
+    values = (
+        {"distill.beta": (0.01, 1.0), "distill.gamma": (0.3,), "student.eta": (0.8,)}
+        if smoke
+        else SWEEPS
+    )
     out = {f"{field.split('.')[-1]}={v}": {field: v} for field, vs in values.items() for v in vs}
     return out if smoke else {**out, "no mixup": COMPONENTS["w/o-m"]}
-  raise ValueError(f"unknown grid {name!r} (components, headline, codes_steps, compression, "
-                   "sensitivity)")
+  raise ValueError(
+      f"unknown grid {name!r} (components, headline, codes_steps, compression, " "sensitivity)"
+  )
 
 
 def select_variants(variants: Mapping[str, Any], requested: Sequence[str]) -> dict[str, Any]:
@@ -361,8 +432,12 @@ def summarize(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
   out = []
   for name in dict.fromkeys(r["variant"] for r in rows):
     group = [r for r in rows if r["variant"] == name]
-    entry = {"variant": name, "n": len(group), "overrides": group[0]["overrides"],
-             "workdir": group[0]["workdir"]}
+    entry = {
+        "variant": name,
+        "n": len(group),
+        "overrides": group[0]["overrides"],
+        "workdir": group[0]["workdir"],
+    }
     for k in keys:
       values = np.array([r[k] for r in group if k in r], dtype=np.float64)
       entry[f"{k}/mean"] = float(values.mean()) if values.size else math.nan
@@ -371,17 +446,27 @@ def summarize(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
   return out
 
 
-def markdown_table(summary: Sequence[dict], columns: Mapping[str, str],
-                   percent: Sequence[str] = ()) -> str:
+def markdown_table(
+    summary: Sequence[dict], columns: Mapping[str, str], percent: Sequence[str] = ()
+) -> str:
   """`columns`: metric key -> header; "mean ± sd" (sd left out when n = 1), `percent` x100."""
+
   def cell(e, k):
     mean, sd, scale = e[f"{k}/mean"], e[f"{k}/sd"], 100.0 if k in percent else 1.0
-    return "-" if math.isnan(mean) else f"{mean * scale:.2f}" + (
-        "" if math.isnan(sd) else f" ± {sd * scale:.2f}")
-  lines = ["| variant | n | " + " | ".join(columns.values()) + " |",
-           "|" + "---|" * (len(columns) + 2)]
-  lines += [f"| {e['variant']} | {e['n']} | " + " | ".join(cell(e, k) for k in columns) + " |"
-            for e in summary]
+    return (
+        "-"
+        if math.isnan(mean)
+        else f"{mean * scale:.2f}" + ("" if math.isnan(sd) else f" ± {sd * scale:.2f}")
+    )
+
+  lines = [
+      "| variant | n | " + " | ".join(columns.values()) + " |",
+      "|" + "---|" * (len(columns) + 2),
+  ]
+  lines += [
+      f"| {e['variant']} | {e['n']} | " + " | ".join(cell(e, k) for k in columns) + " |"
+      for e in summary
+  ]
   return "\n".join(lines)
 
 
@@ -395,8 +480,9 @@ def _test(metric: str, who: str = "student") -> str:
   return f"{who}/test/{metric}"
 
 
-def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.ConfigDict
-           ) -> dict[str, dict]:
+def report(
+    name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.ConfigDict
+) -> dict[str, dict]:
   """Tables (markdown, saved as OUT_DIR/<table>.md and .json) and figures (OUT_DIR/*.png) of
   a grid's rows, in the paper's layouts: Table 4 (components); Table 3 and the M x K sweep
   (compression); the beta/gamma/eta figures (sensitivity). Returns {"tables", "figures"}."""
@@ -406,70 +492,133 @@ def report(name: str, rows: Sequence[dict], out_dir: str, base: ml_collections.C
   if name == "components":
     extra = [_test("NDCG@10", "student_mixed"), _test("NDCG@10", "teacher")]
     summary = summarize(rows, four + extra + [UNIQUE])
-    tables[name] = summary, markdown_table(summary, {
-        **heads, extra[0]: "N@10 mixup table (not compressed)", extra[1]: "teacher N@10",
-        UNIQUE: "unique codes"}, percent=four + extra)
-    figures[name] = plots.bar_chart(summary, [_test("HR@10"), _test("NDCG@10")],
-                                    "components (student, test), mean ± sd over seeds")
+    tables[name] = summary, markdown_table(
+        summary,
+        {
+            **heads,
+            extra[0]: "N@10 mixup table (not compressed)",
+            extra[1]: "teacher N@10",
+            UNIQUE: "unique codes",
+        },
+        percent=four + extra,
+    )
+    figures[name] = plots.bar_chart(
+        summary,
+        [_test("HR@10"), _test("NDCG@10")],
+        "components (student, test), mean ± sd over seeds",
+    )
   elif name == "headline":
-    keys = [_test("NDCG@10"), _test("HR@10"), _test("NDCG@10", "teacher"),
-            _test("HR@10", "teacher"), "student/valid/NDCG@10", "teacher/valid/NDCG@10"]
+    keys = [
+        _test("NDCG@10"),
+        _test("HR@10"),
+        _test("NDCG@10", "teacher"),
+        _test("HR@10", "teacher"),
+        "student/valid/NDCG@10",
+        "teacher/valid/NDCG@10",
+    ]
     summary = summarize(rows, keys)
-    tables[name] = summary, markdown_table(summary, {
-        keys[0]: "student N@10", keys[1]: "student HR@10", keys[2]: "teacher N@10",
-        keys[3]: "teacher HR@10", keys[4]: "student valid N@10",
-        keys[5]: "teacher valid N@10"}, percent=keys)
+    tables[name] = summary, markdown_table(
+        summary,
+        {
+            keys[0]: "student N@10",
+            keys[1]: "student HR@10",
+            keys[2]: "teacher N@10",
+            keys[3]: "teacher HR@10",
+            keys[4]: "student valid N@10",
+            keys[5]: "teacher valid N@10",
+        },
+        percent=keys,
+    )
   elif name == "codes_steps":
     through = "codes/teacher_through_codes/valid/NDCG@10"
-    keys = [through, "codes/teacher_through_codes/valid/HR@10", "teacher/valid/NDCG@10",
-            "codes/distinct_codes", "codes/deployed_mse"]
+    keys = [
+        through,
+        "codes/teacher_through_codes/valid/HR@10",
+        "teacher/valid/NDCG@10",
+        "codes/distinct_codes",
+        "codes/deployed_mse",
+    ]
     summary = summarize([{**r, "codes/deployed_mse": _deployed_mse(r)} for r in rows], keys)
-    tables[name] = summary, markdown_table(summary, {
-        keys[0]: "teacher through codes, valid N@10", keys[1]: "valid HR@10",
-        keys[2]: "teacher valid N@10", keys[3]: "distinct codes", keys[4]: "weighted MSE"},
-        percent=keys[:3])
+    tables[name] = summary, markdown_table(
+        summary,
+        {
+            keys[0]: "teacher through codes, valid N@10",
+            keys[1]: "valid HR@10",
+            keys[2]: "teacher valid N@10",
+            keys[3]: "distinct codes",
+            keys[4]: "weighted MSE",
+        },
+        percent=keys[:3],
+    )
   elif name == "compression":
-    size = ["student/compression/paper_ratio", "student/compression/bytes_ratio",
-            "student/compression/compressed_bytes"]
+    size = [
+        "student/compression/paper_ratio",
+        "student/compression/bytes_ratio",
+        "student/compression/compressed_bytes",
+    ]
     cells = [r for r in rows if "codes.num_codebooks" in r["overrides"]]
     summary = summarize(cells, size + four + [UNIQUE])
     tables[name] = summary, markdown_table(
-        summary, {size[0]: "paper CR", size[1]: "bytes CR", size[2]: "bytes",
-                  UNIQUE: "unique codes", _test("HR@10"): "HR@10", _test("NDCG@10"): "N@10"},
-        percent=four)
+        summary,
+        {
+            size[0]: "paper CR",
+            size[1]: "bytes CR",
+            size[2]: "bytes",
+            UNIQUE: "unique codes",
+            _test("HR@10"): "HR@10",
+            _test("NDCG@10"): "N@10",
+        },
+        percent=four,
+    )
+
     def pick(label, keep, who="student"):  # the paper's Table 3 rows, student metric keys
-      return [{**r, "variant": label, **{_test(m): r[_test(m, who)] for m in FOUR}}
-              for r in rows if keep(r)]
-    main = (pick("teacher", lambda r: r["variant"] == "teacher", "teacher")
-            + pick("OD-Rec (TT)", lambda r: r["variant"] == "TT")
-            + pick("student (EODRec)", lambda r: r in cells and all(
-                config_lib.get(base, k) == v for k, v in r["overrides"].items())))
+      return [
+          {**r, "variant": label, **{_test(m): r[_test(m, who)] for m in FOUR}}
+          for r in rows
+          if keep(r)
+      ]
+
+    main = (
+        pick("teacher", lambda r: r["variant"] == "teacher", "teacher")
+        + pick("OD-Rec (TT)", lambda r: r["variant"] == "TT")
+        + pick(
+            "student (EODRec)",
+            lambda r: r in cells
+            and all(config_lib.get(base, k) == v for k, v in r["overrides"].items()),
+        )
+    )
     table3 = summarize(main, four + size + [UNIQUE])
     tables[name + "_main"] = table3, markdown_table(
-        table3, {**heads, size[0]: "paper CR", size[1]: "bytes CR", UNIQUE: "unique codes"},
-        percent=four)
+        table3,
+        {**heads, size[0]: "paper CR", size[1]: "bytes CR", UNIQUE: "unique codes"},
+        percent=four,
+    )
     refs = {e["variant"]: e for e in table3 if e["variant"] != "student (EODRec)"}
-    figures[name] = plots.size_curve(summary, _test("NDCG@10"), refs,
-                                     "student test NDCG@10 vs item-representation size")
+    figures[name] = plots.size_curve(
+        summary, _test("NDCG@10"), refs, "student test NDCG@10 vs item-representation size"
+    )
     for e in table3:
       if e["variant"] == "student (EODRec)":
         figures[name + "_usage"] = plots.usage_heatmap(
-            e["workdir"], f"codeword usage, M={base.codes.num_codebooks} "
-            f"K={base.codes.codebook_size}")
+            e["workdir"],
+            f"codeword usage, M={base.codes.num_codebooks} " f"K={base.codes.codebook_size}",
+        )
   elif name == "sensitivity":
     keys = [_test("HR@10"), _test("NDCG@10")]
     summary = summarize(rows, keys)
     tables[name] = summary, markdown_table(summary, {k: heads[k] for k in keys}, percent=keys)
-    figures[name] = plots.sweep_plot(summary, _test("NDCG@10"), list(SWEEPS),
-                                     "sensitivity (student, test NDCG@10)")
+    figures[name] = plots.sweep_plot(
+        summary, _test("NDCG@10"), list(SWEEPS), "sensitivity (student, test NDCG@10)"
+    )
   else:
     raise ValueError(f"unknown grid {name!r}")
   os.makedirs(out_dir, exist_ok=True)
   for key, (summary, md) in tables.items():  # OUT_DIR/<table>.md and .json (the summary)
     with atomic.writing(os.path.join(out_dir, key + ".md")) as f:
       f.write(md + "\n")
-    atomic.write_json(os.path.join(out_dir, key + ".json"), list(summary), sort_keys=False,
-                      default=str)
+    atomic.write_json(
+        os.path.join(out_dir, key + ".json"), list(summary), sort_keys=False, default=str
+    )
   plt = plots.pyplot()
   for key, fig in figures.items():
     fig.savefig(os.path.join(out_dir, key + ".png"), dpi=120)

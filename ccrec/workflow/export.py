@@ -39,11 +39,15 @@ def workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
       with open(path) as f:
         found = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise WorkdirError(f"{path} is not valid JSON ({e}): rerun launch/evaluate.py "
-                         f"--workdir={workdir} to rewrite it") from e
+      raise WorkdirError(
+          f"{path} is not valid JSON ({e}): rerun launch/evaluate.py "
+          f"--workdir={workdir} to rewrite it"
+      ) from e
     if not isinstance(found, dict):
-      raise WorkdirError(f"{path} is not a JSON object: rerun launch/evaluate.py "
-                         f"--workdir={workdir} to rewrite it")
+      raise WorkdirError(
+          f"{path} is not a JSON object: rerun launch/evaluate.py "
+          f"--workdir={workdir} to rewrite it"
+      )
   else:
     log = os.path.join(workdir, workdir_lib.METRICS_FILE)
     if os.path.exists(log):
@@ -53,15 +57,17 @@ def workdir_metrics(workdir: str, model: str) -> dict[str, Any]:
         try:
           record = json.loads(line)
         except json.JSONDecodeError as e:
-          logging.warning("%s line %d is not valid JSON (an interrupted write?), skipped: %s",
-                          log, number, e)
+          logging.warning(
+              "%s line %d is not valid JSON (an interrupted write?), skipped: %s", log, number, e
+          )
           continue
         if not isinstance(record, dict):
           raise WorkdirError(f"{log} line {number} is not a JSON object: {line.strip()[:80]}")
         if record.get("stage") == "final":
           found = record
-  return {k: v for k, v in found.items()
-          if k.startswith(f"{model}/") and isinstance(v, (int, float))}
+  return {
+      k: v for k, v in found.items() if k.startswith(f"{model}/") and isinstance(v, (int, float))
+  }
 
 
 def _restore_model(workdir: str, model: str):
@@ -75,9 +81,16 @@ def _restore_model(workdir: str, model: str):
   return restored, spec, variables
 
 
-def export_workdir(workdir: str, output: str, *, model: str = "student",
-                   codebook_dtype: str = "float32", evaluate: bool = True, verify: bool = True,
-                   overwrite: bool = False) -> dict:
+def export_workdir(
+    workdir: str,
+    output: str,
+    *,
+    model: str = "student",
+    codebook_dtype: str = "float32",
+    evaluate: bool = True,
+    verify: bool = True,
+    overwrite: bool = False,
+) -> dict:
   """Exports the best checkpoint of `model` ('student' or 'teacher') of a trained workdir.
 
   evaluate: record the runtime's test metrics (metrics['runtime/test/...']).
@@ -89,31 +102,66 @@ def export_workdir(workdir: str, output: str, *, model: str = "student",
   data = restored.dataset
   prefixes = [np.asarray(p) for p in data.test.prefixes]
   test = (prefixes, np.asarray(data.test.targets)) if evaluate else None
-  extra = {"source": {"workdir": os.path.abspath(workdir), "model": model,
-                      "dataset": data.name, "num_items": int(data.num_items)}}
+  extra = {
+      "source": {
+          "workdir": os.path.abspath(workdir),
+          "model": model,
+          "dataset": data.name,
+          "num_items": int(data.num_items),
+      }
+  }
   manifest = export_lib.export_model(
-      output, spec, variables, codebook_dtype=codebook_dtype, item_counts=data.item_counts,
-      id_map=data.manifest.get("id_map") or {}, metrics=workdir_metrics(workdir, model),
-      test=test, extra=extra, overwrite=overwrite)
+      output,
+      spec,
+      variables,
+      codebook_dtype=codebook_dtype,
+      item_counts=data.item_counts,
+      id_map=data.manifest.get("id_map") or {},
+      metrics=workdir_metrics(workdir, model),
+      test=test,
+      extra=extra,
+      overwrite=overwrite,
+  )
   if verify:
     manifest["verification"] = export_lib.verify_bundle(
-        output, spec, prefixes, batch_size=restored.config.eval.batch_size)
+        output, spec, prefixes, batch_size=restored.config.eval.batch_size
+    )
   return manifest
 
 
-def export_workdir_file(workdir: str, output: str, *, fmt: str, model: str = "student",
-                        k: int = 20, batch: int | None = None, quantize: str | None = None,
-                        verify: bool = True, overwrite: bool = False) -> dict:
+def export_workdir_file(
+    workdir: str,
+    output: str,
+    *,
+    fmt: str,
+    model: str = "student",
+    k: int = 20,
+    batch: int | None = None,
+    quantize: str | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+) -> dict:
   """Exports the best checkpoint of `model` of a trained workdir as one LiteRT (`fmt`
   'litert') or ONNX ('onnx') model file, verified on the test sessions
   (`ccrec.serving.convert.export_file`), with the raw-id map beside it."""
   from ccrec.serving import convert  # the converters are the optional 'export' extra
+
   restored, spec, variables = _restore_model(workdir, model)
   data = restored.dataset
   sessions = [np.asarray(p) for p in data.test.prefixes] if verify else None
   raw_ids = export_lib.raw_id_array(data.manifest.get("id_map") or {}, data.num_items)
   source = {"workdir": os.path.abspath(workdir), "model": model, "dataset": data.name}
   return convert.export_file(
-      output, spec, variables, fmt=fmt, k=k, batch=batch, quantize=quantize, sessions=sessions,
-      raw_ids=raw_ids, overwrite=overwrite, extra={"source": source},
-      popular=popularity_ranking(data.item_counts)[:export_lib.POPULAR_SIZE])
+      output,
+      spec,
+      variables,
+      fmt=fmt,
+      k=k,
+      batch=batch,
+      quantize=quantize,
+      sessions=sessions,
+      raw_ids=raw_ids,
+      overwrite=overwrite,
+      extra={"source": source},
+      popular=popularity_ranking(data.item_counts)[: export_lib.POPULAR_SIZE],
+  )

@@ -45,28 +45,37 @@ def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
   c = ctx.config
   tx = ctx.optimizer()
   teacher0 = TrainState.create(init_variables(ctx.teacher, jax.random.key(0)), tx)
-  student0 = TrainState.create(pipeline.init_student(ctx, None), tx,
-                               ema_decay=c.student.ema_decay)
+  student0 = TrainState.create(pipeline.init_student(ctx, None), tx, ema_decay=c.student.ema_decay)
   out = pipeline.Trained()
   distill_dir = ctx.stage_dir("distill")
   if os.path.isdir(distill_dir) and Checkpointer(distill_dir).latest_step("best") is not None:
     heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
-    abstract = distill_lib.create_state(teacher0.variables(), student0.variables(), heads,
-                                        jax.random.key(0), c.data.max_len, tx,
-                                        student_ema_decay=c.student.ema_decay)
+    abstract = distill_lib.create_state(
+        teacher0.variables(),
+        student0.variables(),
+        heads,
+        jax.random.key(0),
+        c.data.max_len,
+        tx,
+        student_ema_decay=c.student.ema_decay,
+    )
     state, _ = Checkpointer(distill_dir).restore(ctx.place(abstract), "best")  # mesh layout
     out.teacher, out.student = state.teacher, state.student
     return out
-  for stage, attr, abstract in (("teacher", "teacher", teacher0),
-                                ("student_pretrain", "student", student0)):
+  for stage, attr, abstract in (
+      ("teacher", "teacher", teacher0),
+      ("student_pretrain", "student", student0),
+  ):
     path = ctx.stage_dir(stage)
     if os.path.isdir(path):
       restored = Checkpointer(path).restore(ctx.place(abstract), "best")
       if restored is not None:
         setattr(out, attr, restored[0])
   if out.teacher is None and out.student is None:
-    raise CheckpointError(f"no checkpoint found under {ctx.workdir} (looked in teacher/, "
-                          "student_pretrain/, distill/): train into this workdir first")
+    raise CheckpointError(
+        f"no checkpoint found under {ctx.workdir} (looked in teacher/, "
+        "student_pretrain/, distill/): train into this workdir first"
+    )
   return out
 
 
@@ -80,8 +89,11 @@ def restored_context(workdir: str) -> tuple[pipeline.Context, pipeline.Trained]:
 def restore(workdir: str) -> Restored:
   """The dataset and each trained model's spec and variables of `workdir`."""
   ctx, trained = restored_context(workdir)
-  models = {name: (getattr(ctx, name).spec, getattr(trained, name).variables())
-            for name in MODELS if getattr(trained, name) is not None}
+  models = {
+      name: (getattr(ctx, name).spec, getattr(trained, name).variables())
+      for name in MODELS
+      if getattr(trained, name) is not None
+  }
   return Restored(config=ctx.config, dataset=ctx.dataset, models=models)
 
 
@@ -94,8 +106,9 @@ def evaluate_workdir(workdir: str, splits=("valid", "test")) -> dict[str, Any]:
   return metrics
 
 
-def workdir_ranks(workdir: str, models: Sequence[str], split: str = "test"
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def workdir_ranks(
+    workdir: str, models: Sequence[str], split: str = "test"
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Per-example target ranks of models of `workdir` on `split`, from their best checkpoints.
 
   The workdir's dataset and checkpoints are loaded once for all `models` ('teacher',
@@ -114,8 +127,10 @@ def workdir_ranks(workdir: str, models: Sequence[str], split: str = "test"
   for model in models:
     state = getattr(trained, model)
     if state is None:
-      raise CheckpointError(f"{workdir} has no trained {model} checkpoint "
-                            f"(its config's stages: {list(ctx.config.stages)})")
+      raise CheckpointError(
+          f"{workdir} has no trained {model} checkpoint "
+          f"(its config's stages: {list(ctx.config.stages)})"
+      )
     evaluator = ctx.evaluator(model, *model_fns(getattr(ctx, model)))
     ranks[model] = evaluator.ranks(state.variables(), examples)
   return ranks, np.asarray(examples.targets)

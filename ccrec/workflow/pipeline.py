@@ -77,20 +77,31 @@ class Context:
     seed = c.seed + seed_offset
     batch_size = batch_size or c.train.batch_size
     if c.train.objective == "window":
-      return window_batches(self.dataset.train, batch_size, c.data.max_len,
-                            shuffle=True, seed=seed, epoch=epoch,
-                            stride=c.train.window_stride or None)
+      return window_batches(
+          self.dataset.train,
+          batch_size,
+          c.data.max_len,
+          shuffle=True,
+          seed=seed,
+          epoch=epoch,
+          stride=c.train.window_stride or None,
+      )
     if self._train_examples is None:
       self._train_examples = self.dataset.train_examples(c.data.max_len)
-    return prefix_batches(self._train_examples, batch_size, c.data.max_len,
-                          shuffle=True, seed=seed, epoch=epoch)
+    return prefix_batches(
+        self._train_examples, batch_size, c.data.max_len, shuffle=True, seed=seed, epoch=epoch
+    )
 
   def steps_per_epoch(self, batch_size: int | None = None) -> int:
     """Optimizer steps in one epoch of `batches` (sets the per-epoch learning-rate decay)."""
     c = self.config
-    return data_lib.steps_per_epoch(self.dataset.train, c.train.objective,
-                                    batch_size or c.train.batch_size, c.data.max_len,
-                                    c.train.window_stride or None)
+    return data_lib.steps_per_epoch(
+        self.dataset.train,
+        c.train.objective,
+        batch_size or c.train.batch_size,
+        c.data.max_len,
+        c.train.window_stride or None,
+    )
 
   def optimizer(self, batch_size: int | None = None):
     return make_optimizer(self.config.train, self.steps_per_epoch(batch_size))
@@ -101,14 +112,22 @@ class Context:
       return self._evaluators[name]
     c = self.config
     self._evaluators[name] = Evaluator(
-        name, encode, score, num_items=self.dataset.num_items, hot=self.hot,
-        batch_size=c.eval.batch_size, max_len=c.data.max_len, item_chunk=c.eval.item_chunk,
-        to_device=self.to_device)
+        name,
+        encode,
+        score,
+        num_items=self.dataset.num_items,
+        hot=self.hot,
+        batch_size=c.eval.batch_size,
+        max_len=c.data.max_len,
+        item_chunk=c.eval.item_chunk,
+        to_device=self.to_device,
+    )
     return self._evaluators[name]
 
 
-def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True
-                 ) -> Context:
+def make_context(
+    config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True
+) -> Context:
   # Everything that can reject the config or the data runs before the workdir is written,
   # so a bad value or dataset leaves no config.json behind to refuse the corrected command.
   config_lib.validate(config)
@@ -120,23 +139,37 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
     raise ValueError(
         f"config.data.hot_fraction: {config.data.hot_fraction} marks {int(hot.sum())} of the "
         f"{dataset.num_items} items as hot; the hot/cold split needs both (use a fraction in "
-        f"[1/{dataset.num_items}, 1 - 1/{dataset.num_items}])")
+        f"[1/{dataset.num_items}, 1 - 1/{dataset.num_items}])"
+    )
   teacher, student = build_models(config, dataset.num_items)
   # A mesh whenever there are several devices (or an item axis is asked for); every process
   # feeds its rows of each global batch through Context.to_device -> parallel.shard_batch.
   mesh = parallel.default_mesh(config.parallel.data, config.parallel.model)
   # distill.batch_size 0 (= train.batch_size) passes when train.batch_size does.
-  parallel.check_sizes({"train.batch_size": config.train.batch_size,
-                        "eval.batch_size": config.eval.batch_size,
-                        "distill.batch_size": config_lib.distill_batch_size(config)},
-                       mesh, dataset.num_items)
+  parallel.check_sizes(
+      {
+          "train.batch_size": config.train.batch_size,
+          "eval.batch_size": config.eval.batch_size,
+          "distill.batch_size": config_lib.distill_batch_size(config),
+      },
+      mesh,
+      dataset.num_items,
+  )
   logging.info("devices: %s", parallel.describe(mesh))
   if not saved:
     workdir_lib.save_config(workdir, config)
   workdir_lib.check_dataset(workdir, dataset)
-  return Context(config=config, workdir=workdir, dataset=dataset, hot=hot,
-                 teacher=teacher, student=student, key=jax.random.key(config.seed),
-                 writer=MetricWriter(os.path.join(workdir, workdir_lib.METRICS_FILE)), mesh=mesh)
+  return Context(
+      config=config,
+      workdir=workdir,
+      dataset=dataset,
+      hot=hot,
+      teacher=teacher,
+      student=student,
+      key=jax.random.key(config.seed),
+      writer=MetricWriter(os.path.join(workdir, workdir_lib.METRICS_FILE)),
+      mesh=mesh,
+  )
 
 
 # ---------------------------------------------------------------------------- encode/score fns
@@ -144,10 +177,13 @@ def make_context(config: ml_collections.ConfigDict, workdir: str, *, check_workd
 
 def mixed_fns(teacher: SessionRecommender, student: SessionRecommender, eta: float):
   """The student on its mixup table (NOT compressed: it needs the teacher's table)."""
+
   def table(v):
     t_vars, s_vars = v
-    return distill_lib.mixup_table(teacher.apply(t_vars, method="table"),
-                                   student.apply(s_vars, method="table"), eta)
+    return distill_lib.mixup_table(
+        teacher.apply(t_vars, method="table"), student.apply(s_vars, method="table"), eta
+    )
+
   encode = lambda v, items: student.apply(v[1], items, table=table(v))["session"]
   score = lambda v, s, ids: student.apply(v[1], s, ids, table=table(v), method="score")
   return encode, score
@@ -164,44 +200,73 @@ def train_teacher(ctx: Context) -> TrainState:
   c = ctx.config
   key = jax.random.fold_in(ctx.key, 0)
   tx = ctx.optimizer()  # one object: both traces of the sharded init see the same
-  state = ctx.place(parallel.create_sharded(  # an item table split over 'model' is born split
-      lambda k: TrainState.create(init_variables(ctx.teacher, k), tx), ctx.mesh,
-      jax.random.fold_in(key, 0)))
-  step = teacher_lib.make_train_step(ctx.teacher, c.train.objective,
-                                     label_smoothing=c.train.label_smoothing,
-                                     rdrop=c.train.rdrop, rdrop_detach=c.train.rdrop_detach,
-                                     fused_chunk=c.train.fused_chunk,
-                                     sampler=sampled.from_config(c.train, ctx.dataset.item_counts))
+  state = ctx.place(
+      parallel.create_sharded(  # an item table split over 'model' is born split
+          lambda k: TrainState.create(init_variables(ctx.teacher, k), tx),
+          ctx.mesh,
+          jax.random.fold_in(key, 0),
+      )
+  )
+  step = teacher_lib.make_train_step(
+      ctx.teacher,
+      c.train.objective,
+      label_smoothing=c.train.label_smoothing,
+      rdrop=c.train.rdrop,
+      rdrop_detach=c.train.rdrop_detach,
+      fused_chunk=c.train.fused_chunk,
+      sampler=sampled.from_config(c.train, ctx.dataset.item_counts),
+  )
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
-  result = fit(stage="teacher", state=state, train_step=step, batches=ctx.batches,
-               evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
-               select=f"teacher/valid/{_select(c)}", checkpointer=Checkpointer(
-                   ctx.stage_dir("teacher")), writer=ctx.writer, key=jax.random.fold_in(key, 1),
-               epochs=c.train.epochs, patience=c.train.patience, log_every=c.train.log_every,
-               to_device=ctx.to_device)
+  result = fit(
+      stage="teacher",
+      state=state,
+      train_step=step,
+      batches=ctx.batches,
+      evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
+      select=f"teacher/valid/{_select(c)}",
+      checkpointer=Checkpointer(ctx.stage_dir("teacher")),
+      writer=ctx.writer,
+      key=jax.random.fold_in(key, 1),
+      epochs=c.train.epochs,
+      patience=c.train.patience,
+      log_every=c.train.log_every,
+      to_device=ctx.to_device,
+  )
   return result.state
 
 
 def learn_codes(ctx: Context, teacher_state: TrainState) -> dict[str, np.ndarray]:
   """Stage 'codes' (`codes_stage.learn_codes`) on the teacher's table; a rerun reads them back."""
   c = ctx.config
-  saved = codes_stage.read_codes(ctx.stage_dir("codes"), ctx.dataset.num_items,
-                                 c.codes.num_codebooks, c.codes.codebook_size, c.model.d)
+  saved = codes_stage.read_codes(
+      ctx.stage_dir("codes"),
+      ctx.dataset.num_items,
+      c.codes.num_codebooks,
+      c.codes.codebook_size,
+      c.model.d,
+  )
   if saved is not None:
     return saved
   # Gathered from every process when the table is split across hosts; each
   # process then learns the same codes (same table, same seed), process 0 writes.
   table = parallel.to_host(ctx.teacher.apply(teacher_state.variables(), method="table"))
-  return codes_stage.learn_codes(ctx.stage_dir("codes"), table, ctx.dataset.item_counts,
-                                 c.codes, seed=c.seed,
-                                 evaluate=teacher_on_table(ctx, teacher_state), writer=ctx.writer)
+  return codes_stage.learn_codes(
+      ctx.stage_dir("codes"),
+      table,
+      ctx.dataset.item_counts,
+      c.codes,
+      seed=c.seed,
+      evaluate=teacher_on_table(ctx, teacher_state),
+      writer=ctx.writer,
+  )
 
 
 def teacher_on_table(ctx: Context, teacher_state: TrainState) -> codes_stage.EvaluateFn:
   """table [V+1, d] -> the teacher's validation metrics with its item table replaced by it."""
   evaluator = ctx.evaluator("teacher", *model_fns(ctx.teacher))
-  return lambda table: evaluator.evaluate(with_item_table(teacher_state.variables(), table),
-                                          "valid", ctx.dataset.valid)
+  return lambda table: evaluator.evaluate(
+      with_item_table(teacher_state.variables(), table), "valid", ctx.dataset.valid
+  )
 
 
 def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
@@ -212,8 +277,10 @@ def init_student(ctx: Context, codes: dict[str, np.ndarray] | None) -> dict:
   try:
     return set_codes(variables, codes["codes"], codes["codebooks"])
   except ValueError as e:
-    raise ValueError(f"the learned codes in {ctx.stage_dir('codes')} do not fit the student "
-                     f"(did config.codes change since the codes stage ran?): {e}") from e
+    raise ValueError(
+        f"the learned codes in {ctx.stage_dir('codes')} do not fit the student "
+        f"(did config.codes change since the codes stage ran?): {e}"
+    ) from e
 
 
 def warm_start(student_vars: dict, teacher_state: TrainState) -> dict:
@@ -234,51 +301,83 @@ def pretrain_student(ctx: Context, teacher_state: TrainState, codes) -> TrainSta
   variables = init_student(ctx, codes)
   if c.student.init_from_teacher:
     variables = warm_start(variables, teacher_state)
-  state = ctx.place(TrainState.create(variables, ctx.optimizer(),
-                                      ema_decay=c.student.ema_decay))
+  state = ctx.place(TrainState.create(variables, ctx.optimizer(), ema_decay=c.student.ema_decay))
   teacher_table = ctx.teacher.apply(teacher_state.variables(), method="table")
-  step = distill_lib.make_pretrain_step(ctx.student, c.train.objective, mixup=c.student.mixup,
-                                        eta=c.student.eta, mse_weight=c.student.mse_weight,
-                                        eta_decay_steps=c.student.eta_decay_epochs
-                                        * ctx.steps_per_epoch(),
-                                        label_smoothing=c.train.label_smoothing,
-                                        rdrop=c.student.rdrop, fused_chunk=c.train.fused_chunk,
-                                        sampler=sampled.from_config(c.train,
-                                                                    ctx.dataset.item_counts))
+  step = distill_lib.make_pretrain_step(
+      ctx.student,
+      c.train.objective,
+      mixup=c.student.mixup,
+      eta=c.student.eta,
+      mse_weight=c.student.mse_weight,
+      eta_decay_steps=c.student.eta_decay_epochs * ctx.steps_per_epoch(),
+      label_smoothing=c.train.label_smoothing,
+      rdrop=c.student.rdrop,
+      fused_chunk=c.train.fused_chunk,
+      sampler=sampled.from_config(c.train, ctx.dataset.item_counts),
+  )
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
-  result = fit(stage="student_pretrain", state=state,
-               train_step=lambda s, b, k: step(s, teacher_table, b, k),
-               batches=lambda e: ctx.batches(e, seed_offset=1),
-               evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
-               select=f"student/valid/{_select(c)}",
-               checkpointer=Checkpointer(ctx.stage_dir("student_pretrain")), writer=ctx.writer,
-               key=jax.random.fold_in(ctx.key, 3), epochs=c.student.pretrain_epochs,
-               patience=c.train.patience, log_every=c.train.log_every, to_device=ctx.to_device)
+  result = fit(
+      stage="student_pretrain",
+      state=state,
+      train_step=lambda s, b, k: step(s, teacher_table, b, k),
+      batches=lambda e: ctx.batches(e, seed_offset=1),
+      evaluate=lambda s: evaluator.evaluate(s.variables(), "valid", ctx.dataset.valid),
+      select=f"student/valid/{_select(c)}",
+      checkpointer=Checkpointer(ctx.stage_dir("student_pretrain")),
+      writer=ctx.writer,
+      key=jax.random.fold_in(ctx.key, 3),
+      epochs=c.student.pretrain_epochs,
+      patience=c.train.patience,
+      log_every=c.train.log_every,
+      to_device=ctx.to_device,
+  )
   return result.state
 
 
-def distill(ctx: Context, teacher_state: TrainState, student_state: TrainState
-            ) -> distill_lib.DistillState:
+def distill(
+    ctx: Context, teacher_state: TrainState, student_state: TrainState
+) -> distill_lib.DistillState:
   c = ctx.config
   batch_size = config_lib.distill_batch_size(c)
   heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
-  state = ctx.place(distill_lib.create_state(
-      teacher_state.variables(), student_state.variables(), heads, jax.random.fold_in(ctx.key, 4),
-      c.data.max_len, ctx.optimizer(batch_size), student_ema_decay=c.student.ema_decay))
-  step = distill_lib.make_distill_step(ctx.teacher, ctx.student, heads, ctx.hot, c.distill,
-                                       c.student, c.train.objective,
-                                       label_smoothing=c.train.label_smoothing,
-                                       sampler=sampled.from_config(c.train,
-                                                                   ctx.dataset.item_counts))
+  state = ctx.place(
+      distill_lib.create_state(
+          teacher_state.variables(),
+          student_state.variables(),
+          heads,
+          jax.random.fold_in(ctx.key, 4),
+          c.data.max_len,
+          ctx.optimizer(batch_size),
+          student_ema_decay=c.student.ema_decay,
+      )
+  )
+  step = distill_lib.make_distill_step(
+      ctx.teacher,
+      ctx.student,
+      heads,
+      ctx.hot,
+      c.distill,
+      c.student,
+      c.train.objective,
+      label_smoothing=c.train.label_smoothing,
+      sampler=sampled.from_config(c.train, ctx.dataset.item_counts),
+  )
   evaluator = ctx.evaluator("student", *model_fns(ctx.student))
-  result = fit(stage="distill", state=state, train_step=step,
-               batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),
-               evaluate=lambda s: evaluator.evaluate(s.student.variables(), "valid",
-                                                     ctx.dataset.valid),
-               select=f"student/valid/{_select(c)}",
-               checkpointer=Checkpointer(ctx.stage_dir("distill")), writer=ctx.writer,
-               key=jax.random.fold_in(ctx.key, 5), epochs=c.distill.epochs,
-               patience=c.train.patience, log_every=c.train.log_every, to_device=ctx.to_device)
+  result = fit(
+      stage="distill",
+      state=state,
+      train_step=step,
+      batches=lambda e: ctx.batches(e, seed_offset=2, batch_size=batch_size),
+      evaluate=lambda s: evaluator.evaluate(s.student.variables(), "valid", ctx.dataset.valid),
+      select=f"student/valid/{_select(c)}",
+      checkpointer=Checkpointer(ctx.stage_dir("distill")),
+      writer=ctx.writer,
+      key=jax.random.fold_in(ctx.key, 5),
+      epochs=c.distill.epochs,
+      patience=c.train.patience,
+      log_every=c.train.log_every,
+      to_device=ctx.to_device,
+  )
   return result.state
 
 
@@ -313,25 +412,33 @@ def report(ctx: Context, trained: Trained, splits=("valid", "test")) -> dict[str
   metrics: dict[str, Any] = {}
   jobs = []
   if trained.teacher is not None:
-    jobs.append((ctx.evaluator("teacher", *model_fns(ctx.teacher)),
-                 trained.teacher.variables()))
+    jobs.append((ctx.evaluator("teacher", *model_fns(ctx.teacher)), trained.teacher.variables()))
   if trained.student is not None:
-    jobs.append((ctx.evaluator("student", *model_fns(ctx.student)),
-                 trained.student.variables()))
+    jobs.append((ctx.evaluator("student", *model_fns(ctx.student)), trained.student.variables()))
     # The mixup table is only meaningful at a constant eta (a falling eta ends at the composite).
-    if (trained.teacher is not None and ctx.config.student.mixup
-        and not ctx.config.student.eta_decay_epochs):
-      jobs.append((ctx.evaluator("student_mixed", *mixed_fns(ctx.teacher, ctx.student,
-                                                             ctx.config.student.eta)),
-                   (trained.teacher.variables(), trained.student.variables())))
+    if (
+        trained.teacher is not None
+        and ctx.config.student.mixup
+        and not ctx.config.student.eta_decay_epochs
+    ):
+      jobs.append(
+          (
+              ctx.evaluator(
+                  "student_mixed", *mixed_fns(ctx.teacher, ctx.student, ctx.config.student.eta)
+              ),
+              (trained.teacher.variables(), trained.student.variables()),
+          )
+      )
   for evaluator, variables in jobs:
     for split in splits:
       metrics.update(evaluator.evaluate(variables, split, data[split]))
   if trained.student is not None:
     metrics.update(compression_figures(ctx))
   if "student_mixed/test/NDCG@10" in metrics:
-    metrics["student_mixed/note"] = ("mixup table eta*teacher + (1-eta)*composite: NOT "
-                                     "compressed, for comparison with the reference code")
+    metrics["student_mixed/note"] = (
+        "mixup table eta*teacher + (1-eta)*composite: NOT "
+        "compressed, for comparison with the reference code"
+    )
   return metrics
 
 
@@ -346,9 +453,18 @@ def compression_figures(ctx: Context) -> dict[str, float]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config.stages in `workdir` and returns the final metrics (also logged)."""
   ctx = make_context(config, workdir)
-  logging.info("dataset %s: %s", ctx.dataset.name, ", ".join(
-      f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int)
-      else f"{k} {v}" for k, v in ctx.dataset.statistics().items()))
+  logging.info(
+      "dataset %s: %s",
+      ctx.dataset.name,
+      ", ".join(
+          f"{k} {v:,.4g}"
+          if isinstance(v, float)
+          else f"{k} {v:,}"
+          if isinstance(v, int)
+          else f"{k} {v}"
+          for k, v in ctx.dataset.statistics().items()
+      ),
+  )
   metrics = report(ctx, train(ctx))
   ctx.writer.write("final", 0, metrics)
   return metrics

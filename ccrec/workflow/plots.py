@@ -17,9 +17,11 @@ def pyplot():
   # Imported here: matplotlib is needed for figures only, and its backend must be chosen
   # before pyplot is imported.
   import matplotlib
+
   if not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # after the backend (see above)
+
   return plt
 
 
@@ -42,14 +44,21 @@ def bar_chart(summary: Sequence[dict], keys: Sequence[str], title: str = ""):
   width = 0.8 / len(keys)
   x = np.arange(len(summary))
   for i, k in enumerate(keys):
-    ax.bar(x + (i - (len(keys) - 1) / 2) * width, [100 * e[f"{k}/mean"] for e in summary],
-           width, yerr=[_sd(e, k) for e in summary], capsize=3, label=k.split("/")[-1])
+    ax.bar(
+        x + (i - (len(keys) - 1) / 2) * width,
+        [100 * e[f"{k}/mean"] for e in summary],
+        width,
+        yerr=[_sd(e, k) for e in summary],
+        capsize=3,
+        label=k.split("/")[-1],
+    )
   ax.set_xticks(x, [e["variant"] for e in summary])
   return _finish(fig, ax, "", "%", title)
 
 
-def size_curve(summary: Sequence[dict], key: str, references: Mapping[str, dict] | None = None,
-               title: str = ""):
+def size_curve(
+    summary: Sequence[dict], key: str, references: Mapping[str, dict] | None = None, title: str = ""
+):
   """Accuracy vs compressed size (bytes, log x), one line per K. `references`: name ->
   summary entry, drawn as a point if it has a compressed size (TT), else a line (teacher)."""
   plt = pyplot()
@@ -60,8 +69,12 @@ def size_curve(summary: Sequence[dict], key: str, references: Mapping[str, dict]
     by_k.setdefault(e["overrides"]["codes.codebook_size"], []).append(e)
   for k, entries in sorted(by_k.items()):
     entries = sorted(entries, key=lambda e: e[size])
-    ax.plot([e[size] for e in entries], [100 * e[f"{key}/mean"] for e in entries], "o-",
-            label=f"codes K={k}")
+    ax.plot(
+        [e[size] for e in entries],
+        [100 * e[f"{key}/mean"] for e in entries],
+        "o-",
+        label=f"codes K={k}",
+    )
     for e in entries:
       ax.annotate(f"M={e['overrides']['codes.num_codebooks']}", (e[size], 100 * e[f"{key}/mean"]))
   for name, e in (references or {}).items():
@@ -70,8 +83,9 @@ def size_curve(summary: Sequence[dict], key: str, references: Mapping[str, dict]
     else:
       ax.axhline(100 * e[f"{key}/mean"], ls="--", color="gray", label=name)
   ax.set_xscale("log")
-  return _finish(fig, ax, "compressed item representation (bytes)",
-                 key.split("/")[-1] + " (%)", title)
+  return _finish(
+      fig, ax, "compressed item representation (bytes)", key.split("/")[-1] + " (%)", title
+  )
 
 
 def usage_heatmap(workdir: str, title: str = ""):
@@ -85,15 +99,19 @@ def usage_heatmap(workdir: str, title: str = ""):
   return _finish(fig, ax, "codeword k", "codebook m", title, legend=False)
 
 
-def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: str = "",
-               min_span: float = 1.0):
+def sweep_plot(
+    summary: Sequence[dict], key: str, fields: Sequence[str], title: str = "", min_span: float = 1.0
+):
   """One panel per swept field: mean ± sd of `key` against the field's value. Every panel's
   y axis spans at least `min_span` points, so that gaps within seed noise do not look steep."""
   plt = pyplot()
   fig, axes = plt.subplots(1, len(fields), figsize=(3.3 * len(fields), 3.0), squeeze=False)
   for ax, field in zip(axes[0], fields):
-    pts = sorted((e["overrides"][field], 100 * e[f"{key}/mean"], _sd(e, key))
-                 for e in summary if field in e["overrides"])
+    pts = sorted(
+        (e["overrides"][field], 100 * e[f"{key}/mean"], _sd(e, key))
+        for e in summary
+        if field in e["overrides"]
+    )
     if pts:
       xs, ys, sds = zip(*pts)
       ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3)
@@ -106,8 +124,14 @@ def sweep_plot(summary: Sequence[dict], key: str, fields: Sequence[str], title: 
     if hi - lo < min_span:
       mid = (lo + hi) / 2
       ax.set_ylim(mid - min_span / 2, mid + min_span / 2)
-    _finish(fig, ax, field.split(".")[-1], key.split("/")[-1] + " (%)", "",
-            legend=field == "student.eta" and len(ax.get_lines()) > 1)
+    _finish(
+        fig,
+        ax,
+        field.split(".")[-1],
+        key.split("/")[-1] + " (%)",
+        "",
+        legend=field == "student.eta" and len(ax.get_lines()) > 1,
+    )
   fig.suptitle(title)
   fig.tight_layout()
   return fig

@@ -63,8 +63,12 @@ def config_differences(saved: dict, now: dict) -> list[str]:
   value of it is a difference.
   """
   defaults = flatten(config_dict(config_lib.base_config()))
-  return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
-                and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
+  return sorted(
+      k
+      for k in set(saved) | set(now)
+      if saved.get(k) != now.get(k)
+      and not (k not in saved and k in defaults and now.get(k) == defaults[k])
+  )
 
 
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -79,7 +83,8 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
     shown = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
     raise WorkdirError(
         f"workdir {workdir} holds another experiment's config ({path}); differing fields: "
-        f"{shown}{' ...' if len(diff) > 8 else ''}. Use a new --workdir (nothing was changed).")
+        f"{shown}{' ...' if len(diff) > 8 else ''}. Use a new --workdir (nothing was changed)."
+    )
   return True
 
 
@@ -117,21 +122,25 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   base = config_lib.base_config()
   saved = read_config_json(workdir)
   try:
-    base.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in flatten(saved).items()})
+    base.update_from_flattened_dict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in flatten(saved).items()}
+    )
   except (KeyError, AttributeError, TypeError) as e:
-    raise WorkdirError(f"{os.path.join(workdir, CONFIG_FILE)} does not match the config "
-                       f"schema: {e}") from e
+    raise WorkdirError(
+        f"{os.path.join(workdir, CONFIG_FILE)} does not match the config " f"schema: {e}"
+    ) from e
   return config_lib.lock(base)
 
 
 def load_data(config: ml_collections.ConfigDict) -> SessionDataset:
   d = config.data
   if d.dataset == "synthetic":
-    return synthetic_dataset(d.synthetic_items, d.synthetic_sessions, seed=config.seed,
-                             max_len=d.max_len)
-  return load_dataset(d.dataset, protocol=d.protocol, max_len=d.max_len,
-                      data_dir=d.data_dir or None)
+    return synthetic_dataset(
+        d.synthetic_items, d.synthetic_sessions, seed=config.seed, max_len=d.max_len
+    )
+  return load_dataset(
+      d.dataset, protocol=d.protocol, max_len=d.max_len, data_dir=d.data_dir or None
+  )
 
 
 def fingerprint(dataset: SessionDataset) -> str:
@@ -152,24 +161,33 @@ def check_dataset(workdir: str, dataset: SessionDataset) -> None:
   rebuilt from other data with the same sizes is refused too.
   """
   path = os.path.join(workdir, DATASET_FILE)
-  mine = {"name": dataset.name, "num_items": int(dataset.num_items),
-          "train_sequences": int(len(dataset.train)), "valid": int(len(dataset.valid.targets)),
-          "test": int(len(dataset.test.targets)), "sha256": fingerprint(dataset)}
+  mine = {
+      "name": dataset.name,
+      "num_items": int(dataset.num_items),
+      "train_sequences": int(len(dataset.train)),
+      "valid": int(len(dataset.valid.targets)),
+      "test": int(len(dataset.test.targets)),
+      "sha256": fingerprint(dataset),
+  }
   if os.path.exists(path):
     try:
       with open(path) as f:
         saved = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise WorkdirError(f"{path} is not valid JSON ({e}): the workdir's dataset record is "
-                         "damaged; restore it or train into a new --workdir") from e
+      raise WorkdirError(
+          f"{path} is not valid JSON ({e}): the workdir's dataset record is "
+          "damaged; restore it or train into a new --workdir"
+      ) from e
     if not isinstance(saved, dict):
-      raise WorkdirError(f"{path} must hold a JSON object (the dataset record), got "
-                         f"{type(saved).__name__}")
+      raise WorkdirError(
+          f"{path} must hold a JSON object (the dataset record), got " f"{type(saved).__name__}"
+      )
     if saved != mine:
       diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
       shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
       raise WorkdirError(
           f"the dataset loaded now differs from the one this workdir was trained on ({path}); "
-          f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)")
+          f"differing: {shown}. Its checkpoints do not fit it (nothing was changed)"
+      )
     return
   _write_json(path, mine)
