@@ -5,7 +5,7 @@ side by side, for the student (M=4 and M=3, K=256; int8), the teacher and TT.
   python launch/benchmark_export.py --catalogs=1682 --d=64 --repeats=5 --output=/tmp/b.md
 
 Needs `pip install -e '.[export]'`. Writes a markdown table (command, machine,
-versions, per-file times, sizes, peak memory, the issue's targets) and the raw
+versions, per-file times, sizes, peak memory, the targets) and the raw
 results as JSON. See ccrec/benchmarks/files.py. Every runtime runs with
 one thread; the V = 1,000,000 teacher needs several GB of memory and minutes to
 convert.

@@ -369,7 +369,7 @@ def _find(rows: list[dict], **match) -> dict | None:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-  """The issue's ratios for each case (LiteRT files, XNNPACK, one session), for the student
+  """The target ratios for each case (LiteRT files, XNNPACK, one session), for the student
   of the case's first (M, K)."""
   out = []
   for res in result["results"]:
@@ -434,7 +434,7 @@ def markdown(result: dict[str, Any], command: str = "") -> str:
       )
   lines += [
       "",
-      "Targets (LiteRT, XNNPACK, one session; the issue's are at V = 1,000,000, "
+      "Targets (LiteRT, XNNPACK, one session; targets at V = 1,000,000, "
       "d = 256, M = 4, K = 256: student file <= 1.1x its arrays, teacher / student bytes "
       ">= 80 (>= 150 with int8), teacher / student time >= 10):",
       "",

@@ -372,7 +372,7 @@ def _mb(x: float | None) -> str:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-  """The issue's targets for each 1M-item case with d=256, M=4, K=256 (one session, top-20)."""
+  """The targets for each 1M-item case with d=256, M=4, K=256 (one session, top-20)."""
   out = []
   for res in result["results"]:
     c = res["case"]
@@ -456,7 +456,7 @@ def markdown(result: dict[str, Any], command: str = "") -> str:
       )
   lines += [
       "",
-      "Targets (one session, top-20; the issue's headline case is V=1,000,000, "
+      "Targets (one session, top-20; the headline case is V=1,000,000, "
       "d=256, M=4, K=256: teacher/student >= 10, tt_rebuild/student >= 8, bytes >= 50; "
       "student within 5x of the floor):",
       "",
