@@ -10,7 +10,8 @@ targets + 8,192 popularity draws per step, log-Q corrected; ccrec/ops/sampled.py
 evaluation scores the catalog 65,536 items at a time; the code learner's early-stopping
 checks scan a fixed sample of 65,536 items (the whole table would cost as much as 4,000
 training steps per check), the best check's codes are then computed over every item. On
-several devices --config.parallel.model splits the item table (V + 1 = 10^6 rows: 2, 4, 8, ... 64 ways).
+several devices --config.parallel.model splits the item table (V + 1 = 10^6 rows: 2, 4,
+8, ... 64 ways).
 """
 
 from ccrec import config as config_lib
