@@ -81,6 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.codes.eval_every = 200  # steps between full-table reconstruction checks
   c.codes.patience = 10  # checks without relative improvement > tolerance before stopping
   c.codes.tolerance = 1e-3  # relative improvement that counts
+  # >0: the checks scan a fixed sample of this many items, not the whole table (large catalogs)
+  c.codes.check_items = 0
   c.codes.refit = True  # least-squares codebooks for the frozen codes (never worse; exact)
   c.codes.refine_iterations = 20  # alternating code/codebook refinement after learning (0 = off)
   c.codes.unique = True  # move items that share a full code to the nearest free code (then refit)
@@ -231,6 +233,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for f in ("batch_size", "max_steps", "eval_every", "patience"):
     need(c.codes[f] >= 1, f"codes.{f}", "must be >= 1")
   need(c.codes.tolerance >= 0, "codes.tolerance", "must be >= 0")
+  need(c.codes.get("check_items", 0) >= 0, "codes.check_items", "must be >= 0 (0 = every item)")
   need(
       0 <= c.codes.weight_power < float("inf"),
       "codes.weight_power",

@@ -437,3 +437,24 @@ def test_weighted_code_learning_reconstructs_heavy_items_better():
 def test_bad_item_weights_are_refused(bad, match):
   with pytest.raises(ValueError, match=match):
     code_learning.learn_codes(_planted(), max_steps=10, seed=_key(5), item_weights=bad, **SETTINGS)
+
+
+def test_sampled_checks_keep_the_best_parameters_codes_over_the_whole_table():
+  from ccrec.train.code_refinement import weighted_mse
+
+  table = _planted()
+  kwargs = dict(max_steps=300, patience=100, seed=_key(4), **SETTINGS)
+  full = code_learning.learn_codes(table, **kwargs)
+  # A sample of every item is the whole table: the same run.
+  same = code_learning.learn_codes(table, check_items=len(table) - 1, **kwargs)
+  np.testing.assert_array_equal(same.codes, full.codes)
+  assert same.history == full.history
+  part = code_learning.learn_codes(table, check_items=50, **kwargs)
+  assert part.codes.shape == full.codes.shape and not part.codes[0].any()
+  assert len(part.history) == len(full.history)
+  # The report's mse is the returned codes' over every item, through the returned codebooks.
+  assert part.report["mse"] == pytest.approx(
+      weighted_mse(table, part.codes, part.codebooks), rel=1e-4
+  )
+  with pytest.raises(ValueError, match="check_items"):
+    code_learning.learn_codes(table, check_items=-1, **kwargs)

@@ -44,6 +44,7 @@ def test_each_synthetic_config_changes_only_what_it_says():
       "train.loss": "sampled",
       "train.num_negatives": 8192,
       "eval.item_chunk": 65_536,
+      "codes.check_items": 65_536,
   }
   c = _load("synthetic_40k.py")
   assert (c.codes.num_codebooks, c.codes.codebook_size, c.data.protocol) == (4, 32, "session")

@@ -226,6 +226,7 @@ def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str
       tolerance=c.tolerance,
       seed=0,
       item_weights=weights,
+      check_items=c.get("check_items", 0),
   )
   codes, books = result.codes, result.codebooks
   seconds["gumbel"] = time.perf_counter() - t0

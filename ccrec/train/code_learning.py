@@ -40,7 +40,8 @@ class CodeResult:
   codes: [V+1, M] uint8/uint16, row 0 (padding) = 0.
   codebooks: float32 [M, K, d], to initialise the student's codebooks.
   history: full-table reconstruction loss (1/V) sum_v ||e_v - X_v||^2 of the
-    argmax codes, one value per check (every `eval_every` steps).
+    argmax codes, one value per check (every `eval_every` steps; over the checks'
+    sample of items with check_items > 0).
   report: `code_report` of the codes plus mse (best check, the returned
     codes'), relative_mse (mse / table_variance), table_variance
     ((1/V) sum_v ||X_v - mean||^2), steps, best_step, stopped_early.
@@ -209,6 +210,7 @@ def learn_codes(
     tolerance: float = 1e-3,
     seed: int | jax.Array = 0,
     item_weights: np.ndarray | None = None,
+    check_items: int = 0,
     on_check: Callable[[int, float], None] | None = None,
 ) -> CodeResult:
   """Learns codes for the rows 1..V of `table` (row 0, padding, is left out).
@@ -224,6 +226,11 @@ def learn_codes(
     item_weights: None, or [V+1] item weights (row 0 ignored; e.g.
       `code_refinement.popularity_weights`): batches draw items in proportion to them and the
       checks (history, report mse) are the weighted mean (1/sum w) sum_v w_v ||e_v - X_v||^2.
+    check_items: 0 (every check scans the whole table) or the size of a fixed, seeded
+      sample of items the checks (history, early stopping) scan instead; the codes of the
+      best check's parameters are then computed once over the whole table at the end, and
+      the report's mse is theirs. On a large catalog each check otherwise costs as much
+      as V / batch_size training steps.
     on_check: called as on_check(step, loss) after every check (progress reporting).
 
   Returns:
@@ -235,6 +242,8 @@ def learn_codes(
     raise ValueError("the table has no item rows (row 0 is padding)")
   if min(max_steps, eval_every, patience) < 1:
     raise ValueError("max_steps, eval_every and patience must be >= 1")
+  if check_items < 0:
+    raise ValueError(f"check_items must be >= 0 (0 = the whole table), got {check_items}")
   w = check_item_weights(item_weights, num_items)  # before anything compiles
   static = {
       "num_codebooks": num_codebooks,
@@ -250,8 +259,19 @@ def learn_codes(
   # One copy of the table on the device, in the chunks the checks scan (memory O(V * d) plus
   # O(_EVAL_CHUNK * M * K) per check, never [V, M, K]); the batches are drawn from it too.
   chunks, weights = (jnp.asarray(a) for a in _chunked(x, min(_EVAL_CHUNK, num_items), w))
+  sampled_checks = 0 < check_items < num_items
+  if sampled_checks:
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    sample = np.sort(rng.choice(num_items, check_items, replace=False))
+    ws = None if w is None else w[sample]
+    check_chunks, check_weights = (
+        jnp.asarray(a) for a in _chunked(x[sample], min(_EVAL_CHUNK, check_items), ws)
+    )
+    check_weight = check_items if ws is None else float(ws.sum())
+  else:
+    check_chunks, check_weights, check_weight = chunks, weights, total_weight
 
-  best = (math.inf, None, None, 0)  # loss, codes, codebooks, step
+  best = (math.inf, None, None, 0)  # loss, codes (or params), codebooks, step
   history: list[float] = []
   step, bad = 0, 0
   while step < max_steps and bad < patience:
@@ -270,8 +290,8 @@ def learn_codes(
         **static,
     )
     step += num_steps
-    total, codes = _check(params, chunks, weights, **static)
-    loss = float(total) / total_weight
+    total, codes = _check(params, check_chunks, check_weights, **static)
+    loss = float(total) / check_weight
     if not math.isfinite(loss):
       raise FloatingPointError(f"code learning: reconstruction loss is {loss} at step {step}")
     history.append(loss)
@@ -279,12 +299,16 @@ def learn_codes(
       on_check(step, loss)
     if best[1] is None or loss < best[0] * (1.0 - tolerance):
       # Host copies: the next step donates (overwrites) the device buffers.
-      best = (loss, np.asarray(codes), np.asarray(params["codebooks"]), step)
+      kept = jax.tree.map(np.asarray, params) if sampled_checks else np.asarray(codes)
+      best = (loss, kept, np.asarray(params["codebooks"]), step)
       bad = 0
     else:
       bad += 1
 
   loss, codes, codebooks, best_step = best
+  if sampled_checks:  # the best parameters' codes over the whole table, and their mse
+    total, codes = _check(codes, chunks, weights, **static)
+    codes, loss = np.asarray(codes), float(total) / total_weight
   out = np.zeros((num_items + 1, num_codebooks), code_dtype(codebook_size))
   out[1:] = codes[:num_items]
   mean = x.mean(0, dtype=np.float64).astype(np.float32)

@@ -123,6 +123,7 @@ def learn_codes(
         tolerance=c.tolerance,
         seed=seed,
         item_weights=weights,
+        check_items=c.get("check_items", 0),
         on_check=lambda step, loss: bar.update(step, f"mse {loss:.4g}, may stop early"),
     )
   codes, codebooks = result.codes, result.codebooks
