@@ -17,6 +17,9 @@ import ml_collections
 STAGES = ("teacher", "codes", "student_pretrain", "distill")
 
 
+ENCODERS = ("transformer", "gru4rec")  # model.encoder: ccrec/models/recommender.py
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 2020  # root of every random stream (init, dropout, gumbel, data order)
@@ -38,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.inner = 256  # feed-forward inner size
   c.model.dropout = 0.5  # hidden dropout
   c.model.attn_dropout = 0.5  # dropout on attention weights
+  c.model.encoder = "transformer"  # 'transformer' (SASRec) or 'gru4rec'
+  c.model.gru_hidden = 128  # GRU units per layer (encoder='gru4rec')
+  c.model.gru_layers = 1  # GRU layers (encoder='gru4rec')
   c.model.readout = "soft_attention"  # 'soft_attention' (the paper's) or 'last' (plain SASRec)
   # 'truncated_normal' | 'normal' | 'uniform' (paper: U(-0.1, 0.1))
   c.model.init = "truncated_normal"
@@ -173,6 +179,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.model.d % c.model.num_heads == 0, "model.d", "must be divisible by model.num_heads")
   for f in ("dropout", "attn_dropout"):
     need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
+  encoder = c.model.get("encoder", "transformer")
+  need(encoder in ENCODERS, "model.encoder", f"must be one of {ENCODERS}")
+  if encoder == "gru4rec":
+    for f in ("gru_hidden", "gru_layers"):
+      need(c.model.get(f, 1) >= 1, f"model.{f}", "must be >= 1")
   need(
       c.model.readout in ("soft_attention", "last"),
       "model.readout",

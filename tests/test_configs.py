@@ -36,6 +36,7 @@ def _flat(c, prefix=""):
     [
         ("tt.py", {"student.embedding": "tt"}),  # tt_rank 8 is the default
         ("teacher.py", {"stages": ("teacher",), "train.rdrop": 1.0, "train.fused_chunk": 128}),
+        ("gru4rec.py", {"model.encoder": "gru4rec", "model.dropout": 0.3}),  # readout 'last'
     ],
 )
 def test_configs_that_vary_the_main_config_differ_from_it_only_where_they_say(name, changed):

@@ -384,12 +384,14 @@ def test_popularity_weighted_codes_stage(full_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_teacher_beats_popularity_on_the_planted_data(tmp_path):
+@pytest.mark.parametrize("encoder", ["transformer", "gru4rec"])
+def test_tiny_teacher_beats_popularity_on_the_planted_data(tmp_path, encoder):
   """The synthetic sessions follow planted successors: a trained teacher must rank better
   than the items' popularity alone (the floor the data is built to leave behind)."""
   c = tiny(
       **{
           "stages": ("teacher",),
+          "model.encoder": encoder,
           "train.epochs": 20,
           "train.patience": 20,
           "train.learning_rate": 1e-2,

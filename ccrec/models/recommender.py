@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.embeddings import ItemTable, mask_padding_column
 from ccrec.models.encoder import SessionEncoder
+from ccrec.models.gru import GRUEncoder
 from ccrec.models.initializers import make_initializer
 from ccrec.models.readout import make_readout
 from ccrec.models.tt import TTEmbedding
@@ -35,6 +36,9 @@ class ModelSpec:
   dropout: float = 0.5
   attn_dropout: float = 0.5
   max_len: int = 50
+  encoder: str = "transformer"  # 'transformer' | 'gru4rec'
+  gru_hidden: int = 128  # (encoder='gru4rec')
+  gru_layers: int = 1  # (encoder='gru4rec')
   readout: str = "soft_attention"
   init: str = "truncated_normal"
   init_scale: float = 0.02
@@ -65,6 +69,26 @@ def _make_embedding(spec: ModelSpec, init) -> nn.Module:
   raise ValueError(f"model.embedding must be 'table', 'codes' or 'tt', got {spec.embedding!r}")
 
 
+def _make_encoder(spec: ModelSpec, init) -> nn.Module:
+  """The session encoder: item embeddings [B, L, d] + mask -> per-position states [B, L, d]."""
+  if spec.encoder == "transformer":
+    return SessionEncoder(
+        spec.d,
+        spec.num_blocks,
+        spec.num_heads,
+        spec.inner,
+        spec.dropout,
+        spec.attn_dropout,
+        spec.max_len,
+        init,
+        spec.layer_norm_eps,
+        name="encoder",
+    )
+  if spec.encoder == "gru4rec":
+    return GRUEncoder(spec.d, spec.gru_hidden, spec.gru_layers, spec.dropout, init, name="encoder")
+  raise ValueError(f"model.encoder must be 'transformer' or 'gru4rec', got {spec.encoder!r}")
+
+
 class SessionRecommender(nn.Module):
   """Scores every item as the next click of a left-aligned session."""
 
@@ -74,18 +98,7 @@ class SessionRecommender(nn.Module):
     s = self.spec
     init = make_initializer(s.init, s.init_scale)
     self.items = _make_embedding(s, init)
-    self.encoder = SessionEncoder(
-        s.d,
-        s.num_blocks,
-        s.num_heads,
-        s.inner,
-        s.dropout,
-        s.attn_dropout,
-        s.max_len,
-        init,
-        s.layer_norm_eps,
-        name="encoder",
-    )
+    self.encoder = _make_encoder(s, init)
     self.readout = make_readout(s.readout, s.d, init, name="readout")
 
   def __call__(

@@ -46,6 +46,11 @@ def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
   """The manifest's config for a model (spec) and its variables."""
+  if spec.encoder != "transformer":
+    raise ValueError(
+        f"the numpy bundle serves the transformer encoder only, not model.encoder="
+        f"{spec.encoder!r}"
+    )
   config = {
       "num_items": spec.num_items,
       "d": spec.d,

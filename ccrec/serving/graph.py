@@ -293,6 +293,11 @@ def serving_fn(
   """
   if not 1 <= k <= spec.num_items:
     raise ValueError(f"k must be in 1..num_items={spec.num_items}, got {k}")
+  if spec.encoder != "transformer":
+    raise ValueError(
+        f"exported model files serve the transformer encoder only, not "
+        f"model.encoder={spec.encoder!r}"
+    )
   arrays = graph_arrays(spec, variables, quantize)
   model = SessionRecommender(spec)
   num_items = spec.num_items
