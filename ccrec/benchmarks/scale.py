@@ -214,19 +214,7 @@ def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str
   seconds = {}
   t0 = time.perf_counter()
   result = code_learning.learn_codes(
-      table,
-      num_codebooks=c.num_codebooks,
-      codebook_size=c.codebook_size,
-      temperature=c.temperature,
-      learning_rate=c.learning_rate,
-      batch_size=c.batch_size,
-      max_steps=c.max_steps,
-      eval_every=c.eval_every,
-      patience=c.patience,
-      tolerance=c.tolerance,
-      seed=0,
-      item_weights=weights,
-      check_items=c.get("check_items", 0),
+      table, **code_learning.learner_options(c), seed=0, item_weights=weights
   )
   codes, books = result.codes, result.codebooks
   seconds["gumbel"] = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ccrec.config import ENCODERS
 from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.embeddings import ItemTable, mask_padding_column
 from ccrec.models.encoder import SessionEncoder
@@ -86,7 +87,7 @@ def _make_encoder(spec: ModelSpec, init) -> nn.Module:
     )
   if spec.encoder == "gru4rec":
     return GRUEncoder(spec.d, spec.gru_hidden, spec.gru_layers, spec.dropout, init, name="encoder")
-  raise ValueError(f"model.encoder must be 'transformer' or 'gru4rec', got {spec.encoder!r}")
+  raise ValueError(f"model.encoder must be one of {ENCODERS}, got {spec.encoder!r}")
 
 
 class SessionRecommender(nn.Module):

@@ -44,13 +44,17 @@ def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return q, scale
 
 
-def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
-  """The manifest's config for a model (spec) and its variables."""
+def require_transformer(spec: ModelSpec, what: str) -> None:
+  """Raises unless `spec`'s encoder is the transformer, the one encoder `what` serves."""
   if spec.encoder != "transformer":
     raise ValueError(
-        f"the numpy bundle serves the transformer encoder only, not model.encoder="
-        f"{spec.encoder!r}"
+        f"{what} serves the transformer encoder only, not model.encoder={spec.encoder!r}"
     )
+
+
+def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
+  """The manifest's config for a model (spec) and its variables."""
+  require_transformer(spec, "the numpy bundle")
   config = {
       "num_items": spec.num_items,
       "d": spec.d,

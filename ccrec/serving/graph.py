@@ -54,7 +54,7 @@ from ccrec.item_layout import code_dtype
 from ccrec.models.readout import h_at
 from ccrec.models.recommender import ModelSpec, SessionRecommender
 from ccrec.models.tt import TTEmbedding
-from ccrec.serving.export import quantize_codebooks
+from ccrec.serving.export import quantize_codebooks, require_transformer
 
 QUANTIZE = (None, "int8")
 SCALE = "_scale"  # graph_arrays: the scale of int8 array NAME is NAME + SCALE
@@ -293,11 +293,7 @@ def serving_fn(
   """
   if not 1 <= k <= spec.num_items:
     raise ValueError(f"k must be in 1..num_items={spec.num_items}, got {k}")
-  if spec.encoder != "transformer":
-    raise ValueError(
-        f"exported model files serve the transformer encoder only, not "
-        f"model.encoder={spec.encoder!r}"
-    )
+  require_transformer(spec, "an exported model file")
   arrays = graph_arrays(spec, variables, quantize)
   model = SessionRecommender(spec)
   num_items = spec.num_items

@@ -196,6 +196,23 @@ def _chunked(
   return padded.reshape(num_chunks, chunk, -1), weights.reshape(num_chunks, chunk)
 
 
+def learner_options(codes_config: Any) -> dict[str, Any]:
+  """`learn_codes`' settings from an experiment config's codes section (config.codes)."""
+  c = codes_config
+  return dict(
+      num_codebooks=c.num_codebooks,
+      codebook_size=c.codebook_size,
+      temperature=c.temperature,
+      learning_rate=c.learning_rate,
+      batch_size=c.batch_size,
+      max_steps=c.max_steps,
+      eval_every=c.eval_every,
+      patience=c.patience,
+      tolerance=c.tolerance,
+      check_items=c.get("check_items", 0),
+  )
+
+
 def learn_codes(
     table: np.ndarray,
     *,

@@ -112,18 +112,9 @@ def learn_codes(
   with console.Progress("[codes] Gumbel-softmax step", c.max_steps) as bar:
     result = code_learning.learn_codes(
         table,
-        num_codebooks=c.num_codebooks,
-        codebook_size=c.codebook_size,
-        temperature=c.temperature,
-        learning_rate=c.learning_rate,
-        batch_size=c.batch_size,
-        max_steps=c.max_steps,
-        eval_every=c.eval_every,
-        patience=c.patience,
-        tolerance=c.tolerance,
+        **code_learning.learner_options(c),
         seed=seed,
         item_weights=weights,
-        check_items=c.get("check_items", 0),
         on_check=lambda step, loss: bar.update(step, f"mse {loss:.4g}, may stop early"),
     )
   codes, codebooks = result.codes, result.codebooks
