@@ -286,7 +286,10 @@ def deduplicate_codes(
 
   The groups come from one sort of the codes (no pairwise comparison); the codes
   taken are a sorted array (those kept) plus a set (those given to moved items),
-  so memory is O(V * M) besides the inputs and the search is per moved item.
+  so memory is O(V * M) besides the inputs and the search is per moved item: its
+  distances come from the codebooks' Gram matrices (float64; the order of the
+  candidates is the exact one up to float rounding), the candidates are checked
+  cheapest first in blocks.
 
   Returns:
     (codes [V+1, M] of the input dtype, number of items still sharing a code:
@@ -312,56 +315,76 @@ def deduplicate_codes(
   movers = order[~keeps]
   taken: set[bytes] = set()  # codes given to moved items
 
-  def first_free(code: np.ndarray, changes: np.ndarray) -> np.ndarray | None:
-    """changes [N, P, 2] (codebook, codeword) in order of preference -> the first free code."""
-    rows = np.repeat(code[None], len(changes), axis=0)
-    for p in range(changes.shape[1]):
-      rows[np.arange(len(changes)), changes[:, p, 0]] = changes[:, p, 1]
-    keys = _row_keys(rows)
-    at = np.minimum(np.searchsorted(kept, keys), len(kept) - 1)
-    for i in np.flatnonzero(kept[at] != keys):
-      if keys[i].tobytes() not in taken:
-        return rows[i]
+  def first_free(code: np.ndarray, cost: np.ndarray, decode) -> np.ndarray | None:
+    """The free code of least `cost` (ties: the lower index) among the candidates; decode:
+    candidate indices [N] -> changes [N, P, 2] (codebook, codeword). The candidates are
+    looked at in blocks of the cheapest (a partial sort), as the first few are usually free."""
+    done, block = 0, 64
+    while done < len(cost):
+      hi = min(len(cost), done + block)
+      bound = np.partition(cost, hi - 1)[hi - 1]
+      idx = np.flatnonzero(cost <= bound)
+      idx = idx[np.lexsort((idx, cost[idx]))][done:]  # in order; those checked left out
+      changes = decode(idx)
+      rows = np.repeat(code[None], len(idx), axis=0)
+      for p in range(changes.shape[1]):
+        rows[np.arange(len(idx)), changes[:, p, 0]] = changes[:, p, 1]
+      keys = _row_keys(rows)
+      at = np.minimum(np.searchsorted(kept, keys), len(kept) - 1)
+      for i in np.flatnonzero(kept[at] != keys):
+        if keys[i].tobytes() not in taken:
+          return rows[i]
+      done += len(idx)
+      block *= 4
     return None
+
+  # Squared distances by expansion in float64, from the codebooks' Gram matrices (computed
+  # once): per moved item O(M^2 K^2 + M K d), never a [K, K, d] difference.
+  b64 = books.astype(np.float64)
+  norms = np.sum(np.square(b64), axis=2)  # [M, K]
+  gram = {(a, b): b64[a] @ b64[b].T for a in range(m) for b in range(a, m)}  # [K, K] each
+  singles = lambda idx: np.stack([idx // k, idx % k], axis=1)[:, None, :]
+  pairs = [(a, b) for a in range(m) for b in range(a + 1, m)]
+
+  def pair_changes(idx: np.ndarray) -> np.ndarray:
+    pair, rest = np.divmod(idx, k * k)
+    ab = np.asarray(pairs)[pair]
+    return np.stack(
+        [np.stack([ab[:, 0], rest // k], axis=1), np.stack([ab[:, 1], rest % k], axis=1)], axis=1
+    )  # [N, 2, 2]
 
   left = 0
   for item in movers:
     code = current[item]
     recon = _sum_codewords(books, code[None])[0]
-    residual = x[item].astype(np.float32) - recon  # target minus current reconstruction
-    # delta[j, c] = change of the squared error when codeword j is set to c alone
-    delta = np.stack(
-        [
-            np.sum(np.square(residual[None] - (books[j] - books[j][code[j]])), axis=1)
-            for j in range(m)
-        ]
-    )  # [M, K]
+    # target minus current reconstruction
+    r = (x[item].astype(np.float32) - recon).astype(np.float64)
+    r_dot = b64 @ r  # [M, K] <r, C_j[c]>
+    r_own = r_dot[np.arange(m), code]  # [M]
+    # <r, d_j[c]>, ||d_j[c]||^2 of the change d_j[c] = C_j[c] - C_j[code_j]
+    r_d = r_dot - r_own[:, None]
+    d_sq = np.stack([norms[j] - 2.0 * gram[j, j][:, code[j]] + norms[j, code[j]] for j in range(m)])
+    rr = float(r @ r)
+    # delta[j, c]: the squared error when codeword j is set to c alone
+    delta = rr - 2.0 * r_d + d_sq  # [M, K]
     delta[np.arange(m), code] = np.inf  # not a change
-    flat = np.argsort(delta, axis=None, kind="stable")[: m * (k - 1)]
-    changes = np.stack([flat // k, flat % k], axis=1)[:, None, :]  # [M(K-1), 1, 2]
-    chosen = first_free(code, changes)
+    chosen = first_free(code, delta.ravel(), singles)
     if chosen is None and m > 1:
-      costs, pairs = [], []
-      rows = max(1, (1 << 22) // max(1, k * books.shape[2]))  # codewords of a per step
-      for a in range(m):
-        for b in range(a + 1, m):
-          db = books[b] - books[b][code[b]]
-          cost = np.empty((k, k), np.float32)
-          for r in range(0, k, rows):
-            diff = (books[a][r : r + rows] - books[a][code[a]])[:, None, :] + db[None]
-            cost[r : r + rows] = np.sum(np.square(residual[None, None] - diff), axis=2)
-          cost[code[a], :] = np.inf
-          cost[:, code[b]] = np.inf
-          costs.append(cost.ravel())
-          pairs.append((a, b))
-      costs = np.concatenate(costs)
-      flat = np.argsort(costs, kind="stable")[: len(pairs) * (k - 1) ** 2]
-      pair, rest = np.divmod(flat, k * k)
-      ab = np.asarray(pairs)[pair]
-      changes = np.stack(
-          [np.stack([ab[:, 0], rest // k], axis=1), np.stack([ab[:, 1], rest % k], axis=1)], axis=1
-      )  # [N, 2, 2]
-      chosen = first_free(code, changes)
+      costs = []
+      for a, b in pairs:
+        g = gram[a, b]  # <d_a[ca], d_b[cb]> = G - G[:, cb0] - G[ca0, :] + G[ca0, cb0]
+        cross = g - g[:, code[b], None] - g[None, code[a], :] + g[code[a], code[b]]
+        cost = (
+            rr
+            - 2.0 * (r_d[a][:, None] + r_d[b][None, :])
+            + d_sq[a][:, None]
+            + d_sq[b][None, :]
+            + 2.0 * cross
+        )
+        cost[code[a], :] = np.inf
+        cost[:, code[b]] = np.inf
+        costs.append(cost.ravel())
+      chosen = first_free(code, np.concatenate(costs), pair_changes)
     if chosen is None:
       left += 1
       continue
