@@ -265,14 +265,39 @@ def test_exclude_seen_covers_items_beyond_max_len(bundles):
     assert got.ids.tolist() == want and len(want) == NUM_ITEMS - len(session)
 
 
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_pruned_top_k_equals_the_full_scan(bundles, exclude_seen):
+  _, _, path = bundles["codes"]
+  full = Recommender.load(path, id_space="dense")
+  pruned = Recommender.load(path, id_space="dense", pruned=True)
+  assert pruned.scorer.index is not None
+  manifest, arrays = bundle_lib.read_bundle(path)
+  codes = arrays["items/codes"][:, 1:]
+  assert len(np.unique(codes, axis=1).T) < NUM_ITEMS  # items sharing a code: tied scores
+  sessions = _sessions(np.random.default_rng(3), 40)
+  for k in (1, 5, 20, NUM_ITEMS - 2, NUM_ITEMS):
+    want = full.recommend_batch(sessions, k, exclude_seen=exclude_seen)
+    got = pruned.recommend_batch(sessions, k, exclude_seen=exclude_seen)
+    for a, b in zip(want, got, strict=True):
+      assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+    one = pruned.recommend(sessions[0], k, exclude_seen=exclude_seen)
+    assert np.array_equal(one.ids, want[0].ids)
+
+
+def test_pruned_needs_a_codes_bundle(bundles):
+  with pytest.raises(ValueError, match="pruned=True needs a codes bundle.*'table'"):
+    Recommender.load(bundles["table"][2], pruned=True)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
 @pytest.mark.parametrize("name", ["encoder/block_0/ff_in/kernel", "items/codebooks"])
-def test_non_finite_scores_raise(bundles, name):
+def test_non_finite_scores_raise(bundles, name, pruned):
   _, _, path = bundles["codes"]
   manifest, arrays = bundle_lib.read_bundle(path)
   arrays = dict(arrays)
   arrays[name] = arrays[name].copy()
   arrays[name].reshape(-1)[0] = np.nan  # built in memory: read_bundle's check is bypassed
-  rec = Recommender(manifest, arrays)
+  rec = Recommender(manifest, arrays, pruned=pruned)
   with pytest.raises(bundle_lib.BundleError, match="not finite"):
     rec.recommend([1, 2, 3], k=5)
   with pytest.raises(bundle_lib.BundleError, match="not finite"):

@@ -26,6 +26,10 @@ Sessions longer than max_len are encoded from their last max_len (known)
 items; exclude_seen excludes every item of the session.
 Scores that are not finite (a bundle with broken weights) raise BundleError,
 never an empty or NaN-ranked list.
+
+`pruned=True` (codes bundles): each session's top k comes from the exact pruned
+search of `ccrec.serving.pruned`, which skips the code groups that cannot enter the
+top k; the result is the full scan's, ties included.
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ import numpy as np
 
 from ccrec.serving import nn
 from ccrec.serving.bundle import BundleError, read_bundle
-from ccrec.serving.scoring import CodeScorer, TableScorer, TTScorer, top_k, top_k_columns
+from ccrec.serving.scoring import (
+    CodeScorer,
+    TableScorer,
+    TTScorer,
+    code_tables,
+    top_k,
+    top_k_columns,
+)
 
 
 class UnknownItemError(ValueError):
@@ -95,14 +106,17 @@ def dequantize_codebooks(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
   return q.astype(np.float32) * scale[..., None].astype(np.float32)
 
 
-def make_scorer(config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = False):
-  """The item scorer of a bundle's kind (CodeScorer, TableScorer or TTScorer)."""
+def make_scorer(
+    config: dict, arrays: dict[str, np.ndarray], tt_cache: bool = False, pruned: bool = False
+):
+  """The item scorer of a bundle's kind (CodeScorer, TableScorer or TTScorer); `pruned`
+  builds the codes scorer's pruned-search index (codes bundles only)."""
   kind = config["embedding"]
   if kind == "codes":
     books = arrays["items/codebooks"]
     if config["codebook_dtype"] == "int8":
       books = dequantize_codebooks(books, arrays["items/codebook_scale"])
-    return CodeScorer(arrays["items/codes"], books)
+    return CodeScorer(arrays["items/codes"], books, pruned=pruned)
   if kind == "table":
     return TableScorer(arrays["items/embedding"])
   cores = [arrays[f"items/core_{i}"] for i in range(len(config["tt"]["item_factors"]))]
@@ -118,6 +132,15 @@ def _check_finite(item_scores: np.ndarray) -> None:
         "weights are broken or overflow (read_bundle with verify=True names a "
         "non-finite array)"
     )
+
+
+def _check_finite_tables(tables: np.ndarray) -> None:
+  """The pruned search's check, on code tables [M, K] instead of item scores: every
+  score is a sum of one entry per codebook, so finite tables whose largest entries sum
+  below the float32 maximum give finite scores for every item."""
+  bound = np.abs(tables.astype(np.float64)).max(axis=1).sum()
+  if not np.isfinite(bound) or bound >= np.finfo(np.float32).max:
+    _check_finite(np.array([np.inf], np.float32))
 
 
 def _list_holds_bool(session: Any) -> bool:
@@ -138,6 +161,8 @@ class Recommender:
     on_empty: 'popular' (default) or 'error'.
     tt_cache: TT bundles only: build the full table once (fast, holds V*d floats)
       instead of rebuilding rows on every call.
+    pruned: codes bundles only: exact pruned top-k (module docstring); builds an index
+      of the codes at load.
   """
 
   def __init__(
@@ -149,6 +174,7 @@ class Recommender:
       on_unknown: str = "skip",
       on_empty: str = "popular",
       tt_cache: bool = False,
+      pruned: bool = False,
   ):
     if id_space not in ("raw", "dense"):
       raise ValueError(f"id_space must be 'raw' or 'dense', got {id_space!r}")
@@ -162,13 +188,15 @@ class Recommender:
     self.num_items = int(self.config["num_items"])
     self.max_len = int(self.config["max_len"])
     self.on_unknown, self.on_empty = on_unknown, on_empty
+    if pruned and self.kind != "codes":
+      raise ValueError(f"pruned=True needs a codes bundle; this bundle's items are {self.kind!r}")
     self.params = {
         n: np.asarray(a, np.float32)
         for n, a in arrays.items()
         if n.startswith(("encoder/", "readout/"))
     }
     try:
-      self.scorer = make_scorer(self.config, arrays, tt_cache)
+      self.scorer = make_scorer(self.config, arrays, tt_cache, pruned)
     except KeyError as e:
       raise BundleError(f"the bundle lacks array {e} of its kind {self.kind!r}") from e
     except ValueError as e:
@@ -270,6 +298,19 @@ class Recommender:
 
   # -------------------------------------------------------------------------- recommend
 
+  def _pruned_top_k(
+      self, s: np.ndarray, sessions: Sequence[np.ndarray], k: int, exclude_seen: bool
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per session, the pruned search's top k ([B, k] ids and scores, -inf past the items
+    left when exclude_seen leaves fewer than k)."""
+    ids = np.zeros((len(s), k), np.int64)
+    vals = np.full((len(s), k), -np.inf, np.float32)
+    for row, tables in enumerate(code_tables(s, self.scorer.codebooks)):
+      _check_finite_tables(tables)
+      found, scores = self.scorer.index.top_k(tables, k, sessions[row] if exclude_seen else None)
+      ids[row, : len(found)], vals[row, : len(found)] = found, scores
+    return ids, vals
+
   def _fallback(self, k: int, skipped: tuple) -> Recommendation:
     if self.on_empty == "error":
       raise EmptySessionError(
@@ -311,7 +352,9 @@ class Recommender:
     out: list[Recommendation | None] = [None] * len(parsed)
     if live:
       s = self.encode_dense([parsed[i][0] for i in live])
-      if len(live) == 1:
+      if getattr(self.scorer, "index", None) is not None:
+        ids, vals = self._pruned_top_k(s, [parsed[i][0] for i in live], k, exclude_seen)
+      elif len(live) == 1:
         scores = self.scorer.score(s[0])
         _check_finite(scores[1:])
         if exclude_seen:
