@@ -1,5 +1,7 @@
 """The GRU4Rec encoder (model.encoder='gru4rec'): causal states, padding, views, training."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,9 +105,13 @@ def test_the_config_validates_the_encoder():
     config_lib.validate(c)
 
 
-def test_serving_paths_name_the_encoder_they_do_not_serve(model):
+def test_serving_paths_name_an_encoder_they_do_not_serve(model):
   _, v = model
-  with pytest.raises(ValueError, match="transformer encoder only.*gru4rec"):
-    export.bundle_config(SPEC, v)
-  with pytest.raises(ValueError, match="transformer encoder only.*gru4rec"):
-    graph.serving_fn(SPEC, v, k=5)
+  assert export.bundle_config(SPEC, v)["encoder"] == "gru4rec"
+  other = dataclasses.replace(SPEC, encoder="lstm")
+  with pytest.raises(
+      ValueError, match="numpy bundle serves the encoders.*not model.encoder='lstm'"
+  ):
+    export.bundle_config(other, v)
+  with pytest.raises(ValueError, match="model file serves the encoders.*not model.encoder='lstm'"):
+    graph.serving_fn(other, v, k=5)

@@ -1,5 +1,6 @@
 """Bundle format: round trip, sealed model fields, a clear error for every broken bundle."""
 
+import dataclasses
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import pytest
 
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.serving import bundle as bundle_lib
+from ccrec.serving import export
 from ccrec.serving.bundle import BundleError, read_bundle, write_bundle
 from ccrec.serving.export import export_model
 from ccrec.serving.runtime import Recommender
@@ -431,3 +433,102 @@ def test_damaged_npy_header_is_a_bundle_error_without_verify(exported):
       read_bundle(exported, verify=False)
     except BundleError as e:
       assert "items.codebooks.npy" in str(e)
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+def test_manifest_without_encoder_is_the_transformer(exported):
+  manifest = _manifest(exported)
+  assert manifest["config"]["encoder"] == "transformer"
+  sessions = [np.array([3, 7, 1]), np.array([12])]
+  want = Recommender.load(exported, id_space="dense").recommend_batch(sessions, 5)
+  del manifest["config"]["encoder"]  # a config without the field
+  _write_manifest(exported, manifest, reseal=True)
+  rec = Recommender.load(exported, id_space="dense")
+  assert rec.encoder == "transformer"
+  for a, b in zip(rec.recommend_batch(sessions, 5), want, strict=True):
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_unknown_encoder_is_named(exported):
+  manifest = _manifest(exported)
+  manifest["config"]["encoder"] = "lstm"
+  _write_manifest(exported, manifest, reseal=True)
+  with pytest.raises(BundleError, match="config.encoder 'lstm' is not an encoder this runtime"):
+    Recommender.load(exported)
+  # A manifest handed to the runtime without read_bundle's checks: named as well.
+  with pytest.raises(BundleError, match="encoder 'lstm' is not one this runtime serves"):
+    Recommender(manifest, {})
+
+
+GRU_SPEC = ModelSpec(
+    num_items=30,
+    d=8,
+    max_len=5,
+    encoder="gru4rec",
+    gru_hidden=12,
+    gru_layers=2,
+    readout="last",
+    embedding="codes",
+    num_codebooks=2,
+    codebook_size=4,
+)
+
+
+@pytest.fixture
+def gru_exported(tmp_path):
+  variables = init_variables(SessionRecommender(GRU_SPEC), jax.random.key(1))
+  # Weights larger than the 0.02 init, so that sessions get visibly different states.
+  variables = jax.tree.map(lambda a: a * 20 if a.dtype == np.float32 else a, variables)
+  path = str(tmp_path / "gru")
+  export_model(path, GRU_SPEC, variables, item_counts=np.arange(31))
+  return path, variables
+
+
+def test_gru4rec_bundle_round_trip(gru_exported):
+  path, variables = gru_exported
+  manifest, arrays = read_bundle(path)
+  config = manifest["config"]
+  assert config["encoder"] == "gru4rec"
+  assert (config["gru_hidden"], config["gru_layers"], config["readout"]) == (12, 2, "last")
+  assert not {"num_blocks", "num_heads", "inner", "layer_norm_eps"} & set(config)
+  assert arrays["encoder/gru_1/hn/kernel"].shape == (12, 12)
+  assert export.spec_from_config(config) == dataclasses.replace(
+      GRU_SPEC, dropout=0.0, attn_dropout=0.0
+  )
+  back = export.flax_variables(config, arrays)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Verified against the Flax model, as launch/export.py does.
+  rng = np.random.default_rng(0)
+  prefixes = [rng.integers(1, 31, int(n)) for n in rng.integers(1, 9, 30)]
+  check = export.verify_bundle(path, GRU_SPEC, prefixes, batch_size=16)
+  assert check["examples"] == 30 and check["different"] == 0
+  assert check["identical"] + check["tie_only"] == 30
+  assert read_bundle(path)[0]["verification"] == check
+  rec = Recommender.load(path, id_space="dense")
+  assert rec.encoder == "gru4rec"
+  a, b = rec.recommend_batch([[1, 2, 3], [3, 2, 1]], 5)
+  assert not np.array_equal(a.scores, b.scores)  # the order of the clicks matters
+
+
+@pytest.mark.parametrize(
+    "edit,error",
+    [
+        (lambda c: c.update(gru_hidden=0), "config.gru_hidden must be a positive integer"),
+        (lambda c: c.update(gru_layers=1.0), "config.gru_layers must be a positive integer"),
+        (lambda c: c.pop("gru_layers"), r"config lacks \['gru_layers'\]"),
+        (lambda c: c.update(num_heads=2), r"unknown field\(s\) \['num_heads'\] for encoder"),
+        (lambda c: c.update(readout="max"), "config.readout must be one of"),
+    ],
+    ids=["hidden", "layers", "missing", "transformer field", "readout"],
+)
+def test_gru4rec_config_is_validated(gru_exported, edit, error):
+  path, _ = gru_exported
+  manifest = _manifest(path)
+  edit(manifest["config"])
+  _write_manifest(path, manifest, reseal=True)
+  with pytest.raises(BundleError, match=error):
+    Recommender.load(path)

@@ -23,18 +23,19 @@ MAX_LEN = 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(embedding="codes", readout="soft_attention", **kw):
+def _config(embedding="codes", readout="soft_attention", encoder="transformer", **kw):
   config = {
       "num_items": NUM_ITEMS,
       "d": 8,
-      "num_blocks": 1,
-      "num_heads": 2,
-      "inner": 16,
       "max_len": MAX_LEN,
+      "encoder": encoder,
       "readout": readout,
-      "layer_norm_eps": 1e-12,
       "embedding": embedding,
   }
+  if encoder == "transformer":
+    config.update(num_blocks=1, num_heads=2, inner=16, layer_norm_eps=1e-12)
+  else:
+    config.update(gru_hidden=12, gru_layers=2)
   if embedding == "codes":
     config.update(num_codebooks=2, codebook_size=16, codebook_dtype="float32")
   if embedding == "tt":
@@ -78,6 +79,24 @@ def test_graph_gives_the_flax_models_top_k(embedding, readout):
   assert got_ids.dtype == np.int32 and got_scores.dtype == np.float32
   np.testing.assert_array_equal(got_ids, want_ids)
   np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "embedding,readout",
+    [("codes", "last"), ("codes", "soft_attention"), ("table", "last"), ("tt", "last")],
+)
+def test_gru4rec_graph_gives_the_flax_models_top_k(embedding, readout):
+  """The GRU written out over max_len positions (`graph.gru_unrolled`) is the Flax model's
+  scan; the graph holds no loop (the converters take none)."""
+  spec, variables = _model(embedding, readout, encoder="gru4rec")
+  items = graph.pack_sessions(_sessions(16), MAX_LEN)
+  fn = graph.serving_fn(spec, variables, 10, single=False)
+  got_ids, got_scores = jax.jit(fn)(items)
+  want_ids, want_scores = _flax_top(spec, variables, items, 10)
+  np.testing.assert_array_equal(got_ids, want_ids)
+  np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
+  text = jax.export.export(jax.jit(fn))(graph.input_spec(spec, 16)).mlir_module()
+  assert "stablehlo.while" not in text
 
 
 def test_single_session_outputs_k_and_never_padding():
@@ -240,6 +259,41 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
 
 
 @pytest.mark.parametrize("fmt", convert.FORMATS)
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_gru4rec_student_file_keeps_uint8_codes_and_is_verified(
+    converters, tmp_path, fmt, quantize
+):
+  spec, variables = _model(readout="last", encoder="gru4rec")
+  out = str(tmp_path / f"gru{convert.EXTENSIONS[fmt]}")
+  sessions = _sessions()
+  report = convert.export_file(
+      out, spec, variables, fmt=fmt, k=10, quantize=quantize, sessions=sessions
+  )
+  check = report["verification"]
+  assert check["sessions"] == len(sessions) and check["different"] == 0
+  table = convert.tensor_table(out)
+  codes = [t for t in table if NUM_ITEMS in t["shape"]]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
+  # The 2 x 6 GRU kernels ([8, 12] input of layer 0, [12, 12] the others) and the [12, 8]
+  # projection: int8 with quantize, float32 without (one copy each).
+  kernels = [t for t in table if t["shape"][-2:] in ([8, 12], [12, 12], [12, 8])]
+  assert sorted(t["dtype"] for t in kernels) == ["int8" if quantize else "float32"] * 13
+  ids, scores = convert.load_runner(out)(graph.pack_sessions([[4, 8, 15]], MAX_LEN))
+  reference = graph.flax_scores(spec, graph.dequantized_variables(spec, variables, quantize))
+  want = reference(graph.pack_sessions([[4, 8, 15]], MAX_LEN))[0]
+  assert convert.compare(ids, scores, want)["status"] != "different"
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+def test_gru4rec_teacher_file_batch_variant(converters, tmp_path, fmt):
+  spec, variables = _model("table", encoder="gru4rec")  # soft-attention readout
+  out = str(tmp_path / f"m{convert.EXTENSIONS[fmt]}")
+  sessions = _sessions(9)
+  report = convert.export_file(out, spec, variables, fmt=fmt, k=5, batch=4, sessions=sessions)
+  assert report["verification"]["different"] == 0 and report["verification"]["sessions"] == 9
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
 def test_uint16_codes_in_the_file(converters, tmp_path, fmt):
   spec, variables = _model(codebook_size=300)
   out = str(tmp_path / f"s{convert.EXTENSIONS[fmt]}")
@@ -328,3 +382,44 @@ def test_launch_export_of_the_tiny_config(converters, tiny_run, tmp_path, fmt):
     assert check["sessions"] == metrics[f"{model}/test/count"]
     assert check["different"] == 0
     assert report["kind"] == ("codes" if model == "student" else "table")
+
+
+@pytest.mark.slow
+def test_launch_export_of_a_tiny_gru4rec_workdir(converters, tmp_path):
+  """A trained gru4rec workdir (the whole pipeline) -> launch/export.py: the bundle (checked
+  against the Flax model at export, its runtime metrics the training report's) and the
+  LiteRT and ONNX files of the student, every test session verified."""
+  from ccrec.serving import bundle as bundle_lib
+  from ccrec.workflow import pipeline
+
+  from helpers import tiny
+
+  workdir = str(tmp_path / "gru")
+  config = tiny(**{"model.encoder": "gru4rec", "model.gru_hidden": 24, "model.readout": "last"})
+  metrics = pipeline.run(config, workdir)
+  count = metrics["student/test/count"]
+
+  def export(*flags):
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "export.py"), f"--workdir={workdir}", *flags],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+  export(f"--output={tmp_path / 'bundle'}")
+  manifest, _ = bundle_lib.read_bundle(str(tmp_path / "bundle"))
+  assert manifest["config"]["encoder"] == "gru4rec" and manifest["config"]["gru_hidden"] == 24
+  check = manifest["verification"]
+  assert check["examples"] == count and check["different"] == 0
+  assert manifest["metrics"]["runtime/test/NDCG@10"] == pytest.approx(
+      metrics["student/test/NDCG@10"], abs=1e-6
+  )
+  for fmt in convert.FORMATS:
+    out = str(tmp_path / f"student{convert.EXTENSIONS[fmt]}")
+    export(f"--format={fmt}", f"--output={out}")
+    report = json.load(open(convert.ids_path(out)))["export"]
+    assert report["verification"]["sessions"] == count
+    assert report["verification"]["different"] == 0
+    assert [t["dtype"] for t in report["code_tensors"]] == ["uint8"]

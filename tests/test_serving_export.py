@@ -28,18 +28,19 @@ def _assert_same_tree(got, want, path="variables"):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=path)
 
 
-def _config(embedding="codes", **kw):
+def _config(embedding="codes", encoder="transformer", **kw):
   config = {
       "num_items": NUM_ITEMS,
       "d": 8,
-      "num_blocks": 1,
-      "num_heads": 2,
-      "inner": 16,
       "max_len": 5,
+      "encoder": encoder,
       "readout": "soft_attention",
-      "layer_norm_eps": 1e-12,
       "embedding": embedding,
   }
+  if encoder == "transformer":
+    config.update(num_blocks=1, num_heads=2, inner=16, layer_norm_eps=1e-12)
+  else:
+    config.update(gru_hidden=12, gru_layers=2)
   if embedding == "codes":
     config.update(num_codebooks=2, codebook_size=16, codebook_dtype="float32")
   config.update(kw)
@@ -62,8 +63,14 @@ def _tt_config():
 
 @pytest.mark.parametrize(
     "config",
-    [_config(), _config(codebook_dtype="int8"), _config("table"), _tt_config()],
-    ids=["codes", "int8", "table", "tt"],
+    [
+        _config(),
+        _config(codebook_dtype="int8"),
+        _config("table"),
+        _tt_config(),
+        _config(encoder="gru4rec", readout="last"),
+    ],
+    ids=["codes", "int8", "table", "tt", "gru4rec"],
 )
 def test_bundle_layout_is_the_models_and_the_manifest_records_it(tmp_path, config):
   spec = export.spec_from_config(config)
@@ -125,9 +132,11 @@ def test_quantize_codebooks_error_bound():
   assert np.allclose(np.abs(q).max(-1)[scale != 1.0], 127)
 
 
-@pytest.mark.parametrize("embedding", ["codes", "table"])
-def test_export_round_trip(tmp_path, embedding):
-  config = _config(embedding)
+@pytest.mark.parametrize(
+    "embedding,encoder", [("codes", "transformer"), ("table", "transformer"), ("codes", "gru4rec")]
+)
+def test_export_round_trip(tmp_path, embedding, encoder):
+  config = _config(embedding, encoder)
   spec, variables, arrays = _variables(config)
   counts = np.r_[0, np.arange(NUM_ITEMS) % 7]
   manifest = export.export_model(

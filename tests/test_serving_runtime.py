@@ -1,4 +1,5 @@
-"""The numpy runtime: equals the Flax model, imports no jax, handles bad input."""
+"""The numpy runtime: equals the Flax model (transformer and GRU4Rec encoders), imports no jax,
+handles bad input."""
 
 import os
 import subprocess
@@ -48,6 +49,14 @@ def _config(embedding="codes", readout="soft_attention", num_blocks=2):
   return config
 
 
+def _gru_config(embedding="codes", readout="last", layers=2):
+  """A GRU4Rec bundle's config: the GRU's sizes instead of the transformer's."""
+  transformer = ("num_blocks", "num_heads", "inner", "layer_norm_eps")
+  config = {k: v for k, v in _config(embedding, readout).items() if k not in transformer}
+  config.update(encoder="gru4rec", gru_hidden=24, gru_layers=layers)
+  return config
+
+
 def _model(config, seed=0):
   """(model, Flax variables, spec) with random weights, built in numpy (no init compile)."""
   arrays = random_arrays(config, np.random.default_rng(seed), scale=0.3)
@@ -94,6 +103,8 @@ def bundles(tmp_path_factory):
       "codes": _config(),
       "table": _config("table", num_blocks=1),
       "tt": _config("tt", "last", num_blocks=1),
+      "gru": _gru_config(),
+      "gru_table": _gru_config("table", "soft_attention", layers=1),
   }.items():
     model, variables, spec = _model(config)
     path = str(tmp_path_factory.mktemp(name))
@@ -102,10 +113,11 @@ def bundles(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("name", ["codes", "table", "tt"])
+@pytest.mark.parametrize("name", ["codes", "table", "tt", "gru", "gru_table"])
 def test_runtime_equals_flax_model(bundles, name):
   model, variables, path = bundles[name]
   rec = Recommender.load(path, id_space="dense")
+  assert rec.encoder == ("gru4rec" if name.startswith("gru") else "transformer")
   sessions = _sessions(np.random.default_rng(1))
   s_jax, scores_jax = _jax_scores(model, variables, sessions)
   s_np = rec.encode_dense([s[-MAX_LEN:] for s in sessions])

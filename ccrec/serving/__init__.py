@@ -4,7 +4,7 @@ bundle     the bundle format: manifest + .npy arrays, validation (numpy)
 manifest   the manifest's model fields: config schema, the checksum sealing them
 runtime    Recommender: load a bundle, encode sessions, recommend (numpy)
 scoring    code-table scoring, table and tensor-train scoring, exact top-k (numpy)
-nn         the session encoder and readouts in numpy
+nn         the session encoders (transformer, GRU) and readouts in numpy
 evaluate   HR/MRR/NDCG of a loaded bundle (numpy)
 export     a ModelSpec and its Flax variables -> bundle, verified against the JAX model
            (imports jax; not imported here)

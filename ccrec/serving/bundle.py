@@ -18,7 +18,8 @@ Kinds (manifest["kind"]) and their item arrays (config = manifest["config"]):
   tt      items/core_k     float32 [r_{k-1}, n_k, d_k, r_k], k = 0..K-1
 
 Every kind also holds the encoder and readout weights under their Flax names
-(encoder/position/embedding, encoder/block_0/query/kernel, readout/w1/bias, ...)
+(encoder/position/embedding, encoder/block_0/query/kernel, encoder/gru_0/ir/kernel,
+readout/w1/bias, ...)
 and optionally meta/popular_items int32 [P] (training popularity order, for the
 empty-session fallback) and meta/raw_item_ids unicode [V+1] (raw id of each
 dense id; entry 0 is '' for padding). The names, shapes and dtypes are the

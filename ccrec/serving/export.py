@@ -26,6 +26,7 @@ from ccrec.models.tt import TTEmbedding
 from ccrec.serving import bundle as bundle_lib
 from ccrec.serving import evaluate as evaluate_lib
 from ccrec.serving.bundle import BundleError
+from ccrec.serving.manifest import DEFAULT_ENCODER, ENCODERS, GRU_ENCODERS
 from ccrec.serving.runtime import Recommender, dequantize_codebooks
 
 POPULAR_SIZE = 1000  # items kept for the empty-session fallback
@@ -44,28 +45,34 @@ def quantize_codebooks(codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return q, scale
 
 
-def require_transformer(spec: ModelSpec, what: str) -> None:
-  """Raises unless `spec`'s encoder is the transformer, the one encoder `what` serves."""
-  if spec.encoder != "transformer":
-    raise ValueError(
-        f"{what} serves the transformer encoder only, not model.encoder={spec.encoder!r}"
-    )
+def require_served_encoder(spec: ModelSpec, what: str) -> None:
+  """Raises unless `spec`'s encoder is one the serving layer computes (manifest.ENCODERS:
+  the numpy runtime's twins in serving/nn.py), naming the encoder and `what` refuses it."""
+  if spec.encoder not in ENCODERS:
+    raise ValueError(f"{what} serves the encoders {ENCODERS}, not model.encoder={spec.encoder!r}")
 
 
 def bundle_config(spec: ModelSpec, variables: dict, codebook_dtype: str = "float32") -> dict:
-  """The manifest's config for a model (spec) and its variables."""
-  require_transformer(spec, "the numpy bundle")
+  """The manifest's config for a model (spec) and its variables: the encoder and its sizes,
+  the readout, the item representation."""
+  require_served_encoder(spec, "the numpy bundle")
   config = {
       "num_items": spec.num_items,
       "d": spec.d,
-      "num_blocks": spec.num_blocks,
-      "num_heads": spec.num_heads,
-      "inner": spec.inner,
       "max_len": spec.max_len,
+      "encoder": spec.encoder,
       "readout": spec.readout,
-      "layer_norm_eps": float(spec.layer_norm_eps),
       "embedding": spec.embedding,
   }
+  if spec.encoder in GRU_ENCODERS:
+    config.update(gru_hidden=spec.gru_hidden, gru_layers=spec.gru_layers)
+  else:
+    config.update(
+        num_blocks=spec.num_blocks,
+        num_heads=spec.num_heads,
+        inner=spec.inner,
+        layer_norm_eps=float(spec.layer_norm_eps),
+    )
   if spec.embedding == "codes":
     config.update(
         num_codebooks=spec.num_codebooks,
@@ -175,22 +182,27 @@ def check_layout(arrays: dict[str, np.ndarray], layout: Layout, where: str) -> N
 
 
 def spec_from_config(config: dict) -> ModelSpec:
-  """The ModelSpec of a bundle config (inference only: dropout 0)."""
+  """The ModelSpec of a bundle config (inference only: dropout 0). A config without
+  `encoder` is the transformer's; the sizes of the other encoder keep ModelSpec's
+  defaults."""
+  sizes = {
+      key: config[key]
+      for key in ("num_blocks", "num_heads", "inner", "layer_norm_eps", "gru_hidden", "gru_layers")
+      if key in config
+  }
   return ModelSpec(
       num_items=config["num_items"],
       d=config["d"],
-      num_blocks=config["num_blocks"],
-      num_heads=config["num_heads"],
-      inner=config["inner"],
       dropout=0.0,
       attn_dropout=0.0,
       max_len=config["max_len"],
+      encoder=config.get("encoder", DEFAULT_ENCODER),
       readout=config["readout"],
-      layer_norm_eps=config["layer_norm_eps"],
       embedding=config["embedding"],
       num_codebooks=config.get("num_codebooks", 4),
       codebook_size=config.get("codebook_size", 32),
       tt_rank=(config["tt"]["ranks"][0] if config["embedding"] == "tt" else 8),
+      **sizes,
   )
 
 

@@ -9,11 +9,12 @@ converters (ccrec/serving/convert.py):
   ->  items   int32 [B, k]     dense ids 1..V, best first (padding never)
       scores  float32 [B, k]   the model's scores of those ids
 
-(`single=True`: B = 1 and the outputs are [k].) The encoder and the
-soft-attention readout are the Flax modules of SessionRecommender, applied
-through Flax; the 'last' readout is `last_state` (the same value, without the
-cumulative max ONNX cannot express). Item look-up and scoring are written out
-here so that the file keeps the compact item arrays:
+(`single=True`: B = 1 and the outputs are [k].) The transformer encoder and the
+other readouts are the Flax modules of SessionRecommender, applied through
+Flax; the GRU encoders are `gru_unrolled` (Flax's GRUCell applied position by
+position: the converters take no loop); the 'last' readout is `last_state` (the
+same value, without the cumulative max ONNX cannot express). Item look-up and
+scoring are written out here so that the file keeps the compact item arrays:
 
   codes   uint8 codes [M, V] (uint16 for K > 256), codebooks [M*K, d].
           Scoring: T = s @ C^T, reshaped [B, M, K]; score(v) = sum_m
@@ -45,6 +46,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,7 +56,8 @@ from ccrec.item_layout import code_dtype
 from ccrec.models.readout import h_at
 from ccrec.models.recommender import ModelSpec, SessionRecommender
 from ccrec.models.tt import TTEmbedding
-from ccrec.serving.export import quantize_codebooks, require_transformer
+from ccrec.serving.export import quantize_codebooks, require_served_encoder
+from ccrec.serving.manifest import GRU_ENCODERS
 
 QUANTIZE = (None, "int8")
 SCALE = "_scale"  # graph_arrays: the scale of int8 array NAME is NAME + SCALE
@@ -266,6 +269,25 @@ class _Items:
     return p.reshape(b, -1)
 
 
+def gru_unrolled(spec: ModelSpec, params: dict, x: jax.Array, mask: jax.Array) -> jax.Array:
+  """GRUEncoder's value (ccrec/models/gru.py, at inference) with its loop over the positions
+  written out: Flax's GRUCell applied position by position, layer by layer, then the
+  projection; zero at padding. x [B, L, d], mask [B, L] -> [B, L, d]. nn.RNN's scan is a
+  loop litert-converter cannot export, and jax2onnx cannot trace nn.RNN."""
+  h = x
+  for i in range(spec.gru_layers):
+    cell = nn.GRUCell(spec.gru_hidden)
+    weights = {"params": params[f"gru_{i}"]}
+    carry = jnp.zeros((h.shape[0], spec.gru_hidden), h.dtype)
+    states = []
+    for t in range(h.shape[1]):
+      carry, out = cell.apply(weights, carry, h[:, t])
+      states.append(out)
+    h = jnp.stack(states, axis=1)
+  h = nn.Dense(spec.d).apply({"params": params["project"]}, h)
+  return h * mask[..., None].astype(h.dtype)
+
+
 def last_state(h: jax.Array, mask: jax.Array) -> jax.Array:
   """LastReadout's value, h [B, L, d] at the highest allowed position (zeros if none), found
   with a max over positions: LastReadout's cumulative max becomes an int32 MaxPool in
@@ -293,13 +315,16 @@ def serving_fn(
   """
   if not 1 <= k <= spec.num_items:
     raise ValueError(f"k must be in 1..num_items={spec.num_items}, got {k}")
-  require_transformer(spec, "an exported model file")
+  require_served_encoder(spec, "an exported model file")
   arrays = graph_arrays(spec, variables, quantize)
   model = SessionRecommender(spec)
   num_items = spec.num_items
 
   def encode(module, x, mask):
-    h = module.encoder(x, mask, deterministic=True)
+    if spec.encoder in GRU_ENCODERS:
+      h = gru_unrolled(spec, module.encoder.variables["params"], x, mask)
+    else:
+      h = module.encoder(x, mask, deterministic=True)
     if spec.readout == "last":
       return last_state(h, mask)
     return module.readout(h, mask)

@@ -8,7 +8,9 @@ hand-edited num_heads) no longer matches, so the bundle is refused instead of si
 recommending other items. The other fields (metrics, sizes, verification, source,
 created) are informational and not sealed.
 
-`check_config` validates every config field's type and range, naming the field.
+`check_config` validates every config field's type and range, naming the field. The
+config's `encoder` names the session encoder (one of ENCODERS; a config without the field
+is the transformer's) and decides which sizes it holds (`_ENCODER_FIELDS`).
 Numpy-free: plain Python.
 """
 
@@ -21,24 +23,20 @@ from typing import Any
 
 FORMAT_VERSION = 2  # 2: the model fields are sealed by manifest_sha256
 KINDS = ("codes", "table", "tt")
-READOUTS = ("soft_attention", "last")
+ENCODERS = ("transformer", "gru4rec", "narm")  # the encoders the runtime computes
+GRU_ENCODERS = ("gru4rec", "narm")  # the GRU encoder of ccrec/models/gru.py
+DEFAULT_ENCODER = "transformer"  # the encoder of a config without the field
+READOUTS = ("soft_attention", "last", "narm")
 CODEBOOK_DTYPES = ("float32", "int8")
 MODEL_FIELDS = ("format_version", "kind", "config", "arrays")
 CHECKSUM_FIELD = "manifest_sha256"
 REEXPORT = "re-export the bundle with this version of ccrec (launch/export.py)"
 
-# Config fields of every kind, and of each kind's item representation.
-_COMMON = (
-    "num_items",
-    "d",
-    "num_blocks",
-    "num_heads",
-    "inner",
-    "max_len",
-    "readout",
-    "layer_norm_eps",
-    "embedding",
-)
+# Config fields of every kind, of each encoder, and of each kind's item representation.
+_COMMON = ("num_items", "d", "max_len", "readout", "embedding")
+_TRANSFORMER = ("num_blocks", "num_heads", "inner", "layer_norm_eps")
+_GRU = ("gru_hidden", "gru_layers")
+_ENCODER_FIELDS = {"transformer": _TRANSFORMER, "gru4rec": _GRU, "narm": _GRU}
 _ITEMS = {"codes": ("num_codebooks", "codebook_size", "codebook_dtype"), "table": (), "tt": ("tt",)}
 _TT = ("item_factors", "d_factors", "ranks")
 
@@ -91,24 +89,51 @@ def check_config(config: Any, where: str) -> None:
   kind = config.get("embedding")
   if kind not in KINDS:
     raise BundleError(f"{where}: config.embedding must be one of {KINDS}, got {kind!r}")
-  need = _COMMON + _ITEMS[kind]
+  encoder = config.get("encoder", DEFAULT_ENCODER)
+  if encoder not in ENCODERS:
+    raise BundleError(
+        f"{where}: config.encoder {encoder!r} is not an encoder this runtime serves "
+        f"(one of {ENCODERS})"
+    )
+  need = _COMMON + _ENCODER_FIELDS[encoder] + _ITEMS[kind]
   missing = [k for k in need if k not in config]
   if missing:
     raise BundleError(f"{where}: config lacks {missing}")
-  unknown = sorted(set(config) - set(need))
+  unknown = sorted(set(config) - set(need) - {"encoder"})
   if unknown:
-    raise BundleError(f"{where}: config has unknown field(s) {unknown} for embedding {kind!r}")
-  for key in ("num_items", "d", "num_blocks", "num_heads", "inner", "max_len"):
-    if not _is_int(config[key]) or config[key] < 1:
-      raise BundleError(f"{where}: config.{key} must be a positive integer, got {config[key]!r}")
+    raise BundleError(
+        f"{where}: config has unknown field(s) {unknown} for encoder {encoder!r} and "
+        f"embedding {kind!r}"
+    )
+  for key in ("num_items", "d", "max_len"):
+    _check_positive(config, key, where)
+  if config["readout"] not in READOUTS:
+    raise BundleError(
+        f"{where}: config.readout must be one of {READOUTS}, " f"got {config['readout']!r}"
+    )
+  if encoder == "transformer":
+    _check_transformer(config, where)
+  else:
+    for key in _GRU:
+      _check_positive(config, key, where)
+  if kind == "codes":
+    _check_codes(config, where)
+  elif kind == "tt":
+    _check_tt(config, where)
+
+
+def _check_positive(config: dict[str, Any], key: str, where: str) -> None:
+  if not _is_int(config[key]) or config[key] < 1:
+    raise BundleError(f"{where}: config.{key} must be a positive integer, got {config[key]!r}")
+
+
+def _check_transformer(config: dict[str, Any], where: str) -> None:
+  for key in ("num_blocks", "num_heads", "inner"):
+    _check_positive(config, key, where)
   if config["d"] % config["num_heads"]:
     raise BundleError(
         f"{where}: config.d={config['d']} is not divisible by "
         f"config.num_heads={config['num_heads']}"
-    )
-  if config["readout"] not in READOUTS:
-    raise BundleError(
-        f"{where}: config.readout must be one of {READOUTS}, " f"got {config['readout']!r}"
     )
   eps = config["layer_norm_eps"]
   if not (
@@ -118,10 +143,6 @@ def check_config(config: Any, where: str) -> None:
       and 0 < eps < 1
   ):
     raise BundleError(f"{where}: config.layer_norm_eps must be a number in (0, 1), got {eps!r}")
-  if kind == "codes":
-    _check_codes(config, where)
-  elif kind == "tt":
-    _check_tt(config, where)
 
 
 def _check_codes(config: dict[str, Any], where: str) -> None:

@@ -1,11 +1,18 @@
-"""The session encoder and readouts in numpy (the runtime's forward pass).
+"""The session encoders and readouts in numpy (the runtime's forward pass).
 
-Mirrors ccrec/models/encoder.py and readout.py: positions added, LayerNorm,
-post-LN causal blocks (multi-head self-attention with a causal + key-padding
-mask filled with -1e9, residual + LN; exact-GELU feed-forward, residual + LN),
-then the soft-attention readout (a_t = q^T sigmoid(W1 tanh(h_t) + b + W2 m),
-not normalised) or the last valid position. Computation is float32 like the
-Flax model; erf is computed in float64.
+Mirrors ccrec/models/encoder.py, gru.py and readout.py. `encode` dispatches on the
+config's `encoder` (absent: the transformer, ccrec/serving/manifest.py):
+
+  transformer       positions added, LayerNorm, post-LN causal blocks (multi-head
+                    self-attention with a causal + key-padding mask filled with -1e9,
+                    residual + LN; exact-GELU feed-forward, residual + LN);
+  gru4rec, narm     `gru_layers` layers of Flax's GRUCell run over the positions in order
+                    (`gru`), then the dense projection to d.
+
+`readout` dispatches on the config's `readout`: the soft-attention readout
+(a_t = q^T sigmoid(W1 tanh(h_t) + b + W2 m), not normalised), the last valid position, or
+NARM's attention over the states (`narm_readout`). Computation is float32 like the Flax
+model; erf is computed in float64.
 
 `params` is the bundle's flat dict: 'encoder/block_0/query/kernel' -> array.
 """
@@ -16,6 +23,8 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+
+from ccrec.serving.manifest import DEFAULT_ENCODER, ENCODERS, GRU_ENCODERS, READOUTS
 
 _MASK_VALUE = np.float32(-1e9)  # as ccrec/models/encoder.py
 
@@ -111,12 +120,25 @@ def encode(
   """x: float32 [B, L, d] item embeddings (left-aligned), mask: bool [B, L] -> h [B, L, d].
 
   L may be shorter than max_len (the runtime passes the batch's longest
-  session): with causal attention the valid positions do not depend on the
-  padding after them.
+  session): both encoders are causal, so the valid positions do not depend on
+  the padding after them.
   """
-  b, length, d = x.shape
+  length = x.shape[1]
   if length > config["max_len"]:
     raise ValueError(f"sequence length {length} exceeds max_len={config['max_len']}")
+  encoder = config.get("encoder", DEFAULT_ENCODER)
+  if encoder not in ENCODERS:
+    raise ValueError(f"unknown encoder {encoder!r}: the runtime serves {ENCODERS}")
+  if encoder in GRU_ENCODERS:
+    return gru_encode(params, config, x, mask)
+  return transformer_encode(params, config, x, mask)
+
+
+def transformer_encode(
+    params: Mapping[str, np.ndarray], config: Mapping, x: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+  """The transformer encoder (ccrec/models/encoder.py): x [B, L, d], mask [B, L] -> h."""
+  b, length, d = x.shape
   heads = config["num_heads"]
   head = d // heads
   eps = config["layer_norm_eps"]
@@ -150,15 +172,91 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def gru(params: Mapping[str, np.ndarray], prefix: str, x: np.ndarray) -> np.ndarray:
+  """One layer of Flax's nn.GRUCell run over the positions in order from a zero state.
+
+  x: float32 [B, L, n] -> the states [B, L, H]. The cell (weights under `prefix`:
+  ir, iz, in with bias; hr, hz without; hn with bias), as flax.linen.GRUCell:
+    r = sigmoid(x W_ir + b_ir + h W_hr)
+    z = sigmoid(x W_iz + b_iz + h W_hz)
+    n = tanh(x W_in + b_in + r * (h W_hn + b_hn))
+    h' = (1 - z) * n + z * h
+  The input terms of every position are computed first, in one product each.
+  """
+  p = {name: params[f"{prefix}/{name}/kernel"] for name in ("ir", "iz", "in", "hr", "hz", "hn")}
+  xr = x @ p["ir"] + params[f"{prefix}/ir/bias"]  # [B, L, H]
+  xz = x @ p["iz"] + params[f"{prefix}/iz/bias"]
+  xn = x @ p["in"] + params[f"{prefix}/in/bias"]
+  b_hn = params[f"{prefix}/hn/bias"]
+  batch, length, _ = x.shape
+  h = np.zeros((batch, p["hr"].shape[0]), np.float32)
+  out = np.empty((batch, length, h.shape[1]), np.float32)
+  for t in range(length):
+    r = _sigmoid(xr[:, t] + h @ p["hr"])
+    z = _sigmoid(xz[:, t] + h @ p["hz"])
+    n = np.tanh(xn[:, t] + r * (h @ p["hn"] + b_hn))
+    h = (1.0 - z) * n + z * h
+    out[:, t] = h
+  return out
+
+
+def gru_encode(
+    params: Mapping[str, np.ndarray], config: Mapping, x: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+  """The GRU encoder (ccrec/models/gru.py): x [B, L, d], mask [B, L] -> h [B, L, d].
+
+  config['gru_layers'] GRU layers (`gru`, weights encoder/gru_i/...), then the dense
+  projection encoder/project to d; zero at padding. (The embedding dropout is the
+  identity at inference.)
+  """
+  h = np.asarray(x, np.float32)
+  for i in range(config["gru_layers"]):
+    h = gru(params, f"encoder/gru_{i}", h)
+  h = _dense(params, "encoder/project", h)
+  return h * mask[..., None].astype(h.dtype)
+
+
+def last_state(h: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """h [B, L, d] at the highest allowed position of mask [B, L] (zeros if none) -> [B, d]."""
+  allowed = mask.astype(bool)
+  last = h.shape[1] - 1 - np.argmax(allowed[:, ::-1], axis=1)
+  return np.where(allowed.any(1)[:, None], h[np.arange(h.shape[0]), last], 0).astype(h.dtype)
+
+
+def narm_readout(params: Mapping[str, np.ndarray], h: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """NARM's readout: h [B, L, d], mask [B, L] -> s [B, d].
+
+  q = the state at the last valid position (`last_state`); alpha_j = sigmoid(q A1 + h_j A2)
+  v for valid j, 0 elsewhere (not normalised); c = sum_j alpha_j h_j; s = [c, q] B. The
+  weights (no biases): readout/a1/kernel, readout/a2/kernel [d, d], readout/v/kernel
+  [d, 1], readout/b/kernel [2d, d].
+  """
+  q = last_state(h, mask)  # [B, d]
+  e = _sigmoid((q @ params["readout/a1/kernel"])[:, None, :] + h @ params["readout/a2/kernel"])
+  alpha = (e @ params["readout/v/kernel"])[..., 0] * mask.astype(h.dtype)  # [B, L]
+  c = np.einsum("bl,bld->bd", alpha, h)
+  return (np.concatenate([c, q], axis=-1) @ params["readout/b/kernel"]).astype(h.dtype)
+
+
 def readout(
     params: Mapping[str, np.ndarray], config: Mapping, h: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
-  """h: [B, L, d], mask: [B, L] -> session vectors s [B, d]."""
+  """h: [B, L, d], mask: [B, L] -> session vectors s [B, d], by config['readout']."""
+  kind = config["readout"]
+  if kind == "last":
+    return last_state(h, mask)
+  if kind == "narm":
+    return narm_readout(params, h, mask)
+  if kind != "soft_attention":
+    raise ValueError(f"unknown readout {kind!r}: the runtime serves {READOUTS}")
+  return soft_attention_readout(params, h, mask)
+
+
+def soft_attention_readout(
+    params: Mapping[str, np.ndarray], h: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+  """The soft-attention readout (ccrec/models/readout.py): h [B, L, d], mask -> s [B, d]."""
   m = mask.astype(h.dtype)
-  if config["readout"] == "last":  # the state at the highest allowed position (zeros if none)
-    allowed = mask.astype(bool)
-    last = h.shape[1] - 1 - np.argmax(allowed[:, ::-1], axis=1)
-    return np.where(allowed.any(1)[:, None], h[np.arange(h.shape[0]), last], 0).astype(h.dtype)
   mean = (h * m[..., None]).sum(1) / np.maximum(m.sum(1), 1.0)[:, None]  # [B, d]
   z = _sigmoid(
       _dense(params, "readout/w1", np.tanh(h)) + (mean @ params["readout/w2/kernel"])[:, None, :]

@@ -42,6 +42,7 @@ import numpy as np
 
 from ccrec.serving import nn
 from ccrec.serving.bundle import BundleError, read_bundle
+from ccrec.serving.manifest import DEFAULT_ENCODER, ENCODERS
 from ccrec.serving.scoring import (
     CodeScorer,
     TableScorer,
@@ -185,6 +186,11 @@ class Recommender:
     self.manifest = manifest
     self.config = dict(manifest["config"])
     self.kind = self.config["embedding"]
+    self.encoder = self.config.get("encoder", DEFAULT_ENCODER)  # nn.encode computes it
+    if self.encoder not in ENCODERS:
+      raise BundleError(
+          f"the bundle's encoder {self.encoder!r} is not one this runtime serves ({ENCODERS})"
+      )
     self.num_items = int(self.config["num_items"])
     self.max_len = int(self.config["max_len"])
     self.on_unknown, self.on_empty = on_unknown, on_empty
