@@ -17,7 +17,8 @@ import ml_collections
 STAGES = ("teacher", "codes", "student_pretrain", "distill")
 
 
-ENCODERS = ("transformer", "gru4rec")  # model.encoder: ccrec/models/recommender.py
+ENCODERS = ("transformer", "gru4rec", "narm")  # model.encoder: ccrec/models/recommender.py
+READOUTS = ("soft_attention", "last", "narm")  # model.readout: ccrec/models/readout.py
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -41,10 +42,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.inner = 256  # feed-forward inner size
   c.model.dropout = 0.5  # hidden dropout
   c.model.attn_dropout = 0.5  # dropout on attention weights
-  c.model.encoder = "transformer"  # 'transformer' (SASRec) or 'gru4rec'
-  c.model.gru_hidden = 128  # GRU units per layer (encoder='gru4rec')
-  c.model.gru_layers = 1  # GRU layers (encoder='gru4rec')
-  c.model.readout = "soft_attention"  # 'soft_attention' (the paper's) or 'last' (plain SASRec)
+  # 'transformer' (SASRec), 'gru4rec' or 'narm' (the GRU encoder; needs readout='narm')
+  c.model.encoder = "transformer"
+  c.model.gru_hidden = 128  # GRU units per layer (encoder='gru4rec' or 'narm')
+  c.model.gru_layers = 1  # GRU layers (encoder='gru4rec' or 'narm')
+  # 'soft_attention' (the paper's), 'last' (plain SASRec, GRU4Rec) or 'narm' (NARM's attention)
+  c.model.readout = "soft_attention"
+  c.model.readout_dropout = 0.0  # dropout before NARM's bilinear map (readout='narm')
   # 'truncated_normal' | 'normal' | 'uniform' (paper: U(-0.1, 0.1))
   c.model.init = "truncated_normal"
   c.model.init_scale = 0.02  # stddev, or the bound for 'uniform'
@@ -181,14 +185,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
   encoder = c.model.get("encoder", "transformer")
   need(encoder in ENCODERS, "model.encoder", f"must be one of {ENCODERS}")
-  if encoder == "gru4rec":
+  if encoder in ("gru4rec", "narm"):
     for f in ("gru_hidden", "gru_layers"):
       need(c.model.get(f, 1) >= 1, f"model.{f}", "must be >= 1")
+  need(c.model.readout in READOUTS, "model.readout", f"must be one of {READOUTS}")
   need(
-      c.model.readout in ("soft_attention", "last"),
+      encoder != "narm" or c.model.readout == "narm",
       "model.readout",
-      "must be 'soft_attention' or 'last'",
+      "must be 'narm' with model.encoder='narm'",
   )
+  need(0 <= c.model.get("readout_dropout", 0.0) < 1, "model.readout_dropout", "must be in [0, 1)")
   need(
       c.model.init in ("truncated_normal", "normal", "uniform"),
       "model.init",

@@ -37,6 +37,15 @@ def _flat(c, prefix=""):
         ("tt.py", {"student.embedding": "tt"}),  # tt_rank 8 is the default
         ("teacher.py", {"stages": ("teacher",), "train.rdrop": 1.0, "train.fused_chunk": 128}),
         ("gru4rec.py", {"model.encoder": "gru4rec", "model.dropout": 0.3}),  # readout 'last'
+        (
+            "narm.py",
+            {
+                "model.encoder": "narm",
+                "model.readout": "narm",
+                "model.dropout": 0.25,
+                "model.readout_dropout": 0.5,
+            },
+        ),
     ],
 )
 def test_configs_that_vary_the_main_config_differ_from_it_only_where_they_say(name, changed):

@@ -82,13 +82,20 @@ def test_graph_gives_the_flax_models_top_k(embedding, readout):
 
 
 @pytest.mark.parametrize(
-    "embedding,readout",
-    [("codes", "last"), ("codes", "soft_attention"), ("table", "last"), ("tt", "last")],
+    "embedding,readout,encoder",
+    [
+        ("codes", "last", "gru4rec"),
+        ("codes", "soft_attention", "gru4rec"),
+        ("table", "last", "gru4rec"),
+        ("tt", "last", "gru4rec"),
+        ("codes", "narm", "narm"),
+        ("table", "narm", "narm"),
+    ],
 )
-def test_gru4rec_graph_gives_the_flax_models_top_k(embedding, readout):
+def test_gru4rec_graph_gives_the_flax_models_top_k(embedding, readout, encoder):
   """The GRU written out over max_len positions (`graph.gru_unrolled`) is the Flax model's
   scan; the graph holds no loop (the converters take none)."""
-  spec, variables = _model(embedding, readout, encoder="gru4rec")
+  spec, variables = _model(embedding, readout, encoder=encoder)
   items = graph.pack_sessions(_sessions(16), MAX_LEN)
   fn = graph.serving_fn(spec, variables, 10, single=False)
   got_ids, got_scores = jax.jit(fn)(items)
@@ -256,6 +263,18 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
       ]
       != "different"
   )
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+def test_narm_student_file_is_verified(converters, tmp_path, fmt):
+  spec, variables = _model(readout="narm", encoder="narm")
+  out = str(tmp_path / f"narm{convert.EXTENSIONS[fmt]}")
+  sessions = _sessions()
+  report = convert.export_file(out, spec, variables, fmt=fmt, k=10, sessions=sessions)
+  check = report["verification"]
+  assert check["sessions"] == len(sessions) and check["different"] == 0
+  codes = [t for t in convert.tensor_table(out) if NUM_ITEMS in t["shape"]]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
 
 
 @pytest.mark.parametrize("fmt", convert.FORMATS)

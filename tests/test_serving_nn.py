@@ -13,7 +13,7 @@ from flax import traverse_util
 
 from ccrec.models.gru import GRUEncoder
 from ccrec.models.initializers import make_initializer
-from ccrec.models.readout import SoftAttentionReadout
+from ccrec.models.readout import NARMReadout, SoftAttentionReadout
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.serving import nn as np_nn
 
@@ -212,3 +212,18 @@ def test_narm_readout_hand_computation():
 def test_readout_names_an_unknown_readout():
   with pytest.raises(ValueError, match="unknown readout 'mean'"):
     np_nn.readout({}, {"readout": "mean"}, np.zeros((1, 2, 4), np.float32), np.ones((1, 2), bool))
+
+
+def test_narm_readout_equals_flax():
+  """The numpy NARM readout and Flax's NARMReadout on the same weights, with padding, gaps
+  in the mask (the runtime's masks have none; the formula is the same) and an empty row."""
+  module = NARMReadout(8, nn.initializers.normal(0.7))
+  rng = np.random.default_rng(6)
+  h = rng.normal(size=(4, 7, 8)).astype(np.float32)
+  mask = np.array([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0] * 7], bool)
+  params = module.init(jax.random.key(0), jnp.asarray(h), jnp.asarray(mask))["params"]
+  want = np.asarray(module.apply({"params": params}, jnp.asarray(h), jnp.asarray(mask)))
+  flat = {f"readout/{k}": v for k, v in _flat(params).items()}
+  got = np_nn.readout(flat, {"readout": "narm"}, h, mask)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert np.abs(want[:3]).min() > 1e-4 and not np.any(want[3])

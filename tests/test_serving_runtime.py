@@ -49,11 +49,11 @@ def _config(embedding="codes", readout="soft_attention", num_blocks=2):
   return config
 
 
-def _gru_config(embedding="codes", readout="last", layers=2):
-  """A GRU4Rec bundle's config: the GRU's sizes instead of the transformer's."""
+def _gru_config(embedding="codes", readout="last", layers=2, encoder="gru4rec"):
+  """A GRU4Rec (or NARM) bundle's config: the GRU's sizes instead of the transformer's."""
   transformer = ("num_blocks", "num_heads", "inner", "layer_norm_eps")
   config = {k: v for k, v in _config(embedding, readout).items() if k not in transformer}
-  config.update(encoder="gru4rec", gru_hidden=24, gru_layers=layers)
+  config.update(encoder=encoder, gru_hidden=24, gru_layers=layers)
   return config
 
 
@@ -105,6 +105,7 @@ def bundles(tmp_path_factory):
       "tt": _config("tt", "last", num_blocks=1),
       "gru": _gru_config(),
       "gru_table": _gru_config("table", "soft_attention", layers=1),
+      "narm": _gru_config("codes", "narm", layers=1, encoder="narm"),
   }.items():
     model, variables, spec = _model(config)
     path = str(tmp_path_factory.mktemp(name))
@@ -113,11 +114,13 @@ def bundles(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("name", ["codes", "table", "tt", "gru", "gru_table"])
+@pytest.mark.parametrize("name", ["codes", "table", "tt", "gru", "gru_table", "narm"])
 def test_runtime_equals_flax_model(bundles, name):
   model, variables, path = bundles[name]
   rec = Recommender.load(path, id_space="dense")
-  assert rec.encoder == ("gru4rec" if name.startswith("gru") else "transformer")
+  assert rec.encoder == {"gru": "gru4rec", "gru_table": "gru4rec", "narm": "narm"}.get(
+      name, "transformer"
+  )
   sessions = _sessions(np.random.default_rng(1))
   s_jax, scores_jax = _jax_scores(model, variables, sessions)
   s_np = rec.encode_dense([s[-MAX_LEN:] for s in sessions])

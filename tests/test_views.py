@@ -54,7 +54,7 @@ def _hidden(seed=0):
 
 
 def test_every_shipped_config_uses_a_known_readout():
-  assert set(_shipped_readouts()) == {"soft_attention", "last"}
+  assert set(_shipped_readouts()) == {"soft_attention", "last", "narm"}
 
 
 def test_last_readout_views_read_the_last_hot_and_the_last_cold_click():

@@ -1,6 +1,7 @@
-"""Session readouts: the soft-attention readout (docs/method.md §2.3) and the last position.
+"""Session readouts: the soft-attention readout (docs/method.md §2.3), the last position and
+NARM's attention readout (§2.5).
 
-Both have two forms: `__call__` reads the whole (left-aligned) session into one
+Each has two forms: `__call__` reads the whole (left-aligned) session into one
 vector; `causal` gives, for every position t, the readout of positions <= t, so
 one transformer pass trains on every prefix of a window (SASRec's objective).
 With a causal encoder, `causal(h, mask)[:, t]` equals `__call__` on the prefix
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ccrec.config import READOUTS
 from ccrec.models.initializers import Initializer
 
 
@@ -36,18 +38,20 @@ class SoftAttentionReadout(nn.Module):
     self.w2 = nn.Dense(self.features, use_bias=False, kernel_init=self.kernel_init, name="w2")
     self.q = nn.Dense(1, use_bias=False, kernel_init=self.kernel_init, name="q")
 
-  def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
-    """h: [B, L, d], mask: [B, L] -> s: [B, d]."""
+  def __call__(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
+    """h: [B, L, d], mask: [B, L] -> s: [B, d]. (`deterministic`: no dropout here.)"""
+    del deterministic
     m = masked_mean(h, mask)
     a = self.q(jax.nn.sigmoid(self.w1(jnp.tanh(h)) + self.w2(m)[:, None, :]))[..., 0]
     a = a * mask.astype(h.dtype)
     return jnp.einsum("bl,bld->bd", a, h)
 
-  def causal(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+  def causal(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t reads positions <= t only.
 
     Costs O(L^2 d) per session (one sigmoid per (query, key) pair).
     """
+    del deterministic
     m = mask.astype(h.dtype)
     counts = jnp.maximum(jnp.cumsum(m, axis=1), 1.0)[..., None]
     running_mean = jnp.cumsum(h * m[..., None], axis=1) / counts  # [B, L, d]
@@ -69,13 +73,64 @@ class LastReadout(nn.Module):
   soft-attention readout does.
   """
 
-  def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, d]."""
+    del deterministic
     return h_at(h, last_allowed(mask)[:, -1:])[:, 0]
 
-  def causal(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+  def causal(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t is the state at the last allowed j <= t."""
+    del deterministic
     return h_at(h, last_allowed(mask))
+
+
+class NARMReadout(nn.Module):
+  """NARM's readout (Li et al. 2017): a global and a local encoding, then a bilinear map.
+
+  q = the state at the last position the mask allows (NARM's global encoding c_g);
+  alpha_j = v^T sigmoid(A1 q + A2 h_j) for the allowed j, 0 elsewhere (not normalised, as in
+  NARM); c_l = sum_j alpha_j h_j; s = B dropout([c_l ; q]). A1, A2: d x d, v: d x 1,
+  B: 2d x d, no biases (RecBole's NARM). Gaps in the mask are allowed (the hot and cold
+  views); a row with no allowed position reads zeros.
+  """
+
+  features: int
+  kernel_init: Initializer
+  dropout: float = 0.0
+
+  def setup(self):
+    dense = lambda n, name: nn.Dense(n, use_bias=False, kernel_init=self.kernel_init, name=name)
+    self.a1 = dense(self.features, "a1")
+    self.a2 = dense(self.features, "a2")
+    self.v = dense(1, "v")
+    self.b = dense(self.features, "b")
+    self.drop = nn.Dropout(self.dropout)
+
+  def combine(
+      self, h: jax.Array, mask: jax.Array, q: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
+    """h [B, L, d], mask [B, L], q [B, d] (the state at the last allowed position) -> [B, d]."""
+    alpha = self.v(jax.nn.sigmoid(self.a1(q)[:, None, :] + self.a2(h)))[..., 0]
+    local = jnp.einsum("bl,bld->bd", alpha * mask.astype(h.dtype), h)
+    c = self.drop(jnp.concatenate([local, q], axis=-1), deterministic=deterministic)
+    return self.b(c)
+
+  def __call__(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
+    """h: [B, L, d], mask: [B, L] -> [B, d]."""
+    q = h_at(h, last_allowed(mask)[:, -1:])[:, 0]
+    return self.combine(h, mask, q, deterministic)
+
+  def causal(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
+    """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t reads the allowed positions <= t, with
+    the query at the last of them. O(L^2 d) per session, as the soft-attention readout."""
+    q = h_at(h, last_allowed(mask))  # [B, L(t), d]
+    z = jax.nn.sigmoid(self.a1(q)[:, :, None, :] + self.a2(h)[:, None, :, :])  # [B, t, j, d]
+    alpha = self.v(z)[..., 0]  # [B, t, j]
+    length = h.shape[1]
+    allowed = jnp.tril(jnp.ones((length, length), h.dtype))[None] * mask.astype(h.dtype)[:, None]
+    local = jnp.einsum("btj,bjd->btd", alpha * allowed, h)
+    c = self.drop(jnp.concatenate([local, q], axis=-1), deterministic=deterministic)
+    return self.b(c)
 
 
 def last_allowed(mask: jax.Array) -> jax.Array:
@@ -90,9 +145,14 @@ def h_at(h: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.where((index >= 0)[..., None], picked, jnp.zeros((), h.dtype))
 
 
-def make_readout(kind: str, features: int, kernel_init: Initializer, name: str) -> nn.Module:
+def make_readout(
+    kind: str, features: int, kernel_init: Initializer, name: str, dropout: float = 0.0
+) -> nn.Module:
+  """The readout `kind` (READOUTS); `dropout`: before NARM's bilinear map (narm only)."""
   if kind == "soft_attention":
     return SoftAttentionReadout(features, kernel_init, name=name)
   if kind == "last":
     return LastReadout(name=name)
-  raise ValueError(f"model.readout must be 'soft_attention' or 'last', got {kind!r}")
+  if kind == "narm":
+    return NARMReadout(features, kernel_init, dropout, name=name)
+  raise ValueError(f"model.readout must be one of {READOUTS}, got {kind!r}")

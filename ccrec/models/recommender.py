@@ -37,10 +37,11 @@ class ModelSpec:
   dropout: float = 0.5
   attn_dropout: float = 0.5
   max_len: int = 50
-  encoder: str = "transformer"  # 'transformer' | 'gru4rec'
-  gru_hidden: int = 128  # (encoder='gru4rec')
-  gru_layers: int = 1  # (encoder='gru4rec')
+  encoder: str = "transformer"  # 'transformer' | 'gru4rec' | 'narm'
+  gru_hidden: int = 128  # (encoder='gru4rec' or 'narm')
+  gru_layers: int = 1  # (encoder='gru4rec' or 'narm')
   readout: str = "soft_attention"
+  readout_dropout: float = 0.0  # (readout='narm')
   init: str = "truncated_normal"
   init_scale: float = 0.02
   layer_norm_eps: float = 1e-12
@@ -85,7 +86,7 @@ def _make_encoder(spec: ModelSpec, init) -> nn.Module:
         spec.layer_norm_eps,
         name="encoder",
     )
-  if spec.encoder == "gru4rec":
+  if spec.encoder in ("gru4rec", "narm"):  # NARM: this GRU encoder + the 'narm' readout
     return GRUEncoder(spec.d, spec.gru_hidden, spec.gru_layers, spec.dropout, init, name="encoder")
   raise ValueError(f"model.encoder must be one of {ENCODERS}, got {spec.encoder!r}")
 
@@ -100,7 +101,7 @@ class SessionRecommender(nn.Module):
     init = make_initializer(s.init, s.init_scale)
     self.items = _make_embedding(s, init)
     self.encoder = _make_encoder(s, init)
-    self.readout = make_readout(s.readout, s.d, init, name="readout")
+    self.readout = make_readout(s.readout, s.d, init, name="readout", dropout=s.readout_dropout)
 
   def __call__(
       self,
@@ -127,9 +128,9 @@ class SessionRecommender(nn.Module):
     mask = items > 0
     x = self.lookup(items, table)
     h = self.encoder(x, mask, deterministic=deterministic)
-    out = {"session": self.readout(h, mask), "hidden": h, "mask": mask}
+    out = {"session": self.readout(h, mask, deterministic), "hidden": h, "mask": mask}
     if all_positions:
-      out["positions"] = self.readout.causal(h, mask)
+      out["positions"] = self.readout.causal(h, mask, deterministic)
     return out
 
   def lookup(self, ids: jax.Array, table: jax.Array | None = None) -> jax.Array:

@@ -1,7 +1,8 @@
 """Hot/cold session views and their recombination (docs/method.md §4).
 
-For each session, a hot view and a cold view are soft-attention readouts of
-the block outputs restricted to the positions holding hot (top 20% by
+For each session, a hot view and a cold view are readouts (of the models'
+readout kind: soft attention, last position or NARM's, without dropout) of the
+encoder's per-position states restricted to the positions holding hot (top 20% by
 training frequency) or cold items. Teacher and student each have their own
 pair of view readouts. The views are recombined across the two models:
 

@@ -327,6 +327,8 @@ def serving_fn(
       h = module.encoder(x, mask, deterministic=True)
     if spec.readout == "last":
       return last_state(h, mask)
+    if spec.readout == "narm":  # the query through last_state: no cummax in the graph
+      return module.readout.combine(h, mask, last_state(h, mask))
     return module.readout(h, mask)
 
   def fn(items: jax.Array) -> tuple[jax.Array, jax.Array]:
