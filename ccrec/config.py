@@ -18,6 +18,7 @@ STAGES = ("teacher", "codes", "student_pretrain", "distill")
 
 
 ENCODERS = ("transformer", "gru4rec", "narm")  # model.encoder: ccrec/models/recommender.py
+GRU_ENCODERS = ("gru4rec", "narm")  # the encoders built on ccrec/models/gru.py
 READOUTS = ("soft_attention", "last", "narm")  # model.readout: ccrec/models/readout.py
 
 
@@ -185,7 +186,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(0 <= c.model[f] < 1, f"model.{f}", "must be in [0, 1)")
   encoder = c.model.get("encoder", "transformer")
   need(encoder in ENCODERS, "model.encoder", f"must be one of {ENCODERS}")
-  if encoder in ("gru4rec", "narm"):
+  if encoder in GRU_ENCODERS:
     for f in ("gru_hidden", "gru_layers"):
       need(c.model.get(f, 1) >= 1, f"model.{f}", "must be >= 1")
   need(c.model.readout in READOUTS, "model.readout", f"must be one of {READOUTS}")

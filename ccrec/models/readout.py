@@ -76,7 +76,7 @@ class LastReadout(nn.Module):
   def __call__(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, d]."""
     del deterministic
-    return h_at(h, last_allowed(mask)[:, -1:])[:, 0]
+    return last_state(h, mask)
 
   def causal(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t is the state at the last allowed j <= t."""
@@ -112,13 +112,16 @@ class NARMReadout(nn.Module):
     """h [B, L, d], mask [B, L], q [B, d] (the state at the last allowed position) -> [B, d]."""
     alpha = self.v(jax.nn.sigmoid(self.a1(q)[:, None, :] + self.a2(h)))[..., 0]
     local = jnp.einsum("bl,bld->bd", alpha * mask.astype(h.dtype), h)
+    return self._decode(local, q, deterministic)
+
+  def _decode(self, local: jax.Array, q: jax.Array, deterministic: bool) -> jax.Array:
+    """B dropout([c_l ; q]): [..., d] each -> [..., d]."""
     c = self.drop(jnp.concatenate([local, q], axis=-1), deterministic=deterministic)
     return self.b(c)
 
   def __call__(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, d]."""
-    q = h_at(h, last_allowed(mask)[:, -1:])[:, 0]
-    return self.combine(h, mask, q, deterministic)
+    return self.combine(h, mask, last_state(h, mask), deterministic)
 
   def causal(self, h: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     """h: [B, L, d], mask: [B, L] -> [B, L, d]; row t reads the allowed positions <= t, with
@@ -129,8 +132,12 @@ class NARMReadout(nn.Module):
     length = h.shape[1]
     allowed = jnp.tril(jnp.ones((length, length), h.dtype))[None] * mask.astype(h.dtype)[:, None]
     local = jnp.einsum("btj,bjd->btd", alpha * allowed, h)
-    c = self.drop(jnp.concatenate([local, q], axis=-1), deterministic=deterministic)
-    return self.b(c)
+    return self._decode(local, q, deterministic)
+
+
+def last_state(h: jax.Array, mask: jax.Array) -> jax.Array:
+  """h [B, L, d] at the highest allowed position of mask [B, L] (zeros if none) -> [B, d]."""
+  return h_at(h, last_allowed(mask)[:, -1:])[:, 0]
 
 
 def last_allowed(mask: jax.Array) -> jax.Array:

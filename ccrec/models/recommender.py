@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ccrec.config import ENCODERS
+from ccrec.config import ENCODERS, GRU_ENCODERS
 from ccrec.models.codes import CompositionalEmbedding
 from ccrec.models.embeddings import ItemTable, mask_padding_column
 from ccrec.models.encoder import SessionEncoder
@@ -86,7 +86,7 @@ def _make_encoder(spec: ModelSpec, init) -> nn.Module:
         spec.layer_norm_eps,
         name="encoder",
     )
-  if spec.encoder in ("gru4rec", "narm"):  # NARM: this GRU encoder + the 'narm' readout
+  if spec.encoder in GRU_ENCODERS:  # NARM: this GRU encoder + the 'narm' readout
     return GRUEncoder(spec.d, spec.gru_hidden, spec.gru_layers, spec.dropout, init, name="encoder")
   raise ValueError(f"model.encoder must be one of {ENCODERS}, got {spec.encoder!r}")
 

@@ -357,9 +357,10 @@ class Recommender:
     live = [i for i, (dense, _) in enumerate(parsed) if len(dense)]
     out: list[Recommendation | None] = [None] * len(parsed)
     if live:
-      s = self.encode_dense([parsed[i][0] for i in live])
+      sessions_live = [parsed[i][0] for i in live]
+      s = self.encode_dense(sessions_live)
       if getattr(self.scorer, "index", None) is not None:
-        ids, vals = self._pruned_top_k(s, [parsed[i][0] for i in live], k, exclude_seen)
+        ids, vals = self._pruned_top_k(s, sessions_live, k, exclude_seen)
       elif len(live) == 1:
         scores = self.scorer.score(s[0])
         _check_finite(scores[1:])
