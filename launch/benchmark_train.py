@@ -1,7 +1,9 @@
-r"""Training speed on ml-100k, side by side (BENCHMARKS.md).
+r"""Training speed, side by side (BENCHMARKS.md).
 
   python launch/benchmark_train.py --config=configs/teacher.py --steps=30
   python launch/benchmark_train.py --mode=distill --config=configs/eodrec.py --steps=30
+  python launch/benchmark_train.py --mode=loss --config=configs/synthetic_40k.py \
+      --config.train.objective=window --steps=20
 
 Prints a markdown table: seconds per epoch (median step time x steps per
 epoch; compile excluded) for the config's own step (with its R-Drop pass, if
@@ -10,10 +12,14 @@ step on materialised logits), then the plain cross-entropy step of the window
 objective (strides 50 and 10) and of the per-prefix objective (RecBole's), all
 at the config's model sizes. With
 --mode=distill: the cost of one distillation step (teacher + student forwards
-and every loss term) relative to a teacher-only step on the same batches.
+and every loss term) relative to a teacher-only step on the same batches. With
+--mode=loss: the config's teacher step (objective, batch) with the full softmax and
+with the sampled one (train.num_negatives popularity draws), the two interleaved
+in rounds of --steps steps.
 """
 
 import _errors
+import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
@@ -25,9 +31,11 @@ _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per setting.")
 _MODE = flags.DEFINE_enum(
     "mode",
     "objectives",
-    ["objectives", "distill"],
-    "objectives: teacher epoch time per objective; distill: " "distillation step vs teacher step.",
+    ["objectives", "distill", "loss"],
+    "objectives: teacher epoch time per objective; distill: distillation step vs teacher "
+    "step; loss: full vs sampled softmax.",
 )
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "--mode=loss: interleaved rounds per loss.")
 
 
 def main(argv):
@@ -46,6 +54,9 @@ def main(argv):
         f"{r['student_seconds_per_step']:.4f} | {r['distill_seconds_per_step']:.4f} | "
         f"{r['ratio']:.2f} | {r['two_models_ratio']:.2f} |"
     )
+    return
+  if _MODE.value == "loss":
+    _losses(dataset, c)
     return
   # The config's step (and, if it is fused, the same step on materialised logits), then
   # the plain cross-entropy step (RecBole's loss) per objective, not fused.
@@ -80,6 +91,37 @@ def main(argv):
         f"{rdrop or 'off'} | {chunk or 'off'} | {r['steps_per_epoch']} | "
         f"{r['seconds_per_step']:.3f} | {r['seconds_per_epoch']:.1f} | "
         f"{r['targets_per_second']:.0f} |",
+        flush=True,
+    )
+
+
+def _losses(dataset, c):
+  """Full vs sampled softmax for the config's step, rounds interleaved, medians."""
+  times = {"full": [], "sampled": []}
+  for _ in range(_ROUNDS.value):
+    for loss in times:
+      r = speed.epoch_time(
+          dataset,
+          c,
+          objective=c.train.objective,
+          batch_size=c.train.batch_size,
+          stride=c.train.window_stride or None,
+          rdrop=0.0,
+          fused_chunk=0,
+          loss=loss,
+          steps=_STEPS.value,
+      )
+      times[loss].append(r)
+  print(f"items {dataset.num_items}, objective {c.train.objective}, batch {c.train.batch_size}")
+  print("| loss | steps/epoch | s/step (per round) | s/epoch | ratio to sampled |")
+  print("|---|---|---|---|---|")
+  epoch = {k: float(np.median([r["seconds_per_epoch"] for r in v])) for k, v in times.items()}
+  for loss, rows in times.items():
+    per_step = ", ".join(f"{r['seconds_per_step']:.4f}" for r in rows)
+    label = loss if loss == "full" else f"sampled ({c.train.num_negatives} negatives)"
+    print(
+        f"| {label} | {rows[0]['steps_per_epoch']} | {per_step} | {epoch[loss]:.1f} | "
+        f"{epoch[loss] / epoch['sampled']:.2f} |",
         flush=True,
     )
 

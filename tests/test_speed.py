@@ -69,3 +69,26 @@ def test_distill_step_ratio_times_the_three_steps_it_names(monkeypatch):
       d["distill_seconds_per_step"],
   ) == (1.0, 2.0, 3.0)
   assert d["ratio"] == 3.0 and d["two_models_ratio"] == 3.0
+
+
+def test_epoch_time_with_the_sampled_loss_trains_the_step_on_the_configs_sampler(monkeypatch):
+  c = tiny()
+  dataset = workdir.load_data(c)
+  made = []
+  make = speed.teacher_lib.make_train_step
+
+  def spy(*args, **kwargs):
+    made.append(kwargs.get("sampler"))
+    return make(*args, **kwargs)
+
+  monkeypatch.setattr(speed.teacher_lib, "make_train_step", spy)
+  r = speed.epoch_time(
+      dataset, c, objective="window", batch_size=8, loss="sampled", steps=2, warmup=1
+  )
+  assert r["loss"] == "sampled"
+  (sampler,) = made
+  assert sampler.num_negatives == c.train.num_negatives
+  f = speed.epoch_time(dataset, c, objective="window", batch_size=8, loss="full", steps=2, warmup=1)
+  assert f["loss"] == "full" and made[1] is None
+  with pytest.raises(ValueError, match="loss must be one of"):
+    speed.epoch_time(dataset, c, objective="window", batch_size=8, loss="nce")

@@ -19,6 +19,7 @@ from ccrec.data import SessionDataset, hot_mask, prefix_batches, steps_per_epoch
 from ccrec.models.build import build_models
 from ccrec.models.recommender import ModelSpec, SessionRecommender, init_variables
 from ccrec.models.views import DistillHeads
+from ccrec.ops import sampled
 from ccrec.train import distill as distill_lib
 from ccrec.train import teacher as teacher_lib
 from ccrec.train.state import TrainState, make_optimizer
@@ -33,16 +34,24 @@ def epoch_time(
     stride: int | None = None,
     rdrop: float | None = None,
     fused_chunk: int | None = None,
+    loss: str | None = None,
     steps: int = 30,
     warmup: int = 2,
 ) -> dict:
   """Median-based seconds per epoch for one objective setting (compile excluded).
 
-  `rdrop` and `fused_chunk` None take config.train's (R-Drop runs a second pass per
-  step; the fused loss never materialises the logits).
+  `rdrop`, `fused_chunk` and `loss` None take config.train's (R-Drop runs a second
+  pass per step; the fused loss never materialises the logits; loss 'sampled' scores
+  the batch's targets plus config.train.num_negatives popularity draws per step).
   """
   rdrop = config.train.rdrop if rdrop is None else rdrop
   fused_chunk = config.train.fused_chunk if fused_chunk is None else fused_chunk
+  loss = config.train.loss if loss is None else loss
+  if loss not in sampled.LOSSES:
+    raise ValueError(f"loss must be one of {sampled.LOSSES}, got {loss!r}")
+  sampler = None
+  if loss == "sampled":
+    sampler = sampled.Sampler.from_counts(dataset.item_counts, config.train.num_negatives)
   max_len = config.data.max_len
   model = SessionRecommender(
       ModelSpec.from_config(config.model, dataset.num_items, max_len=max_len)
@@ -55,6 +64,7 @@ def epoch_time(
       rdrop=rdrop,
       rdrop_detach=config.train.rdrop_detach,
       fused_chunk=fused_chunk,
+      sampler=sampler,
   )
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
@@ -80,6 +90,7 @@ def epoch_time(
       "batch_size": batch_size,
       "rdrop": rdrop,
       "fused_chunk": fused_chunk,
+      "loss": loss,
       "steps_per_epoch": per_epoch,
       "seconds_per_step": per_step,
       "seconds_per_epoch": per_step * per_epoch,
