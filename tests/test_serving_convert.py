@@ -203,6 +203,27 @@ def test_verify_names_the_different_sessions():
   assert bad["different_sessions"] == want and want
 
 
+def test_agreement_counts_shared_ids_sets_and_lists():
+  # Reference scores [V+1 = 6]: its top-3 is [2, 3, 5] (3 and 1 tie below 5: smaller id).
+  row = np.array([0.0, 1.0, 9.0, 8.0, 0.5, 7.0], np.float32)
+  answers = {
+      1: [2, 3, 5],  # the same list
+      2: [3, 2, 5],  # the same set, another order
+      3: [2, 3, 1],  # two of three
+      4: [4, 1, 3],  # one of three
+  }
+
+  def run(items):  # the session's first id picks the answer
+    ids = np.array(answers[int(items[0, 0])], np.int32)
+    return ids, np.zeros(3, np.float32)
+
+  reference = lambda items: np.tile(row, (len(items), 1))
+  got = convert.agreement(run, reference, [[1], [2], [3], [4]], MAX_LEN)
+  assert got["sessions"] == 4 and got["k"] == 3
+  assert got["mean_overlap"] == pytest.approx((1 + 1 + 2 / 3 + 1 / 3) / 4)
+  assert got["same_set"] == 0.5 and got["same_list"] == 0.25
+
+
 # ---------------------------------------------------------------------------- files
 
 
@@ -240,6 +261,14 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
   check = report["verification"]
   assert check["sessions"] == len(sessions) and check["different"] == 0
   assert check["identical"] + check["tie_only"] == len(sessions)
+  # int8: the file's top-k against the float model's, on the same sessions.
+  if quantize:
+    assert report["float_agreement"] == convert.agreement(
+        convert.load_runner(out), graph.flax_scores(spec, variables), sessions, MAX_LEN
+    )
+    assert report["float_agreement"]["sessions"] == len(sessions)
+  else:
+    assert "float_agreement" not in report
   # The tensor table, read back from the file: codes uint8, M * V bytes, nothing widened.
   table = convert.tensor_table(out)
   codes = [t for t in table if NUM_ITEMS in t["shape"]]

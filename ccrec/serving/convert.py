@@ -297,6 +297,20 @@ def verify(
       "rtol": rtol,
       "different_sessions": [],
   }
+  for i, got_items, got_scores, ref in _side_by_side(
+      run, reference, sessions, max_len, batch, reference_batch
+  ):
+    result = compare(got_items, got_scores, ref, rtol)
+    out[result["status"]] += 1
+    out["max_rank_gap"] = max(out["max_rank_gap"], result["rank_gap"])
+    out["max_score_error"] = max(out["max_score_error"], result["score_error"])
+    if result["status"] == "different":
+      out["different_sessions"].append(i)
+  return out
+
+
+def _side_by_side(run, reference, sessions, max_len, batch, reference_batch):
+  """Yields (session index, file's ids [k], file's scores [k], Flax scores [V+1])."""
   step = batch or 1
   for lo in range(0, len(sessions), reference_batch):
     chunk = list(sessions[lo : lo + reference_batch])
@@ -306,13 +320,40 @@ def verify(
       got_items, got_scores = run(graph.pack_sessions(part, max_len, step))
       got_items, got_scores = np.reshape(got_items, (step, -1)), np.reshape(got_scores, (step, -1))
       for j in range(len(part)):
-        result = compare(got_items[j], got_scores[j], ref[start + j], rtol)
-        out[result["status"]] += 1
-        out["max_rank_gap"] = max(out["max_rank_gap"], result["rank_gap"])
-        out["max_score_error"] = max(out["max_score_error"], result["score_error"])
-        if result["status"] == "different":
-          out["different_sessions"].append(lo + start + j)
-  return out
+        yield lo + start + j, got_items[j], got_scores[j], ref[start + j]
+
+
+def agreement(
+    run: Callable,
+    reference: Callable[[np.ndarray], np.ndarray],
+    sessions: Sequence,
+    max_len: int,
+    *,
+    batch: int | None = None,
+    reference_batch: int = 256,
+) -> dict[str, Any]:
+  """How far the file's top-k is from another model's (e.g. an int8 file against the
+  float Flax model): mean |file's top-k & reference top-k| / k over the sessions, and
+  the share of sessions whose k ids are the same set and the same list."""
+  overlap, same_set, same_list, k = [], 0, 0, 0
+  for _, got_items, _, ref in _side_by_side(
+      run, reference, sessions, max_len, batch, reference_batch
+  ):
+    k = len(got_items)
+    row = np.asarray(ref, np.float32)
+    want = np.lexsort((np.arange(len(row)), -row))[:k]
+    ids = np.asarray(got_items, np.int64)
+    overlap.append(len(set(ids.tolist()) & set(want.tolist())) / k)
+    same_set += set(ids.tolist()) == set(want.tolist())
+    same_list += bool(np.array_equal(ids, want))
+  n = len(overlap)
+  return {
+      "sessions": n,
+      "k": k,
+      "mean_overlap": float(np.mean(overlap)) if n else float("nan"),
+      "same_set": same_set / n if n else float("nan"),
+      "same_list": same_list / n if n else float("nan"),
+  }
 
 
 # ---------------------------------------------------------------------------- export
@@ -353,7 +394,9 @@ def export_file(
     batch: None: one session per call (input [1, max_len], outputs [k]); B: a fixed
       batch (input [B, max_len], outputs [B, k]).
     quantize: 'int8': int8 codebooks and Dense kernels (graph.graph_arrays); the
-      verification reference is the Flax model with the same weights dequantised.
+      verification reference is the Flax model with the same weights dequantised, and
+      the report's 'float_agreement' compares the file's top-k with the float model's
+      (`agreement`) on the same sessions.
     sessions: dense-id sessions to verify on (e.g. every test prefix); None skips it.
     raw_ids: raw id of each dense id 0..V ('' at 0), for the id map; None: dense ids.
     popular: dense ids by decreasing training count, for the empty-session fallback.
@@ -408,6 +451,14 @@ def export_file(
           f"{shown}{' ...' if check['different'] > len(shown) else ''}; max rank gap "
           f"{check['max_rank_gap']:.3g}, max score error {check['max_score_error']:.3g} "
           "(relative to max|score|). The file was left there for inspection."
+      )
+    if quantize is not None:
+      report["float_agreement"] = agreement(
+          load_runner(pending),
+          graph.flax_scores(spec, variables),
+          sessions,
+          spec.max_len,
+          batch=batch,
       )
   os.replace(pending, output)
   report.update(extra or {})
