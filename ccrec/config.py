@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.objective = "window"  # 'window' (all positions of a window) or 'prefix' (one per prefix)
   c.train.window_stride = 0  # objective=window: stride between windows (0 = max_len, no overlap)
+  # >0: batch rows of similar length together and cut each batch to its longest row,
+  # rounded up to a multiple of this (short sessions stop paying for max_len positions)
+  c.train.length_bucket = 0
   c.train.batch_size = 256  # windows (objective=window) or prefixes (objective=prefix) per step
   c.train.optimizer = "adam"  # 'adam' | 'adamw'
   c.train.learning_rate = 1e-3
@@ -223,6 +226,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
       0 <= c.train.window_stride <= c.data.max_len,
       "train.window_stride",
       "must be in [0, data.max_len] (0 = max_len)",
+  )
+  need(
+      c.train.length_bucket >= 0,
+      "train.length_bucket",
+      "must be >= 0 (0 = every batch at max_len)",
   )
   need(c.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
   need(0 <= c.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")

@@ -14,8 +14,9 @@ at the config's model sizes. With
 --mode=distill: the cost of one distillation step (teacher + student forwards
 and every loss term) relative to a teacher-only step on the same batches. With
 --mode=loss: the config's teacher step (objective, batch) with the full softmax and
-with the sampled one (train.num_negatives popularity draws), the two interleaved
-in rounds of --steps steps.
+with the sampled one (train.num_negatives popularity draws), with batches at
+max_len and, if train.length_bucket > 0, cut to their longest row; the settings
+interleaved in rounds of --steps steps.
 """
 
 import _errors
@@ -96,10 +97,13 @@ def main(argv):
 
 
 def _losses(dataset, c):
-  """Full vs sampled softmax for the config's step, rounds interleaved, medians."""
-  times = {"full": [], "sampled": []}
+  """Full vs sampled softmax for the config's step (and, with train.length_bucket > 0,
+  the same at max_len), rounds interleaved, medians."""
+  buckets = [0] + ([c.train.length_bucket] if c.train.length_bucket else [])
+  settings = [(loss, b) for b in buckets for loss in ("full", "sampled")]
+  times = {s: [] for s in settings}
   for _ in range(_ROUNDS.value):
-    for loss in times:
+    for loss, bucket in settings:
       r = speed.epoch_time(
           dataset,
           c,
@@ -109,19 +113,21 @@ def _losses(dataset, c):
           rdrop=0.0,
           fused_chunk=0,
           loss=loss,
+          length_bucket=bucket,
           steps=_STEPS.value,
       )
-      times[loss].append(r)
+      times[(loss, bucket)].append(r)
   print(f"items {dataset.num_items}, objective {c.train.objective}, batch {c.train.batch_size}")
-  print("| loss | steps/epoch | s/step (per round) | s/epoch | ratio to sampled |")
-  print("|---|---|---|---|---|")
+  print("| loss | length bucket | steps/epoch | s/step (per round) | s/epoch | vs the slowest |")
+  print("|---|---|---|---|---|---|")
   epoch = {k: float(np.median([r["seconds_per_epoch"] for r in v])) for k, v in times.items()}
-  for loss, rows in times.items():
+  slowest = max(epoch.values())
+  for (loss, bucket), rows in times.items():
     per_step = ", ".join(f"{r['seconds_per_step']:.4f}" for r in rows)
     label = loss if loss == "full" else f"sampled ({c.train.num_negatives} negatives)"
     print(
-        f"| {label} | {rows[0]['steps_per_epoch']} | {per_step} | {epoch[loss]:.1f} | "
-        f"{epoch[loss] / epoch['sampled']:.2f} |",
+        f"| {label} | {bucket or 'off'} | {rows[0]['steps_per_epoch']} | {per_step} | "
+        f"{epoch[(loss, bucket)]:.1f} | {slowest / epoch[(loss, bucket)]:.2f}x |",
         flush=True,
     )
 

@@ -149,3 +149,63 @@ def test_steps_per_epoch_counts_the_batches_an_epoch_yields(stride):
   assert batching.steps_per_epoch(seqs, "prefix", 16, 7) == len(prefixes)
   with pytest.raises(ValueError, match="objective"):
     batching.steps_per_epoch(seqs, "windows", 16, 7)
+
+
+def _padded(batches, key, max_len):
+  """Every batch's [B, L] column `key` padded back to max_len columns, stacked."""
+  return np.concatenate([np.pad(b[key], ((0, 0), (0, max_len - b[key].shape[1]))) for b in batches])
+
+
+def _rows(*arrays):
+  return collections.Counter(zip(*(tuple(map(tuple, a)) for a in arrays)))
+
+
+def test_length_buckets_keep_every_prefix_and_cut_only_padding():
+  seqs = synthetic_sessions(60, 400, seed=2, mean_length=5, max_length=30)
+  ex = prefix_augment(seqs)
+  full = list(batching.prefix_batches(ex, 16, 24, shuffle=True, seed=1))
+  cut = list(batching.prefix_batches(ex, 16, 24, shuffle=True, seed=1, length_bucket=8))
+  assert len(cut) == len(full) == batching.num_batches(len(ex), 16)
+  for b in cut:
+    longest = int((b["items"] > 0).sum(axis=1).max())
+    width = b["items"].shape[1]
+    # The batch's longest prefix, rounded up to a multiple of 8 (at most max_len = 24).
+    assert width == min(24, max(8, -(-longest // 8) * 8))
+  # The same (prefix, target, weight) rows, only regrouped.
+  items = lambda bs: _padded(bs, "items", 24)
+  col = lambda bs, k: np.concatenate([b[k] for b in bs])[:, None]
+  assert _rows(items(cut), col(cut, "target"), col(cut, "weight")) == _rows(
+      items(full), col(full, "target"), col(full, "weight")
+  )
+  # Rows of similar length share a batch: far fewer cells than at max_len.
+  assert sum(b["items"].size for b in cut) < 0.5 * sum(b["items"].size for b in full)
+
+
+def test_length_buckets_keep_every_window_target_once():
+  seqs = synthetic_sessions(80, 300, seed=4, mean_length=6, max_length=40)
+  full = list(batching.window_batches(seqs, 32, 20, seed=3, epoch=2))
+  cut = list(batching.window_batches(seqs, 32, 20, seed=3, epoch=2, length_bucket=4))
+  assert len(cut) == len(full)
+  assert {b["items"].shape[1] for b in cut} - {4, 8, 12, 16, 20} == set()
+  assert len({b["items"].shape[1] for b in cut}) > 1
+  for b in cut:
+    assert b["items"].shape == b["targets"].shape == b["weights"].shape
+  assert _rows(*(_padded(cut, k, 20) for k in ("items", "targets", "weights"))) == _rows(
+      *(_padded(full, k, 20) for k in ("items", "targets", "weights"))
+  )
+  # Deterministic in (seed, epoch); another epoch another order.
+  again = list(batching.window_batches(seqs, 32, 20, seed=3, epoch=2, length_bucket=4))
+  assert all(np.array_equal(a["items"], b["items"]) for a, b in zip(cut, again))
+  other = list(batching.window_batches(seqs, 32, 20, seed=3, epoch=3, length_bucket=4))
+  assert not all(
+      a["items"].shape == b["items"].shape and np.array_equal(a["items"], b["items"])
+      for a, b in zip(cut, other)
+  )
+
+
+def test_length_bucket_must_not_be_negative():
+  ex, _ = _examples()
+  with pytest.raises(DataError, match="length_bucket"):
+    next(batching.prefix_batches(ex, 8, 4, length_bucket=-1))
+  with pytest.raises(DataError, match="length_bucket"):
+    next(batching.window_batches(ex.prefixes, 8, 4, length_bucket=-1))

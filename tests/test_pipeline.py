@@ -309,6 +309,7 @@ def test_dataset_record_checks(full_run, tmp_path, edit, error):
         ({"data.dataset": "no-such-dataset"}, "no-such-dataset"),
         ({"train.rdrop": -1.0}, "train.rdrop"),
         ({"train.fused_chunk": -1}, "train.fused_chunk"),
+        ({"train.length_bucket": -4}, "train.length_bucket"),
         ({"student.rdrop": -0.5}, "student.rdrop"),
         ({"codes.weight_power": -1.0}, "codes.weight_power"),
         (
@@ -324,6 +325,17 @@ def test_bad_config_or_data_fails_before_the_workdir_is_written(tmp_path, overri
     pipeline.run(tiny(**overrides), workdir)
   assert not os.path.exists(os.path.join(workdir, "config.json"))
   pipeline.run(tiny(**{"stages": ("teacher",), "train.epochs": 1}), workdir)  # the fix runs
+
+
+@pytest.mark.slow
+def test_every_stage_trains_on_length_bucketed_batches(tmp_path):
+  # The teacher, the student and the distillation step (views, mixup, soft targets) on
+  # batches cut to their longest window: one epoch of each runs and reports its models.
+  c = tiny(**{"train.length_bucket": 4, "train.epochs": 1, "student.pretrain_epochs": 1})
+  with c.unlocked():
+    c.distill.epochs = 1
+  metrics = pipeline.run(c, str(tmp_path / "w"))
+  assert {"teacher/test/NDCG@10", "student/test/NDCG@10"} <= set(metrics)
 
 
 @pytest.mark.slow

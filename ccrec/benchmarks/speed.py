@@ -35,18 +35,20 @@ def epoch_time(
     rdrop: float | None = None,
     fused_chunk: int | None = None,
     loss: str | None = None,
+    length_bucket: int | None = None,
     steps: int = 30,
     warmup: int = 2,
 ) -> dict:
   """Median-based seconds per epoch for one objective setting (compile excluded).
 
-  `rdrop`, `fused_chunk` and `loss` None take config.train's (R-Drop runs a second
+  `rdrop`, `fused_chunk`, `loss` and `length_bucket` None take config.train's (R-Drop runs a second
   pass per step; the fused loss never materialises the logits; loss 'sampled' scores
   the batch's targets plus config.train.num_negatives popularity draws per step).
   """
   rdrop = config.train.rdrop if rdrop is None else rdrop
   fused_chunk = config.train.fused_chunk if fused_chunk is None else fused_chunk
   loss = config.train.loss if loss is None else loss
+  bucket = config.train.get("length_bucket", 0) if length_bucket is None else length_bucket
   if loss not in sampled.LOSSES:
     raise ValueError(f"loss must be one of {sampled.LOSSES}, got {loss!r}")
   sampler = None
@@ -68,10 +70,17 @@ def epoch_time(
   )
   per_epoch = steps_per_epoch(dataset.train, objective, batch_size, max_len, stride)
   if objective == "window":
-    batches = window_batches(dataset.train, batch_size, max_len, seed=0, stride=stride)
+    batches = window_batches(
+        dataset.train, batch_size, max_len, seed=0, stride=stride, length_bucket=bucket
+    )
   else:
     batches = prefix_batches(
-        dataset.train_examples(max_len), batch_size, max_len, shuffle=True, seed=0
+        dataset.train_examples(max_len),
+        batch_size,
+        max_len,
+        shuffle=True,
+        seed=0,
+        length_bucket=bucket,
     )
   times, targets = [], []
   for i, batch in enumerate(batches):
@@ -91,6 +100,7 @@ def epoch_time(
       "rdrop": rdrop,
       "fused_chunk": fused_chunk,
       "loss": loss,
+      "length_bucket": bucket,
       "steps_per_epoch": per_epoch,
       "seconds_per_step": per_step,
       "seconds_per_epoch": per_step * per_epoch,

@@ -50,6 +50,41 @@ def _rows_per_chunk(batch_size: int, max_len: int) -> int:
   return batch_size * max(1, _CHUNK_CELLS // (batch_size * max_len))
 
 
+def _check_bucket(length_bucket: int) -> int:
+  if length_bucket < 0:
+    raise DataError(f"length_bucket must be >= 0 (0 = off), got {length_bucket}")
+  return int(length_bucket)
+
+
+def _by_length(idx: np.ndarray, lens: np.ndarray, length_bucket: int) -> np.ndarray:
+  """idx reordered by row length (stable: equal lengths keep their shuffled order) when
+  length_bucket > 0, else unchanged."""
+  return idx[np.argsort(lens, kind="stable")] if length_bucket else idx
+
+
+def _emit(
+    columns: dict[str, np.ndarray],
+    lens: np.ndarray,
+    batch_size: int,
+    max_len: int,
+    length_bucket: int,
+    rng: np.random.Generator | None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """The chunk's batches in order, or (length_bucket > 0) in `rng`'s order with the [B, L]
+  columns cut to the batch's longest row rounded up to a multiple of length_bucket
+  (at most max_len): the columns cut off hold only padding (rows are left-aligned)."""
+  starts = np.arange(0, len(lens), batch_size)
+  if length_bucket:
+    starts = rng.permutation(starts)
+  for b in starts:
+    batch = {k: v[b : b + batch_size] for k, v in columns.items()}
+    if length_bucket:
+      longest = max(int(lens[b : b + batch_size].max()), 1)
+      width = min(max_len, -(-longest // length_bucket) * length_bucket)
+      batch = {k: v[:, :width] if v.ndim == 2 else v for k, v in batch.items()}
+    yield batch
+
+
 def num_batches(num_rows: int, batch_size: int) -> int:
   """Batches for `num_rows` rows (examples or windows): ceil(num_rows / batch_size)."""
   _check(batch_size, 1)
@@ -64,23 +99,30 @@ def prefix_batches(
     shuffle: bool = False,
     seed: int = 0,
     epoch: int = 0,
+    length_bucket: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Batches of (prefix -> target) examples.
 
   Yields dicts: items int32 [B, L], target int32 [B], weight float32 [B]
   (1 for real rows, 0 for the filler rows of the last batch, whose items and
   target are 0). ceil(N / B) batches; each example appears exactly once.
+  L = max_len, or with length_bucket > 0 the batch's longest prefix rounded up
+  to a multiple of length_bucket: rows of similar length are batched together
+  (sorted by length within each shuffled chunk of rows, batches in a seeded
+  order), so short sessions do not pay for max_len positions.
   """
   _check(batch_size, max_len)
-  lens_all = examples.prefixes.lengths()
+  length_bucket = _check_bucket(length_bucket)
+  lens_all = np.minimum(examples.prefixes.lengths(), max_len)
   n = len(examples)
   order = _order(n, shuffle, seed, epoch)
   chunk = _rows_per_chunk(batch_size, max_len)
+  rng = np.random.default_rng([seed, epoch, 1]) if length_bucket else None
   for lo in range(0, n, chunk):
-    idx = order[lo : lo + chunk]
+    idx = _by_length(order[lo : lo + chunk], lens_all[order[lo : lo + chunk]], length_bucket)
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
-    lens = np.minimum(lens_all[idx], max_len)
+    lens = lens_all[idx]
     starts = examples.prefixes.offsets[idx + 1] - lens
     items = np.zeros((padded, max_len), dtype=np.int32)
     items[:rows] = _gather(examples.prefixes.items, starts, lens, max_len)
@@ -88,12 +130,16 @@ def prefix_batches(
     target[:rows] = examples.targets[idx]
     weight = np.zeros(padded, dtype=np.float32)
     weight[:rows] = 1.0
-    for b in range(0, padded, batch_size):
-      yield {
-          "items": items[b : b + batch_size],
-          "target": target[b : b + batch_size],
-          "weight": weight[b : b + batch_size],
-      }
+    row_lens = np.zeros(padded, dtype=np.int64)
+    row_lens[:rows] = lens
+    yield from _emit(
+        {"items": items, "target": target, "weight": weight},
+        row_lens,
+        batch_size,
+        max_len,
+        length_bucket,
+        rng,
+    )
 
 
 def _check_stride(stride: int | None, max_len: int) -> int:
@@ -166,22 +212,28 @@ def window_batches(
     seed: int = 0,
     epoch: int = 0,
     stride: int | None = None,
+    length_bucket: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """All-positions training batches (SASRec style), one epoch.
 
   Yields dicts: items int32 [B, L], targets int32 [B, L] (targets[b, t] is the
   click after items[b, :t+1]; 0 = none or predicted by another window),
   weights float32 [B, L] (1 where a target counts). Every training target
-  appears exactly once per epoch. See `windows` for `stride`.
+  appears exactly once per epoch. See `windows` for `stride`. L = max_len, or
+  with length_bucket > 0 the batch's longest window rounded up to a multiple of
+  length_bucket (windows of similar length batched together, as in
+  `prefix_batches`).
   """
   _check(batch_size, max_len)
+  length_bucket = _check_bucket(length_bucket)
   starts_all, lens_all, first_all = windows(sequences, max_len, stride)
   n = len(starts_all)
   order = _order(n, shuffle, seed, epoch)
   chunk = _rows_per_chunk(batch_size, max_len)
   positions = np.arange(max_len)[None, :]
+  rng = np.random.default_rng([seed, epoch, 1]) if length_bucket else None
   for lo in range(0, n, chunk):
-    idx = order[lo : lo + chunk]
+    idx = _by_length(order[lo : lo + chunk], lens_all[order[lo : lo + chunk]], length_bucket)
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
     starts, lens = starts_all[idx], lens_all[idx]
@@ -191,12 +243,16 @@ def window_batches(
     targets[:rows] = _gather(sequences.items, starts + 1, lens, max_len)
     targets[:rows] *= positions >= first_all[idx][:, None]
     weights = (targets > 0).astype(np.float32)
-    for b in range(0, padded, batch_size):
-      yield {
-          "items": items[b : b + batch_size],
-          "targets": targets[b : b + batch_size],
-          "weights": weights[b : b + batch_size],
-      }
+    row_lens = np.zeros(padded, dtype=np.int64)
+    row_lens[:rows] = lens
+    yield from _emit(
+        {"items": items, "targets": targets, "weights": weights},
+        row_lens,
+        batch_size,
+        max_len,
+        length_bucket,
+        rng,
+    )
 
 
 def hot_mask(item_counts: np.ndarray, fraction: float = 0.2) -> np.ndarray:

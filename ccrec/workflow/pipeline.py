@@ -85,11 +85,18 @@ class Context:
           seed=seed,
           epoch=epoch,
           stride=c.train.window_stride or None,
+          length_bucket=c.train.length_bucket,
       )
     if self._train_examples is None:
       self._train_examples = self.dataset.train_examples(c.data.max_len)
     return prefix_batches(
-        self._train_examples, batch_size, c.data.max_len, shuffle=True, seed=seed, epoch=epoch
+        self._train_examples,
+        batch_size,
+        c.data.max_len,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        length_bucket=c.train.length_bucket,
     )
 
   def steps_per_epoch(self, batch_size: int | None = None) -> int:
