@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from ccrec import config as config_lib
@@ -49,11 +50,10 @@ def epoch_time(
   fused_chunk = config.train.fused_chunk if fused_chunk is None else fused_chunk
   loss = config.train.loss if loss is None else loss
   bucket = config.train.get("length_bucket", 0) if length_bucket is None else length_bucket
-  if loss not in sampled.LOSSES:
-    raise ValueError(f"loss must be one of {sampled.LOSSES}, got {loss!r}")
-  sampler = None
-  if loss == "sampled":
-    sampler = sampled.Sampler.from_counts(dataset.item_counts, config.train.num_negatives)
+  sampler = sampled.from_config(
+      ml_collections.ConfigDict({"loss": loss, "num_negatives": config.train.num_negatives}),
+      dataset.item_counts,
+  )
   max_len = config.data.max_len
   model = SessionRecommender(
       ModelSpec.from_config(config.model, dataset.num_items, max_len=max_len)

@@ -56,30 +56,34 @@ def _check_bucket(length_bucket: int) -> int:
   return int(length_bucket)
 
 
-def _by_length(idx: np.ndarray, lens: np.ndarray, length_bucket: int) -> np.ndarray:
-  """idx reordered by row length (stable: equal lengths keep their shuffled order) when
-  length_bucket > 0, else unchanged."""
-  return idx[np.argsort(lens, kind="stable")] if length_bucket else idx
+def _by_length(idx: np.ndarray, lens_all: np.ndarray, length_bucket: int) -> np.ndarray:
+  """idx reordered by row length lens_all[idx] (stable: equal lengths keep their shuffled
+  order) when length_bucket > 0, else unchanged."""
+  return idx[np.argsort(lens_all[idx], kind="stable")] if length_bucket else idx
 
 
 def _emit(
     columns: dict[str, np.ndarray],
     lens: np.ndarray,
     batch_size: int,
-    max_len: int,
     length_bucket: int,
     rng: np.random.Generator | None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """The chunk's batches in order, or (length_bucket > 0) in `rng`'s order with the [B, L]
-  columns cut to the batch's longest row rounded up to a multiple of length_bucket
-  (at most max_len): the columns cut off hold only padding (rows are left-aligned)."""
-  starts = np.arange(0, len(lens), batch_size)
+  """The chunk's batches (columns: 'items' [R, L] and other arrays of R rows) in order,
+  or (length_bucket > 0) in `rng`'s order with the [R, L] columns cut to the batch's
+  longest row rounded up to a multiple of length_bucket, at most L (lens: lengths of the
+  chunk's real rows; the filler rows after them are empty). The columns cut off hold
+  only padding (rows are left-aligned)."""
+  padded, max_len = columns["items"].shape
+  starts = np.arange(0, padded, batch_size)
   if length_bucket:
     starts = rng.permutation(starts)
+    row_lens = np.zeros(padded, dtype=np.int64)
+    row_lens[: len(lens)] = lens
   for b in starts:
     batch = {k: v[b : b + batch_size] for k, v in columns.items()}
     if length_bucket:
-      longest = max(int(lens[b : b + batch_size].max()), 1)
+      longest = max(int(row_lens[b : b + batch_size].max()), 1)
       width = min(max_len, -(-longest // length_bucket) * length_bucket)
       batch = {k: v[:, :width] if v.ndim == 2 else v for k, v in batch.items()}
     yield batch
@@ -119,7 +123,7 @@ def prefix_batches(
   chunk = _rows_per_chunk(batch_size, max_len)
   rng = np.random.default_rng([seed, epoch, 1]) if length_bucket else None
   for lo in range(0, n, chunk):
-    idx = _by_length(order[lo : lo + chunk], lens_all[order[lo : lo + chunk]], length_bucket)
+    idx = _by_length(order[lo : lo + chunk], lens_all, length_bucket)
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
     lens = lens_all[idx]
@@ -130,15 +134,8 @@ def prefix_batches(
     target[:rows] = examples.targets[idx]
     weight = np.zeros(padded, dtype=np.float32)
     weight[:rows] = 1.0
-    row_lens = np.zeros(padded, dtype=np.int64)
-    row_lens[:rows] = lens
     yield from _emit(
-        {"items": items, "target": target, "weight": weight},
-        row_lens,
-        batch_size,
-        max_len,
-        length_bucket,
-        rng,
+        {"items": items, "target": target, "weight": weight}, lens, batch_size, length_bucket, rng
     )
 
 
@@ -233,7 +230,7 @@ def window_batches(
   positions = np.arange(max_len)[None, :]
   rng = np.random.default_rng([seed, epoch, 1]) if length_bucket else None
   for lo in range(0, n, chunk):
-    idx = _by_length(order[lo : lo + chunk], lens_all[order[lo : lo + chunk]], length_bucket)
+    idx = _by_length(order[lo : lo + chunk], lens_all, length_bucket)
     rows = len(idx)
     padded = -(-rows // batch_size) * batch_size
     starts, lens = starts_all[idx], lens_all[idx]
@@ -243,13 +240,10 @@ def window_batches(
     targets[:rows] = _gather(sequences.items, starts + 1, lens, max_len)
     targets[:rows] *= positions >= first_all[idx][:, None]
     weights = (targets > 0).astype(np.float32)
-    row_lens = np.zeros(padded, dtype=np.int64)
-    row_lens[:rows] = lens
     yield from _emit(
         {"items": items, "targets": targets, "weights": weights},
-        row_lens,
+        lens,
         batch_size,
-        max_len,
         length_bucket,
         rng,
     )

@@ -233,6 +233,11 @@ def code_tensors(table: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str,
 # ---------------------------------------------------------------------------- verification
 
 
+def _reference_top_k(row: np.ndarray, k: int) -> np.ndarray:
+  """The k ids of a score row [V+1] by score, ties by the smaller id (scoring.top_k's order)."""
+  return np.lexsort((np.arange(len(row)), -row))[:k]
+
+
 def compare(
     got_items: np.ndarray, got_scores: np.ndarray, reference: np.ndarray, rtol: float = 1e-5
 ) -> dict[str, Any]:
@@ -248,7 +253,7 @@ def compare(
   row = np.asarray(reference, np.float32)
   num_items = len(row) - 1
   k = len(got_items)
-  want = np.lexsort((np.arange(len(row)), -row))[:k]
+  want = _reference_top_k(row, k)
   ids = np.asarray(got_items, np.int64)
   got_scores = np.asarray(got_scores, np.float32)
   if (
@@ -340,8 +345,7 @@ def agreement(
       run, reference, sessions, max_len, batch, reference_batch
   ):
     k = len(got_items)
-    row = np.asarray(ref, np.float32)
-    want = np.lexsort((np.arange(len(row)), -row))[:k]
+    want = _reference_top_k(np.asarray(ref, np.float32), k)
     ids = np.asarray(got_items, np.int64)
     overlap.append(len(set(ids.tolist()) & set(want.tolist())) / k)
     same_set += set(ids.tolist()) == set(want.tolist())
@@ -441,7 +445,8 @@ def export_file(
   report["code_tensors"] = code_tensors(table, spec) if spec.embedding == "codes" else []
   if sessions is not None:
     reference = graph.flax_scores(spec, graph.dequantized_variables(spec, variables, quantize))
-    check = verify(load_runner(pending), reference, sessions, spec.max_len, batch=batch, rtol=rtol)
+    runner = load_runner(pending)
+    check = verify(runner, reference, sessions, spec.max_len, batch=batch, rtol=rtol)
     report["verification"] = check
     if check["different"]:
       shown = check["different_sessions"][:20]
@@ -454,7 +459,7 @@ def export_file(
       )
     if quantize is not None:
       report["float_agreement"] = agreement(
-          load_runner(pending),
+          runner,
           graph.flax_scores(spec, variables),
           sessions,
           spec.max_len,
