@@ -46,6 +46,12 @@ _QUANTIZE = flags.DEFINE_enum(
     ["none", "int8"],
     "litert/onnx: int8 " "codebooks and Dense kernels (bundles: --codebooks=int8).",
 )
+_PAIR_CODES = flags.DEFINE_bool(
+    "pair_codes",
+    True,
+    "litert/onnx: store and score the codebooks in pairs (K^2-entry tables) where "
+    "K^2 <= 65536; --nopair_codes: one row per codebook.",
+)
 _K = flags.DEFINE_integer("k", 20, "litert/onnx: items the model file returns.")
 _BATCH = flags.DEFINE_integer(
     "batch",
@@ -75,6 +81,7 @@ def main(argv):
         k=_K.value,
         batch=_BATCH.value or None,
         quantize=None if _QUANTIZE.value == "none" else "int8",
+        pair_codes=_PAIR_CODES.value,
         verify=_VERIFY.value,
         overwrite=_OVERWRITE.value,
     )

@@ -81,3 +81,18 @@ def test_one_isolated_measurement():
   assert "error" not in out, out
   assert out["peak_rss_bytes"] > 0 and out["full_scan_s"] > 0
   assert "error" in scale.run_isolated("nothing", _tiny_config(), 60, {})
+
+
+def test_pruned_on_learned_codes():
+  c = _tiny_config()
+  out = scale.measure_pruned_learned(c, 300, k=5, queries=3)
+  assert out["identical"] and out["codes"] == "given"
+  assert (out["num_items"], out["d"], out["num_codebooks"], out["codebook_size"], out["k"]) == (
+      300,
+      8,
+      2,
+      8,
+      5,
+  )
+  assert out["codes_stage"]["gumbel_steps"] <= c.codes.max_steps
+  assert out["pruned_s_median"] <= out["pruned_s_p95"]

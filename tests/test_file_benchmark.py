@@ -21,7 +21,7 @@ def test_file_benchmark_smoke(tmp_path):
       repeats=2,
       batch_repeats=1,
       directory=str(tmp_path),
-      only_models=("student", "teacher"),
+      only_models=("student", "student_unpaired", "teacher"),
       runtimes=("litert_xnnpack", "onnxruntime", "numpy"),
   )
   got = {(r["model"], r["format"], r["runtime"], r["batch"]) for r in res["rows"]}
@@ -30,6 +30,10 @@ def test_file_benchmark_smoke(tmp_path):
       for m in ("student", "teacher")
       for b in (1, 3)
       for f, r in (("litert", "litert_xnnpack"), ("onnx", "onnxruntime"), ("bundle", "numpy"))
+  } | {
+      ("student_unpaired", f, r, b)
+      for b in (1, 3)
+      for f, r in (("litert", "litert_xnnpack"), ("onnx", "onnxruntime"))  # no bundle
   }
   assert got == want
   for row in res["rows"]:
@@ -60,6 +64,13 @@ def test_file_benchmark_smoke(tmp_path):
   }
   (target,) = file_benchmark.targets(result)
   assert (target["M"], target["K"]) == (2, 16)
+  unpaired = [
+      r for r in res["rows"] if r["model"] == "student_unpaired" and r["format"] == "litert"
+  ]
+  assert unpaired[0]["file_bytes"] > student[0]["file_bytes"]  # K = 16: a pair in one byte
+  assert target["unpaired / paired time"] == pytest.approx(
+      unpaired[0]["median_ms"] / student[0]["median_ms"]
+  )
   assert target["teacher / student bytes"] == pytest.approx(
       [r for r in res["rows"] if r["model"] == "teacher" and r["format"] == "litert"][0][
           "file_bytes"

@@ -153,18 +153,46 @@ def test_graph_arrays_int8():
     graph.graph_arrays(spec, variables, "int4")
 
 
-def test_uint16_codes_for_more_than_256_codewords():
-  spec, variables = _model(codebook_size=300)
-  assert graph.graph_arrays(spec, variables)["items/codes"].dtype == np.uint16
+@pytest.mark.parametrize("codebook_size", [16, 181, 256, 300])
+@pytest.mark.parametrize("num_codebooks", [2, 3])
+def test_graph_top_k_with_paired_and_single_code_rows(codebook_size, num_codebooks):
+  spec, variables = _model(codebook_size=codebook_size, num_codebooks=num_codebooks)
   items = graph.pack_sessions(_sessions(8), MAX_LEN)
   want = _flax_top(spec, variables, items, 10)[0]
-  for int16_codes in (False, True):
-    fn = jax.jit(graph.serving_fn(spec, variables, 10, single=False, int16_codes=int16_codes))
-    np.testing.assert_array_equal(fn(items)[0], want)
-  bits = np.array([0, 1, 32767, 32768, 65535], np.uint16).view(np.int16)
-  np.testing.assert_array_equal(
-      graph._Items.code_ints(jax.numpy.asarray(bits)), [0, 1, 32767, 32768, 65535]
-  )
+  for pair_codes in (True, False):
+    for int16_codes in (False, True):
+      fn = graph.serving_fn(
+          spec, variables, 10, single=False, pair_codes=pair_codes, int16_codes=int16_codes
+      )
+      np.testing.assert_array_equal(jax.jit(fn)(items)[0], want)
+
+
+@pytest.mark.parametrize(
+    "k, m, pair, int16, layout",
+    [
+        # (K, M, pair, int16) -> [(dtype, codebooks, offset)] of the stored rows
+        (16, 2, True, False, [("uint8", (0, 1), 0)]),  # K^2 = 256: a pair in one byte
+        (16, 3, True, False, [("uint8", (0, 1), 0), ("uint8", (2,), 0)]),
+        (181, 2, True, False, [("uint16", (0, 1), 0)]),
+        (181, 2, True, True, [("int16", (0, 1), 0)]),  # K^2 <= 32768: fits int16 as is
+        (256, 2, True, True, [("int16", (0, 1), 32768)]),  # stored minus 32768
+        (256, 2, False, True, [("uint8", (0,), 0), ("uint8", (1,), 0)]),
+        (300, 2, True, False, [("uint16", (0,), 0), ("uint16", (1,), 0)]),  # K^2 > 65536
+        (300, 2, True, True, [("int16", (0,), -1), ("int16", (1,), -1)]),  # uint16 bits
+    ],
+)
+def test_pack_codes_layout_and_round_trip(k, m, pair, int16, layout):
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, k, (m, 500)).astype(np.uint8 if k <= 256 else np.uint16)
+  codes[:, 0], codes[:, 1] = 0, k - 1  # the extremes of every codebook
+  packed = graph.pack_codes(codes, k, pair=pair, int16=int16)
+  assert [(str(r.dtype), g, o) for r, g, o in packed] == layout
+  for row, group, offset in packed:
+    index = np.asarray(graph._Items.code_ints(jax.numpy.asarray(row), offset))
+    got = [index // k, index % k] if len(group) == 2 else [index]
+    for i, m_ in enumerate(group):
+      np.testing.assert_array_equal(got[i], codes[m_])
+  assert sum(r.nbytes for r, _, _ in packed) <= codes.nbytes  # never more bytes
 
 
 # ---------------------------------------------------------------------------- verification
@@ -269,10 +297,12 @@ def test_student_file_keeps_uint8_codes_and_is_verified(converters, tmp_path, fm
     assert report["float_agreement"]["sessions"] == len(sessions)
   else:
     assert "float_agreement" not in report
-  # The tensor table, read back from the file: codes uint8, M * V bytes, nothing widened.
+  # The tensor table, read back from the file: the two codebooks (K = 16) paired into one
+  # uint8 row of K^2 = 256 pair indices, V bytes, nothing widened.
   table = convert.tensor_table(out)
   codes = [t for t in table if NUM_ITEMS in t["shape"]]
-  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", NUM_ITEMS)]
+  assert report["pair_codes"]
   assert _codes_entry(report)["dtype"] == "uint8"
   books = [t for t in table if sorted(t["shape"])[-2:] == [8, 32]]
   assert [t["dtype"] for t in books] == ["int8" if quantize else "float32"]
@@ -303,7 +333,7 @@ def test_narm_student_file_is_verified(converters, tmp_path, fmt):
   check = report["verification"]
   assert check["sessions"] == len(sessions) and check["different"] == 0
   codes = [t for t in convert.tensor_table(out) if NUM_ITEMS in t["shape"]]
-  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", NUM_ITEMS)]  # K=16: paired
 
 
 @pytest.mark.parametrize("fmt", convert.FORMATS)
@@ -321,7 +351,7 @@ def test_gru4rec_student_file_keeps_uint8_codes_and_is_verified(
   assert check["sessions"] == len(sessions) and check["different"] == 0
   table = convert.tensor_table(out)
   codes = [t for t in table if NUM_ITEMS in t["shape"]]
-  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", 2 * NUM_ITEMS)]
+  assert [(t["dtype"], t["bytes"]) for t in codes] == [("uint8", NUM_ITEMS)]  # K=16: paired
   # The 2 x 6 GRU kernels ([8, 12] input of layer 0, [12, 12] the others) and the [12, 8]
   # projection: int8 with quantize, float32 without (one copy each).
   kernels = [t for t in table if t["shape"][-2:] in ([8, 12], [12, 12], [12, 8])]
@@ -339,6 +369,25 @@ def test_gru4rec_teacher_file_batch_variant(converters, tmp_path, fmt):
   sessions = _sessions(9)
   report = convert.export_file(out, spec, variables, fmt=fmt, k=5, batch=4, sessions=sessions)
   assert report["verification"]["different"] == 0 and report["verification"]["sessions"] == 9
+
+
+@pytest.mark.parametrize("fmt", convert.FORMATS)
+@pytest.mark.parametrize("pair_codes", [True, False])
+def test_codes_256_paired_or_not_in_the_file(converters, tmp_path, fmt, pair_codes):
+  spec, variables = _model(codebook_size=256)
+  out = str(tmp_path / f"s{convert.EXTENSIONS[fmt]}")
+  report = convert.export_file(
+      out, spec, variables, fmt=fmt, k=5, pair_codes=pair_codes, sessions=_sessions(9)
+  )
+  assert report["verification"]["different"] == 0 and report["pair_codes"] == pair_codes
+  entry = _codes_entry(report)  # one copy, M * V bytes either way
+  if pair_codes:  # K^2 = 65536 pair indices in 16 bits; LiteRT: int16, stored minus 32768
+    assert (entry["dtype"], entry["bytes"]) == (
+        "int16" if fmt == "litert" else "uint16",
+        2 * NUM_ITEMS,
+    )
+  else:
+    assert (entry["dtype"], entry["bytes"]) == ("uint8", 2 * NUM_ITEMS)
 
 
 @pytest.mark.parametrize("fmt", convert.FORMATS)

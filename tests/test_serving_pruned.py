@@ -101,3 +101,18 @@ def test_benchmark_reports_agreement_on_a_small_catalog():
   assert pruned_benchmark.benchmark(
       num_items=2_000, d=8, num_codebooks=2, codebook_size=16, queries=2, clustered=False
   )["identical"]
+
+
+def test_benchmark_on_given_codes_reads_their_sizes():
+  codes = pruned_benchmark.clustered_codes(3_000, 3, 16, seed=4)
+  books = pruned_benchmark.clustered_codebooks(3, 16, 12, seed=4)
+  out = pruned_benchmark.benchmark(codes=codes, books=books, k=7, queries=4)
+  assert out["identical"] and out["codes"] == "given"
+  assert (out["num_items"], out["num_codebooks"], out["codebook_size"], out["d"]) == (
+      3_000,
+      3,
+      16,
+      12,
+  )
+  with pytest.raises(ValueError, match="both codes and books"):
+    pruned_benchmark.benchmark(codes=codes, queries=1)

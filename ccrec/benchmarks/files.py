@@ -3,7 +3,10 @@
 For each catalog size V (d, max_len, blocks as ccrec.benchmarks.ondevice.Case) it
 builds random weights of every model (timings do not depend on the values):
 
-  student        compositional codes, for each (M, K) asked (float32 codebooks)
+  student        compositional codes, for each (M, K) asked (float32 codebooks), the
+                 codebooks stored and scored in pairs (graph.pack_codes)
+  student_unpaired  the first (M, K), one code row per codebook (pair_codes=False),
+                 the same model: the pairs' effect side by side (no bundle)
   student_int8   the first (M, K), --quantize=int8 (int8 codebooks and Dense kernels)
   teacher        the full float32 [V, d] table
   tt             tensor-train cores (rank tt_rank)
@@ -83,6 +86,16 @@ def models(case: Case) -> list[dict[str, Any]]:
     if i == 0:
       out.append(
           {
+              "model": "student_unpaired",
+              "M": m,
+              "K": k,
+              "config": config,
+              "quantize": None,
+              "pair_codes": False,
+          }
+      )
+      out.append(
+          {
               "model": "student_int8",
               "M": m,
               "K": k,
@@ -145,6 +158,7 @@ def _write_files(
           k=case.k,
           batch=b,
           quantize=entry["quantize"],
+          pair_codes=entry.get("pair_codes", True),
           overwrite=True,
       )
       rows.append(
@@ -157,6 +171,8 @@ def _write_files(
               "export_s": time.perf_counter() - start,
           }
       )
+  if not entry.get("pair_codes", True):  # the bundle does not depend on the pairing
+    return rows
   bundle_arrays = dict(arrays)
   if entry["quantize"]:
     bundle_arrays["items/codebooks"], bundle_arrays["items/codebook_scale"] = (
@@ -279,7 +295,8 @@ def run_case(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
   """Exports and times the models of one case (only_models: a subset of 'student',
-  'student_int8', 'teacher', 'tt') in `runtimes`; returns {'case', 'rows'}."""
+  'student_unpaired', 'student_int8', 'teacher', 'tt') in `runtimes`; returns {'case',
+  'rows'}."""
   rows = []
   with tempfile.TemporaryDirectory(prefix="ccrec_filebench_") as tmp:
     out = directory or tmp
@@ -379,6 +396,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows, model="student", M=m, K=k, format="litert", batch=1, runtime="litert_xnnpack"
     )
     int8 = _find(rows, model="student_int8", format="litert", batch=1, runtime="litert_xnnpack")
+    unpaired = _find(
+        rows, model="student_unpaired", format="litert", batch=1, runtime="litert_xnnpack"
+    )
     teacher = _find(rows, model="teacher", format="litert", batch=1, runtime="litert_xnnpack")
     if not (student and teacher):
       continue
@@ -393,6 +413,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     }
     if int8:
       entry["teacher / student_int8 bytes"] = teacher["file_bytes"] / int8["file_bytes"]
+    if unpaired and "median_ms" in unpaired:
+      entry["unpaired / paired time"] = unpaired["median_ms"] / student["median_ms"]
     out.append(entry)
   return out
 
@@ -439,15 +461,17 @@ def markdown(result: dict[str, Any], command: str = "") -> str:
       ">= 80 (>= 150 with int8), teacher / student time >= 10):",
       "",
       "| V | d | M | K | student file / arrays | teacher / student bytes "
-      "| teacher / student_int8 bytes | teacher / student time |",
-      "|" + "---|" * 8,
+      "| teacher / student_int8 bytes | teacher / student time | unpaired / paired time |",
+      "|" + "---|" * 9,
   ]
   for t in targets(result):
     int8 = t.get("teacher / student_int8 bytes")
+    unpaired = t.get("unpaired / paired time")
     lines.append(
         f"| {t['num_items']:,} | {t['d']} | {t['M']} | {t['K']} "
         f"| {t['student file / arrays']:.3f} "
         f"| {t['teacher / student bytes']:.1f} | {'' if int8 is None else f'{int8:.1f}'} "
-        f"| {t['teacher / student time']:.1f} |"
+        f"| {t['teacher / student time']:.1f} "
+        f"| {'' if unpaired is None else f'{unpaired:.2f}'} |"
     )
   return "\n".join(lines) + "\n"

@@ -206,8 +206,11 @@ def measure_train(
   }
 
 
-def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str, Any]:
-  """The whole codes stage on `structured_table(V, model.d)`, each step timed."""
+def learn_structured_codes(
+    config: ml_collections.ConfigDict, num_items: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+  """The whole codes stage on `structured_table(V, model.d)`: (codes [V+1, M], codebooks
+  [M, K, d], report with each step's seconds)."""
   c = config.codes
   table = structured_table(num_items, config.model.d)
   weights = code_refinement.popularity_weights(zipf_counts(num_items), c.weight_power)
@@ -238,15 +241,24 @@ def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str
     seconds["deduplicate"] = time.perf_counter() - t
   seconds["total"] = time.perf_counter() - t0
   report = code_learning.code_report(codes, c.codebook_size)
-  return {
-      "seconds": seconds,
-      "gumbel_steps": int(result.report["steps"]),
-      "refine_iterations": len(history),
-      "gumbel_relative_mse": result.report["relative_mse"],
-      "final_relative_mse": mse / result.report["table_variance"],
-      "collisions": report["collisions"],
-      "unresolved": int(left),
-  }
+  return (
+      codes,
+      books,
+      {
+          "seconds": seconds,
+          "gumbel_steps": int(result.report["steps"]),
+          "refine_iterations": len(history),
+          "gumbel_relative_mse": result.report["relative_mse"],
+          "final_relative_mse": mse / result.report["table_variance"],
+          "collisions": report["collisions"],
+          "unresolved": int(left),
+      },
+  )
+
+
+def measure_codes(config: ml_collections.ConfigDict, num_items: int) -> dict[str, Any]:
+  """The whole codes stage on `structured_table(V, model.d)`, each step timed."""
+  return learn_structured_codes(config, num_items)[2]
 
 
 def measure_eval(
@@ -296,6 +308,20 @@ def measure_scoring(
       "share_scored": r["mean_share_scored"],
       "identical": r["identical"],
   }
+
+
+def measure_pruned_learned(
+    config: ml_collections.ConfigDict, num_items: int, *, k: int = 20, queries: int = 100
+) -> dict[str, Any]:
+  """Pruned exact top-k against the full scan on codes the codes stage learned
+  (`learn_structured_codes`), with their codebooks; queries are noisy item embeddings
+  (`benchmarks.pruned.benchmark`). Adds the codes stage's report under 'codes_stage'."""
+  codes, books, report = learn_structured_codes(config, num_items)
+  codes = np.ascontiguousarray(codes.T)  # [M, V+1]
+  codes[:, 0] = 0
+  out = pruned.benchmark(k=k, queries=queries, codes=codes, books=np.asarray(books, np.float32))
+  out["codes_stage"] = report
+  return out
 
 
 def item_bytes(config: ml_collections.ConfigDict, num_items: int) -> dict[str, int]:

@@ -23,7 +23,6 @@ runtimes; never ccrec.train or ccrec.evaluation.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -224,10 +223,14 @@ def _onnx_constants(path: str) -> list[dict[str, Any]]:
 
 
 def code_tensors(table: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
-  """The entries of a tensor table holding codes: M * V elements in a shape with a V axis
-  (any layout and dtype, so a widened or transposed copy is found too)."""
-  size = spec.num_codebooks * spec.num_items
-  return [t for t in table if spec.num_items in t["shape"] and math.prod(t["shape"]) == size]
+  """The entries of a tensor table holding codes: integer tensors with a V axis (per-codebook
+  or paired rows, `graph.pack_codes`; any layout, so a widened or transposed copy is found
+  too)."""
+  return [
+      t
+      for t in table
+      if spec.num_items in t["shape"] and np.issubdtype(np.dtype(t["dtype"]), np.integer)
+  ]
 
 
 # ---------------------------------------------------------------------------- verification
@@ -384,6 +387,7 @@ def export_file(
     k: int = 20,
     batch: int | None = None,
     quantize: str | None = None,
+    pair_codes: bool = True,
     sessions: Sequence | None = None,
     raw_ids: Sequence[str] | None = None,
     popular: np.ndarray | None = None,
@@ -401,6 +405,8 @@ def export_file(
       verification reference is the Flax model with the same weights dequantised, and
       the report's 'float_agreement' compares the file's top-k with the float model's
       (`agreement`) on the same sessions.
+    pair_codes: codebooks stored and scored in pairs where K^2 <= 65536
+      (`graph.pack_codes`); False: one row per codebook.
     sessions: dense-id sessions to verify on (e.g. every test prefix); None skips it.
     raw_ids: raw id of each dense id 0..V ('' at 0), for the id map; None: dense ids.
     popular: dense ids by decreasing training count, for the empty-session fallback.
@@ -418,7 +424,13 @@ def export_file(
         f"raw_ids has {len(raw_ids)} entries, expected num_items + 1 = " f"{spec.num_items + 1}"
     )
   fn = graph.serving_fn(
-      spec, variables, k, single=batch is None, quantize=quantize, int16_codes=fmt == "litert"
+      spec,
+      variables,
+      k,
+      single=batch is None,
+      quantize=quantize,
+      pair_codes=pair_codes,
+      int16_codes=fmt == "litert",
   )
   example = graph.input_spec(spec, batch or 1)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -434,6 +446,8 @@ def export_file(
       "max_len": spec.max_len,
       "num_items": spec.num_items,
       "quantize": quantize,
+      "pair_codes": spec.embedding == "codes"
+      and graph.pairs_codebooks(spec.num_codebooks, spec.codebook_size, pair_codes),
       "signature": signature(fmt, spec, k, batch),
       "file_bytes": os.path.getsize(pending),
       **array_bytes(spec, variables, quantize),

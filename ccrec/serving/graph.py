@@ -16,10 +16,15 @@ position: the converters take no loop); the 'last' readout is `last_state` (the
 same value, without the cumulative max ONNX cannot express). Item look-up and
 scoring are written out here so that the file keeps the compact item arrays:
 
-  codes   uint8 codes [M, V] (uint16 for K > 256), codebooks [M*K, d].
-          Scoring: T = s @ C^T, reshaped [B, M, K]; score(v) = sum_m
-          T[:, m, code(v, m)]: M gathers of T over the codes, then top-k;
-          never the [V, d] table.
+  codes   codes [M, V], codebooks [M*K, d]. Scoring: T = s @ C^T, reshaped
+          [B, M, K]; score(v) = sum_m T[:, m, code(v, m)], then top-k; never the
+          [V, d] table. With pair_codes (the default where K^2 <= 65536),
+          codebooks 2p and 2p+1 are stored as one row of pair indices
+          code(v, 2p) * K + code(v, 2p+1) (`pack_codes`: uint8 if K^2 <= 256, else
+          16 bits, the same bytes as two uint8 rows) and scored through the
+          K^2-entry table T[:, 2p, :, None] + T[:, 2p+1, None, :]: half the
+          whole-catalog gathers and casts, which dominate the runtimes' time.
+          Otherwise one row per codebook, uint8 (uint16 for K > 256).
   table   float32 [V, d] (the teacher): s @ E^T, then top-k.
   tt      the TT cores; the session vector is contracted into the cores one
           at a time (2-D matmuls), giving every row's score without building
@@ -158,20 +163,64 @@ def dequantized_variables(spec: ModelSpec, variables: dict, quantize: str | None
   return dict(variables, params=traverse_util.unflatten_dict(flat, sep="/"))
 
 
-def _runtime_arrays(
-    arrays: dict[str, np.ndarray], zero: jax.Array, int16_codes: bool = False
-) -> dict[str, jax.Array]:
+_OFFSET = 32768  # 16-bit pair indices above 32767 are stored minus this as int16
+
+
+def pairs_codebooks(num_codebooks: int, codebook_size: int, pair: bool = True) -> bool:
+  """Whether `pack_codes` stores the codebooks in pairs: asked, M >= 2 and K^2 <= 65536."""
+  return pair and num_codebooks > 1 and codebook_size * codebook_size <= 65536
+
+
+def pack_codes(
+    codes: np.ndarray, codebook_size: int, *, pair: bool = True, int16: bool = False
+) -> list[tuple[np.ndarray, tuple[int, ...], int]]:
+  """Codes [M, V] -> the rows the file stores: (row [V], codebooks it holds, offset).
+
+  pair (where K^2 <= 65536): codebooks (0, 1), (2, 3), ... as one row of code_a * K +
+  code_b; uint8 if K^2 <= 256, else uint16; an odd last codebook alone. Otherwise one row
+  per codebook, code_dtype(K). int16 (LiteRT has no uint16 gather): 16-bit rows as int16,
+  the same bytes: pair indices below 32768 as they are; otherwise (K^2 > 32768) every
+  index minus `_OFFSET`, the offset returned (added back at run time); single uint16
+  codes as their bit pattern (offset -1, `_Items.code_ints`). Index = int32(row) + offset.
+  """
+  k = codebook_size
+  pair = pairs_codebooks(len(codes), k, pair)
+  groups = [(m, m + 1) for m in range(0, len(codes) - 1, 2)] if pair else []
+  groups += [(m,) for m in range(2 * len(groups), len(codes))]
+  out = []
+  for group in groups:
+    if len(group) == 2:
+      size = k * k
+      index = codes[group[0]].astype(np.int32) * k + codes[group[1]]
+    else:
+      size = k
+      index = codes[group[0]].astype(np.int32)
+    dtype = code_dtype(size)
+    offset = 0
+    if int16 and dtype == np.uint16:
+      if len(group) == 1:
+        row, offset = index.astype(np.uint16).view(np.int16), -1
+      elif size <= _OFFSET:
+        row = index.astype(np.int16)
+      else:
+        row, offset = (index - _OFFSET).astype(np.int16), _OFFSET
+    else:
+      row = index.astype(dtype)
+    out.append((np.ascontiguousarray(row), group, offset))
+  return out
+
+
+def _runtime_arrays(arrays: dict[str, np.ndarray], zero: jax.Array) -> dict[str, jax.Array]:
   """The graph's arrays as the computation reads them. int8 arrays and TT cores pass
   through `_at_runtime`, so that the file stores them as they are (int8 arrays are
-  dequantised after it); the codes stay a constant that `_Items` gathers a row at a time.
-  int16_codes: uint16 codes travel as their int16 bit pattern (`_Items.code_ints` widens
-  them back)."""
+  dequantised after it); the codes stay numpy, packed and gathered a row at a time by
+  `_Items`."""
   out = {}
   for name, a in arrays.items():
     if name.endswith(SCALE):
       continue
-    if name == "items/codes":  # read a row at a time by _Items
-      out[name] = jnp.asarray(a.view(np.int16) if int16_codes and a.dtype == np.uint16 else a)
+    if name == "items/codes":  # packed and read a row at a time by _Items
+      out[name] = a
     elif a.dtype == np.int8:
       out[name] = _at_runtime(a, zero).astype(jnp.float32) * jnp.asarray(arrays[name + SCALE])
     elif name.startswith("items/core_"):
@@ -184,14 +233,35 @@ def _runtime_arrays(
 class _Items:
   """Item look-up and scoring of one kind over its graph arrays (made run-time values)."""
 
-  def __init__(self, spec: ModelSpec, arrays: dict[str, jax.Array], zero: jax.Array):
+  def __init__(
+      self,
+      spec: ModelSpec,
+      arrays: dict[str, Any],
+      zero: jax.Array,
+      *,
+      pair_codes: bool = False,
+      int16_codes: bool = False,
+  ):
     self.spec = spec
     self.kind = spec.embedding
     if self.kind == "codes":
-      # Row m of the codes [M, V] gathered at zero + m: a run-time value, no slice (LiteRT
-      # cannot slice int16).
-      codes = arrays["items/codes"]
-      self.codes = [_get(codes, (zero + m)[None]).reshape(-1) for m in range(len(codes))]
+      # Rows of one dtype are stored as one constant [n, V]; row i is gathered at zero + i:
+      # a run-time value, no slice (LiteRT cannot slice int16).
+      packed = pack_codes(
+          np.asarray(arrays["items/codes"]),
+          spec.codebook_size,
+          pair=pair_codes,
+          int16=int16_codes,
+      )
+      by_dtype: dict[Any, list] = {}
+      for row, _, _ in packed:
+        by_dtype.setdefault(row.dtype, []).append(row)
+      stored = {dt: jnp.asarray(np.stack(rows)) for dt, rows in by_dtype.items()}
+      self.groups = []  # (row [V] at run time, codebooks, offset)
+      seen: dict[Any, int] = {}
+      for row, group, offset in packed:
+        i = seen[row.dtype] = seen.get(row.dtype, -1) + 1
+        self.groups.append((_get(stored[row.dtype], (zero + i)[None]).reshape(-1), group, offset))
       self.books = arrays["items/codebooks"]  # [M*K, d]
     elif self.kind == "table":
       self.table = arrays["items/table"]  # [V, d]
@@ -203,12 +273,13 @@ class _Items:
       self.cores = [arrays[f"items/core_{i}"] for i in range(len(items))]
 
   @staticmethod
-  def code_ints(codes: jax.Array) -> jax.Array:
-    """Codes (uint8, uint16, or uint16 bits as int16) -> int32 in 0..K-1."""
-    wide = codes.astype(jnp.int32)
-    if codes.dtype == jnp.int16:
-      wide = jnp.where(wide < 0, wide + 65536, wide)
-    return wide
+  def code_ints(row: jax.Array, offset: int = 0) -> jax.Array:
+    """A stored code row (`pack_codes`) -> int32 indices: int32(row) + offset; offset -1:
+    uint16 bits stored as int16, widened back."""
+    wide = row.astype(jnp.int32)
+    if offset == -1:
+      return jnp.where(wide < 0, wide + 65536, wide)
+    return wide + offset if offset else wide
 
   def lookup(self, ids: jax.Array) -> jax.Array:
     """ids int32 [B, L] in 0..V -> [B, L, d]; id 0 -> zeros."""
@@ -217,10 +288,12 @@ class _Items:
     rows = jnp.maximum(flat - 1, 0)
     if self.kind == "codes":
       k = self.spec.codebook_size
-      emb = sum(
-          _get(self.books, self.code_ints(_get(self.codes[m], rows)) + m * k)
-          for m in range(self.spec.num_codebooks)
-      )  # [N, d]
+      emb = 0
+      for row, group, offset in self.groups:
+        index = self.code_ints(_get(row, rows), offset)
+        codes = [index // k, index % k] if len(group) == 2 else [index]
+        for m, code in zip(group, codes):
+          emb = emb + _get(self.books, code + m * k)  # [N, d]
     elif self.kind == "table":
       emb = _get(self.table, rows)
     else:
@@ -247,7 +320,14 @@ class _Items:
     if self.kind == "codes":
       m, k = spec.num_codebooks, spec.codebook_size
       t = (s @ self.books.T).reshape(-1, m, k)  # [B, M, K]
-      return sum(_get(t[:, i], self.code_ints(self.codes[i]), axis=1) for i in range(m))
+      total = 0
+      for row, group, offset in self.groups:
+        if len(group) == 2:  # the K^2 sums of the pair's codewords, index a * K + b
+          table = (t[:, group[0], :, None] + t[:, group[1], None, :]).reshape(-1, k * k)
+        else:
+          table = t[:, group[0]]
+        total = total + _get(table, self.code_ints(row, offset), axis=1)
+      return total
     if self.kind == "table":
       return s @ self.table.T
     return self._tt_score(s)[:, 1 : spec.num_items + 1]
@@ -304,14 +384,16 @@ def serving_fn(
     *,
     single: bool = True,
     quantize: str | None = None,
+    pair_codes: bool = True,
     int16_codes: bool = False,
 ) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
   """items int32 [B, max_len] -> (items int32 [B, k], scores float32 [B, k]); see module doc.
 
   single: outputs [k] (the input must have B = 1).
   quantize: 'int8' stores int8 codebooks and Dense kernels (see `graph_arrays`).
-  int16_codes: uint16 codes (K > 256) are stored as their int16 bit pattern (same
-    bytes) and widened at run time; LiteRT has no uint16 gather.
+  pair_codes: codebooks stored and scored in pairs where K^2 <= 65536 (`pack_codes`).
+  int16_codes: 16-bit code rows are stored as int16 (same bytes; `pack_codes`); LiteRT
+    has no uint16 gather.
   """
   if not 1 <= k <= spec.num_items:
     raise ValueError(f"k must be in 1..num_items={spec.num_items}, got {k}")
@@ -334,11 +416,11 @@ def serving_fn(
   def fn(items: jax.Array) -> tuple[jax.Array, jax.Array]:
     ids = jnp.where((items >= 1) & (items <= num_items), items, 0).astype(jnp.int32)
     zero = jnp.minimum(ids[0, 0], 0)  # 0, but not a constant (see the module docstring)
-    values = _runtime_arrays(arrays, zero, int16_codes)
+    values = _runtime_arrays(arrays, zero)
     params = traverse_util.unflatten_dict(
         {n: a for n, a in values.items() if not n.startswith("items/")}, sep="/"
     )
-    table = _Items(spec, values, zero)
+    table = _Items(spec, values, zero, pair_codes=pair_codes, int16_codes=int16_codes)
     mask = ids > 0
     s = model.apply({"params": params}, table.lookup(ids), mask, method=encode)  # [B, d]
     scores, index = jax.lax.top_k(table.score(s), k)

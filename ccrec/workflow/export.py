@@ -138,6 +138,7 @@ def export_workdir_file(
     k: int = 20,
     batch: int | None = None,
     quantize: str | None = None,
+    pair_codes: bool = True,
     verify: bool = True,
     overwrite: bool = False,
 ) -> dict:
@@ -159,6 +160,7 @@ def export_workdir_file(
       k=k,
       batch=batch,
       quantize=quantize,
+      pair_codes=pair_codes,
       sessions=sessions,
       raw_ids=raw_ids,
       overwrite=overwrite,
