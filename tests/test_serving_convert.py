@@ -178,7 +178,7 @@ def test_graph_top_k_with_paired_and_single_code_rows(codebook_size, num_codeboo
         (256, 2, True, True, [("int16", (0, 1), 32768)]),  # stored minus 32768
         (256, 2, False, True, [("uint8", (0,), 0), ("uint8", (1,), 0)]),
         (300, 2, True, False, [("uint16", (0,), 0), ("uint16", (1,), 0)]),  # K^2 > 65536
-        (300, 2, True, True, [("int16", (0,), -1), ("int16", (1,), -1)]),  # uint16 bits
+        (300, 2, True, True, [("int16", (0,), 0), ("int16", (1,), 0)]),  # K < 32768: as is
     ],
 )
 def test_pack_codes_layout_and_round_trip(k, m, pair, int16, layout):

@@ -163,7 +163,7 @@ def dequantized_variables(spec: ModelSpec, variables: dict, quantize: str | None
   return dict(variables, params=traverse_util.unflatten_dict(flat, sep="/"))
 
 
-_OFFSET = 32768  # 16-bit pair indices above 32767 are stored minus this as int16
+_OFFSET = 32768  # int16 rows of indices that reach 32768 are stored minus this
 
 
 def pairs_codebooks(num_codebooks: int, codebook_size: int, pair: bool = True) -> bool:
@@ -179,9 +179,9 @@ def pack_codes(
   pair (where K^2 <= 65536): codebooks (0, 1), (2, 3), ... as one row of code_a * K +
   code_b; uint8 if K^2 <= 256, else uint16; an odd last codebook alone. Otherwise one row
   per codebook, code_dtype(K). int16 (LiteRT has no uint16 gather): 16-bit rows as int16,
-  the same bytes: pair indices below 32768 as they are; otherwise (K^2 > 32768) every
-  index minus `_OFFSET`, the offset returned (added back at run time); single uint16
-  codes as their bit pattern (offset -1, `_Items.code_ints`). Index = int32(row) + offset.
+  the same bytes: indices below 32768 (K^2 or K <= 32768) as they are; otherwise every
+  index minus `_OFFSET`, the offset returned (added back at run time). Index =
+  int32(row) + offset (`_Items.code_ints`).
   """
   k = codebook_size
   pair = pairs_codebooks(len(codes), k, pair)
@@ -198,12 +198,8 @@ def pack_codes(
     dtype = code_dtype(size)
     offset = 0
     if int16 and dtype == np.uint16:
-      if len(group) == 1:
-        row, offset = index.astype(np.uint16).view(np.int16), -1
-      elif size <= _OFFSET:
-        row = index.astype(np.int16)
-      else:
-        row, offset = (index - _OFFSET).astype(np.int16), _OFFSET
+      offset = _OFFSET if size > _OFFSET else 0
+      row = (index - offset).astype(np.int16)
     else:
       row = index.astype(dtype)
     out.append((np.ascontiguousarray(row), group, offset))
@@ -274,11 +270,8 @@ class _Items:
 
   @staticmethod
   def code_ints(row: jax.Array, offset: int = 0) -> jax.Array:
-    """A stored code row (`pack_codes`) -> int32 indices: int32(row) + offset; offset -1:
-    uint16 bits stored as int16, widened back."""
+    """A stored code row (`pack_codes`) -> int32 indices: int32(row) + offset."""
     wide = row.astype(jnp.int32)
-    if offset == -1:
-      return jnp.where(wide < 0, wide + 65536, wide)
     return wide + offset if offset else wide
 
   def lookup(self, ids: jax.Array) -> jax.Array:
