@@ -33,7 +33,10 @@ def _changes(base, derived):
 
 
 def test_each_synthetic_config_changes_only_what_it_says():
-  assert _changes("tmall.py", "synthetic_40k.py") == {"data.dataset": "synthetic-40k"}
+  assert _changes("tmall.py", "synthetic_40k.py") == {
+      "data.dataset": "synthetic-40k",
+      "model.readout": "last",
+  }
   assert _changes("synthetic_40k.py", "synthetic_40k_m3k256.py") == {
       "codes.num_codebooks": 3,
       "codes.codebook_size": 256,
