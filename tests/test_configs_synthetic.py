@@ -36,6 +36,8 @@ def test_each_synthetic_config_changes_only_what_it_says():
   assert _changes("tmall.py", "synthetic_40k.py") == {
       "data.dataset": "synthetic-40k",
       "model.readout": "last",
+      "student.eta_decay_epochs": 5,
+      "codes.weight_power": 1.0,
   }
   assert _changes("synthetic_40k.py", "synthetic_40k_m3k256.py") == {
       "codes.num_codebooks": 3,
