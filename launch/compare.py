@@ -1,13 +1,16 @@
 r"""Paired comparison of two trained models on the same examples; prints one JSON object.
 
   python launch/compare.py --a=runs/eodrec:teacher --b=runs/eodrec:student
+  python launch/compare.py --a=runs/eodrec:stage1_teacher --b=runs/eodrec:student
   python launch/compare.py --a=runs/base:student --b=runs/full:student --metrics=NDCG@10,HR@10
   python launch/compare.py --a=runs/s1:teacher,runs/s2:teacher,runs/s3:teacher \
       --b=runs/s1:student,runs/s2:student,runs/s3:student     # seeds pooled
 
 Each side is WORKDIR:MODEL with MODEL 'teacher' or 'student' (the compressed model
 alone), restored at its best checkpoint as launch/evaluate.py does (in a workdir that
-ran distillation, 'teacher' is the co-trained teacher). Both are ranked on --split and
+ran distillation, 'teacher' is the co-trained teacher), or 'stage1_teacher' or
+'pretrained_student': the model at the best checkpoint of the teacher stage or of the
+student's pre-training, before distillation changed it. Both are ranked on --split and
 compared example by example: for each metric, the means, their standard errors, the
 difference b - a with its paired-bootstrap confidence interval and p-value
 (ccrec/evaluation/significance.py), and the ratio b / a with its interval. The two
@@ -30,7 +33,7 @@ import numpy as np
 from absl import app, flags
 
 from ccrec.evaluation import significance
-from ccrec.workflow.from_checkpoint import MODELS, workdir_ranks
+from ccrec.workflow.from_checkpoint import RANKABLE, workdir_ranks
 
 _A = flags.DEFINE_list("a", None, "WORKDIR:MODEL of the reference model (several: runs of it).")
 _B = flags.DEFINE_list(
@@ -49,8 +52,8 @@ flags.mark_flags_as_required(["a", "b"])
 
 def _side(spec: str, flag: str) -> tuple[str, str]:
   workdir, sep, model = spec.rpartition(":")
-  if not sep or not workdir or model not in MODELS:
-    raise app.UsageError(f"--{flag}={spec!r}: expected WORKDIR:MODEL with MODEL one of {MODELS}")
+  if not sep or not workdir or model not in RANKABLE:
+    raise app.UsageError(f"--{flag}={spec!r}: expected WORKDIR:MODEL with MODEL one of {RANKABLE}")
   return workdir, model
 
 

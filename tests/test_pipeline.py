@@ -154,6 +154,26 @@ def test_per_example_ranks_give_the_reported_metrics(full_run):
 
 
 @pytest.mark.slow
+def test_ranks_before_distillation_are_the_models_those_stages_selected(full_run):
+  # 'stage1_teacher' and 'pretrained_student' are the teacher and the student at the best
+  # checkpoints of their own stages: on validation they score what those stages logged as
+  # their best, not what the co-trained models score.
+  from ccrec.evaluation import significance
+  from ccrec.workflow.from_checkpoint import workdir_ranks
+
+  workdir, _ = full_run
+  models = ("stage1_teacher", "pretrained_student", "teacher", "student")
+  ranks, _ = workdir_ranks(workdir, models, "valid")
+  best = {r["stage"]: r["best"] for r in _records(workdir) if "best" in r}
+  ndcg = {m: significance.per_example(ranks[m], "NDCG@10").mean() for m in models}
+  assert ndcg["stage1_teacher"] == pytest.approx(best["teacher"], abs=1e-6)
+  assert ndcg["pretrained_student"] == pytest.approx(best["student_pretrain"], abs=1e-6)
+  assert ndcg["student"] == pytest.approx(best["distill"], abs=1e-6)  # distill selects on it
+  assert not np.array_equal(ranks["teacher"], ranks["stage1_teacher"])
+  assert not np.array_equal(ranks["student"], ranks["pretrained_student"])
+
+
+@pytest.mark.slow
 def test_compare_launcher_prints_the_paired_comparison(full_run):
   import subprocess
   import sys

@@ -2,8 +2,10 @@
 
 Uses the same evaluators as training. The teacher and the student are taken
 from the last stage that trained them (distill, else teacher / student_pretrain),
-each at its best validation epoch. `restore(workdir)` is what other tools build on
-(export): the dataset and each trained model's spec and variables.
+each at its best validation epoch; `workdir_ranks` can also rank them as the stages
+before distillation left them ('stage1_teacher', 'pretrained_student'). `restore(workdir)`
+is what other tools build on (export): the dataset and each trained model's spec and
+variables.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from ccrec.workflow import pipeline
 from ccrec.workflow import workdir as workdir_lib
 
 MODELS = ("teacher", "student")
+# The models as the stages before distillation left them: name -> (model, stage directory).
+BEFORE_DISTILL = {
+    "stage1_teacher": ("teacher", "teacher"),
+    "pretrained_student": ("student", "student_pretrain"),
+}
+RANKABLE = MODELS + tuple(BEFORE_DISTILL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +48,22 @@ class Restored:
   models: dict[str, tuple[ModelSpec, dict]]  # 'teacher'/'student' -> (spec, variables), if trained
 
 
-def restore_trained(ctx: pipeline.Context) -> pipeline.Trained:
-  """Rebuilds the trained models of a workdir from their best checkpoints."""
+def restore_trained(ctx: pipeline.Context, *, before_distill: bool = False) -> pipeline.Trained:
+  """Rebuilds the trained models of a workdir from their best checkpoints.
+
+  `before_distill` skips the distill stage's checkpoint: the teacher as the teacher stage
+  left it and the student as pre-training left it.
+  """
   c = ctx.config
   tx = ctx.optimizer()
   teacher0 = TrainState.create(init_variables(ctx.teacher, jax.random.key(0)), tx)
   student0 = TrainState.create(pipeline.init_student(ctx, None), tx, ema_decay=c.student.ema_decay)
   out = pipeline.Trained()
   distill_dir = ctx.stage_dir("distill")
-  if os.path.isdir(distill_dir) and Checkpointer(distill_dir).latest_step("best") is not None:
+  distilled = os.path.isdir(distill_dir) and (
+      Checkpointer(distill_dir).latest_step("best") is not None
+  )
+  if distilled and not before_distill:
     heads = DistillHeads(c.model.d, c.model.readout, c.model.init, c.model.init_scale)
     abstract = distill_lib.create_state(
         teacher0.variables(),
@@ -111,26 +126,35 @@ def workdir_ranks(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Per-example target ranks of models of `workdir` on `split`, from their best checkpoints.
 
-  The workdir's dataset and checkpoints are loaded once for all `models` ('teacher',
-  'student': the compressed model alone). Returns ({model: ranks int64 [N]}, targets
-  int32 [N]) in the split's example order (the targets let a caller check that two
-  workdirs were ranked on the same examples).
+  The workdir's dataset and checkpoints are loaded once for all `models`: 'teacher' and
+  'student' (the compressed model alone) from the last stage that trained them,
+  'stage1_teacher' and 'pretrained_student' from the teacher and student_pretrain stages
+  (in a workdir that ran distillation: the models before it). Returns ({model: ranks int64
+  [N]}, targets int32 [N]) in the split's example order (the targets let a caller check
+  that two workdirs were ranked on the same examples).
   """
   for model in models:
-    if model not in MODELS:
-      raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model not in RANKABLE:
+      raise ValueError(f"model must be one of {RANKABLE}, got {model!r}")
   if split not in ("valid", "test"):
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-  ctx, trained = restored_context(workdir)
+  config = workdir_lib.load_config(workdir)
+  ctx = pipeline.make_context(config, workdir, check_workdir=False)
   examples = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}[split]
+  trained = {}  # before_distill -> pipeline.Trained, each restored once
   ranks = {}
   for model in models:
-    state = getattr(trained, model)
+    name, stage = BEFORE_DISTILL.get(model, (model, None))
+    before = stage is not None
+    if before not in trained:
+      trained[before] = restore_trained(ctx, before_distill=before)
+    state = getattr(trained[before], name)
     if state is None:
+      where = f" in {stage}/" if before else ""
       raise CheckpointError(
-          f"{workdir} has no trained {model} checkpoint "
+          f"{workdir} has no trained {model} checkpoint{where} "
           f"(its config's stages: {list(ctx.config.stages)})"
       )
-    evaluator = ctx.evaluator(model, *model_fns(getattr(ctx, model)))
+    evaluator = ctx.evaluator(name, *model_fns(getattr(ctx, name)))
     ranks[model] = evaluator.ranks(state.variables(), examples)
   return ranks, np.asarray(examples.targets)
