@@ -94,10 +94,14 @@ def restore_trained(ctx: pipeline.Context, *, before_distill: bool = False) -> p
   return out
 
 
+def saved_context(workdir: str) -> pipeline.Context:
+  """The context of a trained workdir: its saved config and data."""
+  return pipeline.make_context(workdir_lib.load_config(workdir), workdir, check_workdir=False)
+
+
 def restored_context(workdir: str) -> tuple[pipeline.Context, pipeline.Trained]:
   """The context of a trained workdir (its saved config and data) and its trained models."""
-  config = workdir_lib.load_config(workdir)
-  ctx = pipeline.make_context(config, workdir, check_workdir=False)
+  ctx = saved_context(workdir)
   return ctx, restore_trained(ctx)
 
 
@@ -138,8 +142,7 @@ def workdir_ranks(
       raise ValueError(f"model must be one of {RANKABLE}, got {model!r}")
   if split not in ("valid", "test"):
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-  config = workdir_lib.load_config(workdir)
-  ctx = pipeline.make_context(config, workdir, check_workdir=False)
+  ctx = saved_context(workdir)
   examples = {"valid": ctx.dataset.valid, "test": ctx.dataset.test}[split]
   trained = {}  # before_distill -> pipeline.Trained, each restored once
   ranks = {}
